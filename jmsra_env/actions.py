@@ -1,0 +1,113 @@
+"""Action forms, their validation and the exact encoding of expert decisions.
+
+Two forms express a decision (a medium per agent and a bandwidth split):
+
+* **Dict** ``{"media": MultiBinary(N), "bandwidth": Box(0, 1, (N,))}``: ``media[i]`` is 0 (NL) or
+  1 (KV); ``bandwidth`` holds non-negative shares, normalised by their sum (all-zero = equal split).
+* **Box** ``Box(-1, 1, (2N,), float32)`` (SB3-ready): ``a[:N] > 0`` means KV; the shares are
+  ``(a[N:] + 1) / 2``, normalised by their sum (all ``-1`` = equal split).
+
+Every function accepts a leading batch axis (a vectorised env's actions). Bad input is a
+``ValueError`` naming the field.
+:func:`encode_box` / :func:`encode_dict` turn any decision ``(media, bandwidth_hz)`` into an action
+that decodes to the same bandwidth up to float64 rounding, so the latency is preserved to ~1e-15
+(cast to float32, the Box form keeps it to ~1e-7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = [
+    "decode_dict",
+    "decode_box",
+    "encode_dict",
+    "encode_box",
+    "shares_to_bandwidth_hz",
+]
+
+
+def _as_array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"action field '{name}' must be numeric with shape {shape}; got {value!r}") from exc
+    if arr.shape != shape:
+        raise ValueError(f"action field '{name}' must have shape {shape}; got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"action field '{name}' must be finite; got {arr.tolist()}")
+    return arr
+
+
+def shares_to_bandwidth_hz(shares: np.ndarray, total_bandwidth_hz: float) -> np.ndarray:
+    """Normalise non-negative shares ``(..., N)`` to a split of ``total_bandwidth_hz`` (0 = equal)."""
+    total = shares.sum(axis=-1, keepdims=True)
+    n = shares.shape[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        b = total_bandwidth_hz * shares / total
+    return np.where(total > 0.0, b, total_bandwidth_hz / n)
+
+
+def decode_dict(action, n_agents: int, total_bandwidth_hz: float, batch_shape: tuple[int, ...] = ()):
+    """Validate a Dict action and return ``(media int8 (..., N), bandwidth_hz (..., N))``."""
+    if not isinstance(action, Mapping):
+        raise ValueError(
+            f"action must be a dict with keys 'media' and 'bandwidth'; got {type(action).__name__}"
+        )
+    extra = set(action) - {"media", "bandwidth"}
+    missing = {"media", "bandwidth"} - set(action)
+    if missing or extra:
+        raise ValueError(
+            f"action must have exactly the keys 'media' and 'bandwidth'; missing {sorted(missing)}, "
+            f"unexpected {sorted(map(str, extra))}"
+        )
+    shape = (*batch_shape, n_agents)
+    media = _as_array(action["media"], "media", shape)
+    if not np.all((media == 0.0) | (media == 1.0)):
+        raise ValueError(f"action field 'media' must hold 0 (NL) or 1 (KV); got {media.tolist()}")
+    shares = _as_array(action["bandwidth"], "bandwidth", shape)
+    if np.any(shares < 0.0):
+        raise ValueError(f"action field 'bandwidth' must be non-negative; got {shares.tolist()}")
+    return media.astype(np.int8), shares_to_bandwidth_hz(shares, total_bandwidth_hz)
+
+
+def decode_box(action, n_agents: int, total_bandwidth_hz: float, batch_shape: tuple[int, ...] = ()):
+    """Validate a Box action ``(..., 2N)`` in [-1, 1] and return ``(media, bandwidth_hz)``."""
+    shape = (*batch_shape, 2 * n_agents)
+    a = _as_array(action, "action", shape)
+    if np.any(np.abs(a) > 1.0 + 1e-6):
+        raise ValueError(f"action field 'action' must lie in [-1, 1]; got {a.tolist()}")
+    media = (a[..., :n_agents] > 0.0).astype(np.int8)
+    shares = np.clip(0.5 * (a[..., n_agents:] + 1.0), 0.0, 1.0)
+    return media, shares_to_bandwidth_hz(shares, total_bandwidth_hz)
+
+
+def _check_decision(media, bandwidth_hz):
+    media = np.asarray(media)
+    b = np.asarray(bandwidth_hz, dtype=np.float64)
+    if media.shape != b.shape:
+        raise ValueError(f"media {media.shape} and bandwidth_hz {b.shape} must have the same shape")
+    if not np.all(np.isfinite(b)) or np.any(b < 0.0):
+        raise ValueError(f"bandwidth_hz must be finite and non-negative; got {b.tolist()}")
+    return media, b
+
+
+def encode_dict(media, bandwidth_hz) -> dict[str, np.ndarray]:
+    """A Dict action that decodes to ``(media, bandwidth_hz)`` (exactly when ``sum b = B``)."""
+    media, b = _check_decision(media, bandwidth_hz)
+    peak = b.max(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(peak > 0.0, b / peak, 0.0)
+    return {"media": (media != 0).astype(np.int8), "bandwidth": shares}
+
+
+def encode_box(media, bandwidth_hz) -> np.ndarray:
+    """A float64 Box action in [-1, 1] that decodes to ``(media, bandwidth_hz)``.
+
+    Media map to -1 (NL) / +1 (KV); bandwidth to ``2 b / max(b) - 1``. A split that does not use
+    the whole band decodes scaled up to the full band.
+    """
+    d = encode_dict(media, bandwidth_hz)
+    return np.concatenate([2.0 * d["media"] - 1.0, 2.0 * d["bandwidth"] - 1.0], axis=-1)

@@ -1,0 +1,250 @@
+"""The Gymnasium environment: one step is one collaboration round."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from . import actions, model
+from .config import ScenarioConfig, make_config
+from .world import SNR_MAX_DB, SNR_MIN_DB, WorldProcess
+
+__all__ = ["JMSRAEnv", "make_observation_space", "make_action_space", "ACTION_FORMS"]
+
+ACTION_FORMS = ("dict", "box")
+
+
+def make_observation_space(cfg: ScenarioConfig) -> spaces.Dict:
+    """The Dict observation space of a scenario (float64: the values are charged exactly)."""
+    n, wl = cfg.n_agents, cfg.workload
+    devs = wl.sender_profiles
+    f = [d.peak_flops for d in devs]
+    w = [d.mem_bw_bytes_per_s for d in devs]
+
+    def box(lo, hi, shape=(n,)):
+        return spaces.Box(low=float(lo), high=float(hi), shape=shape, dtype=np.float64)
+
+    return spaces.Dict(
+        {
+            "snr_db": box(SNR_MIN_DB, SNR_MAX_DB),
+            "compute_flops": box(min(f), max(f)),
+            "mem_bw_bytes_per_s": box(min(w), max(w)),
+            "load": box(0.0, wl.load_max),
+            "context_tokens": box(wl.context_min_tokens, wl.context_max_tokens),
+            "nl_tokens": box(0.0, wl.context_max_tokens),
+            "receiver_load": box(0.0, wl.load_max, (1,)),
+        }
+    )
+
+
+def make_action_space(cfg: ScenarioConfig, action_form: str) -> spaces.Space:
+    """The action space of a scenario in the given form (``"dict"`` or ``"box"``)."""
+    n = cfg.n_agents
+    if action_form == "dict":
+        return spaces.Dict(
+            {
+                "media": spaces.MultiBinary(n),
+                "bandwidth": spaces.Box(0.0, 1.0, (n,), dtype=np.float32),
+            }
+        )
+    if action_form == "box":
+        return spaces.Box(-1.0, 1.0, (2 * n,), dtype=np.float32)
+    raise ValueError(f"action_form must be one of {ACTION_FORMS}; got {action_form!r}")
+
+
+def breakdown_info(br: model.LatencyBreakdown, index=()) -> dict[str, Any]:
+    """The ``info`` entries of one round's latency breakdown (``index`` picks it from a batch)."""
+    return {
+        "latency_s": float(br.latency_s[index]),
+        "uncapped_latency_s": float(br.uncapped_latency_s[index]),
+        "capped": bool(br.capped[index]),
+        "media": br.media[index].copy(),
+        "bandwidth_hz": br.bandwidth_hz[index].copy(),
+        "rate_bps": br.rate_bps[index].copy(),
+        "compute_s": br.compute_s[index].copy(),
+        "transmission_s": br.transmission_s[index].copy(),
+        "finish_s": br.finish_s[index].copy(),
+        "receiver_s": br.receiver_s[index].copy(),
+        "answer_s": float(br.answer_s[index]),
+        "kv_share": float(np.mean(br.media[index])),
+    }
+
+
+class JMSRAEnv(gym.Env[dict, Any]):
+    """Joint media selection and bandwidth allocation for a team of LLM agents.
+
+    ## Description
+
+    ``N`` embodied agents each hold a context of ``L_i`` tokens that a receiver agent needs. Every
+    round each agent sends it either as a natural-language summary of ``K_i`` tokens (decode, send a
+    few hundred bytes, the receiver prefills) or as its KV cache (no decoding, megabytes over the
+    air, the receiver loads it), over an FDMA uplink of total bandwidth ``B`` split between the
+    agents. The round ends when the receiver has all messages, processed them and decoded a
+    ``G``-token answer. The goal is to minimise this end-to-end latency ``T`` (DESIGN.md sections
+    2 and 3; after Dai, Xiang, Yang, arXiv 2605.25422).
+
+    ## Action Space
+
+    ``action_form="dict"`` (default): ``Dict(media=MultiBinary(N), bandwidth=Box(0, 1, (N,)))``,
+    0 = NL and 1 = KV; the bandwidth shares are normalised by their sum, all-zero is an equal split.
+    ``action_form="box"`` (SB3-ready): ``Box(-1, 1, (2N,), float32)``; ``a[:N] > 0`` means KV and
+    the shares are ``(a[N:] + 1) / 2``. :func:`jmsra_env.encode_box` expresses any decision exactly.
+    Mis-shaped, non-finite, negative (dict) or out-of-range (box) actions raise ``ValueError``.
+
+    ## Observation Space
+
+    A ``Dict`` of float64 arrays, per agent ``i`` unless stated:
+
+    | key                  | meaning                                           | unit   | bounds            |
+    |----------------------|---------------------------------------------------|--------|-------------------|
+    | `snr_db`             | SNR alone on the full band, ``p g_i / (N0 B)``    | dB     | [-150, 150]       |
+    | `compute_flops`      | peak compute of the agent's device                | FLOP/s | catalog min..max  |
+    | `mem_bw_bytes_per_s` | peak memory bandwidth of the agent's device       | byte/s | catalog min..max  |
+    | `load`               | background load ``u_i``                           | 1      | [0, u_max]        |
+    | `context_tokens`     | context length ``L_i``                            | tokens | [L_min, L_max]    |
+    | `nl_tokens`          | NL summary length ``K_i``                         | tokens | [0, L_max]        |
+    | `receiver_load`      | the receiver's background load (shape ``(1,)``)   | 1      | [0, u_max]        |
+
+    With ``csi_delay = 0`` this is a sufficient statistic: with the static config,
+    :func:`jmsra_env.model.terms_from_observation` and :func:`jmsra_env.model.latency` reproduce the
+    reward exactly. With ``csi_delay = k`` the SNR shown is ``k`` rounds old.
+
+    ## Rewards
+
+    ``-min(T, latency_cap_s)`` in seconds. ``T`` is infinite when an agent with a payload gets no
+    bandwidth; ``info["capped"]`` says that the cap applied.
+
+    ## Starting State
+
+    Distances ``U[20, 250]`` m, shadowing ``N(0, 8 dB)``, Rayleigh fading, loads ``U[0, u_max]``,
+    and a sender device per agent drawn from ``workload.sender_devices``; ``L_i`` and ``K_i`` are
+    drawn anew every round. All randomness flows from ``reset(seed=...)`` through ``self.np_random``.
+
+    ## Episode End
+
+    Never terminated; truncated after ``episode_rounds`` (64) rounds.
+
+    ## Info
+
+    ``latency_s`` (capped), ``uncapped_latency_s``, ``capped``, per agent ``media``, ``bandwidth_hz``,
+    ``rate_bps``, ``compute_s`` (prefill + NL decoding), ``transmission_s``, ``finish_s``,
+    ``receiver_s``; ``answer_s``, ``kv_share``, ``round``; with ``jmsra_in_info`` also
+    ``jmsra_latency_s``, the JMSRA expert's latency on the same round.
+
+    ## Arguments
+
+    ``JMSRAEnv(config=None, *, base_config=None, action_form="dict", render_mode=None, **overrides)``:
+    ``config`` is a :class:`ScenarioConfig` or a mapping of overrides applied over ``base_config``
+    (what a registered variant sets); keyword ``overrides`` apply last. Unknown keys raise
+    ``ValueError``. ``render_mode`` is ``"ansi"`` (a per-agent table) or ``"rgb_array"``.
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        config: ScenarioConfig | Mapping[str, Any] | None = None,
+        *,
+        base_config: ScenarioConfig | Mapping[str, Any] | None = None,
+        action_form: str = "dict",
+        render_mode: str | None = None,
+        **overrides: Any,
+    ):
+        cfg = make_config(base_config)
+        if isinstance(config, ScenarioConfig):
+            cfg = config
+        elif config is not None:
+            cfg = make_config(cfg, **dict(_check_mapping(config)))
+        if overrides:
+            cfg = make_config(cfg, **overrides)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None; got {render_mode!r}"
+            )
+        if action_form not in ACTION_FORMS:
+            raise ValueError(f"action_form must be one of {ACTION_FORMS}; got {action_form!r}")
+        self.config = cfg
+        self.action_form = action_form
+        self.render_mode = render_mode
+        self.consts = model.model_constants(cfg)
+        self.observation_space = make_observation_space(cfg)
+        self.action_space = make_action_space(cfg, action_form)
+        self._decode = actions.decode_box if action_form == "box" else actions.decode_dict
+        self._world = WorldProcess(cfg, 1)
+        self._terms: model.RoundTerms | None = None
+        self._round = 0
+        self._last_info: dict[str, Any] | None = None
+        self._last_obs: dict[str, np.ndarray] | None = None
+
+    # -- Gymnasium API -----------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._world.reset(self.np_random)
+        self._round = 0
+        self._terms = self._world.true_terms(self.consts)
+        self._last_info = None
+        obs = self._observation()
+        return obs, {"round": 0}
+
+    def step(self, action):
+        if self._terms is None:
+            raise RuntimeError("call reset() before step()")
+        media, bandwidth_hz = self.decode_action(action)
+        terms = self._terms
+        br = model.latency(terms[0], media, bandwidth_hz)
+        info = breakdown_info(br)
+        info["round"] = self._round
+        if self.config.jmsra_in_info:
+            from .solvers import solve
+
+            info["jmsra_latency_s"] = float(solve("jmsra", terms[0]).latency_s)
+        self._last_info = info
+        self._world.step(self.np_random)
+        self._round += 1
+        self._terms = self._world.true_terms(self.consts)
+        truncated = self._round >= self.config.episode_rounds
+        return self._observation(), -info["latency_s"], False, truncated, info
+
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'rgb_array'")
+            return None
+        from . import render as _render
+
+        if self.render_mode == "ansi":
+            return _render.ansi_table(self._last_info, self._last_obs, self.config)
+        return _render.rgb_figure(self._last_info, self._last_obs, self.config)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def decode_action(self, action) -> tuple[np.ndarray, np.ndarray]:
+        """Validate ``action`` and return ``(media (N,), bandwidth_hz (N,))``."""
+        return self._decode(action, self.config.n_agents, self.consts.bandwidth_hz)
+
+    def current_terms(self) -> model.RoundTerms:
+        """The model terms the next step will charge (true channel, even with ``csi_delay``)."""
+        if self._terms is None:
+            raise RuntimeError("call reset() first")
+        return self._terms[0]
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        obs = {k: v[0] for k, v in self._world.observation().items()}
+        self._last_obs = obs
+        return obs
+
+
+def _check_mapping(config):
+    if not isinstance(config, Mapping):
+        raise ValueError(
+            f"config must be a ScenarioConfig or a mapping of overrides; got {type(config).__name__}"
+        )
+    return config

@@ -1,0 +1,369 @@
+"""The analytical latency model (DESIGN.md section 2): every formula, once, as pure array functions.
+
+All functions broadcast over NumPy arrays, so the same code serves one round (arrays of shape
+``(N,)``) and a batch of rounds (``(M, N)``). Units: s, bit, Hz, FLOP/s, byte/s, dB.
+
+Media are encoded as integers: ``NL = 0`` (natural-language tokens), ``KV = 1`` (KV cache).
+Arrays with a trailing axis of length 2 hold a term for both media, indexed by that code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .config import DEVICE_CATALOG, ScenarioConfig
+
+__all__ = [
+    "NL",
+    "KV",
+    "effective_compute_flops",
+    "effective_mem_bw_bytes_per_s",
+    "decode_time_per_token_s",
+    "prefill_time_s",
+    "nl_bits_per_token",
+    "kv_bits_per_token",
+    "nl_tokens",
+    "pathloss_db",
+    "full_band_snr_db",
+    "gain_hz_from_snr_db",
+    "snr_db_from_gain_hz",
+    "rate_bps",
+    "rate_ceiling_bps",
+    "inverse_rate_hz",
+    "ModelConstants",
+    "model_constants",
+    "RoundTerms",
+    "round_terms",
+    "LatencyBreakdown",
+    "latency",
+    "select_medium",
+    "transmission_time_s",
+    "terms_from_observation",
+]
+
+NL = 0
+KV = 1
+
+LN2 = math.log(2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compute
+
+
+def effective_compute_flops(peak_flops, load, efficiency):
+    """F' = eta_c F (1 - u): achievable FLOP/s under background load ``u``."""
+    return efficiency * peak_flops * (1.0 - load)
+
+
+def effective_mem_bw_bytes_per_s(peak_bytes_per_s, load, efficiency):
+    """W' = eta_m W (1 - u): achievable memory bandwidth (byte/s) under load ``u``."""
+    return efficiency * peak_bytes_per_s * (1.0 - load)
+
+
+def decode_time_per_token_s(params, weight_bits, flops, mem_bw_bytes_per_s):
+    """tau_dec = max(2P / F', P w_bits / 8 / W'): one decoded token, compute- or memory-bound."""
+    return np.maximum(2.0 * params / flops, params * (weight_bits / 8.0) / mem_bw_bytes_per_s)
+
+
+def prefill_time_s(params, n_tokens, flops):
+    """tau_pre(n) = 2 P n / F': prefill of ``n`` tokens (compute-bound)."""
+    return 2.0 * params * n_tokens / flops
+
+
+# ---------------------------------------------------------------------------------------------
+# Payloads
+
+
+def nl_bits_per_token(vocab_size: int) -> int:
+    """beta = ceil(log2 V): bits to send one token id."""
+    return int(math.ceil(math.log2(vocab_size)))
+
+
+def kv_bits_per_token(n_layers: int, n_kv_heads: int, head_dim: int, kv_bits: int) -> int:
+    """kappa = 2 n_L n_kv d_h q_bits: keys and values of every layer for one token."""
+    return 2 * n_layers * n_kv_heads * head_dim * kv_bits
+
+
+def nl_tokens(context_tokens, nl_ratio):
+    """K = ceil(rho L): length of the natural-language summary of a context of ``L`` tokens."""
+    return np.ceil(np.multiply(nl_ratio, context_tokens))
+
+
+# ---------------------------------------------------------------------------------------------
+# Channel
+
+
+def pathloss_db(distance_m, const_db=128.1, slope_db=37.6):
+    """3GPP macro path loss ``const + slope log10(d / 1 km)`` in dB."""
+    return const_db + slope_db * np.log10(np.asarray(distance_m) / 1000.0)
+
+
+def full_band_snr_db(
+    distance_m, shadowing_db, fading_power, tx_power_dbm, noise_dbm_per_hz, bandwidth_hz,
+    const_db=128.1, slope_db=37.6,
+):
+    """SNR (dB) of an agent alone on the full band: p g / (N0 B) with g = 10^(-(PL + X)/10) |h|^2."""
+    return (
+        tx_power_dbm
+        - pathloss_db(distance_m, const_db, slope_db)
+        - shadowing_db
+        + 10.0 * np.log10(fading_power)
+        - noise_dbm_per_hz
+        - 10.0 * math.log10(bandwidth_hz)
+    )
+
+
+def gain_hz_from_snr_db(snr_db, bandwidth_hz):
+    """a = p g / N0 (Hz), from the full-band SNR: a = B 10^(SNR/10)."""
+    return bandwidth_hz * np.power(10.0, np.multiply(snr_db, 0.1))
+
+
+def snr_db_from_gain_hz(gain_hz, bandwidth_hz):
+    """Inverse of :func:`gain_hz_from_snr_db`."""
+    return 10.0 * np.log10(np.divide(gain_hz, bandwidth_hz))
+
+
+def rate_bps(bandwidth_hz, gain_hz):
+    """Shannon rate r(b) = b log2(1 + a / b) in bit/s; 0 at b = 0 (increasing, concave in b)."""
+    b = np.asarray(bandwidth_hz, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = b * np.log2(1.0 + gain_hz / b)
+    return np.where(b > 0.0, r, 0.0)
+
+
+def rate_ceiling_bps(gain_hz):
+    """sup_b r(b) = a / ln 2: the power-limited ceiling, approached as b grows."""
+    return np.asarray(gain_hz, dtype=np.float64) / LN2
+
+
+def inverse_rate_hz(rate_bps_, gain_hz):
+    """Bandwidth b >= 0 with r(b) = ``rate_bps_``: 0 for rate 0, inf at or above the ceiling.
+
+    Closed form through the Lambert W function (branch -1): with c = r ln2 / a in (0, 1),
+    1 + a/b = -W_{-1}(-c e^{-c}) / c. One Newton step on r(b) - rate polishes the result.
+    """
+    from scipy.special import lambertw
+
+    r = np.asarray(rate_bps_, dtype=np.float64)
+    a = np.broadcast_to(np.asarray(gain_hz, dtype=np.float64), r.shape)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        c = r * LN2 / a
+        ok = (r > 0.0) & (c < 1.0) & (a > 0.0)
+        cc = np.where(ok, c, 0.5)
+        w = lambertw(-cc * np.exp(-cc), k=-1).real
+        z = -w / cc  # = 1 + a / b
+        b = a / (z - 1.0)
+        # Newton polish: f(b) = b log2(1 + a/b) - r, f'(b) = log2(1 + a/b) - a / ((a + b) ln 2)
+        for _ in range(2):
+            f = b * np.log2(1.0 + a / b) - r
+            fp = np.log2(1.0 + a / b) - a / ((a + b) * LN2)
+            b_new = b - f / fp
+            b = np.where(np.isfinite(b_new) & (b_new > 0.0), b_new, b)
+        out = np.where(ok, b, np.inf)
+        out = np.where(r <= 0.0, 0.0, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-round terms and the E2E latency
+
+
+@dataclass(frozen=True)
+class ModelConstants:
+    """Per-scenario constants of the latency model, derived once from a :class:`ScenarioConfig`."""
+
+    n_agents: int
+    params: float
+    weight_bits: int
+    nl_bits_per_token: int  # beta
+    kv_bits_per_token: int  # kappa
+    compute_efficiency: float
+    memory_efficiency: float
+    receiver_peak_flops: float
+    receiver_mem_bw_bytes_per_s: float
+    answer_tokens: int
+    bandwidth_hz: float
+    latency_cap_s: float
+
+
+@lru_cache(maxsize=256)
+def model_constants(cfg: ScenarioConfig) -> ModelConstants:
+    """The constants of the latency model for a scenario (cached: configs are frozen)."""
+    w = cfg.workload
+    llm = w.llm_profile
+    rx = DEVICE_CATALOG[w.receiver_device]
+    return ModelConstants(
+        n_agents=cfg.n_agents,
+        params=llm.params,
+        weight_bits=w.weight_bits,
+        nl_bits_per_token=nl_bits_per_token(llm.vocab_size),
+        kv_bits_per_token=kv_bits_per_token(llm.n_layers, llm.n_kv_heads, llm.head_dim, w.kv_bits),
+        compute_efficiency=w.compute_efficiency,
+        memory_efficiency=w.memory_efficiency,
+        receiver_peak_flops=rx.peak_flops,
+        receiver_mem_bw_bytes_per_s=rx.mem_bw_bytes_per_s,
+        answer_tokens=w.answer_tokens,
+        bandwidth_hz=cfg.channel.bandwidth_hz,
+        latency_cap_s=cfg.latency_cap_s,
+    )
+
+
+@dataclass(frozen=True)
+class RoundTerms:
+    """Everything the latency of a round depends on besides the decision; batch shape ``(...)``.
+
+    Arrays ``(..., N, 2)`` hold the NL (index 0) and KV (index 1) value of a term.
+    """
+
+    prefill_s: np.ndarray  # S_i (..., N): sender prefill of the context, both media
+    extra_compute_s: np.ndarray  # C_i (..., N, 2): NL decoding (K_i tau_dec) | 0
+    payload_bits: np.ndarray  # D_i (..., N, 2): K_i beta | L_i kappa
+    receiver_s: np.ndarray  # R_i (..., N, 2): receiver prefill of K_i | loading the cache
+    answer_s: np.ndarray  # G tau_dec,r (...): the receiver decodes the answer
+    gain_hz: np.ndarray  # a_i (..., N): p g / N0
+    bandwidth_hz: float  # B
+    latency_cap_s: float
+
+    @property
+    def n_agents(self) -> int:
+        return self.prefill_s.shape[-1]
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return self.prefill_s.shape[:-1]
+
+    def __getitem__(self, index) -> RoundTerms:
+        """Rounds ``index`` of a batch (NumPy indexing over the batch axes)."""
+        return RoundTerms(
+            self.prefill_s[index],
+            self.extra_compute_s[index],
+            self.payload_bits[index],
+            self.receiver_s[index],
+            self.answer_s[index],
+            self.gain_hz[index],
+            self.bandwidth_hz,
+            self.latency_cap_s,
+        )
+
+
+def round_terms(
+    consts: ModelConstants,
+    snr_db,
+    compute_flops,
+    mem_bw_bytes_per_s,
+    load,
+    context_tokens,
+    nl_tokens_,
+    receiver_load,
+) -> RoundTerms:
+    """Per-agent terms of one round (or a batch) from exactly what the environment observes.
+
+    ``snr_db``, ``compute_flops`` (peak), ``mem_bw_bytes_per_s`` (peak), ``load``,
+    ``context_tokens``, ``nl_tokens_``: shape ``(..., N)``; ``receiver_load``: shape ``(...)``.
+    """
+    c = consts
+    L = np.asarray(context_tokens, dtype=np.float64)
+    K = np.asarray(nl_tokens_, dtype=np.float64)
+    u = np.asarray(load, dtype=np.float64)
+    f_eff = effective_compute_flops(np.asarray(compute_flops, dtype=np.float64), u, c.compute_efficiency)
+    w_eff = effective_mem_bw_bytes_per_s(
+        np.asarray(mem_bw_bytes_per_s, dtype=np.float64), u, c.memory_efficiency
+    )
+    u_r = np.asarray(receiver_load, dtype=np.float64)
+    f_r = effective_compute_flops(c.receiver_peak_flops, u_r, c.compute_efficiency)
+    w_r = effective_mem_bw_bytes_per_s(c.receiver_mem_bw_bytes_per_s, u_r, c.memory_efficiency)
+    f_r_ = f_r[..., None]
+    w_r_ = w_r[..., None]
+
+    prefill = prefill_time_s(c.params, L, f_eff)
+    extra = np.stack(
+        [K * decode_time_per_token_s(c.params, c.weight_bits, f_eff, w_eff), np.zeros_like(K)], axis=-1
+    )
+    payload = np.stack([K * c.nl_bits_per_token, L * c.kv_bits_per_token], axis=-1)
+    receiver = np.stack(
+        [prefill_time_s(c.params, K, f_r_), L * (c.kv_bits_per_token / 8.0) / w_r_], axis=-1
+    )
+    answer = c.answer_tokens * decode_time_per_token_s(c.params, c.weight_bits, f_r, w_r)
+    gain = gain_hz_from_snr_db(np.asarray(snr_db, dtype=np.float64), c.bandwidth_hz)
+    return RoundTerms(prefill, extra, payload, receiver, answer, gain, c.bandwidth_hz, c.latency_cap_s)
+
+
+def select_medium(both, media):
+    """Pick the NL (0) or KV (1) value of a ``(..., N, 2)`` term for media ``(..., N)``."""
+    return np.where(np.asarray(media) != 0, both[..., 1], both[..., 0])
+
+
+@dataclass(frozen=True)
+class LatencyBreakdown:
+    """The E2E latency of a decision and its per-agent parts (batch shape ``(...)``)."""
+
+    latency_s: np.ndarray  # min(T, cap) (...)
+    uncapped_latency_s: np.ndarray  # T, inf when an agent with a payload has no rate (...)
+    capped: np.ndarray  # T > cap (...)
+    media: np.ndarray  # x_i (..., N), 0 = NL, 1 = KV
+    bandwidth_hz: np.ndarray  # b_i (..., N)
+    rate_bps: np.ndarray  # r_i(b_i) (..., N)
+    compute_s: np.ndarray  # S_i + C_i(x_i) (..., N)
+    transmission_s: np.ndarray  # D_i(x_i) / r_i(b_i) (..., N), 0 without payload
+    finish_s: np.ndarray  # compute + transmission (..., N)
+    receiver_s: np.ndarray  # R_i(x_i) (..., N)
+    answer_s: np.ndarray  # G tau_dec,r (...)
+
+
+def transmission_time_s(payload_bits, rate):
+    """D / r, with 0 for no payload and inf for a payload at zero rate."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = payload_bits / rate
+    return np.where(payload_bits > 0.0, t, 0.0)
+
+
+def latency(terms: RoundTerms, media, bandwidth_hz) -> LatencyBreakdown:
+    """T(x, b) = max_i [S_i + C_i + D_i / r_i(b_i)] + sum_i R_i + G tau_dec,r, capped at the cap."""
+    x = np.asarray(media)
+    b = np.asarray(bandwidth_hz, dtype=np.float64)
+    compute = terms.prefill_s + select_medium(terms.extra_compute_s, x)
+    payload = select_medium(terms.payload_bits, x)
+    rx = select_medium(terms.receiver_s, x)
+    r = rate_bps(b, terms.gain_hz)
+    tx = transmission_time_s(payload, r)
+    finish = compute + tx
+    t = finish.max(axis=-1) + rx.sum(axis=-1) + terms.answer_s
+    t = np.where(np.isnan(t), np.inf, t)
+    capped = t > terms.latency_cap_s
+    return LatencyBreakdown(
+        latency_s=np.minimum(t, terms.latency_cap_s),
+        uncapped_latency_s=t,
+        capped=capped,
+        media=x,
+        bandwidth_hz=b,
+        rate_bps=r,
+        compute_s=compute,
+        transmission_s=tx,
+        finish_s=finish,
+        receiver_s=rx,
+        answer_s=terms.answer_s,
+    )
+
+
+def terms_from_observation(consts: ModelConstants, obs) -> RoundTerms:
+    """The model terms of the round(s) an environment observation describes.
+
+    ``obs`` is the environment's Dict observation (one round, or a batch with a leading axis, as a
+    vectorised env returns it). With ``csi_delay = 0`` these are exactly the terms the environment
+    charges: the observation is a sufficient statistic.
+    """
+    return round_terms(
+        consts,
+        obs["snr_db"],
+        obs["compute_flops"],
+        obs["mem_bw_bytes_per_s"],
+        obs["load"],
+        obs["context_tokens"],
+        obs["nl_tokens"],
+        np.asarray(obs["receiver_load"], dtype=np.float64)[..., 0],
+    )

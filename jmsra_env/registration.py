@@ -1,0 +1,51 @@
+"""Registered scenario variants: each a few overrides of the default scenario."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+__all__ = ["VARIANTS", "ENV_IDS", "register_envs", "env_id", "variant_of"]
+
+NAMESPACE = "jmsra_env"
+
+# name -> overrides of the default ScenarioConfig
+VARIANTS: dict[str, dict[str, Any]] = {
+    "JMSRA": {},
+    "JMSRA-N8": {"n_agents": 8},
+    "JMSRA-N16": {"n_agents": 16},
+    "JMSRA-StaleCSI": {"csi_delay": 1, "fading_correlation": 0.9},
+}
+
+
+def env_id(variant: str, action_form: str = "dict") -> str:
+    """The registered ID of a variant in an action form, e.g. ``jmsra_env/JMSRA-N8-Box-v0``."""
+    suffix = "-Box" if action_form == "box" else ""
+    return f"{NAMESPACE}/{variant}{suffix}-v0"
+
+
+ENV_IDS: tuple[str, ...] = tuple(env_id(v, f) for v in VARIANTS for f in ("dict", "box"))
+
+
+def variant_of(id_: str) -> tuple[str, str]:
+    """``(variant, action_form)`` of a registered ID; ``ValueError`` for an unknown one."""
+    for v in VARIANTS:
+        for f in ("dict", "box"):
+            if env_id(v, f) == id_:
+                return v, f
+    raise ValueError(f"unknown environment id {id_!r}; registered: {list(ENV_IDS)}")
+
+
+def register_envs() -> None:
+    """Register every variant in both action forms (idempotent)."""
+    for variant, overrides in VARIANTS.items():
+        for form in ("dict", "box"):
+            id_ = env_id(variant, form)
+            if id_ in gym.registry:
+                continue
+            gym.register(
+                id=id_,
+                entry_point="jmsra_env.env:JMSRAEnv",
+                kwargs={"base_config": dict(overrides), "action_form": form},
+            )
