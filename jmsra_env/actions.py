@@ -36,7 +36,7 @@ def _as_array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
         raise ValueError(f"action field '{name}' must be numeric with shape {shape}; got {value!r}") from exc
     if arr.shape != shape:
         raise ValueError(f"action field '{name}' must have shape {shape}; got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
+    if not np.isfinite(arr).all():
         raise ValueError(f"action field '{name}' must be finite; got {arr.tolist()}")
     return arr
 
@@ -44,10 +44,9 @@ def _as_array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
 def shares_to_bandwidth_hz(shares: np.ndarray, total_bandwidth_hz: float) -> np.ndarray:
     """Normalise non-negative shares ``(..., N)`` to a split of ``total_bandwidth_hz`` (0 = equal)."""
     total = shares.sum(axis=-1, keepdims=True)
-    n = shares.shape[-1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        b = total_bandwidth_hz * shares / total
-    return np.where(total > 0.0, b, total_bandwidth_hz / n)
+    pos = total > 0.0
+    b = (total_bandwidth_hz * shares) / np.where(pos, total, 1.0)
+    return np.where(pos, b, total_bandwidth_hz / shares.shape[-1])
 
 
 def decode_dict(action, n_agents: int, total_bandwidth_hz: float, batch_shape: tuple[int, ...] = ()):
@@ -65,10 +64,10 @@ def decode_dict(action, n_agents: int, total_bandwidth_hz: float, batch_shape: t
         )
     shape = (*batch_shape, n_agents)
     media = _as_array(action["media"], "media", shape)
-    if not np.all((media == 0.0) | (media == 1.0)):
+    if not ((media == 0.0) | (media == 1.0)).all():
         raise ValueError(f"action field 'media' must hold 0 (NL) or 1 (KV); got {media.tolist()}")
     shares = _as_array(action["bandwidth"], "bandwidth", shape)
-    if np.any(shares < 0.0):
+    if (shares < 0.0).any():
         raise ValueError(f"action field 'bandwidth' must be non-negative; got {shares.tolist()}")
     return media.astype(np.int8), shares_to_bandwidth_hz(shares, total_bandwidth_hz)
 
@@ -77,7 +76,7 @@ def decode_box(action, n_agents: int, total_bandwidth_hz: float, batch_shape: tu
     """Validate a Box action ``(..., 2N)`` in [-1, 1] and return ``(media, bandwidth_hz)``."""
     shape = (*batch_shape, 2 * n_agents)
     a = _as_array(action, "action", shape)
-    if np.any(np.abs(a) > 1.0 + 1e-6):
+    if (np.abs(a) > 1.0 + 1e-6).any():
         raise ValueError(f"action field 'action' must lie in [-1, 1]; got {a.tolist()}")
     media = (a[..., :n_agents] > 0.0).astype(np.int8)
     shares = np.clip(0.5 * (a[..., n_agents:] + 1.0), 0.0, 1.0)

@@ -56,21 +56,22 @@ def make_action_space(cfg: ScenarioConfig, action_form: str) -> spaces.Space:
     raise ValueError(f"action_form must be one of {ACTION_FORMS}; got {action_form!r}")
 
 
-def breakdown_info(br: model.LatencyBreakdown, index=()) -> dict[str, Any]:
-    """The ``info`` entries of one round's latency breakdown (``index`` picks it from a batch)."""
+def breakdown_info(br: model.LatencyBreakdown) -> dict[str, Any]:
+    """The ``info`` entries of one round's latency breakdown (arrays are fresh, not copied)."""
+    media = br.media
     return {
-        "latency_s": float(br.latency_s[index]),
-        "uncapped_latency_s": float(br.uncapped_latency_s[index]),
-        "capped": bool(br.capped[index]),
-        "media": br.media[index].copy(),
-        "bandwidth_hz": br.bandwidth_hz[index].copy(),
-        "rate_bps": br.rate_bps[index].copy(),
-        "compute_s": br.compute_s[index].copy(),
-        "transmission_s": br.transmission_s[index].copy(),
-        "finish_s": br.finish_s[index].copy(),
-        "receiver_s": br.receiver_s[index].copy(),
-        "answer_s": float(br.answer_s[index]),
-        "kv_share": float(np.mean(br.media[index])),
+        "latency_s": float(br.latency_s),
+        "uncapped_latency_s": float(br.uncapped_latency_s),
+        "capped": bool(br.capped),
+        "media": media,
+        "bandwidth_hz": br.bandwidth_hz,
+        "rate_bps": br.rate_bps,
+        "compute_s": br.compute_s,
+        "transmission_s": br.transmission_s,
+        "finish_s": br.finish_s,
+        "receiver_s": br.receiver_s,
+        "answer_s": float(br.answer_s),
+        "kv_share": float(media.sum()) / media.shape[-1],
     }
 
 
@@ -190,7 +191,7 @@ class JMSRAEnv(gym.Env[dict, Any]):
         super().reset(seed=seed)
         self._world.reset(self.np_random)
         self._round = 0
-        self._terms = self._world.true_terms(self.consts)
+        self._terms = self._world.true_terms(self.consts)[0]
         self._last_info = None
         obs = self._observation()
         return obs, {"round": 0}
@@ -200,17 +201,17 @@ class JMSRAEnv(gym.Env[dict, Any]):
             raise RuntimeError("call reset() before step()")
         media, bandwidth_hz = self.decode_action(action)
         terms = self._terms
-        br = model.latency(terms[0], media, bandwidth_hz)
+        br = model.latency(terms, media, bandwidth_hz)
         info = breakdown_info(br)
         info["round"] = self._round
         if self.config.jmsra_in_info:
             from .solvers import solve
 
-            info["jmsra_latency_s"] = float(solve("jmsra", terms[0]).latency_s)
+            info["jmsra_latency_s"] = float(solve("jmsra", terms).latency_s)
         self._last_info = info
         self._world.step(self.np_random)
         self._round += 1
-        self._terms = self._world.true_terms(self.consts)
+        self._terms = self._world.true_terms(self.consts)[0]
         truncated = self._round >= self.config.episode_rounds
         return self._observation(), -info["latency_s"], False, truncated, info
 
@@ -234,7 +235,7 @@ class JMSRAEnv(gym.Env[dict, Any]):
         """The model terms the next step will charge (true channel, even with ``csi_delay``)."""
         if self._terms is None:
             raise RuntimeError("call reset() first")
-        return self._terms[0]
+        return self._terms
 
     def _observation(self) -> dict[str, np.ndarray]:
         obs = {k: v[0] for k, v in self._world.observation().items()}

@@ -146,18 +146,18 @@ class WorldProcess:
 
     def _snr_db(self, idx) -> np.ndarray:
         ch = self.cfg.channel
-        power = self.fading_re[idx] ** 2 + self.fading_im[idx] ** 2
-        with np.errstate(divide="ignore"):
-            snr = model.full_band_snr_db(
-                self.distance_m[idx],
-                self.shadowing_db[idx],
-                power,
-                ch.tx_power_dbm,
-                self._noise_dbm_per_hz,
-                ch.bandwidth_hz,
-                ch.pathloss_const_db,
-                ch.pathloss_exponent_db,
-            )
+        # Floor the fading power so that an exact zero maps to the SNR floor, not to -inf.
+        power = np.maximum(self.fading_re[idx] ** 2 + self.fading_im[idx] ** 2, 1e-300)
+        snr = model.full_band_snr_db(
+            self.distance_m[idx],
+            self.shadowing_db[idx],
+            power,
+            ch.tx_power_dbm,
+            self._noise_dbm_per_hz,
+            ch.bandwidth_hz,
+            ch.pathloss_const_db,
+            ch.pathloss_exponent_db,
+        )
         return np.clip(snr, SNR_MIN_DB, SNR_MAX_DB)
 
     # -- views -------------------------------------------------------------------------------
