@@ -47,5 +47,6 @@ def register_envs() -> None:
             gym.register(
                 id=id_,
                 entry_point="jmsra_env.env:JMSRAEnv",
+                vector_entry_point="jmsra_env.vector:JMSRAVectorEnv",
                 kwargs={"base_config": dict(overrides), "action_form": form},
             )

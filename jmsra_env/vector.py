@@ -1,0 +1,275 @@
+"""The batched environment: ``M`` JMSRA environments stepped together as NumPy arrays.
+
+:class:`JMSRAVectorEnv` is to :class:`~jmsra_env.env.JMSRAEnv` what Gymnasium's
+``CartPoleVectorEnv`` is to ``CartPoleEnv``: the same world process (:class:`WorldProcess` with
+``M`` worlds instead of one) and the same latency model (:func:`jmsra_env.model.latency` over a
+batch of :class:`~jmsra_env.model.RoundTerms`), advanced with a handful of array operations per
+step and no Python loop over environments. Get one with::
+
+    envs = gymnasium.make_vec("jmsra_env/JMSRA-Box-v0", num_envs=1024,
+                              vectorization_mode="vector_entry_point")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from . import actions, model
+from .config import ScenarioConfig, make_config
+from .env import ACTION_FORMS, breakdown_info, make_action_space, make_observation_space
+from .world import WorldProcess
+
+__all__ = ["JMSRAVectorEnv", "batch_breakdown_info"]
+
+# Per-round scalars and per-agent arrays of a LatencyBreakdown, by info key.
+_SCALAR_KEYS = ("latency_s", "uncapped_latency_s", "capped", "answer_s")
+_AGENT_KEYS = ("media", "bandwidth_hz", "rate_bps", "compute_s", "transmission_s", "finish_s", "receiver_s")
+
+
+def batch_breakdown_info(br: model.LatencyBreakdown) -> dict[str, np.ndarray]:
+    """The batched twin of :func:`jmsra_env.env.breakdown_info`: one array per key, env axis first.
+
+    Row ``i`` of every array equals the value ``breakdown_info(br, i)`` gives for round ``i``.
+    """
+    info = {key: getattr(br, key) for key in _SCALAR_KEYS + _AGENT_KEYS}
+    info["kv_share"] = br.media.mean(axis=-1)
+    return info
+
+
+class JMSRAVectorEnv(VectorEnv):
+    """``num_envs`` independent JMSRA environments of one scenario, stepped as arrays.
+
+    ## Description
+
+    The batch twin of :class:`~jmsra_env.env.JMSRAEnv` (see its docstring for the problem, the
+    spaces of one environment, the reward and the info keys). All ``M`` sub-environments share one
+    :class:`~jmsra_env.world.WorldProcess` of ``M`` worlds and one generator, ``self.np_random``,
+    seeded by ``reset(seed=...)``; every step is a fixed number of NumPy calls whatever ``M``.
+
+    A batch of one reproduces ``JMSRAEnv`` exactly: the single environment *is* a
+    ``WorldProcess`` of one world drawing from its generator in the same order (reset, one draw per
+    step, the reset after truncation), so ``JMSRAVectorEnv(num_envs=1)`` reset with the same seed
+    gives bit-identical observations, rewards and infos over any number of episodes. For ``M > 1``
+    the sub-environments are independent draws from the same distributions.
+
+    ## Spaces
+
+    ``single_observation_space`` / ``single_action_space`` are those of ``JMSRAEnv``;
+    ``observation_space`` / ``action_space`` batch them with ``gymnasium.vector.utils.batch_space``:
+    a Dict of ``(M, N)`` arrays (``receiver_load``: ``(M, 1)``); actions either
+    ``Dict(media=(M, N), bandwidth=(M, N))`` or ``Box(-1, 1, (M, 2N))``. A bad action raises
+    ``ValueError`` naming the field (``media``, ``bandwidth`` or ``action``); the batch is unchanged.
+
+    ## Autoreset: ``AutoresetMode.SAME_STEP``
+
+    A sub-environment that ends (all of them truncate together after ``episode_rounds`` rounds, as
+    every episode has that fixed length and none terminates) is reset *within the same step*: the
+    observation returned for it is the first of its next episode, its reward is that of the last
+    round of the episode, and ``infos["final_obs"]`` (an object array, the final observation dict
+    of each finished sub-environment, ``None`` elsewhere; mask ``infos["_final_obs"]``) and
+    ``infos["final_info"]`` (the step's info, mask ``infos["_final_info"]``) carry what the
+    finished episode ended with. There is no dummy step with reward 0 between episodes, so every
+    step is a real round; this is also the semantics Stable-Baselines3 expects.
+
+    ## Info (dict of arrays, Gymnasium's vector convention)
+
+    Every step, for every sub-environment (masks ``_key`` all true): the breakdown of the round
+    just played, row ``i`` equal to the single environment's info — ``latency_s``,
+    ``uncapped_latency_s``, ``capped``, ``answer_s``, ``kv_share``, ``round`` (shape ``(M,)``) and
+    ``media``, ``bandwidth_hz``, ``rate_bps``, ``compute_s``, ``transmission_s``, ``finish_s``,
+    ``receiver_s`` (``(M, N)``); with ``jmsra_in_info`` also ``jmsra_latency_s``. Unlike
+    ``SyncVectorEnv``, the top level keeps the step's info for a sub-environment that was reset
+    (not its reset info), so the latency of every round is at the same place.
+
+    ## Arguments
+
+    ``JMSRAVectorEnv(num_envs=1, config=None, *, base_config=None, action_form="dict",
+    render_mode=None, **overrides)``: as ``JMSRAEnv``, plus ``num_envs``. ``render()`` returns a
+    tuple with one frame per sub-environment (``"ansi"`` tables or ``"rgb_array"`` figures).
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    metadata = {
+        "render_modes": ["ansi", "rgb_array"],
+        "render_fps": 4,
+        "autoreset_mode": AutoresetMode.SAME_STEP,
+    }
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        config: ScenarioConfig | Mapping[str, Any] | None = None,
+        *,
+        base_config: ScenarioConfig | Mapping[str, Any] | None = None,
+        action_form: str = "dict",
+        render_mode: str | None = None,
+        **overrides: Any,
+    ):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1; got {num_envs!r}")
+        num_envs = int(num_envs)
+        cfg = _resolve_config(config, base_config, overrides)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None; got {render_mode!r}"
+            )
+        if action_form not in ACTION_FORMS:
+            raise ValueError(f"action_form must be one of {ACTION_FORMS}; got {action_form!r}")
+        self.num_envs = num_envs
+        self.config = cfg
+        self.action_form = action_form
+        self.render_mode = render_mode
+        self.consts = model.model_constants(cfg)
+        self.single_observation_space = make_observation_space(cfg)
+        self.single_action_space = make_action_space(cfg, action_form)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._decode = actions.decode_box if action_form == "box" else actions.decode_dict
+        self._batch_shape = (num_envs,)
+        self._world = WorldProcess(cfg, num_envs)
+        self._terms: model.RoundTerms | None = None
+        self._round = np.zeros(num_envs, dtype=np.int64)
+        self._last_br: model.LatencyBreakdown | None = None
+        self._last_obs: dict[str, np.ndarray] | None = None
+
+    # -- Gymnasium API -----------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset every sub-environment (or those in ``options["reset_mask"]``).
+
+        ``seed`` (an int) seeds the one generator of the batch; sub-environments differ because
+        they take different draws from it, not different seeds.
+        """
+        if seed is not None and not isinstance(seed, (int, np.integer)):
+            raise ValueError(
+                f"seed must be an int or None (one generator serves the whole batch); got {seed!r}"
+            )
+        super().reset(seed=None if seed is None else int(seed))
+        mask = None if options is None else options.get("reset_mask")
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != self._batch_shape or mask.dtype != np.bool_:
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape {self._batch_shape}; "
+                    f"got {mask.dtype} {mask.shape}"
+                )
+        self._world.reset(self.np_random, mask)
+        if mask is None:
+            self._round[:] = 0
+        else:
+            self._round[mask] = 0
+        self._terms = self._world.true_terms(self.consts)
+        self._last_br = None
+        obs = self._observation()
+        flags = np.ones(self.num_envs, dtype=np.bool_) if mask is None else mask.copy()
+        return obs, {"round": self._round.copy(), "_round": flags}
+
+    def step(self, actions):
+        if self._terms is None:
+            raise RuntimeError("call reset() before step()")
+        media, bandwidth_hz = self.decode_action(actions)
+        terms = self._terms
+        br = model.latency(terms, media, bandwidth_hz)
+        info = batch_breakdown_info(br)
+        info["round"] = self._round.copy()
+        if self.config.jmsra_in_info:
+            info["jmsra_latency_s"] = _jmsra_latency_s(terms)
+        self._last_br = br
+        rng = self.np_random
+        self._world.step(rng)
+        self._round += 1
+        truncated = self._round >= self.config.episode_rounds
+        obs = self._world.observation()
+        everyone = np.ones(self.num_envs, dtype=np.bool_)
+        for key in tuple(info):
+            info["_" + key] = everyone
+        if truncated.any():
+            final_info = {k: v for k, v in info.items() if not k.startswith("_")}
+            final_info.update({"_" + k: truncated for k in tuple(final_info)})
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            done = np.flatnonzero(truncated)
+            keys = tuple(obs)
+            # Unbatch only the finished sub-environments' observations (Gymnasium's convention).
+            for i, row in zip(done, zip(*(obs[k][done] for k in keys))):
+                final_obs[i] = dict(zip(keys, row))
+            info["final_obs"] = final_obs
+            info["_final_obs"] = truncated
+            info["final_info"] = final_info
+            info["_final_info"] = truncated
+            self._world.reset(rng, None if truncated.all() else truncated)
+            self._round[truncated] = 0
+            obs = self._world.observation()
+        self._terms = self._world.true_terms(self.consts)
+        self._last_obs = obs
+        rewards = -br.latency_s
+        terminations = np.zeros(self.num_envs, dtype=np.bool_)
+        return obs, rewards, terminations, truncated, info
+
+    def render(self) -> tuple[Any, ...] | None:
+        """One frame per sub-environment: its last round (``"ansi"`` text or ``"rgb_array"``)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'rgb_array'")
+            return None
+        from . import render as _render
+
+        draw = _render.ansi_table if self.render_mode == "ansi" else _render.rgb_figure
+        obs = self._last_obs
+        frames = []
+        for i in range(self.num_envs):
+            info = None if self._last_br is None else breakdown_info(self._last_br, i)
+            obs_i = None if obs is None else {k: v[i] for k, v in obs.items()}
+            frames.append(draw(info, obs_i, self.config))
+        return tuple(frames)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def decode_action(self, actions) -> tuple[np.ndarray, np.ndarray]:
+        """Validate a batch of actions; return ``(media (M, N), bandwidth_hz (M, N))``."""
+        return self._decode(actions, self.config.n_agents, self.consts.bandwidth_hz, self._batch_shape)
+
+    def current_terms(self) -> model.RoundTerms:
+        """The batched model terms ``(M, N)`` the next step will charge (true channel)."""
+        if self._terms is None:
+            raise RuntimeError("call reset() first")
+        return self._terms
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        obs = self._world.observation()
+        self._last_obs = obs
+        return obs
+
+
+def _resolve_config(config, base_config, overrides) -> ScenarioConfig:
+    """The scenario of ``JMSRAEnv(config, base_config=..., **overrides)`` (same precedence)."""
+    cfg = make_config(base_config)
+    if isinstance(config, ScenarioConfig):
+        cfg = config
+    elif config is not None:
+        if not isinstance(config, Mapping):
+            raise ValueError(
+                f"config must be a ScenarioConfig or a mapping of overrides; got {type(config).__name__}"
+            )
+        cfg = make_config(cfg, **dict(config))
+    if overrides:
+        cfg = make_config(cfg, **overrides)
+    return cfg
+
+
+def _jmsra_latency_s(terms: model.RoundTerms) -> np.ndarray:
+    """The JMSRA expert's latency on each round of the batch (the batched solver, issue 6)."""
+    from . import solvers
+
+    batched = getattr(solvers, "solve_batch", None)
+    if batched is not None:
+        return np.asarray(batched("jmsra", terms).latency_s, dtype=np.float64)
+    return np.asarray(solvers.solve("jmsra", terms).latency_s, dtype=np.float64)
+
