@@ -1,0 +1,14 @@
+"""Training building blocks for PPO agents on the jmsra_env environments (Stable-Baselines3).
+
+Import the submodules you need; importing the package itself is cheap (no torch, no SB3):
+
+==========================  ==================================================================
+:mod:`agents.features`      observation features (log-scaled raw values and model terms)
+:mod:`agents.envs`          vectorised training / evaluation envs (Box actions, VecNormalize)
+:mod:`agents.ppo`           :class:`~agents.ppo.PPOConfig` and the PPO factory, device choice
+:mod:`agents.bc`            behaviour-cloning pre-training from the JMSRA expert
+:mod:`agents.callbacks`     TensorBoard round metrics, periodic evaluation, atomic checkpoints
+:mod:`agents.evaluation`    common-random-number evaluation of a policy against the experts
+:mod:`agents.checkpoint`    the run-directory format and :func:`~agents.checkpoint.load_trained_policy`
+==========================  ==================================================================
+"""
