@@ -36,9 +36,13 @@ def _as_array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
         raise ValueError(f"action field '{name}' must be numeric with shape {shape}; got {value!r}") from exc
     if arr.shape != shape:
         raise ValueError(f"action field '{name}' must have shape {shape}; got shape {arr.shape}")
+    return arr
+
+
+def _reject(arr: np.ndarray, name: str, rule: str) -> None:
     if not np.isfinite(arr).all():
         raise ValueError(f"action field '{name}' must be finite; got {arr.tolist()}")
-    return arr
+    raise ValueError(f"action field '{name}' must {rule}; got {arr.tolist()}")
 
 
 def shares_to_bandwidth_hz(shares: np.ndarray, total_bandwidth_hz: float) -> np.ndarray:
@@ -65,10 +69,11 @@ def decode_dict(action, n_agents: int, total_bandwidth_hz: float, batch_shape: t
     shape = (*batch_shape, n_agents)
     media = _as_array(action["media"], "media", shape)
     if not ((media == 0.0) | (media == 1.0)).all():
-        raise ValueError(f"action field 'media' must hold 0 (NL) or 1 (KV); got {media.tolist()}")
+        _reject(media, "media", "hold 0 (NL) or 1 (KV)")
     shares = _as_array(action["bandwidth"], "bandwidth", shape)
-    if (shares < 0.0).any():
-        raise ValueError(f"action field 'bandwidth' must be non-negative; got {shares.tolist()}")
+    # One reduction rejects negatives and NaN; the finite sum rejects +inf.
+    if not ((shares >= 0.0).all() and np.isfinite(shares.sum())):
+        _reject(shares, "bandwidth", "be non-negative")
     return media.astype(np.int8), shares_to_bandwidth_hz(shares, total_bandwidth_hz)
 
 
@@ -76,8 +81,8 @@ def decode_box(action, n_agents: int, total_bandwidth_hz: float, batch_shape: tu
     """Validate a Box action ``(..., 2N)`` in [-1, 1] and return ``(media, bandwidth_hz)``."""
     shape = (*batch_shape, 2 * n_agents)
     a = _as_array(action, "action", shape)
-    if (np.abs(a) > 1.0 + 1e-6).any():
-        raise ValueError(f"action field 'action' must lie in [-1, 1]; got {a.tolist()}")
+    if not (np.abs(a) <= 1.0 + 1e-6).all():  # also rejects NaN
+        _reject(a, "action", "lie in [-1, 1]")
     media = (a[..., :n_agents] > 0.0).astype(np.int8)
     shares = np.clip(0.5 * (a[..., n_agents:] + 1.0), 0.0, 1.0)
     return media, shares_to_bandwidth_hz(shares, total_bandwidth_hz)

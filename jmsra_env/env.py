@@ -191,7 +191,7 @@ class JMSRAEnv(gym.Env[dict, Any]):
         super().reset(seed=seed)
         self._world.reset(self.np_random)
         self._round = 0
-        self._terms = self._world.true_terms(self.consts)[0]
+        self._terms = self._world.env_terms(0)
         self._last_info = None
         obs = self._observation()
         return obs, {"round": 0}
@@ -211,7 +211,7 @@ class JMSRAEnv(gym.Env[dict, Any]):
         self._last_info = info
         self._world.step(self.np_random)
         self._round += 1
-        self._terms = self._world.true_terms(self.consts)[0]
+        self._terms = self._world.env_terms(0)
         truncated = self._round >= self.config.episode_rounds
         return self._observation(), -info["latency_s"], False, truncated, info
 

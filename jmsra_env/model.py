@@ -331,9 +331,10 @@ def latency(terms: RoundTerms, media, bandwidth_hz) -> LatencyBreakdown:
     """T(x, b) = max_i [S_i + C_i + D_i / r_i(b_i)] + sum_i R_i + G tau_dec,r, capped at the cap."""
     x = np.asarray(media)
     b = np.asarray(bandwidth_hz, dtype=np.float64)
-    compute = terms.prefill_s + select_medium(terms.extra_compute_s, x)
-    payload = select_medium(terms.payload_bits, x)
-    rx = select_medium(terms.receiver_s, x)
+    kv = x != 0
+    compute = terms.prefill_s + np.where(kv, terms.extra_compute_s[..., 1], terms.extra_compute_s[..., 0])
+    payload = np.where(kv, terms.payload_bits[..., 1], terms.payload_bits[..., 0])
+    rx = np.where(kv, terms.receiver_s[..., 1], terms.receiver_s[..., 0])
     r = rate_bps(b, terms.gain_hz)
     tx = transmission_time_s(payload, r)
     finish = compute + tx

@@ -1,13 +1,16 @@
 """The world process: a seeded, batched generator of collaboration rounds (DESIGN.md section 2).
 
-:class:`WorldProcess` holds the state of ``M`` independent worlds (``M = 1`` for the single
-environment) as arrays of shape ``(M, N)`` and advances all of them with a handful of NumPy calls
-drawing from one generator. The physics it calls lives in :mod:`jmsra_env.model`.
+:class:`WorldProcess` holds ``M`` independent worlds (``M = 1`` for the single environment) and
+draws their rounds in *chunks* of up to 64 rounds at a time, with a handful of NumPy calls over
+arrays of shape ``(M, rounds, N)`` and one generator. Actions never influence the world, so drawing
+ahead is exact; it is what makes a step cheap. The physics it calls lives in
+:mod:`jmsra_env.model`.
 
-Per world and agent: distance (reflected random walk), log-normal shadowing (AR(1), Gudmundson),
-Rayleigh fading (Gauss-Markov, Jakes by default), background load (clipped random walk), the
-round's context length ``L`` and NL summary length ``K``; per world the receiver's load and, per
-episode, each sender's device. The observed channel may be ``csi_delay`` rounds old.
+Per world and agent: distance (random walk at walking speed, folded into ``[d_min, d_max]``),
+log-normal shadowing (AR(1), Gudmundson), Rayleigh fading (Gauss-Markov, Jakes by default),
+background load (clipped random walk), the round's context length ``L`` and NL summary length
+``K``; per world the receiver's load and, per episode, each sender's device. The observed channel
+is ``csi_delay`` rounds old (the process is pre-rolled so that those rounds exist at reset).
 """
 
 from __future__ import annotations
@@ -37,154 +40,230 @@ OBS_KEYS = (
 )
 
 _SQRT_HALF = math.sqrt(0.5)
+_MAX_CHUNK_ROUNDS = 64
+_CHUNK_BUDGET = 1 << 18  # rounds x agents x worlds held per chunk (bounds memory at large M)
+
+_TERM_FIELDS = ("prefill_s", "extra_compute_s", "payload_bits", "receiver_s", "answer_s", "gain_hz")
+_CHUNK_OBS = ("snr_db", "load", "context_tokens", "nl_tokens", "receiver_load")
+
+
+def _ar1_matrices(rho: float, steps: int, innovation: float):
+    """``(powers (S+1,), P (S+1, S))`` with ``X_t = rho^t X_0 + (P z)_t`` for an AR(1) process
+    ``X_t = rho X_{t-1} + innovation z_t``."""
+    t = np.arange(steps + 1)
+    powers = np.power(float(rho), t)
+    lag = t[:, None] - np.arange(1, steps + 1)[None, :]
+    P = np.where(lag >= 0, innovation * np.power(float(rho), np.maximum(lag, 0)), 0.0)
+    return powers, P
 
 
 class WorldProcess:
-    """``n_envs`` independent worlds of one scenario, advanced together."""
+    """``n_envs`` independent worlds of one scenario, advanced together, a chunk of rounds ahead."""
 
-    def __init__(self, cfg: ScenarioConfig, n_envs: int = 1):
+    def __init__(self, cfg: ScenarioConfig, n_envs: int = 1, chunk_rounds: int | None = None):
         if not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs must be an integer >= 1; got {n_envs!r}")
         self.cfg = cfg
         self.n_envs = n_envs
         self.n_agents = n = cfg.n_agents
-        ch, wl = cfg.channel, cfg.workload
-        devices = wl.sender_profiles
+        self.consts = model.model_constants(cfg)
+        if chunk_rounds is None:
+            chunk_rounds = max(1, min(_MAX_CHUNK_ROUNDS, _CHUNK_BUDGET // (n_envs * n)))
+        if not isinstance(chunk_rounds, int) or chunk_rounds < 1:
+            raise ValueError(f"chunk_rounds must be an integer >= 1; got {chunk_rounds!r}")
+        self.chunk_rounds = chunk_rounds
+        ch = cfg.channel
+        devices = cfg.workload.sender_profiles
         self._dev_flops = np.array([d.peak_flops for d in devices], dtype=np.float64)
         self._dev_mem_bw = np.array([d.mem_bw_bytes_per_s for d in devices], dtype=np.float64)
         self._rho_h = cfg.fading_correlation
         self._rho_s = cfg.shadowing_correlation
-        self._innov_h = math.sqrt(max(0.0, 1.0 - self._rho_h**2))
+        self._innov_h = math.sqrt(max(0.0, 1.0 - self._rho_h**2)) * _SQRT_HALF
         self._innov_s = math.sqrt(max(0.0, 1.0 - self._rho_s**2)) * ch.shadowing_sigma_db
         self._step_m = ch.speed_mps * cfg.round_interval_s
         self._noise_dbm_per_hz = ch.noise_psd_dbm_per_hz + ch.noise_figure_db
         self._delay = cfg.csi_delay
+        self._ar_cache: dict[int, tuple] = {}
         shape = (n_envs, n)
-        self.distance_m = np.zeros(shape)
-        self.shadowing_db = np.zeros(shape)
-        self.fading_re = np.zeros(shape)
-        self.fading_im = np.zeros(shape)
-        self.load = np.zeros(shape)
-        self.receiver_load = np.zeros(n_envs)
+        # State carried from the last generated round to the next chunk.
+        self._walk_m = np.zeros(shape)  # unfolded distance random walk
+        self._shadow_db = np.zeros(shape)
+        self._fading = np.zeros((n_envs, 2 * n))  # real parts, then imaginary parts
+        self._loads = np.zeros((n_envs, n + 1))  # agents' loads, then the receiver's
+        self._snr_tail = np.zeros((n_envs, self._delay, n))  # the last csi_delay true SNRs
         self.device_index = np.zeros(shape, dtype=np.int64)
-        self.context_tokens = np.zeros(shape)
-        self.nl_tokens = np.zeros(shape)
-        self.snr_db = np.zeros(shape)
-        # snr_history[:, -1] is the current round, snr_history[:, 0] the one csi_delay rounds ago.
-        self.snr_history = np.zeros((n_envs, self._delay + 1, n))
+        self._flops = np.zeros(shape)
+        self._mem_bw = np.zeros(shape)
+        # The current chunk: (M, C, ...) arrays; round t of the chunk is index t.
+        self._obs: dict[str, np.ndarray] = {}
+        self._terms: model.RoundTerms | None = None
+        self._t = 0
 
     # -- state transitions -------------------------------------------------------------------
 
     def reset(self, rng: np.random.Generator, mask: np.ndarray | None = None) -> None:
-        """Draw a fresh episode for every world (or those where ``mask`` is true)."""
-        idx = slice(None) if mask is None else np.flatnonzero(mask)
-        k = self.n_envs if mask is None else idx.size
-        if k == 0:
+        """Draw a fresh episode for every world (or only those where ``mask`` is true)."""
+        if mask is None or self._terms is None:
+            self._t = 0
+            self._generate(rng, np.arange(self.n_envs), fresh=True)
             return
-        n, ch, wl = self.n_agents, self.cfg.channel, self.cfg.workload
-        u = rng.random((k, 4, n))
-        z = rng.standard_normal((k, 3, n))
-        self.distance_m[idx] = ch.distance_min_m + (ch.distance_max_m - ch.distance_min_m) * u[:, 0]
-        self.shadowing_db[idx] = ch.shadowing_sigma_db * z[:, 0]
-        self.fading_re[idx] = _SQRT_HALF * z[:, 1]
-        self.fading_im[idx] = _SQRT_HALF * z[:, 2]
-        self.load[idx] = wl.load_max * u[:, 1]
-        self.device_index[idx] = np.minimum(
-            (u[:, 2] * len(self._dev_flops)).astype(np.int64), len(self._dev_flops) - 1
-        )
-        self.receiver_load[idx] = wl.load_max * rng.random(k)
-        self._draw_workload(rng, idx, k)
-        snr = self._snr_db(idx)
-        self.snr_db[idx] = snr
-        self.snr_history[idx] = snr[:, None, :]
-        # Pre-roll the channel so that a stale observation is a genuine past value.
-        for _ in range(self._delay):
-            self._advance(rng, idx, k)
+        idx = np.flatnonzero(np.asarray(mask, dtype=bool))
+        if idx.size:
+            self._generate(rng, idx, fresh=True)
 
     def step(self, rng: np.random.Generator) -> None:
         """Advance every world by one round."""
-        self._advance(rng, slice(None), self.n_envs)
+        self._t += 1
+        if self._t >= self.chunk_rounds:
+            self._t = 0
+            self._generate(rng, np.arange(self.n_envs), fresh=False)
 
-    def _advance(self, rng: np.random.Generator, idx, k: int) -> None:
-        n, ch, wl = self.n_agents, self.cfg.channel, self.cfg.workload
-        z = rng.standard_normal((k, 5, n))
-        zr = rng.standard_normal(k)
-        # Distance: random walk at walking speed, reflected into [d_min, d_max].
-        lo, hi = ch.distance_min_m, ch.distance_max_m
-        width = hi - lo
-        d = self.distance_m[idx] + self._step_m * z[:, 0]
-        if width > 0.0:
-            y = np.mod(d - lo, 2.0 * width)
-            d = lo + np.where(y > width, 2.0 * width - y, y)
+    def _generate(self, rng: np.random.Generator, idx: np.ndarray, fresh: bool) -> None:
+        """Draw rounds ``t .. C-1`` of the chunk for worlds ``idx`` (a new episode if ``fresh``)."""
+        k, n = idx.size, self.n_agents
+        ch, wl = self.cfg.channel, self.cfg.workload
+        start = self._t
+        rounds = self.chunk_rounds - start
+        pre = self._delay if fresh else 0
+        total = pre + rounds  # rounds whose channel is drawn (pre-roll first)
+        if fresh:
+            u0 = rng.random((k, 4, n))
+            z0 = rng.standard_normal((k, 3, n))
+            walk0 = ch.distance_min_m + (ch.distance_max_m - ch.distance_min_m) * u0[:, 0]
+            shadow0 = ch.shadowing_sigma_db * z0[:, 0]
+            fading0 = _SQRT_HALF * z0[:, 1:].reshape(k, 2 * n)
+            loads0 = np.empty((k, n + 1))
+            loads0[:, :n] = wl.load_max * u0[:, 1]
+            loads0[:, n] = wl.load_max * rng.random(k)
+            n_dev = len(self._dev_flops)
+            dev = np.minimum((u0[:, 2] * n_dev).astype(np.int64), n_dev - 1)
+            self.device_index[idx] = dev
+            self._flops[idx] = self._dev_flops[dev]
+            self._mem_bw[idx] = self._dev_mem_bw[dev]
+            steps = total - 1  # the first round is the initial state itself
         else:
-            d = np.full_like(d, lo)
-        self.distance_m[idx] = d
-        # Shadowing AR(1) and Gauss-Markov Rayleigh fading.
-        self.shadowing_db[idx] = self._rho_s * self.shadowing_db[idx] + self._innov_s * z[:, 1]
-        self.fading_re[idx] = self._rho_h * self.fading_re[idx] + self._innov_h * _SQRT_HALF * z[:, 2]
-        self.fading_im[idx] = self._rho_h * self.fading_im[idx] + self._innov_h * _SQRT_HALF * z[:, 3]
-        # Background loads: clipped random walks.
-        self.load[idx] = np.clip(self.load[idx] + wl.load_step * z[:, 4], 0.0, wl.load_max)
-        self.receiver_load[idx] = np.clip(self.receiver_load[idx] + wl.load_step * zr, 0.0, wl.load_max)
-        self._draw_workload(rng, idx, k)
-        snr = self._snr_db(idx)
-        self.snr_db[idx] = snr
-        if self._delay:
-            hist = self.snr_history[idx]
-            hist[:, :-1] = hist[:, 1:]
-            hist[:, -1] = snr
-            self.snr_history[idx] = hist
-
-    def _draw_workload(self, rng: np.random.Generator, idx, k: int) -> None:
-        n, wl = self.n_agents, self.cfg.workload
-        u = rng.random((k, 2, n))
-        span = wl.context_max_tokens - wl.context_min_tokens + 1
-        ctx = wl.context_min_tokens + np.minimum(np.floor(u[:, 0] * span), span - 1)
-        ratio = wl.nl_ratio_min + (wl.nl_ratio_max - wl.nl_ratio_min) * u[:, 1]
-        self.context_tokens[idx] = ctx
-        self.nl_tokens[idx] = model.nl_tokens(ctx, ratio)
-
-    def _snr_db(self, idx) -> np.ndarray:
-        ch = self.cfg.channel
-        # Floor the fading power so that an exact zero maps to the SNR floor, not to -inf.
-        power = np.maximum(self.fading_re[idx] ** 2 + self.fading_im[idx] ** 2, 1e-300)
-        snr = model.full_band_snr_db(
-            self.distance_m[idx],
-            self.shadowing_db[idx],
-            power,
-            ch.tx_power_dbm,
-            self._noise_dbm_per_hz,
-            ch.bandwidth_hz,
-            ch.pathloss_const_db,
-            ch.pathloss_exponent_db,
+            walk0, shadow0 = self._walk_m[idx], self._shadow_db[idx]
+            fading0, loads0 = self._fading[idx], self._loads[idx]
+            steps = total
+        z = rng.standard_normal((k, steps, 4, n))
+        zl = rng.standard_normal((k, steps, n + 1))
+        # Distance: cumulative random walk, folded (reflected) into [d_min, d_max].
+        walk = np.concatenate([walk0[:, None], walk0[:, None] + self._step_m * np.cumsum(z[:, :, 0], axis=1)], 1)
+        distance = self._fold(walk)
+        # Shadowing AR(1) and Gauss-Markov fading, in closed form over the steps.
+        pw_s, P_s = self._ar(self._rho_s, steps, self._innov_s)
+        shadow = pw_s[None, :, None] * shadow0[:, None] + np.matmul(P_s, z[:, :, 1])
+        pw_h, P_h = self._ar(self._rho_h, steps, self._innov_h)
+        fading = pw_h[None, :, None] * fading0[:, None] + np.matmul(P_h, z[:, :, 2:].reshape(k, steps, 2 * n))
+        # Loads: clipped random walks (sequential: the clip is not linear).
+        loads = np.empty((k, steps + 1, n + 1))
+        loads[:, 0] = loads0
+        cur = loads0
+        step_noise = wl.load_step * zl
+        for s in range(steps):
+            cur = np.minimum(np.maximum(cur + step_noise[:, s], 0.0), wl.load_max)
+            loads[:, s + 1] = cur
+        if not fresh:  # drop the carried state: it is the previous chunk's last round
+            walk, distance, shadow, fading, loads = (a[:, 1:] for a in (walk, distance, shadow, fading, loads))
+        self._walk_m[idx] = walk[:, -1]
+        self._shadow_db[idx] = shadow[:, -1]
+        self._fading[idx] = fading[:, -1]
+        self._loads[idx] = loads[:, -1]
+        power = np.maximum(fading[..., :n] ** 2 + fading[..., n:] ** 2, 1e-300)
+        snr = np.clip(
+            model.full_band_snr_db(
+                distance, shadow, power, ch.tx_power_dbm, self._noise_dbm_per_hz, ch.bandwidth_hz,
+                ch.pathloss_const_db, ch.pathloss_exponent_db,
+            ),
+            SNR_MIN_DB,
+            SNR_MAX_DB,
         )
-        return np.clip(snr, SNR_MIN_DB, SNR_MAX_DB)
+        if self._delay:
+            history = snr if fresh else np.concatenate([self._snr_tail[idx], snr], axis=1)
+            snr_obs = history[:, :rounds]
+            self._snr_tail[idx] = history[:, -self._delay:]
+            snr = snr[:, pre:]
+        else:
+            snr_obs = snr
+        loads = loads[:, pre:]
+        # Per-round workload: context length and NL summary length.
+        u = rng.random((k, rounds, 2, n))
+        span = wl.context_max_tokens - wl.context_min_tokens + 1
+        ctx = wl.context_min_tokens + np.minimum(np.floor(u[:, :, 0] * span), span - 1)
+        ratio = wl.nl_ratio_min + (wl.nl_ratio_max - wl.nl_ratio_min) * u[:, :, 1]
+        nl = model.nl_tokens(ctx, ratio)
+        obs = {
+            "snr_db": snr_obs,
+            "load": loads[..., :n],
+            "context_tokens": ctx,
+            "nl_tokens": nl,
+            "receiver_load": loads[..., n:],
+        }
+        terms = model.round_terms(
+            self.consts, snr, self._flops[idx][:, None], self._mem_bw[idx][:, None],
+            loads[..., :n], ctx, nl, loads[..., n],
+        )
+        self._store(idx, start, obs, terms)
+
+    def _store(self, idx, start, obs, terms) -> None:
+        """Write generated rounds into the chunk. New arrays, so earlier views stay valid."""
+        if start == 0 and idx.size == self.n_envs:
+            self._obs = obs
+            self._terms = terms
+            return
+        for key, value in obs.items():
+            arr = self._obs[key].copy()
+            arr[idx, start:] = value
+            self._obs[key] = arr
+        fields = {}
+        for name in _TERM_FIELDS:
+            arr = getattr(self._terms, name).copy()
+            arr[idx, start:] = getattr(terms, name)
+            fields[name] = arr
+        self._terms = model.RoundTerms(
+            **fields, bandwidth_hz=self._terms.bandwidth_hz, latency_cap_s=self._terms.latency_cap_s
+        )
+
+    def _fold(self, walk: np.ndarray) -> np.ndarray:
+        ch = self.cfg.channel
+        lo, width = ch.distance_min_m, ch.distance_max_m - ch.distance_min_m
+        if width <= 0.0:
+            return np.full_like(walk, lo)
+        y = np.mod(walk - lo, 2.0 * width)
+        return lo + np.where(y > width, 2.0 * width - y, y)
+
+    def _ar(self, rho: float, steps: int, innovation: float):
+        key = (rho, steps, innovation)
+        if key not in self._ar_cache:
+            self._ar_cache[key] = _ar1_matrices(rho, steps, innovation)
+        return self._ar_cache[key]
 
     # -- views -------------------------------------------------------------------------------
 
     def observation(self) -> dict[str, np.ndarray]:
-        """What the decision maker sees (fresh copies, batch axis first)."""
-        dev = self.device_index
+        """What the decision maker sees this round (fresh arrays, batch axis first)."""
+        t, o = self._t, self._obs
         return {
-            "snr_db": self.snr_history[:, 0].copy() if self._delay else self.snr_db.copy(),
-            "compute_flops": self._dev_flops[dev],
-            "mem_bw_bytes_per_s": self._dev_mem_bw[dev],
-            "load": self.load.copy(),
-            "context_tokens": self.context_tokens.copy(),
-            "nl_tokens": self.nl_tokens.copy(),
-            "receiver_load": self.receiver_load[:, None].copy(),
+            "snr_db": o["snr_db"][:, t].copy(),
+            "compute_flops": self._flops.copy(),
+            "mem_bw_bytes_per_s": self._mem_bw.copy(),
+            "load": o["load"][:, t].copy(),
+            "context_tokens": o["context_tokens"][:, t].copy(),
+            "nl_tokens": o["nl_tokens"][:, t].copy(),
+            "receiver_load": o["receiver_load"][:, t].copy(),
         }
 
-    def true_terms(self, consts: model.ModelConstants) -> model.RoundTerms:
-        """The model terms of the current round with the *current* channel (what is charged)."""
-        dev = self.device_index
-        return model.round_terms(
-            consts,
-            self.snr_db,
-            self._dev_flops[dev],
-            self._dev_mem_bw[dev],
-            self.load,
-            self.context_tokens,
-            self.nl_tokens,
-            self.receiver_load,
-        )
+    def true_terms(self, consts: model.ModelConstants | None = None) -> model.RoundTerms:
+        """The model terms of the current round with the *current* channel: what is charged.
+
+        Batch shape ``(M,)``; the arrays are read-only views that later steps never overwrite.
+        """
+        if self._terms is None:
+            raise RuntimeError("call reset() first")
+        return self._terms[:, self._t]
+
+    def env_terms(self, env_index: int) -> model.RoundTerms:
+        """:meth:`true_terms` of one world (unbatched), in one indexing step."""
+        if self._terms is None:
+            raise RuntimeError("call reset() first")
+        return self._terms[env_index, self._t]
