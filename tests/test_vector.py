@@ -1,0 +1,343 @@
+"""The batched environment (JMSRAVectorEnv) and its Stable-Baselines3 adapter (NativeVecEnv)."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+from scipy import stats
+
+import jmsra_env
+from jmsra_env import model
+from jmsra_env.registration import env_id
+from jmsra_env.vector import JMSRAVectorEnv
+
+
+def make_vec(id_="jmsra_env/JMSRA-v0", num_envs=4, **kwargs):
+    return gym.make_vec(id_, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+
+
+def random_dict_actions(rng, m, n):
+    """Mixed media and uneven shares, so that every term of the model is exercised."""
+    return {"media": rng.integers(0, 2, (m, n)).astype(np.int8), "bandwidth": rng.random((m, n))}
+
+
+def equal_split(m, n, media=0):
+    return {"media": np.full((m, n), media, dtype=np.int8), "bandwidth": np.ones((m, n))}
+
+
+def assert_info_row_equal(single_info, vector_info, i=0):
+    for key, value in single_info.items():
+        assert np.array_equal(np.asarray(value), vector_info[key][i]), key
+
+
+# -- construction ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("id_", jmsra_env.ENV_IDS)
+def test_make_vec_returns_the_batched_env_for_every_id(id_):
+    envs = make_vec(id_, num_envs=3)
+    single = gym.make(id_).unwrapped
+    assert isinstance(envs, JMSRAVectorEnv)
+    assert envs.num_envs == 3
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    assert envs.config == single.config and envs.action_form == single.action_form
+    assert envs.single_action_space == single.action_space
+    assert envs.single_observation_space == single.observation_space
+    obs, _ = envs.reset(seed=0)
+    assert envs.observation_space.contains(obs)
+    assert envs.action_space == batch_space(single.action_space, 3)
+    _, rewards, _, _, _ = envs.step(envs.action_space.sample())
+    assert rewards.shape == (3,) and np.all(rewards < 0.0)
+
+
+def test_config_overrides_pass_through_make_vec_and_unknown_keys_are_rejected():
+    envs = make_vec(num_envs=2, config={"n_agents": 6})
+    assert envs.config.n_agents == 6 and envs.observation_space["snr_db"].shape == (2, 6)
+    with pytest.raises(ValueError, match="no_such_key"):
+        make_vec(num_envs=2, config={"no_such_key": 1})
+    with pytest.raises(ValueError, match="num_envs"):
+        JMSRAVectorEnv(0)
+
+
+# -- seeding and exactness ------------------------------------------------------------------
+
+
+def rollout(envs, seed, steps, action_seed=1):
+    rng = np.random.default_rng(action_seed)
+    n = envs.config.n_agents
+    obs, _ = envs.reset(seed=seed)
+    trace = [obs["snr_db"]]
+    for _ in range(steps):
+        obs, rewards, _, _, _ = envs.step(random_dict_actions(rng, envs.num_envs, n))
+        trace += [obs["snr_db"], obs["context_tokens"], rewards]
+    return trace
+
+
+def test_same_seed_gives_the_same_batch_trajectories_and_other_seeds_differ():
+    envs = JMSRAVectorEnv(8, episode_rounds=10)
+    a = rollout(envs, seed=3, steps=25)
+    b = rollout(JMSRAVectorEnv(8, episode_rounds=10), seed=3, steps=25)
+    c = rollout(envs, seed=4, steps=25)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not any(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_reset_with_seed_then_without_is_a_deterministic_sequence():
+    def episodes(envs):
+        first, _ = envs.reset(seed=11)
+        second, _ = envs.reset()
+        return first["snr_db"], second["snr_db"]
+
+    a, b = episodes(JMSRAVectorEnv(5)), episodes(JMSRAVectorEnv(5))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], a[1])
+
+
+@pytest.mark.parametrize(
+    "variant, overrides",
+    [("JMSRA", {}), ("JMSRA-StaleCSI", {}), ("JMSRA-N8", {"episode_rounds": 100})],
+)
+@pytest.mark.parametrize("form", ["dict", "box"])
+def test_a_batch_of_one_reproduces_the_single_env_exactly(variant, overrides, form):
+    id_ = env_id(variant, form)
+    single = gym.make(id_, **overrides)
+    envs = make_vec(id_, num_envs=1, **overrides)
+    n, rounds = envs.config.n_agents, envs.config.episode_rounds
+    rng = np.random.default_rng(7)
+    obs_s, info_s = single.reset(seed=42)
+    obs_v, info_v = envs.reset(seed=42)
+    assert info_v["round"][0] == info_s["round"] == 0
+    episodes = 0
+    for _ in range(3 * rounds):  # three episodes, including two resets after truncation
+        for key in obs_s:
+            assert np.array_equal(obs_s[key], obs_v[key][0]), key
+        dict_action = random_dict_actions(rng, 1, n)
+        if form == "box":
+            action_v = jmsra_env.encode_box(dict_action["media"], dict_action["bandwidth"]).astype(np.float32)
+        else:
+            action_v = dict_action
+        action_s = {k: v[0] for k, v in action_v.items()} if form == "dict" else action_v[0]
+        obs_s, reward_s, term_s, trunc_s, info_s = single.step(action_s)
+        obs_v, reward_v, term_v, trunc_v, info_v = envs.step(action_v)
+        assert reward_v[0] == reward_s and term_v[0] == term_s and trunc_v[0] == trunc_s
+        assert_info_row_equal(info_s, info_v)
+        if trunc_s:
+            episodes += 1
+            for key in obs_s:  # the single env's last observation is the batch's final_obs
+                assert np.array_equal(obs_s[key], info_v["final_obs"][0][key]), key
+            assert_info_row_equal(info_s, info_v["final_info"])
+            obs_s, _ = single.reset()
+    assert episodes == 3
+
+
+# -- distribution of the sub-environments ---------------------------------------------------
+
+
+def episode_means_vector(m, seed, policy_media):
+    envs = JMSRAVectorEnv(m)
+    envs.reset(seed=seed)
+    total = np.zeros(m)
+    for _ in range(envs.config.episode_rounds):
+        _, rewards, _, _, info = envs.step(equal_split(m, envs.config.n_agents, policy_media))
+        total += info["latency_s"]
+    return total / envs.config.episode_rounds
+
+
+def episode_means_single(episodes, seed, policy_media):
+    env = gym.make("jmsra_env/JMSRA-v0")
+    n = env.unwrapped.config.n_agents
+    action = {k: v[0] for k, v in equal_split(1, n, policy_media).items()}
+    env.reset(seed=seed)
+    means = []
+    for _ in range(episodes):
+        total, truncated, rounds = 0.0, False, 0
+        while not truncated:
+            _, _, _, truncated, info = env.step(action)
+            total += info["latency_s"]
+            rounds += 1
+        means.append(total / rounds)
+        env.reset()
+    return np.asarray(means)
+
+
+def same_distribution(batch_means, single_means, alpha=1e-4):
+    """Episode-mean latencies agree in mean (within 4 standard errors, rounds within an episode are
+    correlated so each episode counts once) and in spread (F test on the variances at ``alpha``)."""
+    se = np.hypot(batch_means.std(ddof=1) / np.sqrt(batch_means.size),
+                  single_means.std(ddof=1) / np.sqrt(single_means.size))
+    mean_ok = abs(batch_means.mean() - single_means.mean()) <= 4.0 * se
+    ratio = batch_means.var(ddof=1) / single_means.var(ddof=1)
+    df = (batch_means.size - 1, single_means.size - 1)
+    spread_ok = stats.f.ppf(alpha / 2, *df) <= ratio <= stats.f.ppf(1 - alpha / 2, *df)
+    return bool(mean_ok and spread_ok)
+
+
+@pytest.mark.parametrize("media", [0, 1], ids=["all-NL", "all-KV"])
+def test_each_sub_env_draws_rounds_from_the_single_env_distribution(media):
+    batch = episode_means_vector(512, seed=5, policy_media=media)
+    single = episode_means_single(120, seed=6, policy_media=media)
+    assert same_distribution(batch, single)
+    # The check has power: a batch whose sub-environments were all copies of one fails it.
+    assert not same_distribution(np.full_like(batch, batch[0]) + 1e-9 * np.arange(batch.size), single)
+
+
+def test_sub_envs_differ_from_each_other():
+    envs = JMSRAVectorEnv(16)
+    obs, _ = envs.reset(seed=0)
+    _, rewards, _, _, _ = envs.step(equal_split(16, envs.config.n_agents))
+    assert np.unique(obs["snr_db"], axis=0).shape[0] == 16
+    assert np.unique(obs["context_tokens"], axis=0).shape[0] == 16
+    assert np.unique(rewards).size == 16
+
+
+# -- actions --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "form, bad, field",
+    [
+        ("dict", lambda m, n: {"media": np.full((m, n), 2), "bandwidth": np.ones((m, n))}, "media"),
+        ("dict", lambda m, n: {"media": np.zeros((m, n)), "bandwidth": -np.ones((m, n))}, "bandwidth"),
+        ("dict", lambda m, n: {"media": np.zeros((m, n)), "bandwidth": np.full((m, n), np.nan)}, "bandwidth"),
+        ("dict", lambda m, n: {"media": np.zeros(n), "bandwidth": np.ones(n)}, "media"),  # not batched
+        ("dict", lambda m, n: {"media": np.zeros((m, n))}, "bandwidth"),
+        ("box", lambda m, n: np.full((m, 2 * n), 2.0), "action"),
+        ("box", lambda m, n: np.zeros((m + 1, 2 * n)), "action"),
+        ("box", lambda m, n: np.full((m, 2 * n), np.inf), "action"),
+    ],
+)
+def test_bad_actions_raise_value_error_naming_the_field_and_leave_the_batch_usable(form, bad, field):
+    m = 3
+    envs, twin = JMSRAVectorEnv(m, action_form=form), JMSRAVectorEnv(m, action_form=form)
+    n = envs.config.n_agents
+    envs.reset(seed=1)
+    twin.reset(seed=1)
+    with pytest.raises(ValueError, match=field):
+        envs.step(bad(m, n))
+    good = np.zeros((m, 2 * n), np.float32) if form == "box" else equal_split(m, n)
+    obs, rewards, *_ = envs.step(good)
+    obs_t, rewards_t, *_ = twin.step(good)
+    assert np.array_equal(rewards, rewards_t) and np.array_equal(obs["snr_db"], obs_t["snr_db"])
+
+
+# -- autoreset ------------------------------------------------------------------------------
+
+
+def test_autoreset_is_same_step_with_final_obs_and_final_info():
+    m, rounds = 4, 5
+    envs = JMSRAVectorEnv(m, episode_rounds=rounds)
+    obs, _ = envs.reset(seed=2)
+    action = equal_split(m, envs.config.n_agents)
+    for t in range(rounds):
+        last_obs = obs
+        obs, rewards, terminated, truncated, info = envs.step(action)
+        assert np.array_equal(info["round"], np.full(m, t)) and not terminated.any()
+        assert np.all(rewards < 0.0) and np.array_equal(rewards, -info["latency_s"])
+    assert truncated.all() and info["_final_obs"].all() and info["_final_info"].all()
+    # The returned observation already starts the next episode; final_obs ends the finished one.
+    for i in range(m):
+        assert not np.array_equal(info["final_obs"][i]["snr_db"], obs["snr_db"][i])
+        assert not np.array_equal(info["final_obs"][i]["snr_db"], last_obs["snr_db"][i])
+    assert np.array_equal(info["final_info"]["latency_s"], info["latency_s"])
+    # The next step is a real round of the new episode (no dummy step with reward 0).
+    _, rewards, _, truncated, info = envs.step(action)
+    assert np.array_equal(info["round"], np.zeros(m)) and np.all(rewards < 0.0) and not truncated.any()
+    assert "final_obs" not in info
+
+
+def test_partial_reset_puts_sub_envs_out_of_step_and_each_truncates_on_its_own():
+    m, rounds = 3, 4
+    envs = JMSRAVectorEnv(m, episode_rounds=rounds)
+    envs.reset(seed=0)
+    action = equal_split(m, envs.config.n_agents)
+    envs.step(action)
+    envs.step(action)
+    _, info = envs.reset(options={"reset_mask": np.array([False, True, False])})
+    assert info["_round"].tolist() == [False, True, False]
+    envs.step(action)
+    _, _, _, truncated, info = envs.step(action)
+    assert truncated.tolist() == [True, False, True]
+    assert info["final_obs"][1] is None and info["final_obs"][0] is not None
+    assert info["round"].tolist() == [3, 1, 3]
+    _, _, _, _, info = envs.step(action)
+    assert info["round"].tolist() == [0, 2, 0]
+
+
+def test_observation_is_a_sufficient_statistic_for_the_whole_batch():
+    envs = JMSRAVectorEnv(32, action_form="dict")
+    obs, _ = envs.reset(seed=9)
+    actions = random_dict_actions(np.random.default_rng(0), 32, envs.config.n_agents)
+    media, bandwidth_hz = envs.decode_action(actions)
+    expected = model.latency(model.terms_from_observation(envs.consts, obs), media, bandwidth_hz).latency_s
+    _, rewards, _, _, _ = envs.step(actions)
+    assert np.array_equal(rewards, -expected)
+
+
+# -- the SB3 adapter ------------------------------------------------------------------------
+
+
+def test_native_vec_env_matches_the_batched_env_and_sb3_conventions():
+    from agents.native_vec_env import make_native_vec_env
+
+    m, rounds = 3, 6
+    venv = make_native_vec_env("jmsra_env/JMSRA-Box-v0", m, seed=4, config={"episode_rounds": rounds},
+                               monitor=False)
+    ref = make_vec("jmsra_env/JMSRA-Box-v0", num_envs=m, config={"episode_rounds": rounds})
+    obs = venv.reset()
+    obs_r, _ = ref.reset(seed=4)
+    assert all(np.array_equal(obs[k], obs_r[k]) for k in obs_r)
+    assert venv.get_attr("config") == [ref.config] * m
+    terms = venv.env_method("current_terms", indices=[2])[0]
+    assert np.array_equal(terms.gain_hz, ref.current_terms().gain_hz[2])
+    actions = np.zeros((m, 2 * ref.config.n_agents), np.float32)
+    for t in range(rounds):
+        obs, rewards, dones, infos = venv.step(actions)
+        obs_r, rewards_r, _, truncated_r, info_r = ref.step(actions)
+        assert all(np.array_equal(obs[k], obs_r[k]) for k in obs_r)
+        assert rewards.dtype == np.float32 and np.array_equal(rewards, rewards_r.astype(np.float32))
+        assert isinstance(infos, list) and len(infos) == m
+        assert [i["latency_s"] for i in infos] == info_r["latency_s"].tolist()
+    assert dones.all() and all(i["TimeLimit.truncated"] for i in infos)
+    for i in range(m):
+        terminal = infos[i]["terminal_observation"]
+        assert all(np.array_equal(terminal[k], info_r["final_obs"][i][k]) for k in obs_r)
+
+
+def test_native_vec_env_of_one_reproduces_sb3_dummy_vec_env():
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agents.native_vec_env import make_native_vec_env
+
+    config = {"episode_rounds": 7}
+    native = make_native_vec_env("jmsra_env/JMSRA-Box-v0", 1, seed=13, config=config, monitor=False)
+    dummy = DummyVecEnv([lambda: gym.make("jmsra_env/JMSRA-Box-v0", config=config)])
+    dummy.seed(13)
+    rng = np.random.default_rng(0)
+    obs_n, obs_d = native.reset(), dummy.reset()
+    for _ in range(20):  # crosses two auto-resets
+        assert all(np.array_equal(obs_n[k], obs_d[k]) for k in obs_d)
+        action = rng.uniform(-1, 1, (1, 8)).astype(np.float32)
+        obs_n, rew_n, done_n, info_n = native.step(action)
+        obs_d, rew_d, done_d, info_d = dummy.step(action)
+        assert np.array_equal(rew_n, rew_d) and np.array_equal(done_n, done_d)
+        if done_d[0]:
+            term_n, term_d = info_n[0]["terminal_observation"], info_d[0]["terminal_observation"]
+            assert all(np.array_equal(term_n[k], term_d[k]) for k in term_d)
+            assert info_n[0]["TimeLimit.truncated"] == info_d[0]["TimeLimit.truncated"]
+
+
+def test_ppo_learns_on_native_vec_env_under_vec_normalize():
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.native_vec_env import make_native_vec_env
+
+    venv = VecNormalize(make_native_vec_env("jmsra_env/JMSRA-Box-v0", 4, seed=0))
+    agent = PPO("MultiInputPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    agent.learn(total_timesteps=512)
+    assert agent.num_timesteps == 512
+    assert len(agent.ep_info_buffer) == 8  # VecMonitor saw 4 envs x 2 episodes of 64 rounds
+    obs = venv.reset()
+    action, _ = agent.predict(obs, deterministic=True)
+    assert action.shape == (4, 8) and np.all(np.abs(action) <= 1.0)
