@@ -34,6 +34,11 @@ __all__ = [
     "rate_bps",
     "rate_ceiling_bps",
     "inverse_rate_hz",
+    "spectral_efficiency_nats",
+    "bandwidth_from_spectral_efficiency_hz",
+    "inverse_rate_elasticity",
+    "inverse_rate_newton_hz",
+    "required_snr",
     "ModelConstants",
     "model_constants",
     "RoundTerms",
@@ -164,9 +169,87 @@ def inverse_rate_hz(rate_bps_, gain_hz):
             fp = np.log2(1.0 + a / b) - a / ((a + b) * LN2)
             b_new = b - f / fp
             b = np.where(np.isfinite(b_new) & (b_new > 0.0), b_new, b)
+        # At the ceiling (c -> 1) the bandwidth needed is unbounded: NaN / inf / 0 there mean inf.
+        b = np.where(np.isfinite(b) & (b > 0.0), b, np.inf)
         out = np.where(ok, b, np.inf)
         out = np.where(r <= 0.0, 0.0, out)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Inverse rate by pure-NumPy Newton (added for jmsra_env.solvers, whose inner loop it is)
+#
+# With u = ln(1 + a/b) (spectral efficiency in nat/s/Hz) the rate is r = b u / ln 2 and
+# b = a / (e^u - 1), so r ln2 / a = u / (e^u - 1). Writing the rate as a fraction e^{-L} of the
+# ceiling a / ln 2 (L > 0), u solves F(u) = ln((e^u - 1) / u) = L. F is increasing and convex with
+# F' in (1/2, 1), so Newton from u0 = L + ln(1 + L) reaches full float64 precision in 4 steps for
+# every L in [1e-15, 3e3] (checked against mpmath). About 100x faster than scipy's lambertw on
+# large arrays; :func:`inverse_rate_hz` (Lambert W) stays as the independent reference.
+
+_NEWTON_STEPS = 4
+_SERIES_BELOW = 0.05  # F and F' by their Taylor series below this u (no cancellation)
+
+
+def spectral_efficiency_nats(log_ceiling_ratio):
+    """u = ln(1 + a/b) at which the rate is ``exp(-L)`` times the ceiling a / ln 2 (L > 0)."""
+    L = np.asarray(log_ceiling_ratio, dtype=np.float64)
+    u = L + np.log1p(L)
+    if np.all(u >= _SERIES_BELOW):  # the common case: no branch, few ufunc calls
+        for _ in range(_NEWTON_STEPS):
+            em = -np.expm1(-u)
+            f = u + np.log(em) - np.log(u)
+            u = u - (f - L) / np.maximum(1.0 / em - 1.0 / u, 0.5)
+        return u
+    for _ in range(_NEWTON_STEPS):
+        small = u < _SERIES_BELOW
+        us = np.where(small, u, _SERIES_BELOW)
+        u2 = us * us
+        ud = np.where(small, 1.0, u)
+        em = -np.expm1(-ud)
+        f = np.where(
+            small,
+            0.5 * us + u2 * (1.0 / 24.0 - u2 * (1.0 / 2880.0 - u2 / 181440.0)),
+            ud + np.log(em) - np.log(ud),
+        )
+        fp = np.where(small, 0.5 + us * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0)), 1.0 / em - 1.0 / ud)
+        u = u - (f - L) / np.maximum(fp, 0.5)
+    return u
+
+
+def bandwidth_from_spectral_efficiency_hz(u, gain_hz):
+    """b = a / (e^u - 1): the bandwidth at which the spectral efficiency is ``u`` nat/s/Hz."""
+    return np.divide(gain_hz, np.expm1(u))
+
+
+def inverse_rate_elasticity(u):
+    """d ln b / d ln r of the inverse rate at spectral efficiency ``u``: u / (u + e^{-u} - 1).
+
+    1 when bandwidth-limited (large u), growing like 2 / u towards the ceiling (small u).
+    """
+    u = np.asarray(u, dtype=np.float64)
+    small = u < _SERIES_BELOW
+    us = np.where(small, u, _SERIES_BELOW)
+    # u + e^{-u} - 1 = u^2/2 - u^3/6 + u^4/24 - u^5/120 ...
+    den = np.where(small, us * us * (0.5 - us * (1.0 / 6.0 - us * (1.0 / 24.0 - us / 120.0))), u + np.expm1(-u))
+    return u / den
+
+
+def required_snr(rate_bps_, bandwidth_hz):
+    """SNR p g / (N0 b) at which bandwidth ``b`` carries ``rate_bps_``: 2^(r / b) - 1."""
+    with np.errstate(over="ignore"):
+        return np.expm1(np.multiply(rate_bps_, LN2) / bandwidth_hz)
+
+
+def inverse_rate_newton_hz(rate_bps_, gain_hz):
+    """Same as :func:`inverse_rate_hz` (0 for rate 0, inf at or above the ceiling), by Newton."""
+    r = np.asarray(rate_bps_, dtype=np.float64)
+    a = np.broadcast_to(np.asarray(gain_hz, dtype=np.float64), r.shape)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        c = r * LN2 / a
+        ok = (r > 0.0) & (c < 1.0) & (a > 0.0)
+        L = -np.log(np.where(ok, c, 0.5))
+        b = bandwidth_from_spectral_efficiency_hz(spectral_efficiency_nats(L), a)
+    return np.where(r <= 0.0, 0.0, np.where(ok, b, np.inf))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ ENV_IDS: tuple[str, ...] = tuple(env_id(v, f) for v in VARIANTS for f in ("dict"
 
 
 def variant_of(id_: str) -> tuple[str, str]:
-    """``(variant, action_form)`` of a registered ID; ``ValueError`` for an unknown one."""
+    """``(variant, action_form)`` of a registered ID (``module:`` prefix allowed); ``ValueError`` else."""
+    id_ = id_.split(":", 1)[-1]
     for v in VARIANTS:
         for f in ("dict", "box"):
             if env_id(v, f) == id_:
