@@ -1,0 +1,283 @@
+#!/usr/bin/env python
+"""Evaluate policies side by side on the same seeded rounds of a JMSRA scenario, or sweep a parameter.
+
+Examples::
+
+    python evaluate.py                                   # experts and baselines on jmsra_env/JMSRA-v0
+    python evaluate.py --env-id jmsra_env/JMSRA-N8-v0 --episodes 100
+    python evaluate.py --model runs/ppo-n4 --policies jmsra,optimal,nl-only,kv-only
+    python evaluate.py --sweep bandwidth --episodes 20
+    python evaluate.py --sweep load --config bandwidth_hz=10e6
+
+The library behind it is :mod:`jmsra_env.evaluation` (rounds, policies, statistics, sweeps) and
+:mod:`jmsra_env.evaluation_report` (tables, files, figures); see docs/readme/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from jmsra_env import evaluation as ev
+from jmsra_env import evaluation_report as rep
+from jmsra_env.config import make_config
+
+EPILOG = """\
+outputs (in --out):
+  evaluation: summary.csv, rounds.csv (per-round latency per policy), timing.csv, summary.json,
+              summary.md, latency_cdf.png, latency_bars.png
+  --sweep S:  sweep_S.csv, sweep_S.png
+  CSV files hold no timings and are byte-identical for the same arguments; decision timings go to
+  timing.csv, summary.json and summary.md. Files are written atomically after everything succeeded.
+
+statistics: mean with a 95 % Student t interval over per-episode means (episodes are independent);
+  gap = mean / mean(reference) - 1 with a paired t interval; reference = optimal, else jmsra.
+  p50 / p95 pool all rounds. Episode e is the one env.reset(seed=SEED + e) draws.
+
+sweeps (defaults; override with --sweep-values):
+""" + "\n".join(
+    f"  {s.name:<10} {s.description}: {', '.join(map(str, s.values))}" for s in ev.SWEEPS.values()
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description=(
+            "Evaluate experts, baselines and trained PPO models on the same seeded rounds (common random "
+            "numbers) and write a table, CSV/JSON/Markdown and plots; or sweep a scenario parameter."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--env-id",
+        default=None,
+        help=f"registered scenario (default: the first --model's, else {ev.DEFAULT_ENV_ID}); "
+        "a model must fit its N and, when given, its action form",
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario override, repeatable (e.g. bandwidth_hz=10e6, n_agents=6, "
+        "sender_devices='[\"snapdragon-8-gen-3\"]'); VALUE is JSON, else a string",
+    )
+    p.add_argument("--episodes", type=int, default=20, help="episodes (of episode_rounds rounds each; default 20)")
+    p.add_argument("--seed", type=int, default=0, help="episode e uses seed SEED + e (default 0)")
+    p.add_argument(
+        "--policies",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated experts/baselines: optimal (N <= 12), jmsra, nl-only, kv-only, nl-only-equal, "
+        "kv-only-equal, threshold-equal, random; 'none' for models only. Default: all (optimal skipped "
+        "for N > 12); for a sweep: nl-only, kv-only, jmsra, optimal",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="[LABEL=]PATH",
+        help="trained model (run dir, model.zip or checkpoint dir), repeatable",
+    )
+    p.add_argument("--sweep", default=None, metavar="NAME", help=f"sweep a parameter: {', '.join(ev.SWEEPS)}")
+    p.add_argument("--sweep-values", default=None, metavar="V,V,...", help="values of the swept parameter")
+    p.add_argument("--out", default="results", help="output folder (default: results)")
+    p.add_argument("--device", default="cpu", help="torch device for trained models (default: cpu)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: on a terminal)")
+    return p
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ev.EvaluationError(f"--config expects KEY=VALUE; got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _parse_policies(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    return [] if names == ["none"] else names
+
+
+def _parse_model(spec: str) -> tuple[str | None, str]:
+    if "=" in spec and not Path(spec).exists():
+        label, _, path = spec.partition("=")
+        return label.strip() or None, path
+    return None, spec
+
+
+def _prepare(args) -> dict[str, Any]:
+    """Validate everything and load the models; nothing is written here."""
+    overrides = _parse_overrides(args.config)
+    if args.episodes < 1:
+        raise ev.EvaluationError(f"--episodes must be >= 1; got {args.episodes}")
+    if args.seed < 0:
+        raise ev.EvaluationError(f"--seed must be >= 0; got {args.seed}")
+    sweep = ev.get_sweep(args.sweep) if args.sweep is not None else None
+    if sweep is None and args.sweep_values is not None:
+        raise ev.EvaluationError("--sweep-values needs --sweep")
+    names = _parse_policies(args.policies)
+    models = [ev.load_model_policy(path, label=label, device=args.device) for label, path in map(_parse_model, args.model)]
+
+    if args.env_id is not None:
+        cfg, form = ev.scenario_from_env_id(args.env_id, overrides)
+        env_id, env_form = args.env_id, form
+    elif models:
+        first = models[0].trained
+        env_id, env_form = getattr(first, "env_id", "?"), None
+        try:
+            cfg = make_config(first.config, **overrides)
+        except ValueError as exc:
+            raise ev.EvaluationError(str(exc)) from exc
+    else:
+        cfg, _ = ev.scenario_from_env_id(ev.DEFAULT_ENV_ID, overrides)
+        env_id, env_form = ev.DEFAULT_ENV_ID, None
+    notes: list[str] = []
+    for m in models:
+        # In a sweep N may change with the value; the models are matched per value there.
+        if sweep is None or sweep.name != "agents":
+            ev.check_model_fits(m, cfg, env_id=env_id if args.env_id else None, env_action_form=env_form)
+        notes += m.notes
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise ev.EvaluationError(f"two models share a label {labels}; name them with --model LABEL=PATH")
+
+    plan: dict[str, Any] = {"cfg": cfg, "env_id": env_id, "models": models, "notes": notes, "sweep": sweep}
+    if sweep is not None:
+        plan["values"] = ev.parse_sweep_values(sweep, args.sweep_values)
+        ev.sweep_configs(sweep, cfg, plan["values"])
+        ev.check_sweep_policies(names, sweep, cfg, plan["values"])
+        plan["names"] = names
+    else:
+        experts, expert_notes = ev.resolve_experts(names, cfg)
+        if any(e.label in labels for e in experts):
+            raise ev.EvaluationError(f"a model label collides with an expert name: {labels}")
+        if not experts and not models:
+            raise ev.EvaluationError("nothing to evaluate: --policies none and no --model")
+        plan["policies"] = [*experts, *models]
+        notes += expert_notes
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ev.EvaluationError(f"--out {str(out)!r} exists and is not a folder")
+    return plan
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import numpy
+
+    import jmsra_env
+
+    return {"jmsra_env": jmsra_env.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+def _run_evaluation(args, plan) -> dict[str, bytes | str]:
+    cfg, progress = plan["cfg"], (False if args.no_progress else None)
+    rounds = ev.draw_rounds(cfg, args.episodes, args.seed, progress=progress)
+    results = ev.evaluate_policies(rounds, plan["policies"], progress=progress)
+    summary = ev.summarise(rounds, results)
+    timing = ev.timing_rows(results)
+    title = f"{plan['env_id']} (N = {cfg.n_agents}): {args.episodes} episodes x {cfg.episode_rounds} rounds, seed {args.seed}"
+    ref = ev.reference_label(results)
+    caption = (
+        "95% CI: Student t over per-episode means; gap: mean / mean(" + (ref or "-") + ") - 1 with a paired t CI; "
+        "p50/p95 over all rounds; decide = batched wall time / rounds, single = one un-batched decision"
+    )
+    rep.print_summary(summary, timing, title, caption)
+
+    files: dict[str, bytes | str] = {}
+    files["summary.csv"] = rep.csv_text(summary, ev.SUMMARY_COLUMNS)
+    files["timing.csv"] = rep.csv_text(timing, ev.TIMING_COLUMNS)
+    per_round = [
+        {"episode": m // rounds.rounds_per_episode, "round": m % rounds.rounds_per_episode,
+         **{r.label: r.latency_s[m] for r in results}}
+        for m in range(rounds.n_rounds)
+    ]
+    files["rounds.csv"] = rep.csv_text(per_round, ["episode", "round", *[r.label for r in results]])
+    by_label = {t["policy"]: t for t in timing}
+    files["summary.json"] = rep.json_text(
+        {
+            "env_id": plan["env_id"],
+            "scenario": cfg.to_dict(),
+            "seed": args.seed,
+            "episodes": args.episodes,
+            "rounds_per_episode": cfg.episode_rounds,
+            "episode_seeds": f"{args.seed}..{args.seed + args.episodes - 1}",
+            "reference": ref,
+            "statistics": caption,
+            "policies": [{**row, **by_label[row["policy"]]} for row in summary],
+            "models": [{"label": m.label, "path": m.path, "env_id": getattr(m.trained, "env_id", None)} for m in plan["models"]],
+            "notes": plan["notes"],
+            "versions": _versions(),
+        }
+    )
+    md = [f"## {title}", "", rep.markdown_table(summary, timing), caption + ".", ""]
+    md += [f"- {n}" for n in plan["notes"]]
+    files["summary.md"] = "\n".join(md).rstrip() + "\n"
+    if not args.no_plots:
+        files["latency_cdf.png"] = rep.cdf_png({r.label: r.latency_s for r in results}, f"E2E latency CDF — {title}")
+        files["latency_bars.png"] = rep.bars_png(summary, f"{plan['env_id']} (N = {cfg.n_agents}), {args.episodes} episodes")
+    return files
+
+
+def _run_sweep(args, plan) -> dict[str, bytes | str]:
+    sweep, cfg = plan["sweep"], plan["cfg"]
+    progress = False if args.no_progress else None
+    rows, notes = ev.run_sweep(
+        sweep, cfg, plan["values"], episodes=args.episodes, seed=args.seed,
+        policy_names=plan["names"], models=plan["models"], progress=progress,
+    )
+    plan["notes"] += notes
+    fmt = lambda v: ev.format_sweep_value(sweep, v)  # noqa: E731
+    title = f"sweep {sweep.name}: {plan['env_id']} base, {args.episodes} episodes x {cfg.episode_rounds} rounds, seed {args.seed}"
+    rep.print_sweep(rows, title, fmt)
+    for line in ev.sweep_findings(rows, sweep):
+        print(line)
+    files: dict[str, bytes | str] = {f"sweep_{sweep.name}.csv": rep.csv_text(rows, ev.SWEEP_COLUMNS)}
+    if not args.no_plots:
+        files[f"sweep_{sweep.name}.png"] = rep.sweep_png(
+            rows, title, sweep.parameter, log_x=sweep.log_x, categorical=sweep.categorical,
+            x_scale=1e6 if sweep.name == "bandwidth" else 1.0,
+        )
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 for bad input, with the problem on stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        plan = _prepare(args)
+    except ev.EvaluationError as exc:
+        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 2
+    cfg = plan["cfg"]
+    if not plan["models"]:
+        print("No trained model given (add one with --model PATH): evaluating the experts and baselines only.")
+    for note in plan["notes"]:
+        print(f"note: {note}")
+    files = _run_sweep(args, plan) if plan["sweep"] is not None else _run_evaluation(args, plan)
+    out = Path(args.out)
+    for name, data in files.items():
+        rep.atomic_write(out / name, data)
+    print(f"wrote {', '.join(files)} to {out}/ (N = {cfg.n_agents})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

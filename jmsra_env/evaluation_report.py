@@ -1,0 +1,302 @@
+"""Output of an evaluation: terminal table, CSV / JSON / Markdown and PNG figures, written atomically.
+
+Every file is rendered in memory first and then written as ``<name>.tmp`` + :func:`os.replace`, so
+a failed run never leaves a half-written file and never replaces an earlier result with a broken one.
+The CSV files hold only seeded quantities (no timings) and are byte-identical for the same seed;
+decision timings go to ``timing.csv`` (and into the JSON and Markdown, which are therefore not
+byte-stable).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "atomic_write",
+    "csv_text",
+    "markdown_table",
+    "json_text",
+    "print_summary",
+    "print_sweep",
+    "cdf_png",
+    "bars_png",
+    "sweep_png",
+    "SUMMARY_HEADERS",
+]
+
+# Terminal / Markdown headers of the summary columns shown (CSV keeps the machine names).
+SUMMARY_HEADERS = {
+    "policy": "policy",
+    "mean_latency_s": "mean E2E [s]",
+    "ci95_s": "95% CI [s]",
+    "p50_latency_s": "p50 [s]",
+    "p95_latency_s": "p95 [s]",
+    "gap_pct": "gap [%]",
+    "kv_share": "KV share",
+    "capped_rate": "capped",
+    "decision_ms_per_round": "decide [ms/round]",
+    "single_round_decision_ms": "single [ms]",
+}
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "" if not math.isfinite(value) else format(float(value), ".9g")
+    return str(value)
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Deterministic CSV (9 significant digits, NaN as an empty cell, ``\\n`` line ends)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for row in rows:
+        w.writerow([_cell(row.get(c, "")) for c in columns])
+    return buf.getvalue()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    return value
+
+
+def json_text(obj: Any) -> str:
+    """Indented JSON with NaN as ``null``."""
+    return json.dumps(_jsonable(obj), indent=2) + "\n"
+
+
+def _fmt(col: str, value: Any, row: Mapping[str, Any] | None = None) -> str:
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return "-"
+    if col == "ci95_s":
+        return f"±{value:.4f}"
+    if col in ("mean_latency_s", "p50_latency_s", "p95_latency_s"):
+        return f"{value:.4f}"
+    if col == "gap_pct":
+        ci = row.get("gap_ci95_pct") if row else None
+        s = f"{value:+.2f}"
+        if row and row.get("policy") == row.get("reference"):
+            return "ref"
+        return s + (f" ±{ci:.2f}" if ci is not None and math.isfinite(ci) else "")
+    if col in ("kv_share", "capped_rate"):
+        return f"{value:.3f}"
+    if col in ("decision_ms_per_round", "single_round_decision_ms"):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _display_rows(summary: Sequence[Mapping[str, Any]], timing: Sequence[Mapping[str, Any]] | None):
+    by_label = {t["policy"]: t for t in (timing or [])}
+    cols = [c for c in SUMMARY_HEADERS if timing or c not in ("decision_ms_per_round", "single_round_decision_ms")]
+    out = []
+    for row in summary:
+        merged = {**row, **by_label.get(row["policy"], {})}
+        out.append([_fmt(c, merged.get(c, float("nan")), merged) for c in cols])
+    return cols, out
+
+
+def markdown_table(
+    summary: Sequence[Mapping[str, Any]], timing: Sequence[Mapping[str, Any]] | None = None
+) -> str:
+    """The summary (and timings) as a GitHub Markdown table."""
+    cols, body = _display_rows(summary, timing)
+    right = [c != "policy" for c in cols]
+    lines = ["| " + " | ".join(SUMMARY_HEADERS[c] for c in cols) + " |"]
+    lines.append("|" + "|".join("---:" if r else "---" for r in right) + "|")
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n"
+
+
+def _console():
+    from rich.console import Console
+
+    c = Console(highlight=False)
+    if not c.is_terminal:
+        c = Console(highlight=False, width=200)
+    return c
+
+
+def print_summary(
+    summary: Sequence[Mapping[str, Any]],
+    timing: Sequence[Mapping[str, Any]] | None,
+    title: str,
+    caption: str = "",
+) -> None:
+    """The summary as a rich table on the terminal."""
+    from rich.table import Table
+    from rich.text import Text
+
+    cols, body = _display_rows(summary, timing)
+    table = Table(title=Text(title), caption=Text(caption) if caption else None, caption_justify="left")
+    for c in cols:
+        table.add_column(Text(SUMMARY_HEADERS[c]), justify="left" if c == "policy" else "right")
+    for cells in body:
+        table.add_row(*(Text(c) for c in cells))
+    _console().print(table)
+
+
+def print_sweep(rows: Sequence[Mapping[str, Any]], title: str, value_fmt) -> None:
+    """Mean latency per sweep value (rows) and policy (columns) on the terminal."""
+    from rich.table import Table
+    from rich.text import Text
+
+    values: list[Any] = []
+    policies: list[str] = []
+    cell: dict[tuple[Any, str], Mapping[str, Any]] = {}
+    for r in rows:
+        if r["value"] not in values:
+            values.append(r["value"])
+        if r["policy"] not in policies:
+            policies.append(r["policy"])
+        cell[(r["value"], r["policy"])] = r
+    table = Table(
+        title=Text(title), caption=Text("mean E2E latency [s] ± 95% CI (t over episodes)"), caption_justify="left"
+    )
+    table.add_column("value")
+    for p in policies:
+        table.add_column(Text(p), justify="right")
+    for v in values:
+        cells = []
+        for p in policies:
+            r = cell.get((v, p))
+            if r is None:
+                cells.append("-")
+            else:
+                ci = r["ci95_s"]
+                cells.append(f"{r['mean_latency_s']:.3f}" + (f" ±{ci:.3f}" if math.isfinite(ci) else ""))
+        table.add_row(Text(value_fmt(v)), *(Text(c) for c in cells))
+    _console().print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures (matplotlib, Agg backend, rendered to bytes)
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, metadata={"Software": None})
+    _figure().close(fig)
+    return buf.getvalue()
+
+
+def cdf_png(latencies: Mapping[str, np.ndarray], title: str) -> bytes:
+    """Empirical CDF of the per-round E2E latency of every policy (log x axis)."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for label, lat in latencies.items():
+        x = np.sort(np.asarray(lat))
+        y = np.arange(1, x.size + 1) / x.size
+        ax.step(x, y, where="post", label=label, lw=1.4)
+    ax.set_xscale("log")
+    ax.set_xlabel("E2E latency per round [s]")
+    ax.set_ylabel("fraction of rounds")
+    ax.set_ylim(0, 1)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def bars_png(summary: Sequence[Mapping[str, Any]], title: str) -> bytes:
+    """Mean E2E latency per policy with 95 % CI error bars."""
+    plt = _figure()
+    labels = [r["policy"] for r in summary]
+    means = np.array([r["mean_latency_s"] for r in summary], dtype=float)
+    ci = np.array([r["ci95_s"] for r in summary], dtype=float)
+    ci = np.where(np.isfinite(ci), ci, 0.0)
+    colors = ["tab:green" if r["kind"] == "expert" else "tab:purple" if r["kind"] == "ppo" else "tab:gray" for r in summary]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.5))
+    x = np.arange(len(labels))
+    ax.bar(x, means, yerr=ci, capsize=4, color=colors)
+    for xi, m in zip(x, means):
+        ax.annotate(f"{m:.2f}", (xi, m), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set_ylabel("mean E2E latency [s] (95% CI)")
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def sweep_png(rows: Sequence[Mapping[str, Any]], title: str, xlabel: str, *, log_x: bool, categorical: bool, x_scale: float = 1.0) -> bytes:
+    """Mean E2E latency (95 % CI) against the swept parameter, one line per policy."""
+    plt = _figure()
+    values: list[Any] = []
+    for r in rows:
+        if r["value"] not in values:
+            values.append(r["value"])
+    policies: list[str] = []
+    for r in rows:
+        if r["policy"] not in policies:
+            policies.append(r["policy"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for p in policies:
+        pts = [r for r in rows if r["policy"] == p]
+        if categorical:
+            xs = [values.index(r["value"]) for r in pts]
+        else:
+            xs = [float(r["value"]) / x_scale for r in pts]
+        ys = [r["mean_latency_s"] for r in pts]
+        es = [r["ci95_s"] if math.isfinite(r["ci95_s"]) else 0.0 for r in pts]
+        ax.errorbar(xs, ys, yerr=es, marker="o", ms=4, capsize=3, label=p, lw=1.4)
+    if categorical:
+        ax.set_xticks(range(len(values)), [str(v) for v in values], rotation=30, ha="right")
+    elif log_x:
+        ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mean E2E latency [s]")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,239 @@
+"""evaluate.py and jmsra_env.evaluation: common-random-number evaluation, outputs, sweeps, bad input."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import jmsra_env  # noqa: F401  (registers the environments)
+from jmsra_env import actions, evaluation as ev, model
+from jmsra_env.config import make_config
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("evaluate", ROOT / "evaluate.py")
+evaluate = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(evaluate)
+
+SHORT = ["--config", "episode_rounds=16", "--no-progress"]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A PPO run directory in the training package's format (64 steps of training on N = 4)."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from agents.checkpoint import RUN_FORMAT, save_model_files
+    from agents.features import DEFAULT_FEATURES, FeatureObservation
+
+    env_id = "jmsra_env/JMSRA-Box-v0"
+    venv = VecNormalize(
+        DummyVecEnv([lambda: FeatureObservation(gym.make(env_id), DEFAULT_FEATURES)]), norm_reward=False
+    )
+    ppo = PPO("MlpPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu",
+              policy_kwargs={"net_arch": [16]})
+    ppo.learn(64)
+    cfg = make_config()
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny-n4"
+    run_info = {
+        "format": RUN_FORMAT, "env_id": env_id, "requested_env_id": env_id, "config": cfg.to_dict(),
+        "action_form": "box", "n_agents": cfg.n_agents, "features": DEFAULT_FEATURES,
+        "num_timesteps": int(ppo.num_timesteps), "kind": "final",
+    }
+    save_model_files(run_dir, ppo, venv, run_info)
+    return run_dir
+
+
+def test_small_evaluation_writes_parseable_outputs_with_one_row_per_policy(tmp_path, capsys):
+    assert evaluate.main(["--episodes", "3", "--out", str(tmp_path), *SHORT]) == 0
+    out = capsys.readouterr().out
+    assert "No trained model given" in out
+
+    rows = _read_csv(tmp_path / "summary.csv")
+    names = list(ev.expert_names())
+    assert [r["policy"] for r in rows] == names  # N = 4: every expert and baseline, optimal included
+    means = {r["policy"]: float(r["mean_latency_s"]) for r in rows}
+    assert all(means["optimal"] <= m * (1 + 1e-9) for m in means.values())
+    assert means["optimal"] < means["nl-only"] and means["optimal"] < means["kv-only"]
+    assert {r["reference"] for r in rows} == {"optimal"} and float(rows[0]["gap_pct"]) == 0.0
+
+    # The CI is the t interval over per-episode means of the per-round latencies in rounds.csv.
+    per_round = _read_csv(tmp_path / "rounds.csv")
+    assert len(per_round) == 3 * 16
+    from scipy import stats
+
+    lat = np.array([float(r["jmsra"]) for r in per_round]).reshape(3, 16)
+    ep = lat.mean(axis=1)
+    half = stats.t.ppf(0.975, 2) * ep.std(ddof=1) / math.sqrt(3)
+    jrow = next(r for r in rows if r["policy"] == "jmsra")
+    assert float(jrow["ci95_s"]) == pytest.approx(half, rel=1e-6)
+    assert float(jrow["p95_latency_s"]) == pytest.approx(np.percentile(lat, 95), rel=1e-6)
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [p["policy"] for p in summary["policies"]] == names
+    assert summary["reference"] == "optimal" and summary["scenario"]["n_agents"] == 4
+    assert all(p["decision_ms_per_round"] > 0 for p in summary["policies"])
+    timing = _read_csv(tmp_path / "timing.csv")
+    assert [t["policy"] for t in timing] == names
+
+    md = (tmp_path / "summary.md").read_text().splitlines()
+    table = [line for line in md if line.startswith("|")]
+    assert len(table) == 2 + len(names) and "mean E2E" in table[0]
+
+    import matplotlib.image
+
+    for png in ("latency_cdf.png", "latency_bars.png"):
+        img = matplotlib.image.imread(tmp_path / png)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_same_seed_gives_byte_identical_csv(tmp_path):
+    argv = ["--episodes", "2", "--policies", "jmsra,nl-only,random", "--no-plots", *SHORT]
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert evaluate.main([*argv, "--seed", "5", "--out", str(a)]) == 0
+    assert evaluate.main([*argv, "--seed", "5", "--out", str(b)]) == 0
+    assert evaluate.main([*argv, "--seed", "6", "--out", str(c)]) == 0
+    for name in ("summary.csv", "rounds.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+        assert (a / name).read_bytes() != (c / name).read_bytes()
+
+
+def test_recorded_rounds_and_latencies_equal_stepping_the_real_env():
+    """The shortcut (rounds drawn once, latency charged with the model) is the env, exactly.
+
+    Stale CSI (observed SNR one round old) and 70 rounds (past the world's 64-round chunk).
+    """
+    env_id = "jmsra_env/JMSRA-StaleCSI-v0"
+    cfg, _ = ev.scenario_from_env_id(env_id, {"episode_rounds": 70})
+    rounds = ev.draw_rounds(cfg, 2, seed=11)
+    policy = ev.ExpertPolicy("jmsra")
+    media, bandwidth_hz = policy.decide(rounds)
+    (result,) = ev.evaluate_policies(rounds, [policy], single_round_budget_s=0.0)
+    env = gym.make(env_id, config={"episode_rounds": 70})
+    consts = model.model_constants(cfg)
+    for e in range(2):
+        obs, _ = env.reset(seed=11 + e)
+        for t in range(70):
+            m = e * 70 + t
+            for key, value in obs.items():
+                np.testing.assert_array_equal(value, rounds.obs[key][m], err_msg=key)
+            action = actions.encode_dict(media[m], bandwidth_hz[m])
+            decoded = actions.decode_dict(action, cfg.n_agents, consts.bandwidth_hz)
+            obs, reward, _, truncated, info = env.step(action)
+            assert -reward == model.latency(rounds.terms[m], *decoded).latency_s  # exact
+            assert -reward == pytest.approx(result.latency_s[m], rel=1e-12, abs=0.0)
+        assert truncated
+
+
+def test_bandwidth_sweep_shows_kv_only_overtaking_nl_only(tmp_path, capsys):
+    assert evaluate.main(["--sweep", "bandwidth", "--episodes", "2", "--out", str(tmp_path), *SHORT]) == 0
+    rows = _read_csv(tmp_path / "sweep_bandwidth.csv")
+    assert (tmp_path / "sweep_bandwidth.png").stat().st_size > 1000
+    assert {r["policy"] for r in rows} == {"nl-only", "kv-only", "jmsra", "optimal"}
+    mean = {(float(r["value"]), r["policy"]): float(r["mean_latency_s"]) for r in rows}
+    values = sorted({v for v, _ in mean})
+    assert values[0] == 1e6 and values[-1] == 100e6
+    kv_better = [mean[(v, "kv-only")] < mean[(v, "nl-only")] for v in values]
+    assert not kv_better[0] and kv_better[-1]  # NL wins on a narrow band, KV on a wide one
+    assert kv_better == sorted(kv_better)  # one crossover
+    # The optimum mixes media and is never worse than either single medium.
+    for v in values:
+        assert mean[(v, "optimal")] <= min(mean[(v, "nl-only")], mean[(v, "kv-only")]) * (1 + 1e-9)
+    assert "KV-only beats NL-only" in capsys.readouterr().out
+
+
+def test_optimal_is_skipped_by_default_above_twelve_agents_and_jmsra_is_the_reference(tmp_path, capsys):
+    argv = ["--env-id", "jmsra_env/JMSRA-N16-v0", "--episodes", "2", "--config", "episode_rounds=4",
+            "--no-plots", "--no-progress", "--out", str(tmp_path)]
+    assert evaluate.main(argv) == 0
+    assert "'optimal'" in capsys.readouterr().out
+    rows = _read_csv(tmp_path / "summary.csv")
+    assert "optimal" not in {r["policy"] for r in rows}
+    assert {r["reference"] for r in rows} == {"jmsra"}
+
+
+def test_trained_model_is_evaluated_next_to_the_experts(tmp_path, tiny_model):
+    argv = ["--model", str(tiny_model), "--policies", "jmsra,nl-only", "--episodes", "2",
+            "--no-plots", "--out", str(tmp_path), *SHORT]
+    assert evaluate.main(argv) == 0
+    rows = {r["policy"]: r for r in _read_csv(tmp_path / "summary.csv")}
+    assert set(rows) == {"jmsra", "nl-only", "ppo:tiny-n4"}
+    assert rows["ppo:tiny-n4"]["kind"] == "ppo"
+    assert float(rows["ppo:tiny-n4"]["mean_latency_s"]) >= float(rows["jmsra"]["mean_latency_s"])
+
+    # The model's charged latency is what the real environment gives for its actions.
+    per_round = _read_csv(tmp_path / "rounds.csv")
+    from agents.checkpoint import load_trained_policy
+
+    policy = load_trained_policy(tiny_model)
+    env = gym.make("jmsra_env/JMSRA-Box-v0", config={"episode_rounds": 16})
+    obs, _ = env.reset(seed=0)
+    for t in range(16):
+        action, _ = policy.predict(obs, deterministic=True)
+        obs, reward, *_ = env.step(action)
+        assert -reward == pytest.approx(float(per_round[t]["ppo:tiny-n4"]), rel=1e-5)
+
+
+# -- bad input: a clear error naming the problem, and earlier results left alone -----------------
+
+
+def _bad_cases(model_dir: Path | None):
+    return {
+        "missing model": (["--model", "/nonexistent/run"], "does not exist"),
+        "unknown policy": (["--policies", "jmsra,jmsar"], "unknown policy 'jmsar'. Did you mean 'jmsra'?"),
+        "unknown sweep": (["--sweep", "bandwdith"], "unknown sweep 'bandwdith'. Did you mean 'bandwidth'?"),
+        "optimal above 12 agents": (
+            ["--env-id", "jmsra_env/JMSRA-N16-v0", "--policies", "optimal,jmsra"], "N <= 12"
+        ),
+        "optimal in an agents sweep past 12": (
+            ["--sweep", "agents", "--policies", "optimal"], "the sweep reaches N = 16"
+        ),
+        "unknown env id": (["--env-id", "jmsra_env/JMSRA-N9-v0"], "unknown environment id"),
+        "unknown config key": (["--config", "bandwith_hz=1e6"], "bandwith_hz"),
+        "model for another N": (
+            ["--model", str(model_dir), "--env-id", "jmsra_env/JMSRA-N8-Box-v0"], "trained for N = 4 agents"
+        ),
+        "model for another action form": (
+            ["--model", str(model_dir), "--env-id", "jmsra_env/JMSRA-v0"], "'box' action form"
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_cases(None)))
+def test_bad_input_is_a_clear_error_and_leaves_earlier_results_alone(case, tmp_path, capsys, request):
+    model_dir = request.getfixturevalue("tiny_model") if "model for" in case else None
+    argv, message = _bad_cases(model_dir)[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.csv").write_text("earlier result\n")
+    (out / "sweep_bandwidth.csv").write_text("earlier sweep\n")
+    before = _snapshot(out)
+    assert evaluate.main([*argv, "--episodes", "1", "--out", str(out), *SHORT]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message in err
+    assert _snapshot(out) == before
+
+
+def test_help_lists_the_sweeps_and_outputs(capsys):
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("--sweep", "--model", "--policies", "summary.csv", "bandwidth", "kv-bits", "byte-identical"):
+        assert word in text
