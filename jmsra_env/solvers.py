@@ -1,0 +1,493 @@
+"""Experts and baselines for the decision problem (DESIGN.md section 3), batched from the start.
+
+Every solver takes a :class:`~jmsra_env.model.RoundTerms` with any batch shape ``(...)`` (a single
+round is a batch of shape ``()``) and returns a :class:`Decision` with media ``(..., N)``,
+bandwidth ``(..., N)`` in Hz and the latency ``(...)`` the environment would charge for it
+(:func:`jmsra_env.model.latency`, capped). All rounds of a batch are solved together with NumPy
+array operations; each round's result does not depend on the other rounds of the batch.
+
+=====================  ========================================================================
+name                   decision
+=====================  ========================================================================
+``optimal``            exhaustive optimum: all ``2^N`` media vectors, each with optimal (P2)
+``jmsra``              bi-directional greedy (JMSRA) with optimal (P2) bandwidth
+``nl-only``            every agent NL, optimal (P2) bandwidth
+``kv-only``            every agent KV, optimal (P2) bandwidth
+``nl-only-equal``      every agent NL, equal split ``B / N``
+``kv-only-equal``      every agent KV, equal split ``B / N``
+``threshold-equal``    per agent the single-agent closed form on ``B / N``, equal split
+``random``             random media, Dirichlet(1, ..., 1) split
+=====================  ========================================================================
+
+(P2), bandwidth for fixed media, is solved by a safeguarded Newton iteration on the common finish
+time ``T`` (on ``1 / sum_i b_i(T) - 1 / B``, nearly linear in ``T``) inside the bracket
+``[max_i t_i(B), max_i t_i(B / n)]``; ``b_i(T)`` is the inverse rate through
+:func:`jmsra_env.model.spectral_efficiency_nats`. This module never imports the environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import model
+from .model import RoundTerms
+
+__all__ = [
+    "EXPERT_NAMES",
+    "Decision",
+    "SwitchingThreshold",
+    "optimal_bandwidth",
+    "jmsra",
+    "exhaustive",
+    "nl_only",
+    "kv_only",
+    "nl_only_equal",
+    "kv_only_equal",
+    "threshold_equal",
+    "random_policy",
+    "single_agent_threshold",
+    "solve",
+    "MAX_EXHAUSTIVE_AGENTS",
+]
+
+EXPERT_NAMES: tuple[str, ...] = (
+    "optimal",
+    "jmsra",
+    "nl-only",
+    "kv-only",
+    "nl-only-equal",
+    "kv-only-equal",
+    "threshold-equal",
+    "random",
+)
+
+MAX_EXHAUSTIVE_AGENTS = 16
+
+# Two candidate latencies within this relative distance are a tie (lowest index wins); a greedy
+# switch must improve by more than this. Keeps the greedy deterministic under rounding noise.
+_TIE_RTOL = 1e-12
+# Newton on T stops when the allocation sums to B within this relative error.
+_SUM_RTOL = 1e-13
+_MAX_ITER = 200
+# Bound on the number of (row x agent) elements one (P2) call handles at once (memory).
+_CHUNK_ELEMENTS = 1 << 19
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An expert's decision for a batch of rounds and the latency the environment charges for it."""
+
+    media: np.ndarray  # (..., N) int8: 0 = NL, 1 = KV
+    bandwidth_hz: np.ndarray  # (..., N) float64, sums to B
+    latency_s: np.ndarray  # (...) float64: min(T, latency_cap_s), as model.latency computes it
+
+
+def _decision(terms: RoundTerms, media, bandwidth_hz) -> Decision:
+    media = np.asarray(media).astype(np.int8)
+    b = np.asarray(bandwidth_hz, dtype=np.float64)
+    return Decision(media, b, model.latency(terms, media, b).latency_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# (P2): optimal bandwidth for fixed media, over rows of a flat batch
+
+
+def _p2_rows(A: np.ndarray, D: np.ndarray, a: np.ndarray, B: float) -> tuple[np.ndarray, np.ndarray]:
+    """Solve (P2) for every row of ``(K, N)`` arrays: ``A`` compute before sending, ``D`` payload
+    bits, ``a`` channel gain (Hz); total bandwidth ``B``.
+
+    Returns ``(b (K, N), t (K,))`` with ``t = max_i (A_i + D_i / r_i(b_i))`` (uncapped, inf when no
+    allocation gives a finite latency). Agents with a payload share the whole band and finish
+    together; agents without one get nothing (an all-zero-payload row gets an equal split).
+    """
+    K, N = A.shape
+    pay = D > 0.0
+    payf = pay.astype(np.float64)
+    npay = pay.sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # Time to send at the rate ceiling a / ln 2: T must exceed A_i + delta_i.
+        delta = model.transmission_time_s(D, model.rate_ceiling_bps(a))
+        t_full = A + model.transmission_time_s(D, model.rate_bps(B, a))
+        share = B / np.maximum(npay, 1)
+        t_equal = A + model.transmission_time_s(D, model.rate_bps(share[:, None], a))
+    lo = np.max(np.where(pay, t_full, -np.inf), axis=-1)  # sum_i b_i(lo) >= B
+    hi = np.max(np.where(pay, t_equal, -np.inf), axis=-1)  # sum_i b_i(hi) <= B (equal split)
+    a_max = A.max(axis=-1)
+
+    b_out = np.where(pay, share[:, None], 0.0)  # infeasible rows: equal split among payloads
+    b_out[npay == 0] = B / N
+    t_out = np.where(npay == 0, a_max, np.inf)
+
+    ok = (npay > 0) & np.isfinite(hi) & np.isfinite(lo) & (np.isfinite(delta) | ~pay).all(axis=-1)
+    idx = np.flatnonzero(ok)
+    if idx.size:
+        b_sol, t_sol = _p2_newton(A[idx], delta[idx], a[idx], pay[idx], payf[idx], lo[idx], hi[idx], B)
+        b_out[idx] = b_sol
+        t_out[idx] = np.maximum(t_sol, a_max[idx])
+    return b_out, t_out
+
+
+def _p2_newton(A, delta, a, pay, payf, lo, hi, B):
+    """Newton-bisection on the common finish time of the payload agents (rows all solvable)."""
+    k = A.shape[0]
+    # For payload agents T - A_i = delta_i (1 + x_i) with x_i = (T - A_i - delta_i) / delta_i > 0
+    # inside the bracket. Agents without payload get placeholders that keep every value finite.
+    base = np.where(pay, A + delta, (lo - 1.0)[:, None])
+    dsafe = np.where(pay, delta, 1.0)
+    b_res = np.empty_like(A)
+    t_res = np.empty(k)
+    rows = np.arange(k)
+    T = lo.copy()
+    for _ in range(_MAX_ITER):
+        x = (T[:, None] - base) / dsafe
+        u = model.spectral_efficiency_nats(np.log1p(x))
+        b = model.bandwidth_from_spectral_efficiency_hz(u, a) * payf
+        S = b.sum(axis=-1)
+        # dS/dT = -sum_i b_i g(u_i) / (T - A_i), g the inverse-rate elasticity.
+        dS = -(b * model.inverse_rate_elasticity(u) / (dsafe * (1.0 + x))).sum(axis=-1)
+        above = S > B
+        lo = np.where(above, T, lo)
+        hi = np.where(above, hi, T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # Newton on G(T) = 1/S - 1/B:  T - G / G' = T + S (B - S) / (B S')
+            Tn = T + S * (B - S) / (B * dS)
+        bad = ~((Tn >= lo) & (Tn <= hi))
+        Tn = np.where(bad, 0.5 * (lo + hi), Tn)
+        # Converged when the band is used to _SUM_RTOL (then rescaling b by B / S moves every finish
+        # time by about that much), or when T cannot move any more.
+        done = (
+            (np.abs(S - B) <= _SUM_RTOL * B)
+            | (np.abs(Tn - T) <= 8e-16 * np.abs(T))
+            | (hi - lo <= 8e-16 * np.abs(hi))
+        )
+        if done.any():
+            r = rows[done]
+            b_res[r] = b[done] * (B / S[done])[:, None]
+            t_res[r] = T[done]
+            keep = ~done
+            if not keep.any():
+                return b_res, t_res
+            rows, T, lo, hi = rows[keep], Tn[keep], lo[keep], hi[keep]
+            base, dsafe, a, payf, A = base[keep], dsafe[keep], a[keep], payf[keep], A[keep]
+        else:
+            T = Tn
+    # Not reached in practice (bisection alone converges in ~60 steps); keep the last iterate.
+    x = (T[:, None] - base) / dsafe
+    b = model.bandwidth_from_spectral_efficiency_hz(model.spectral_efficiency_nats(np.log1p(x)), a) * payf
+    b_res[rows] = b * (B / b.sum(axis=-1))[:, None]
+    t_res[rows] = T
+    return b_res, t_res
+
+
+# ---------------------------------------------------------------------------------------------
+# Flat views of a batch of rounds
+
+
+@dataclass(frozen=True)
+class _Flat:
+    A: np.ndarray  # (M, N, 2) S_i + C_i(x)
+    D: np.ndarray  # (M, N, 2) payload bits
+    R: np.ndarray  # (M, N, 2) receiver work
+    answer: np.ndarray  # (M,)
+    a: np.ndarray  # (M, N)
+    B: float
+    batch_shape: tuple[int, ...]
+    n: int
+
+
+def _flat(terms: RoundTerms) -> _Flat:
+    n = terms.n_agents
+    shape = terms.batch_shape
+    S = np.asarray(terms.prefill_s, dtype=np.float64).reshape(-1, n)
+    m = S.shape[0]
+    C = np.asarray(terms.extra_compute_s, dtype=np.float64).reshape(m, n, 2)
+    return _Flat(
+        A=S[..., None] + C,
+        D=np.asarray(terms.payload_bits, dtype=np.float64).reshape(m, n, 2),
+        R=np.asarray(terms.receiver_s, dtype=np.float64).reshape(m, n, 2),
+        answer=np.broadcast_to(np.asarray(terms.answer_s, dtype=np.float64), shape).reshape(m),
+        a=np.asarray(terms.gain_hz, dtype=np.float64).reshape(m, n),
+        B=float(terms.bandwidth_hz),
+        batch_shape=shape,
+        n=n,
+    )
+
+
+def _p2_for(f: _Flat, rounds: np.ndarray, media: np.ndarray):
+    """(P2) for rows ``(rounds[k], media[k])``; returns ``(b (K, N), total latency T (K,))``."""
+    A = model.select_medium(f.A[rounds], media)
+    D = model.select_medium(f.D[rounds], media)
+    R = model.select_medium(f.R[rounds], media).sum(axis=-1)
+    b, t = _p2_rows(A, D, f.a[rounds], f.B)
+    return b, t + R + f.answer[rounds]
+
+
+def _check_media(terms: RoundTerms, media) -> np.ndarray:
+    x = np.asarray(media)
+    want = (*terms.batch_shape, terms.n_agents)
+    try:
+        x = np.broadcast_to(x, want)
+    except ValueError:
+        raise ValueError(f"media must broadcast to shape {want}; got shape {x.shape}") from None
+    if not np.all((x == 0) | (x == 1)):
+        raise ValueError("media must hold 0 (NL) or 1 (KV)")
+    return x.astype(np.int8)
+
+
+def optimal_bandwidth(terms: RoundTerms, media) -> tuple[np.ndarray, np.ndarray]:
+    """(P2): the bandwidth split minimising the latency for fixed ``media`` (batch-aware).
+
+    Returns ``(bandwidth_hz (..., N), latency_s (...))``; the split sums to ``B`` (to rounding),
+    agents with a payload finish together, agents without one get 0 (all-zero payloads: equal
+    split). ``latency_s`` is :func:`jmsra_env.model.latency` of the decision (capped).
+    """
+    x = _check_media(terms, media)
+    f = _flat(terms)
+    m = f.A.shape[0]
+    b, _ = _p2_for(f, np.arange(m), x.reshape(m, f.n))
+    b = b.reshape(x.shape)
+    return b, model.latency(terms, x, b).latency_s
+
+
+# ---------------------------------------------------------------------------------------------
+# JMSRA: bi-directional greedy
+
+
+def _first_within_tie(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row the minimum and the lowest index within ``_TIE_RTOL`` of it (``values`` (P, N))."""
+    vmin = values.min(axis=-1)
+    j = np.argmax(values <= vmin[:, None] * (1.0 + _TIE_RTOL), axis=-1)
+    return vmin, j
+
+
+def jmsra(terms: RoundTerms) -> Decision:
+    """JMSRA (DESIGN.md section 3): from all-NL switch to KV the agent whose switch lowers (P2) the
+    most until no switch helps; the same from all-KV towards NL; return the better of the two.
+
+    Ties (within 1e-12 relative) go to the lowest agent index and to the all-NL start. Each greedy
+    iteration solves every candidate of every round and direction in one batched (P2) call.
+    """
+    f = _flat(terms)
+    M, N = f.A.shape[0], f.n
+    P = 2 * M  # (round, direction) pairs; direction d starts from all-d and switches to 1 - d
+    pair_round = np.repeat(np.arange(M), 2)
+    pair_dir = np.tile(np.array([0, 1], dtype=np.int8), M)
+    x = np.repeat(pair_dir[:, None], N, axis=1)  # (P, N) current media
+    val = np.empty(P)
+    bw = np.empty((P, N))
+
+    # Iteration 0: both starting points and every single switch from them, in one call.
+    cand_media = np.repeat(x[:, None, :], N + 1, axis=1)  # (P, N + 1, N); slot 0 = no switch
+    ar = np.arange(N)
+    cand_media[:, ar + 1, ar] ^= 1
+    b_all, v_all = _p2_for(
+        f, np.repeat(pair_round, N + 1), cand_media.reshape(-1, N)
+    )
+    b_all = b_all.reshape(P, N + 1, N)
+    v_all = v_all.reshape(P, N + 1)
+    val[:] = v_all[:, 0]
+    bw[:] = b_all[:, 0]
+    cand_val = v_all[:, 1:]
+    active = np.arange(P)
+    cand_b = b_all[:, 1:]
+    while True:
+        vmin, j = _first_within_tie(cand_val)
+        better = vmin < val[active] * (1.0 - _TIE_RTOL)
+        if not better.any():
+            break
+        p = active[better]
+        jb = j[better]
+        x[p, jb] ^= 1
+        val[p] = vmin[better]
+        bw[p] = cand_b[better, jb]
+        # Pairs that improved and still have an agent on their starting medium go on.
+        left = x[p] == pair_dir[p, None]
+        p = p[left.any(axis=-1)]
+        if p.size == 0:
+            break
+        left = x[p] == pair_dir[p, None]
+        pi, ji = np.nonzero(left)
+        rows_media = x[p[pi]].copy()
+        rows_media[np.arange(pi.size), ji] ^= 1
+        b_r, v_r = _p2_for(f, pair_round[p[pi]], rows_media)
+        cand_val = np.full((p.size, N), np.inf)
+        cand_val[pi, ji] = v_r
+        cand_b = np.zeros((p.size, N, N))
+        cand_b[pi, ji] = b_r
+        active = p
+
+    val2 = val.reshape(M, 2)
+    pick = (val2[:, 1] < val2[:, 0] * (1.0 - _TIE_RTOL)).astype(np.int64)
+    chosen = 2 * np.arange(M) + pick
+    media = x[chosen].reshape(*f.batch_shape, N)
+    b = bw[chosen].reshape(*f.batch_shape, N)
+    return _decision(terms, media, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exhaustive optimum
+
+
+def _media_of(codes: np.ndarray, n: int) -> np.ndarray:
+    """Media vectors of candidate codes: agent i is KV when bit i of the code is set."""
+    return ((codes[:, None] >> np.arange(n)) & 1).astype(np.int8)
+
+
+def exhaustive(terms: RoundTerms) -> Decision:
+    """The exact optimum of (P1): every one of the ``2^N`` media vectors with optimal (P2).
+
+    Raises ``ValueError`` for ``N > 16`` (65,536 candidates per round). Candidates are solved in
+    batches of bounded size; ties go to the lowest candidate code (bit ``i`` = agent ``i`` KV).
+    """
+    n = terms.n_agents
+    if n > MAX_EXHAUSTIVE_AGENTS:
+        raise ValueError(
+            f"the exhaustive optimum enumerates 2^N media vectors and is limited to N <= "
+            f"{MAX_EXHAUSTIVE_AGENTS} agents; got N = {n} (use 'jmsra' for larger teams)"
+        )
+    f = _flat(terms)
+    M = f.A.shape[0]
+    n_cand = 1 << n
+    rows_per_call = max(1, _CHUNK_ELEMENTS // n)
+    cand_block = min(n_cand, rows_per_call)
+    round_block = max(1, rows_per_call // cand_block)
+    best_v = np.full(M, np.inf)
+    best_code = np.zeros(M, dtype=np.int64)
+    best_b = np.empty((M, n))
+    for m0 in range(0, M, round_block):
+        rounds = np.arange(m0, min(M, m0 + round_block))
+        for c0 in range(0, n_cand, cand_block):
+            codes = np.arange(c0, min(n_cand, c0 + cand_block))
+            media = _media_of(codes, n)
+            nr, nc = rounds.size, codes.size
+            b, v = _p2_for(f, np.repeat(rounds, nc), np.tile(media, (nr, 1)))
+            v = v.reshape(nr, nc)
+            vmin, j = _first_within_tie(np.where(np.isnan(v), np.inf, v))
+            # The first block always sets the incumbent (even when every candidate is infinite).
+            upd = np.full(nr, True) if c0 == 0 else vmin < best_v[rounds] * (1.0 - _TIE_RTOL)
+            r = rounds[upd]
+            best_v[r] = vmin[upd]
+            best_code[r] = codes[j[upd]]
+            best_b[r] = b.reshape(nr, nc, n)[upd, j[upd]]
+    media = _media_of(best_code, n).reshape(*f.batch_shape, n)
+    return _decision(terms, media, best_b.reshape(*f.batch_shape, n))
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines
+
+
+def _uniform_media(terms: RoundTerms, medium: int) -> np.ndarray:
+    return np.full((*terms.batch_shape, terms.n_agents), medium, dtype=np.int8)
+
+
+def _equal_split(terms: RoundTerms) -> np.ndarray:
+    n = terms.n_agents
+    return np.full((*terms.batch_shape, n), terms.bandwidth_hz / n)
+
+
+def nl_only(terms: RoundTerms) -> Decision:
+    """Every agent sends NL tokens; optimal (P2) bandwidth."""
+    x = _uniform_media(terms, model.NL)
+    return _decision(terms, x, optimal_bandwidth(terms, x)[0])
+
+
+def kv_only(terms: RoundTerms) -> Decision:
+    """Every agent sends its KV cache; optimal (P2) bandwidth."""
+    x = _uniform_media(terms, model.KV)
+    return _decision(terms, x, optimal_bandwidth(terms, x)[0])
+
+
+def nl_only_equal(terms: RoundTerms) -> Decision:
+    """Every agent sends NL tokens; equal bandwidth ``B / N``."""
+    return _decision(terms, _uniform_media(terms, model.NL), _equal_split(terms))
+
+
+def kv_only_equal(terms: RoundTerms) -> Decision:
+    """Every agent sends its KV cache; equal bandwidth ``B / N``."""
+    return _decision(terms, _uniform_media(terms, model.KV), _equal_split(terms))
+
+
+@dataclass(frozen=True)
+class SwitchingThreshold:
+    """Single-agent closed form (DESIGN.md section 3), per agent ``(..., N)``.
+
+    An agent alone on bandwidth ``bandwidth_hz`` is faster with KV exactly when its rate exceeds
+    ``rate_bps`` (``inf``: never), equivalently when its SNR on that bandwidth,
+    ``a / bandwidth_hz``, exceeds ``snr`` (``snr_db`` in dB).
+    """
+
+    rate_bps: np.ndarray  # r* = (D(1) - D(0)) / (C(0) - C(1) + R(0) - R(1)); inf when den <= 0
+    snr: np.ndarray  # 2^(r* / b) - 1 (linear)
+    snr_db: np.ndarray  # 10 log10(snr)
+    bandwidth_hz: float
+    kv_preferred: np.ndarray  # r(b) > r*: the agent's own channel on ``bandwidth_hz`` favours KV
+
+
+def single_agent_threshold(terms: RoundTerms, bandwidth_hz: float | None = None) -> SwitchingThreshold:
+    """Switching rate ``r* = (D(1) - D(0)) / (C(0) + R(0) - R(1))`` and SNR threshold per agent.
+
+    With one agent on bandwidth ``b`` (default the whole band ``B``) the latency difference
+    NL - KV is ``C(0) + R(0) - R(1) - (D(1) - D(0)) / r(b)`` (``C(1) = 0``; the common prefill
+    and answer cancel), so KV wins exactly when ``r(b) > r*``; never when the denominator is not
+    positive (assumes ``D(1) >= D(0)``, true for every LLM profile: a KV cache is far larger than
+    its token ids). The SNR threshold on ``b`` is ``2^(r* / b) - 1``.
+    """
+    b = float(terms.bandwidth_hz if bandwidth_hz is None else bandwidth_hz)
+    if not b > 0.0:
+        raise ValueError(f"bandwidth_hz must be > 0; got {bandwidth_hz!r}")
+    D, C, R = terms.payload_bits, terms.extra_compute_s, terms.receiver_s
+    num = D[..., 1] - D[..., 0]
+    den = (C[..., 0] - C[..., 1]) + (R[..., 0] - R[..., 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r_star = np.where(den > 0.0, np.maximum(num, 0.0) / np.where(den > 0.0, den, 1.0), np.inf)
+        snr = model.required_snr(r_star, b)
+        snr_db = 10.0 * np.log10(snr)
+    rate = model.rate_bps(b, terms.gain_hz)
+    return SwitchingThreshold(r_star, snr, snr_db, b, rate > r_star)
+
+
+def threshold_equal(terms: RoundTerms) -> Decision:
+    """Equal split ``B / N``; each agent picks its medium by the single-agent closed form on it."""
+    th = single_agent_threshold(terms, terms.bandwidth_hz / terms.n_agents)
+    return _decision(terms, th.kv_preferred.astype(np.int8), _equal_split(terms))
+
+
+def random_policy(terms: RoundTerms, rng: np.random.Generator | None = None) -> Decision:
+    """Random media (fair coin per agent) and a Dirichlet(1, ..., 1) bandwidth split."""
+    rng = np.random.default_rng() if rng is None else rng
+    shape = (*terms.batch_shape, terms.n_agents)
+    media = rng.integers(0, 2, size=shape).astype(np.int8)
+    shares = rng.dirichlet(np.ones(terms.n_agents), size=terms.batch_shape or None)
+    return _decision(terms, media, terms.bandwidth_hz * shares)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dispatch
+
+_SOLVERS = {
+    "optimal": exhaustive,
+    "jmsra": jmsra,
+    "nl-only": nl_only,
+    "kv-only": kv_only,
+    "nl-only-equal": nl_only_equal,
+    "kv-only-equal": kv_only_equal,
+    "threshold-equal": threshold_equal,
+}
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is an expert name, else a ``ValueError`` that lists the valid ones."""
+    if name not in EXPERT_NAMES:
+        raise ValueError(f"unknown expert {name!r}; valid names: {', '.join(EXPERT_NAMES)}")
+    return name
+
+
+def solve(name: str, terms: RoundTerms, rng: np.random.Generator | None = None) -> Decision:
+    """The decision of expert ``name`` (one of :data:`EXPERT_NAMES`) for a round or a batch."""
+    check_name(name)
+    if name == "random":
+        return random_policy(terms, rng)
+    return _SOLVERS[name](terms)
