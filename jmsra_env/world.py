@@ -1,9 +1,9 @@
 """The world process: a seeded, batched generator of collaboration rounds (DESIGN.md section 2).
 
 :class:`WorldProcess` holds ``M`` independent worlds (``M = 1`` for the single environment) and
-draws their rounds in *chunks* of up to 64 rounds at a time, with a handful of NumPy calls over
-arrays of shape ``(M, rounds, N)`` and one generator. Actions never influence the world, so drawing
-ahead is exact; it is what makes a step cheap. The physics it calls lives in
+draws their rounds in *chunks* (by default a whole episode, its 65 observed rounds, at a time),
+with a handful of NumPy calls over arrays of shape ``(M, rounds, N)`` and one generator. Actions
+never influence the world, so drawing ahead is exact; it is what makes a step cheap. The physics it calls lives in
 :mod:`jmsra_env.model`.
 
 Per world and agent: distance (random walk at walking speed, folded into ``[d_min, d_max]``),
@@ -40,8 +40,8 @@ OBS_KEYS = (
 )
 
 _SQRT_HALF = math.sqrt(0.5)
-_MAX_CHUNK_ROUNDS = 64
-_CHUNK_BUDGET = 1 << 18  # rounds x agents x worlds held per chunk (bounds memory at large M)
+_MAX_CHUNK_ROUNDS = 128
+_CHUNK_BUDGET = 1 << 19  # rounds x agents x worlds held per chunk (bounds memory at large M)
 
 _TERM_FIELDS = ("prefill_s", "extra_compute_s", "payload_bits", "receiver_s", "answer_s", "gain_hz")
 _CHUNK_OBS = ("snr_db", "load", "context_tokens", "nl_tokens", "receiver_load")
@@ -57,6 +57,15 @@ def _ar1_matrices(rho: float, steps: int, innovation: float):
     return powers, P
 
 
+def _default_chunk_rounds(episode_rounds: int, width: int) -> int:
+    """Equal chunks that cover an episode's ``E + 1`` rounds (its last observation included)
+    within the memory budget, so the reset after truncation discards (almost) nothing drawn."""
+    cap = max(1, min(_MAX_CHUNK_ROUNDS, _CHUNK_BUDGET // width))
+    need = episode_rounds + 1
+    pieces = -(-need // cap)
+    return -(-need // pieces)
+
+
 class WorldProcess:
     """``n_envs`` independent worlds of one scenario, advanced together, a chunk of rounds ahead."""
 
@@ -68,7 +77,7 @@ class WorldProcess:
         self.n_agents = n = cfg.n_agents
         self.consts = model.model_constants(cfg)
         if chunk_rounds is None:
-            chunk_rounds = max(1, min(_MAX_CHUNK_ROUNDS, _CHUNK_BUDGET // (n_envs * n)))
+            chunk_rounds = _default_chunk_rounds(cfg.episode_rounds, n_envs * n)
         if not isinstance(chunk_rounds, int) or chunk_rounds < 1:
             raise ValueError(f"chunk_rounds must be an integer >= 1; got {chunk_rounds!r}")
         self.chunk_rounds = chunk_rounds
