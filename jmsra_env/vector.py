@@ -265,11 +265,7 @@ def _resolve_config(config, base_config, overrides) -> ScenarioConfig:
 
 
 def _jmsra_latency_s(terms: model.RoundTerms) -> np.ndarray:
-    """The JMSRA expert's latency on each round of the batch (the batched solver, issue 6)."""
-    from . import solvers
+    """The JMSRA expert's latency on each round of the batch (one batched solve)."""
+    from .solvers import solve
 
-    batched = getattr(solvers, "solve_batch", None)
-    if batched is not None:
-        return np.asarray(batched("jmsra", terms).latency_s, dtype=np.float64)
-    return np.asarray(solvers.solve("jmsra", terms).latency_s, dtype=np.float64)
-
+    return np.asarray(solve("jmsra", terms).latency_s, dtype=np.float64)

@@ -96,7 +96,12 @@ def test_reset_with_seed_then_without_is_a_deterministic_sequence():
 
 @pytest.mark.parametrize(
     "variant, overrides",
-    [("JMSRA", {}), ("JMSRA-StaleCSI", {}), ("JMSRA-N8", {"episode_rounds": 100})],
+    [
+        ("JMSRA", {}),
+        ("JMSRA-StaleCSI", {}),
+        ("JMSRA-N8", {"episode_rounds": 100}),
+        ("JMSRA", {"jmsra_in_info": True, "episode_rounds": 20}),
+    ],
 )
 @pytest.mark.parametrize("form", ["dict", "box"])
 def test_a_batch_of_one_reproduces_the_single_env_exactly(variant, overrides, form):
