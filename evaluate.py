@@ -231,7 +231,11 @@ def _run_evaluation(args, plan) -> dict[str, bytes | str]:
     md += [f"- {n}" for n in plan["notes"]]
     files["summary.md"] = "\n".join(md).rstrip() + "\n"
     if not args.no_plots:
-        files["latency_cdf.png"] = rep.cdf_png({r.label: r.latency_s for r in results}, f"E2E latency CDF — {title}")
+        files["latency_cdf.png"] = rep.cdf_png(
+            {r.label: r.latency_s for r in results},
+            f"E2E latency per round, {plan['env_id']} (N = {cfg.n_agents})\n"
+            f"{args.episodes} episodes x {cfg.episode_rounds} rounds, seed {args.seed}, same rounds for all",
+        )
         files["latency_bars.png"] = rep.bars_png(summary, f"{plan['env_id']} (N = {cfg.n_agents}), {args.episodes} episodes")
     return files
 
@@ -245,8 +249,11 @@ def _run_sweep(args, plan) -> dict[str, bytes | str]:
     )
     plan["notes"] += notes
     fmt = lambda v: ev.format_sweep_value(sweep, v)  # noqa: E731
-    title = f"sweep {sweep.name}: {plan['env_id']} base, {args.episodes} episodes x {cfg.episode_rounds} rounds, seed {args.seed}"
-    rep.print_sweep(rows, title, fmt)
+    title = (
+        f"sweep {sweep.name} on {plan['env_id']} (N = {cfg.n_agents})\n"
+        f"{args.episodes} episodes x {cfg.episode_rounds} rounds per value, seed {args.seed}"
+    )
+    rep.print_sweep(rows, title.replace("\n", ": "), fmt)
     for line in ev.sweep_findings(rows, sweep):
         print(line)
     files: dict[str, bytes | str] = {f"sweep_{sweep.name}.csv": rep.csv_text(rows, ev.SWEEP_COLUMNS)}

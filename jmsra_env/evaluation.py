@@ -735,11 +735,13 @@ def run_sweep(
 def sweep_findings(rows: Sequence[Mapping[str, Any]], sweep: Sweep) -> list[str]:
     """Plain-language regime findings: where KV-only beats NL-only and how JMSRA compares."""
     by: dict[Any, dict[str, float]] = {}
+    share: dict[Any, dict[str, float]] = {}
     order: list[Any] = []
     for r in rows:
         if r["value"] not in by:
             order.append(r["value"])
         by.setdefault(r["value"], {})[r["policy"]] = float(r["mean_latency_s"])
+        share.setdefault(r["value"], {})[r["policy"]] = float(r["kv_share"])
     lines = []
     kv_wins = [v for v in order if {"nl-only", "kv-only"} <= set(by[v]) and by[v]["kv-only"] < by[v]["nl-only"]]
     nl_wins = [v for v in order if {"nl-only", "kv-only"} <= set(by[v]) and by[v]["kv-only"] >= by[v]["nl-only"]]
@@ -754,9 +756,11 @@ def sweep_findings(rows: Sequence[Mapping[str, Any]], sweep: Sweep) -> list[str]
         if "jmsra" in d and {"nl-only", "kv-only"} <= set(d):
             best_single = min(d["nl-only"], d["kv-only"])
             ref = f", {100 * (d['jmsra'] / d['optimal'] - 1):.2f} % above the optimum" if "optimal" in d else ""
+            best = "optimal" if "optimal" in d else "jmsra"
             lines.append(
                 f"{sweep.name} = {fmt(v)}: JMSRA {d['jmsra']:.3f} s, "
-                f"{100 * (1 - d['jmsra'] / best_single):.1f} % below the better single medium{ref}"
+                f"{100 * (1 - d['jmsra'] / best_single):.1f} % below the better single medium{ref}; "
+                f"{best} sends {100 * share[v][best]:.0f} % of the agents' contexts as KV"
             )
     return lines
 

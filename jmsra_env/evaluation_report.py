@@ -113,10 +113,11 @@ def _fmt(col: str, value: Any, row: Mapping[str, Any] | None = None) -> str:
         return f"{value:.4f}"
     if col == "gap_pct":
         ci = row.get("gap_ci95_pct") if row else None
-        s = f"{value:+.2f}"
         if row and row.get("policy") == row.get("reference"):
             return "ref"
-        return s + (f" ±{ci:.2f}" if ci is not None and math.isfinite(ci) else "")
+        digits = 2 if abs(value) >= 1 else 3 if abs(value) >= 0.01 else 4
+        s = f"{value:+.{digits}f}"
+        return s + (f" ±{ci:.{digits}f}" if ci is not None and math.isfinite(ci) else "")
     if col in ("kv_share", "capped_rate"):
         return f"{value:.3f}"
     if col in ("decision_ms_per_round", "single_round_decision_ms"):
@@ -230,17 +231,26 @@ def _png(fig) -> bytes:
 def cdf_png(latencies: Mapping[str, np.ndarray], title: str) -> bytes:
     """Empirical CDF of the per-round E2E latency of every policy (log x axis)."""
     plt = _figure()
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for label, lat in latencies.items():
+    styles = ("-", "--", "-.", ":")
+    k = len(latencies)
+    for i, (label, lat) in enumerate(latencies.items()):
         x = np.sort(np.asarray(lat))
         y = np.arange(1, x.size + 1) / x.size
-        ax.step(x, y, where="post", label=label, lw=1.4)
+        # Thick solid first, thinner dashed later: curves that coincide (optimal / JMSRA) stay visible.
+        lw = 4.0 - 3.0 * i / max(k - 1, 1)
+        ax.step(x, y, where="post", label=label, lw=lw, ls=styles[i % len(styles)])
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_xlabel("E2E latency per round [s]")
     ax.set_ylabel("fraction of rounds")
     ax.set_ylim(0, 1)
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return _png(fig)
@@ -278,8 +288,12 @@ def sweep_png(rows: Sequence[Mapping[str, Any]], title: str, xlabel: str, *, log
     for r in rows:
         if r["policy"] not in policies:
             policies.append(r["policy"])
+    from matplotlib.ticker import ScalarFormatter
+
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for p in policies:
+    styles = (("-", "o"), ("-", "s"), ("--", "^"), (":", "x"), ("-.", "d"), ("--", "v"))
+    for i, p in enumerate(policies):
+        ls, marker = styles[i % len(styles)]
         pts = [r for r in rows if r["policy"] == p]
         if categorical:
             xs = [values.index(r["value"]) for r in pts]
@@ -287,15 +301,19 @@ def sweep_png(rows: Sequence[Mapping[str, Any]], title: str, xlabel: str, *, log
             xs = [float(r["value"]) / x_scale for r in pts]
         ys = [r["mean_latency_s"] for r in pts]
         es = [r["ci95_s"] if math.isfinite(r["ci95_s"]) else 0.0 for r in pts]
-        ax.errorbar(xs, ys, yerr=es, marker="o", ms=4, capsize=3, label=p, lw=1.4)
+        ax.errorbar(xs, ys, yerr=es, ls=ls, marker=marker, ms=5, capsize=3, label=p, lw=1.6)
     if categorical:
         ax.set_xticks(range(len(values)), [str(v) for v in values], rotation=30, ha="right")
     elif log_x:
         ax.set_xscale("log")
+        ax.set_xticks([float(v) / x_scale for v in values], [f"{float(v) / x_scale:g}" for v in values])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("mean E2E latency [s]")
-    ax.set_title(title)
+    ax.set_ylabel("mean E2E latency [s] (95% CI)")
+    ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
