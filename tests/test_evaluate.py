@@ -115,17 +115,21 @@ def test_same_seed_gives_byte_identical_csv(tmp_path):
 
 
 def test_recorded_rounds_and_latencies_equal_stepping_the_real_env():
-    """The shortcut (rounds drawn once, latency charged with the model) is the env, exactly.
+    """The shortcut (rounds drawn once, every policy charged with the model) is the env, exactly.
 
-    Stale CSI (observed SNR one round old) and 70 rounds (past the world's 64-round chunk).
+    JMSRA as an env policy (jmsra_env.policies) steps the real Box env with stale CSI (observed SNR
+    one round old) for 70 rounds (past the world's 64-round chunk): the observations are the
+    recorded ones, the reward is exactly the model latency of the recorded true terms, and equals
+    the evaluation's JMSRA latency.
     """
-    env_id = "jmsra_env/JMSRA-StaleCSI-v0"
+    from jmsra_env.policies import make_policy
+
+    env_id = "jmsra_env/JMSRA-StaleCSI-Box-v0"
     cfg, _ = ev.scenario_from_env_id(env_id, {"episode_rounds": 70})
     rounds = ev.draw_rounds(cfg, 2, seed=11)
-    policy = ev.ExpertPolicy("jmsra")
-    media, bandwidth_hz = policy.decide(rounds)
-    (result,) = ev.evaluate_policies(rounds, [policy], single_round_budget_s=0.0)
+    (result,) = ev.evaluate_policies(rounds, [ev.ExpertPolicy("jmsra")], single_round_budget_s=0.0)
     env = gym.make(env_id, config={"episode_rounds": 70})
+    policy = make_policy("jmsra", env)
     consts = model.model_constants(cfg)
     for e in range(2):
         obs, _ = env.reset(seed=11 + e)
@@ -133,11 +137,11 @@ def test_recorded_rounds_and_latencies_equal_stepping_the_real_env():
             m = e * 70 + t
             for key, value in obs.items():
                 np.testing.assert_array_equal(value, rounds.obs[key][m], err_msg=key)
-            action = actions.encode_dict(media[m], bandwidth_hz[m])
-            decoded = actions.decode_dict(action, cfg.n_agents, consts.bandwidth_hz)
-            obs, reward, _, truncated, info = env.step(action)
+            action, _ = policy.predict(obs, deterministic=True)
+            decoded = actions.decode_box(action, cfg.n_agents, consts.bandwidth_hz)
+            obs, reward, _, truncated, _ = env.step(action)
             assert -reward == model.latency(rounds.terms[m], *decoded).latency_s  # exact
-            assert -reward == pytest.approx(result.latency_s[m], rel=1e-12, abs=0.0)
+            assert -reward == pytest.approx(result.latency_s[m], rel=1e-9, abs=0.0)  # Box encoding rounding
         assert truncated
 
 
