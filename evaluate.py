@@ -39,7 +39,8 @@ statistics: mean with a 95 % Student t interval over per-episode means (episodes
 
 sweeps (defaults; override with --sweep-values):
 """ + "\n".join(
-    f"  {s.name:<10} {s.description}: {', '.join(map(str, s.values))}" for s in ev.SWEEPS.values()
+    f"  {s.name:<10} {s.description}:\n             {', '.join(ev.format_sweep_value(s, v) for v in s.values)}"
+    for s in ev.SWEEPS.values()
 )
 
 

@@ -590,7 +590,7 @@ SWEEPS: dict[str, Sweep] = {
         Sweep(
             "bandwidth", "total bandwidth B (MHz)", (1e6, 2e6, 5e6, 10e6, 20e6, 50e6, 100e6),
             lambda v: {"bandwidth_hz": float(v)}, log_x=True,
-            description="channel.bandwidth_hz (values in Hz)",
+            description="channel.bandwidth_hz (--sweep-values in Hz)",
         ),
         Sweep(
             "load", "maximum background load u_max", (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95),

@@ -194,6 +194,16 @@ def test_trained_model_is_evaluated_next_to_the_experts(tmp_path, tiny_model):
         assert -reward == pytest.approx(float(per_round[t]["ppo:tiny-n4"]), rel=1e-5)
 
 
+def test_sweeps_include_a_model_where_it_fits(tmp_path, tiny_model, capsys):
+    argv = ["--model", str(tiny_model), "--sweep", "agents", "--sweep-values", "2,4", "--episodes", "1",
+            "--policies", "nl-only,kv-only", "--no-plots", "--out", str(tmp_path), *SHORT]
+    assert evaluate.main(argv) == 0
+    rows = _read_csv(tmp_path / "sweep_agents.csv")
+    assert {(r["value"], r["policy"]) for r in rows} == {
+        ("2", "nl-only"), ("2", "kv-only"), ("4", "nl-only"), ("4", "kv-only"), ("4", "ppo:tiny-n4")
+    }
+
+
 # -- bad input: a clear error naming the problem, and earlier results left alone -----------------
 
 
