@@ -1,0 +1,258 @@
+"""Environment throughput, each figure next to a reference measured in the same run.
+
+    python benchmarks/bench_env.py            # all sections (about a minute on 2 cores)
+    python benchmarks/bench_env.py --only a   # single env only (a), vector env (b), PPO (c)
+    python benchmarks/bench_env.py --quick    # fewer steps, for a smoke test
+
+(a) single environment: ``gym.make("jmsra_env/JMSRA-v0")`` with its default wrappers stepping a
+    fixed valid action (equal split, all NL), next to ``gym.make("CartPole-v1")`` stepped the same
+    way (fixed action, reset when an episode ends); target ratio >= 0.1. Gymnasium's own
+    ``action_space.sample()`` is measured apart (a Dict space samples far slower than Discrete).
+(b) vector environment: :class:`jmsra_env.vector.JMSRAVectorEnv` (via ``gymnasium.make_vec``) at
+    M = 64 and 1024 against Gymnasium's ``CartPoleVectorEnv`` at the same M, in env-steps/s;
+    target ratio >= 0.25 at M = 1024.
+(c) PPO training: SB3 PPO (identical hyperparameters, VecNormalize) on ``NativeVecEnv`` against
+    ``DummyVecEnv`` over ``gym.make`` of the Box env; target >= 1.5x env-steps/s including updates.
+
+Timings are the best of several interleaved repeats (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import gymnasium as gym
+import numpy as np
+
+import jmsra_env  # noqa: F401  (registers the environments)
+
+JMSRA_ID = "jmsra_env/JMSRA-v0"
+JMSRA_BOX_ID = "jmsra_env/JMSRA-Box-v0"
+
+
+def _table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
+    cells = [header] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = "+".join("-" * (w + 2) for w in widths)
+    print(f"\n{title}\n{line}")
+    for k, r in enumerate(cells):
+        print(" | ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))))
+        if k == 0:
+            print(line)
+    print(line)
+
+
+def _best_rate(fns: dict[str, callable], repeats: int) -> dict[str, float]:
+    """Best steps/s of each timing function over interleaved repeats (fn returns steps done)."""
+    best = {k: 0.0 for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            steps = fn()
+            best[name] = max(best[name], steps / (time.perf_counter() - t0))
+    return best
+
+
+# -- (a) single environment -----------------------------------------------------------------
+
+
+def _single_env_loop(env, action, steps):
+    def run():
+        env.reset(seed=0)
+        for _ in range(steps):
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+        return steps
+
+    return run
+
+
+def _sample_loop(space, steps):
+    def run():
+        for _ in range(steps):
+            space.sample()
+        return steps
+
+    return run
+
+
+def bench_single(steps: int, repeats: int) -> dict[str, float]:
+    jm = gym.make(JMSRA_ID)
+    cp = gym.make("CartPole-v1")
+    n = jm.unwrapped.config.n_agents
+    action = {"media": np.zeros(n, dtype=np.int8), "bandwidth": np.ones(n, dtype=np.float32)}
+    jm.action_space.seed(0)
+    cp.action_space.seed(0)
+    r = _best_rate(
+        {
+            "jmsra": _single_env_loop(jm, action, steps),
+            "cartpole": _single_env_loop(cp, 1, steps * 4),
+            "jmsra_sample": _sample_loop(jm.action_space, steps),
+            "cartpole_sample": _sample_loop(cp.action_space, steps * 4),
+        },
+        repeats,
+    )
+    wrappers = str(jm).split(JMSRA_ID)[0]
+    _table(
+        "(a) single environment, fixed valid action, steps/s (best of %d)" % repeats,
+        ("what", "JMSRA-v0", "CartPole-v1", "ratio", "target"),
+        [
+            ("env.step (default wrappers)", f"{r['jmsra']:,.0f}", f"{r['cartpole']:,.0f}",
+             f"{r['jmsra'] / r['cartpole']:.3f}", ">= 0.1"),
+            ("action_space.sample() apart", f"{r['jmsra_sample']:,.0f}", f"{r['cartpole_sample']:,.0f}",
+             f"{r['jmsra_sample'] / r['cartpole_sample']:.3f}", "-"),
+        ],
+    )
+    print(f"wrappers: {wrappers}...   per step: JMSRA {1e6 / r['jmsra']:.1f} us, "
+          f"CartPole {1e6 / r['cartpole']:.1f} us")
+    return r
+
+
+# -- (b) vector environment -----------------------------------------------------------------
+
+
+def _vector_loop(envs, action, steps):
+    def run():
+        envs.reset(seed=0)
+        for _ in range(steps):
+            envs.step(action)
+        return steps * envs.num_envs
+
+    return run
+
+
+def bench_vector(sizes: tuple[int, ...], env_steps: int, repeats: int) -> dict[int, tuple[float, float]]:
+    from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+    out = {}
+    rows = []
+    for m in sizes:
+        envs = gym.make_vec(JMSRA_ID, num_envs=m, vectorization_mode="vector_entry_point")
+        n = envs.config.n_agents
+        rounds = envs.config.episode_rounds
+        action = {"media": np.zeros((m, n), dtype=np.int8), "bandwidth": np.ones((m, n), dtype=np.float32)}
+        # A whole number of episodes, so that the resets after truncation are included.
+        steps = max(rounds, (env_steps // m) // rounds * rounds)
+        cp = CartPoleVectorEnv(num_envs=m)
+        r = _best_rate(
+            {
+                "jmsra": _vector_loop(envs, action, steps),
+                "cartpole": _vector_loop(cp, np.ones(m, dtype=np.int64), steps),
+            },
+            repeats,
+        )
+        out[m] = (r["jmsra"], r["cartpole"])
+        target = ">= 0.25" if m >= 1024 else "-"
+        rows.append((m, steps, f"{r['jmsra']:,.0f}", f"{r['cartpole']:,.0f}",
+                     f"{r['jmsra'] / r['cartpole']:.3f}", f"{1e6 * m / r['jmsra']:.0f}", target))
+    _table(
+        "(b) vector environment, env-steps/s (best of %d)" % repeats,
+        ("M", "steps", "JMSRAVectorEnv", "CartPoleVectorEnv", "ratio", "us/step", "target"),
+        rows,
+    )
+    return out
+
+
+# -- (c) PPO training -----------------------------------------------------------------------
+
+# The project's PPO defaults (agents.ppo.PPOConfig), with SB3's MultiInputPolicy on the raw Dict
+# observation so that only the vectorisation differs between the two runs.
+PPO_KWARGS = dict(n_steps=256, batch_size=512, n_epochs=10, gamma=0.0, learning_rate=3e-4)
+
+
+def _ppo_rate(make_venv, total_steps: int, seed: int = 0, ppo_kwargs=None) -> tuple[float, float]:
+    """(env-steps/s including updates, env-steps/s of rollout collection alone)."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    class RolloutTimer(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.collect_s = 0.0
+
+        def _on_rollout_start(self):
+            self._t0 = time.perf_counter()
+
+        def _on_rollout_end(self):
+            self.collect_s += time.perf_counter() - self._t0
+
+        def _on_step(self):
+            return True
+
+    venv = VecNormalize(make_venv(), gamma=0.0)
+    torch.manual_seed(seed)
+    agent = PPO(
+        "MultiInputPolicy", venv, seed=seed, device="cpu",
+        policy_kwargs={"net_arch": [256, 256], "activation_fn": torch.nn.ReLU}, **(ppo_kwargs or PPO_KWARGS),
+    )
+    timer = RolloutTimer()
+    t0 = time.perf_counter()
+    agent.learn(total_timesteps=total_steps, callback=timer)
+    total_s = time.perf_counter() - t0
+    venv.close()
+    return agent.num_timesteps / total_s, agent.num_timesteps / timer.collect_s
+
+
+def bench_ppo(n_envs: int, total_steps: int, repeats: int, epochs: tuple[int, ...] = (10, 3)) -> dict:
+    """PPO env-steps/s on both vectorisations, for each number of update epochs (same for both)."""
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agents.native_vec_env import make_native_vec_env
+
+    torch.set_num_threads(1)  # the same single thread for both: fair, and robust to a shared machine
+    makers = {
+        "native": lambda: make_native_vec_env(JMSRA_BOX_ID, n_envs, seed=0),
+        "dummy": lambda: make_vec_env(JMSRA_BOX_ID, n_envs=n_envs, seed=0, vec_env_cls=DummyVecEnv),
+    }
+    _ppo_rate(makers["dummy"], PPO_KWARGS["n_steps"] * n_envs)  # warm-up: torch's one-time costs
+    results, rows = {}, []
+    for n_epochs in epochs:
+        kwargs = dict(PPO_KWARGS, n_epochs=n_epochs)
+        out = {name: (0.0, 0.0) for name in makers}
+        for _ in range(repeats):
+            for name, make in makers.items():
+                rate, collect = _ppo_rate(make, total_steps, ppo_kwargs=kwargs)
+                out[name] = (max(out[name][0], rate), max(out[name][1], collect))
+        (nat, nat_c), (dum, dum_c) = out["native"], out["dummy"]
+        results[n_epochs] = out
+        rows.append((f"training, n_epochs={n_epochs}", f"{nat:,.0f}", f"{dum:,.0f}", f"{nat / dum:.2f}x",
+                     ">= 1.5x"))
+        rows.append((f"  of which rollout collection", f"{nat_c:,.0f}", f"{dum_c:,.0f}",
+                     f"{nat_c / dum_c:.2f}x", "-"))
+    _table(
+        f"(c) SB3 PPO on {JMSRA_BOX_ID}, {n_envs} envs, {total_steps:,} steps, env-steps/s, best of "
+        f"{repeats}\n    (n_steps={PPO_KWARGS['n_steps']}, batch={PPO_KWARGS['batch_size']}, gamma=0, "
+        "MultiInputPolicy 256x256 ReLU, VecNormalize, VecMonitor/Monitor, CPU, 1 torch thread)",
+        ("what", "NativeVecEnv", "DummyVecEnv", "ratio", "target"),
+        rows,
+    )
+    return results
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", choices=("a", "b", "c"), action="append", help="run only these sections")
+    p.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--ppo-envs", type=int, default=16)
+    p.add_argument("--ppo-steps", type=int, default=20_480)
+    args = p.parse_args(argv)
+    sections = set(args.only or ("a", "b", "c"))
+    repeats = 2 if args.quick else args.repeats
+    print(f"gymnasium {gym.__version__}, numpy {np.__version__}, jmsra_env {jmsra_env.__version__}")
+    if "a" in sections:
+        bench_single(2_000 if args.quick else 20_000, repeats)
+    if "b" in sections:
+        bench_vector((64, 1024), 100_000 if args.quick else 1_000_000, repeats)
+    if "c" in sections:
+        bench_ppo(args.ppo_envs, 4_096 if args.quick else args.ppo_steps, 1 if args.quick else 2)
+
+
+if __name__ == "__main__":
+    main()
