@@ -17,7 +17,8 @@ Format (``RUN_FORMAT = "jmsra_env.run/1"``)
 ``requested_env_id``; ``config`` (the env's ``ScenarioConfig.to_dict()``, rebuilt with
 :func:`jmsra_env.make_config`); ``action_form`` (``"box"``); ``n_agents``; ``features`` (the
 :mod:`agents.features` set); ``obs_pipeline`` (``"features -> VecNormalize.normalize_obs"``);
-``args`` (the CLI arguments); ``ppo`` (the :class:`agents.ppo.PPOConfig`); ``versions``
+``action_encoding`` (:mod:`agents.encoding`: how the network's output becomes the env's Box
+action); ``args`` (the CLI arguments); ``ppo`` (the :class:`agents.ppo.PPOConfig`); ``versions``
 (package versions); ``num_timesteps`` (steps trained when this file was written);
 ``total_timesteps``; ``kind`` (``final``, ``checkpoint``, ``interrupted``, ``running``).
 
@@ -279,11 +280,12 @@ class TrainedPolicy:
 
     ``predict(obs, deterministic=True) -> (action, None)`` accepts one Dict observation (arrays
     ``(N,)``) or a batch (``(M, N)``); it applies the run's feature transform and the saved
-    ``VecNormalize`` statistics, then the network. Actions are in the Box form (``(2N,)`` or
-    ``(M, 2N)`` float32 in [-1, 1]).
+    ``VecNormalize`` statistics, then the network, then the run's action encoding. Actions are
+    in the env's Box form (``(2N,)`` or ``(M, 2N)`` in [-1, 1]; float64 for the ``deadline``
+    encoding, whose tiny shares float32 cannot hold).
 
     Attributes: ``env_id`` (the Box ID trained on), ``config`` (:class:`jmsra_env.ScenarioConfig`),
-    ``action_form`` (``"box"``), ``n_agents``, ``features``, ``run_info`` (``run.json``),
+    ``action_form`` (``"box"``), ``n_agents``, ``features``, ``action_encoding``, ``run_info`` (``run.json``),
     ``model`` (the SB3 PPO), ``model_path``, ``num_timesteps``.
     """
 
@@ -297,6 +299,7 @@ class TrainedPolicy:
         self.env_id: str = run_info["env_id"]
         self.action_form: str = run_info["action_form"]
         self.features: str = run_info["features"]
+        self.action_encoding: str = run_info.get("action_encoding", "box")
         self.config = make_config(run_info["config"])
         self.n_agents = self.config.n_agents
         self.num_timesteps = int(getattr(model, "num_timesteps", run_info.get("num_timesteps", 0)))
@@ -326,9 +329,11 @@ class TrainedPolicy:
         return np.asarray(self.vecnormalize.normalize_obs(feats), dtype=np.float32)
 
     def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
+        from .encoding import to_env_action
+
         x = self.normalized_features(obs)
         action, _ = self.model.predict(x, deterministic=deterministic)
-        return action, None
+        return to_env_action(self.action_encoding, action, obs, self._consts), None
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,126 @@
+"""Behaviour-cloning pre-training: start PPO from the JMSRA expert (``train.py --bc-steps``).
+
+:func:`expert_dataset` draws rounds from the scenario's world process (a fresh generator, so
+the rounds differ from the training and evaluation rounds), solves JMSRA on all of them in one
+batch and encodes each decision exactly in the policy's action encoding (:mod:`agents.encoding`: media to -1 / +1;
+``"deadline"``: every agent's finish-time target is the round's finish time; ``"box"``: shares
+``2 b / max(b) - 1``). :func:`pretrain` then
+
+1. initialises the ``VecNormalize`` statistics with the dataset's features (and the reward
+   scale with the expert's latencies),
+2. regresses the policy's mean action on the expert's action and the value head on the expert's
+   normalised reward (mean-squared error, Adam, cosine-decayed step size).
+
+PPO then fine-tunes from there with the reward alone. The network, normalisation and saved
+files are exactly those of a run without pre-training.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from jmsra_env import model
+from jmsra_env.world import WorldProcess
+
+from .encoding import DEFAULT_ENCODING, expert_policy_action
+from .features import observation_features
+
+__all__ = ["BCDataset", "expert_dataset", "pretrain"]
+
+
+@dataclass
+class BCDataset:
+    """Features ``(R, F)``, expert Box actions ``(R, 2N)`` and expert latencies ``(R,)``."""
+
+    features: np.ndarray
+    actions: np.ndarray
+    latency_s: np.ndarray
+    solve_s: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.latency_s)
+
+
+def expert_dataset(config, n_rounds: int, seed: int, features: str, encoding: str = DEFAULT_ENCODING,
+                   expert: str = "jmsra", n_worlds: int = 1024) -> BCDataset:
+    """``n_rounds`` rounds of ``config`` with the expert's decision on each (what it observes)."""
+    from jmsra_env.solvers import solve
+
+    if n_rounds < 1:
+        raise ValueError(f"n_rounds must be >= 1; got {n_rounds}")
+    consts = model.model_constants(config)
+    m = min(n_worlds, n_rounds)
+    world = WorldProcess(config, m)
+    rng = np.random.default_rng(seed)
+    world.reset(rng)
+    chunks, count, t = [], 0, 0
+    while count < n_rounds:
+        chunks.append(world.observation())
+        count += m
+        world.step(rng)
+        t += 1
+        if t % config.episode_rounds == 0:
+            world.reset(rng)
+    obs = {k: np.concatenate([c[k] for c in chunks])[:n_rounds] for k in chunks[0]}
+    t0 = time.perf_counter()
+    terms = model.terms_from_observation(consts, obs)
+    d = solve(expert, terms)
+    solve_s = time.perf_counter() - t0
+    acts = expert_policy_action(encoding, np.asarray(d.media), np.asarray(d.bandwidth_hz), terms)
+    acts = acts.astype(np.float32)
+    return BCDataset(observation_features(obs, consts, features), acts,
+                     np.asarray(d.latency_s, dtype=np.float64), solve_s)
+
+
+def pretrain(ppo, data: BCDataset, steps: int, *, batch_size: int = 512, learning_rate: float = 1e-3,
+             seed: int = 0, log_every: int = 0, print_fn=None) -> dict[str, float]:
+    """Fit ``ppo``'s policy (mean action) and value head to the expert; returns the final losses."""
+    import torch
+    import torch.nn.functional as F
+
+    vn = ppo.get_vec_normalize_env()
+    feats = data.features
+    if vn is not None:
+        if vn.norm_obs:
+            vn.obs_rms.update(feats.astype(np.float64))
+        if vn.norm_reward:
+            vn.ret_rms.update(-data.latency_s)
+        x = np.asarray(vn.normalize_obs(feats), dtype=np.float32)
+        v = np.asarray(vn.normalize_reward(-data.latency_s), dtype=np.float32)
+    else:
+        x, v = feats.astype(np.float32), (-data.latency_s).astype(np.float32)
+    policy = ppo.policy
+    device = policy.device
+    xs = torch.as_tensor(x, device=device)
+    ys = torch.as_tensor(data.actions, device=device)
+    vs = torch.as_tensor(v, device=device)
+    params = [p for name, p in policy.named_parameters() if name != "log_std"]
+    opt = torch.optim.Adam(params, lr=learning_rate)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / max(steps, 1))))
+    gen = torch.Generator().manual_seed(int(seed))
+    policy.set_training_mode(True)
+    n = len(data)
+    stats = {"bc_action_mse": float("nan"), "bc_value_mse": float("nan")}
+    for step in range(int(steps)):
+        idx = torch.randint(0, n, (min(batch_size, n),), generator=gen).to(device)
+        obs = xs[idx]
+        mean = policy.get_distribution(obs).distribution.mean
+        values = policy.predict_values(obs).flatten()
+        a_loss = F.mse_loss(mean, ys[idx])
+        v_loss = F.mse_loss(values, vs[idx])
+        loss = a_loss + 0.5 * v_loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        stats = {"bc_action_mse": float(a_loss.detach()), "bc_value_mse": float(v_loss.detach())}
+        if print_fn is not None and log_every and (step + 1) % log_every == 0:
+            print_fn(f"[bc {step + 1}/{steps}] action mse {stats['bc_action_mse']:.5f}, "
+                     f"value mse {stats['bc_value_mse']:.5f}")
+    policy.set_training_mode(False)
+    return stats

@@ -1,0 +1,219 @@
+"""SB3 callbacks: round metrics in raw units, periodic evaluation against JMSRA, atomic checkpoints.
+
+TensorBoard tags (all in raw units):
+
+=============================  ================================================================
+``rounds/latency_s``           mean E2E latency per training round of the last rollout (s)
+``rounds/jmsra_latency_s``     JMSRA's mean latency on the same rounds (s), solved in one batch
+``rounds/gap_to_jmsra_pct``    ``100 (latency / JMSRA latency - 1)`` over the rollout
+``rounds/kv_share``            share of agents sent as KV cache
+``rounds/capped_rate``         share of rounds whose latency hit ``latency_cap_s``
+``eval/latency_s`` ...         the same for the deterministic policy on the fixed evaluation
+                               seeds, plus ``eval/best_gap_to_jmsra_pct`` and the baselines'
+                               ``eval/<expert>_latency_s``
+=============================  ================================================================
+
+With ``csi_delay > 0`` the training-round JMSRA figure is what JMSRA predicts from the (stale)
+observation; the evaluation charges every policy on the true channel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from jmsra_env import model
+
+from . import checkpoint
+from .envs import RoundRecorder, find_wrapper
+from .evaluation import DEFAULT_EXPERTS, EvalResult, evaluate_policies
+from .encoding import to_env_action
+from .features import observation_features
+
+__all__ = ["RoundMetricsCallback", "JMSRAEvalCallback", "AtomicCheckpointCallback", "policy_predict_fn"]
+
+
+class RoundMetricsCallback(BaseCallback):
+    """Log the training rounds' latency, gap to JMSRA, KV share and capped rate each rollout."""
+
+    def __init__(self, config, verbose: int = 0):
+        super().__init__(verbose)
+        self.consts = model.model_constants(config)
+        self.history: list[dict[str, float]] = []
+        self._recorder: RoundRecorder | None = None
+
+    def _init_callback(self) -> None:
+        self._recorder = find_wrapper(self.training_env, RoundRecorder)
+        if self._recorder is None:
+            raise ValueError("RoundMetricsCallback needs a training env built by agents.envs.make_train_env")
+        self._recorder.pop()  # forget rounds from before training
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        from jmsra_env.solvers import solve
+
+        data = self._recorder.pop()
+        if data is None:
+            return
+        t0 = time.perf_counter()
+        jmsra = solve("jmsra", model.terms_from_observation(self.consts, data["obs"])).latency_s
+        solve_s = time.perf_counter() - t0
+        lat = float(np.mean(data["latency_s"]))
+        ref = float(np.mean(jmsra))
+        row = {
+            "timesteps": int(self.num_timesteps),
+            "latency_s": lat,
+            "jmsra_latency_s": ref,
+            "gap_to_jmsra_pct": 100.0 * (lat / ref - 1.0),
+            "kv_share": float(np.nanmean(data["kv_share"])),
+            "capped_rate": float(np.mean(data["capped"])),
+        }
+        self.history.append(row)
+        for key in ("latency_s", "jmsra_latency_s", "gap_to_jmsra_pct", "kv_share", "capped_rate"):
+            self.logger.record(f"rounds/{key}", row[key])
+        self.logger.record("time/jmsra_batch_solve_s", solve_s)
+
+
+def policy_predict_fn(model_, vecnormalize, consts, features: str, encoding: str) -> Callable:
+    """``predict(raw batched obs) -> env Box actions`` for a model and its (live) normalisation."""
+
+    def predict(obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        x = observation_features(obs, consts, features)
+        if vecnormalize is not None:
+            x = vecnormalize.normalize_obs(x)
+        return to_env_action(encoding, model_.predict(x, deterministic=True)[0], obs, consts)
+
+    return predict
+
+
+class JMSRAEvalCallback(BaseCallback):
+    """Every ``eval_freq`` steps, charge the deterministic policy and the experts on fixed seeds.
+
+    Keeps ``best_model.zip`` + ``best_vecnormalize.pkl`` (lowest mean latency) in ``run_dir`` and
+    the learning curve in ``evaluations.json``. Expert latencies are computed once (the rounds are
+    the same every time).
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        config_overrides: Mapping[str, Any] | None,
+        config,
+        features: str,
+        encoding: str,
+        eval_freq: int,
+        run_dir: str | Path | None,
+        seeds: Sequence[int] = tuple(range(10_000, 10_008)),
+        n_rounds: int | None = None,
+        experts: Sequence[str] = DEFAULT_EXPERTS,
+        verbose: int = 0,
+        print_fn: Callable[[str], None] | None = None,
+    ):
+        super().__init__(verbose)
+        self.env_id = env_id
+        self.config_overrides = dict(config_overrides or {})
+        self.consts = model.model_constants(config)
+        self.features = features
+        self.encoding = encoding
+        self.eval_freq = int(eval_freq)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.seeds = list(seeds)
+        self.n_rounds = n_rounds
+        self.experts = list(experts)
+        self.print_fn = print_fn
+        self.history: list[dict[str, float]] = []
+        self.best_latency_s = np.inf
+        self._experts_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._last_bucket = 0
+
+    def _init_callback(self) -> None:
+        self._last_bucket = self.num_timesteps // self.eval_freq if self.eval_freq > 0 else 0
+
+    def _on_step(self) -> bool:
+        if self.eval_freq > 0 and self.num_timesteps // self.eval_freq > self._last_bucket:
+            self._last_bucket = self.num_timesteps // self.eval_freq
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> EvalResult:
+        vn = self.model.get_vec_normalize_env()
+        predict = policy_predict_fn(self.model, vn, self.consts, self.features, self.encoding)
+        first = self._experts_cache is None
+        res = evaluate_policies(
+            self.env_id, self.config_overrides, {"ppo": predict},
+            experts=self.experts if first else (), seeds=self.seeds, n_rounds=self.n_rounds,
+        )
+        if first:
+            self._experts_cache = {
+                k: (res.latency_s[k], res.capped[k], res.kv_share[k]) for k in self.experts
+            }
+        else:
+            for k, (lat, cap, kv) in self._experts_cache.items():
+                res.latency_s[k], res.capped[k], res.kv_share[k] = lat, cap, kv
+        res.reference = "jmsra" if "jmsra" in res.latency_s else "ppo"
+        lat = res.mean("ppo")
+        row = {
+            "timesteps": int(self.num_timesteps),
+            "latency_s": lat,
+            "gap_to_jmsra_pct": res.gap_pct("ppo"),
+            "kv_share": float(np.mean(res.kv_share["ppo"])),
+            "capped_rate": float(np.mean(res.capped["ppo"])),
+        }
+        for k in self.experts:
+            row[f"{k}_latency_s"] = res.mean(k)
+        improved = lat < self.best_latency_s
+        if improved:
+            self.best_latency_s = lat
+            if self.run_dir is not None:
+                checkpoint.save_model_files(
+                    self.run_dir, self.model, vn, None,
+                    model_file=checkpoint.BEST_MODEL_FILE, vecnorm_file=checkpoint.BEST_VECNORM_FILE,
+                )
+        row["best"] = bool(improved)
+        self.history.append(row)
+        for key in ("latency_s", "gap_to_jmsra_pct", "kv_share", "capped_rate"):
+            self.logger.record(f"eval/{key}", row[key])
+        ref = res.mean(res.reference)
+        self.logger.record("eval/best_gap_to_jmsra_pct", 100.0 * (self.best_latency_s / ref - 1.0))
+        for k in self.experts:
+            self.logger.record(f"eval/{k.replace('-', '_')}_latency_s", row[f"{k}_latency_s"])
+        if self.run_dir is not None:
+            checkpoint.atomic_write_bytes(
+                self.run_dir / "evaluations.json", checkpoint._json_bytes({"evaluations": self.history})
+            )
+        if self.print_fn is not None:
+            self.print_fn(
+                f"[eval @ {self.num_timesteps:>9,d} steps] latency {lat:.4f} s, "
+                f"gap to JMSRA {row['gap_to_jmsra_pct']:+.2f} %{' (best)' if improved else ''}"
+            )
+        return res
+
+
+class AtomicCheckpointCallback(BaseCallback):
+    """Every ``save_freq`` steps write ``checkpoints/ckpt_<steps>_steps/`` (see :mod:`agents.checkpoint`)."""
+
+    def __init__(self, run_dir: str | Path, save_freq: int, run_info_fn: Callable[[str], dict], verbose: int = 0):
+        super().__init__(verbose)
+        self.run_dir = Path(run_dir)
+        self.save_freq = int(save_freq)
+        self.run_info_fn = run_info_fn
+        self.saved: list[Path] = []
+        self._last_bucket = 0
+
+    def _init_callback(self) -> None:
+        self._last_bucket = self.num_timesteps // self.save_freq if self.save_freq > 0 else 0
+
+    def _on_step(self) -> bool:
+        if self.save_freq > 0 and self.num_timesteps // self.save_freq > self._last_bucket:
+            self._last_bucket = self.num_timesteps // self.save_freq
+            vn = self.model.get_vec_normalize_env()
+            path = checkpoint.save_checkpoint(self.run_dir, self.model, vn, self.run_info_fn("checkpoint"))
+            self.saved.append(path)
+        return True
