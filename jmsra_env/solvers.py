@@ -129,54 +129,81 @@ def _p2_rows(A: np.ndarray, D: np.ndarray, a: np.ndarray, B: float) -> tuple[np.
     return b_out, t_out
 
 
+def _alloc(T, base, dsafe, a, payf):
+    """b_i(T) for every agent (0 without payload) and the pieces Newton needs."""
+    # x >= 1e-30 keeps b finite when T rounds onto an agent's pole (a payload that needs no time
+    # at float64 resolution); a genuine x that small would need b > 1e29 a.
+    x = np.maximum((T[:, None] - base) / dsafe, 1e-30)
+    u = model.spectral_efficiency_nats(np.log1p(x))
+    return model.bandwidth_from_spectral_efficiency_hz(u, a) * payf, u, x
+
+
+def _scaled_to_band(b, B):
+    S = b.sum(axis=-1)
+    return b * (B / np.where(S > 0.0, S, B))[:, None]
+
+
 def _p2_newton(A, delta, a, pay, payf, lo, hi, B):
     """Newton-bisection on the common finish time of the payload agents (rows all solvable)."""
+    # Extreme inputs (subnormal payloads, T on a pole) may overflow intermediate values; the
+    # bracket test below turns any resulting inf / nan step into a bisection step.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _p2_newton_loop(A, delta, a, pay, payf, lo, hi, B)
+
+
+def _p2_newton_loop(A, delta, a, pay, payf, lo, hi, B):
     k = A.shape[0]
     # For payload agents T - A_i = delta_i (1 + x_i) with x_i = (T - A_i - delta_i) / delta_i > 0
     # inside the bracket. Agents without payload get placeholders that keep every value finite.
     base = np.where(pay, A + delta, (lo - 1.0)[:, None])
-    dsafe = np.where(pay, delta, 1.0)
+    dsafe = np.where(pay, np.maximum(delta, 1e-300), 1.0)  # delta underflows for subnormal payloads
+    # Start at max_i t_i(B), but bracket from the rightmost pole (S = inf there): t_i(B) uses
+    # model.rate_bps, whose log2(1 + a/b) is slightly less exact than our inverse at low SNR.
+    T = lo
+    lo = np.max(np.where(pay, base, -np.inf), axis=-1)
+    hi = np.nextafter(hi * (1.0 + 1e-12), np.inf)  # S(hi) <= B must survive the rounding of hi
     b_res = np.empty_like(A)
     t_res = np.empty(k)
     rows = np.arange(k)
-    T = lo.copy()
     for _ in range(_MAX_ITER):
-        x = (T[:, None] - base) / dsafe
-        u = model.spectral_efficiency_nats(np.log1p(x))
-        b = model.bandwidth_from_spectral_efficiency_hz(u, a) * payf
+        b, u, x = _alloc(T, base, dsafe, a, payf)
         S = b.sum(axis=-1)
         # dS/dT = -sum_i b_i g(u_i) / (T - A_i), g the inverse-rate elasticity.
         dS = -(b * model.inverse_rate_elasticity(u) / (dsafe * (1.0 + x))).sum(axis=-1)
         above = S > B
         lo = np.where(above, T, lo)
         hi = np.where(above, hi, T)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # Newton on G(T) = 1/S - 1/B:  T - G / G' = T + S (B - S) / (B S')
-            Tn = T + S * (B - S) / (B * dS)
-        bad = ~((Tn >= lo) & (Tn <= hi))
-        Tn = np.where(bad, 0.5 * (lo + hi), Tn)
-        # Converged when the band is used to _SUM_RTOL (then rescaling b by B / S moves every finish
-        # time by about that much), or when T cannot move any more.
-        done = (
-            (np.abs(S - B) <= _SUM_RTOL * B)
-            | (np.abs(Tn - T) <= 8e-16 * np.abs(T))
-            | (hi - lo <= 8e-16 * np.abs(hi))
-        )
+        # Newton on G(T) = 1/S - 1/B:  T - G / G' = T + S (B - S) / (B S')
+        Tn = T + S * (B - S) / (B * dS)
+        Tn = np.where((Tn >= lo) & (Tn <= hi), Tn, 0.5 * (lo + hi))
+        # Converged when the band is used to _SUM_RTOL: rescaling b by B / S then moves every
+        # finish time by about that much.
+        ok = np.abs(S - B) <= _SUM_RTOL * B
+        # Stuck when T cannot move at float64 resolution (a very steep sum_i b_i(T)).
+        stuck = ~ok & ((np.abs(Tn - T) <= 8e-16 * np.abs(T)) | (hi - lo <= 8e-16 * np.abs(hi)))
+        if ok.any():
+            r = rows[ok]
+            b_res[r] = b[ok] * (B / S[ok])[:, None]
+            t_res[r] = T[ok]
+        if stuck.any():
+            # Take the feasible side: T itself when it needs at most B (1 + 1e-9), else one ulp up.
+            Ts = T[stuck]
+            Ts = np.where(S[stuck] <= B * (1.0 + 1e-9), Ts, np.nextafter(Ts, np.inf))
+            bs = _alloc(Ts, base[stuck], dsafe[stuck], a[stuck], payf[stuck])[0]
+            r = rows[stuck]
+            b_res[r] = _scaled_to_band(bs, B)
+            t_res[r] = Ts
+        done = ok | stuck
         if done.any():
-            r = rows[done]
-            b_res[r] = b[done] * (B / S[done])[:, None]
-            t_res[r] = T[done]
             keep = ~done
             if not keep.any():
                 return b_res, t_res
             rows, T, lo, hi = rows[keep], Tn[keep], lo[keep], hi[keep]
-            base, dsafe, a, payf, A = base[keep], dsafe[keep], a[keep], payf[keep], A[keep]
+            base, dsafe, a, payf = base[keep], dsafe[keep], a[keep], payf[keep]
         else:
             T = Tn
-    # Not reached in practice (bisection alone converges in ~60 steps); keep the last iterate.
-    x = (T[:, None] - base) / dsafe
-    b = model.bandwidth_from_spectral_efficiency_hz(model.spectral_efficiency_nats(np.log1p(x)), a) * payf
-    b_res[rows] = b * (B / b.sum(axis=-1))[:, None]
+    # Not reached in practice (bisection alone collapses the bracket in ~60 steps).
+    b_res[rows] = _scaled_to_band(_alloc(T, base, dsafe, a, payf)[0], B)
     t_res[rows] = T
     return b_res, t_res
 
