@@ -133,7 +133,9 @@ def _prepare(args) -> dict[str, Any]:
     if sweep is None and args.sweep_values is not None:
         raise ev.EvaluationError("--sweep-values needs --sweep")
     names = _parse_policies(args.policies)
-    models = [ev.load_model_policy(path, label=label, device=args.device) for label, path in map(_parse_model, args.model)]
+    models = [
+        ev.load_model_policy(path, label=label, device=args.device) for label, path in map(_parse_model, args.model)
+    ]
 
     if args.env_id is not None:
         cfg, form = ev.scenario_from_env_id(args.env_id, overrides)
@@ -172,6 +174,8 @@ def _prepare(args) -> dict[str, Any]:
             raise ev.EvaluationError("nothing to evaluate: --policies none and no --model")
         plan["policies"] = [*experts, *models]
         notes += expert_notes
+    if args.episodes < 2:
+        notes.append("one episode: no confidence interval (it needs >= 2 episodes)")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ev.EvaluationError(f"--out {str(out)!r} exists and is not a folder")
@@ -194,7 +198,10 @@ def _run_evaluation(args, plan) -> dict[str, bytes | str]:
     results = ev.evaluate_policies(rounds, plan["policies"], progress=progress)
     summary = ev.summarise(rounds, results)
     timing = ev.timing_rows(results)
-    title = f"{plan['env_id']} (N = {cfg.n_agents}): {args.episodes} episodes x {cfg.episode_rounds} rounds, seed {args.seed}"
+    title = (
+        f"{plan['env_id']} (N = {cfg.n_agents}): {args.episodes} episodes x {cfg.episode_rounds} rounds, "
+        f"seed {args.seed}"
+    )
     ref = ev.reference_label(results)
     caption = (
         "95% CI: Student t over per-episode means; gap: mean / mean(" + (ref or "-") + ") - 1 with a paired t CI; "
@@ -223,7 +230,10 @@ def _run_evaluation(args, plan) -> dict[str, bytes | str]:
             "reference": ref,
             "statistics": caption,
             "policies": [{**row, **by_label[row["policy"]]} for row in summary],
-            "models": [{"label": m.label, "path": m.path, "env_id": getattr(m.trained, "env_id", None)} for m in plan["models"]],
+            "models": [
+                {"label": m.label, "path": m.path, "env_id": getattr(m.trained, "env_id", None)}
+                for m in plan["models"]
+            ],
             "notes": plan["notes"],
             "versions": _versions(),
         }
@@ -237,7 +247,9 @@ def _run_evaluation(args, plan) -> dict[str, bytes | str]:
             f"E2E latency per round, {plan['env_id']} (N = {cfg.n_agents})\n"
             f"{args.episodes} episodes x {cfg.episode_rounds} rounds, seed {args.seed}, same rounds for all",
         )
-        files["latency_bars.png"] = rep.bars_png(summary, f"{plan['env_id']} (N = {cfg.n_agents}), {args.episodes} episodes")
+        files["latency_bars.png"] = rep.bars_png(
+            summary, f"{plan['env_id']} (N = {cfg.n_agents}), {args.episodes} episodes"
+        )
     return files
 
 

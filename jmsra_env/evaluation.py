@@ -366,7 +366,9 @@ def load_model_policy(
     except Exception as exc:  # noqa: BLE001 - any failure to load is reported with the path
         raise EvaluationError(f"cannot load model {str(path)!r}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(getattr(trained, "config", None), ScenarioConfig):
-        raise EvaluationError(f"model {str(path)!r} carries no scenario config (run.json); cannot check that it fits")
+        raise EvaluationError(
+            f"model {str(path)!r} carries no scenario config (run.json); cannot check that it fits"
+        )
     return ModelPolicy(label or _model_label(p), str(path), trained)
 
 

@@ -263,7 +263,8 @@ def bars_png(summary: Sequence[Mapping[str, Any]], title: str) -> bytes:
     means = np.array([r["mean_latency_s"] for r in summary], dtype=float)
     ci = np.array([r["ci95_s"] for r in summary], dtype=float)
     ci = np.where(np.isfinite(ci), ci, 0.0)
-    colors = ["tab:green" if r["kind"] == "expert" else "tab:purple" if r["kind"] == "ppo" else "tab:gray" for r in summary]
+    palette = {"expert": "tab:green", "ppo": "tab:purple"}
+    colors = [palette.get(r["kind"], "tab:gray") for r in summary]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.5))
     x = np.arange(len(labels))
     ax.bar(x, means, yerr=ci, capsize=4, color=colors)
@@ -277,7 +278,15 @@ def bars_png(summary: Sequence[Mapping[str, Any]], title: str) -> bytes:
     return _png(fig)
 
 
-def sweep_png(rows: Sequence[Mapping[str, Any]], title: str, xlabel: str, *, log_x: bool, categorical: bool, x_scale: float = 1.0) -> bytes:
+def sweep_png(
+    rows: Sequence[Mapping[str, Any]],
+    title: str,
+    xlabel: str,
+    *,
+    log_x: bool,
+    categorical: bool,
+    x_scale: float = 1.0,
+) -> bytes:
     """Mean E2E latency (95 % CI) against the swept parameter, one line per policy."""
     plt = _figure()
     values: list[Any] = []
