@@ -39,8 +39,9 @@ DEFAULT_INFO_KEYS = ("latency_s", "uncapped_latency_s", "capped", "kv_share", "r
 class NativeVecEnv(VecEnv):
     """SB3 ``VecEnv`` adapter over a Gymnasium vector env with ``SAME_STEP`` autoreset.
 
-    ``venv``: a :class:`~jmsra_env.vector.JMSRAVectorEnv` (as ``gymnasium.make_vec(...,
-    vectorization_mode="vector_entry_point")`` returns it). ``info_keys``: which of its info keys
+    ``venv``: a :class:`~jmsra_env.vector.JMSRAVectorEnv` with ``autoreset_mode="SameStep"``
+    (``gymnasium.make_vec(id, num_envs=M, vectorization_mode="vector_entry_point",
+    autoreset_mode="SameStep")``). ``info_keys``: which of its info keys
     go into each sub-environment's info dict (default :data:`DEFAULT_INFO_KEYS`; per-agent keys
     such as ``"bandwidth_hz"`` give that row).
 
@@ -57,7 +58,8 @@ class NativeVecEnv(VecEnv):
         mode = venv.metadata.get("autoreset_mode")
         if mode != AutoresetMode.SAME_STEP:
             raise ValueError(
-                f"NativeVecEnv needs a vector env with autoreset_mode SAME_STEP; got {mode!r}"
+                "NativeVecEnv needs a vector env with autoreset_mode SAME_STEP (make it with "
+                f"autoreset_mode='SameStep'); got {mode!r}"
             )
         self.venv = venv
         self.info_keys = tuple(DEFAULT_INFO_KEYS if info_keys is None else info_keys)
@@ -145,7 +147,10 @@ def make_native_vec_env(
     ``VecMonitor`` so that SB3 logs episode returns. Use a ``-Box-`` ID for SB3's algorithms.
     """
     kwargs = {} if config is None else {"config": config}
-    venv = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", **kwargs)
+    venv = gym.make_vec(
+        env_id, num_envs=n_envs, vectorization_mode="vector_entry_point",
+        autoreset_mode=AutoresetMode.SAME_STEP, **kwargs,
+    )
     vec: VecEnv = NativeVecEnv(venv, info_keys=info_keys)
     if seed is not None:
         vec.seed(seed)

@@ -66,31 +66,40 @@ class JMSRAVectorEnv(VectorEnv):
     ``Dict(media=(M, N), bandwidth=(M, N))`` or ``Box(-1, 1, (M, 2N))``. A bad action raises
     ``ValueError`` naming the field (``media``, ``bandwidth`` or ``action``); the batch is unchanged.
 
-    ## Autoreset: ``AutoresetMode.SAME_STEP``
+    ## Autoreset
 
-    A sub-environment that ends (all of them truncate together after ``episode_rounds`` rounds, as
-    every episode has that fixed length and none terminates) is reset *within the same step*: the
-    observation returned for it is the first of its next episode, its reward is that of the last
-    round of the episode, and ``infos["final_obs"]`` (an object array, the final observation dict
-    of each finished sub-environment, ``None`` elsewhere; mask ``infos["_final_obs"]``) and
-    ``infos["final_info"]`` (the step's info, mask ``infos["_final_info"]``) carry what the
-    finished episode ended with. There is no dummy step with reward 0 between episodes, so every
-    step is a real round; this is also the semantics Stable-Baselines3 expects.
+    Every episode has the same length and none terminates, so all sub-environments truncate
+    together after ``episode_rounds`` rounds (unless ``reset(options={"reset_mask": ...})`` put
+    some out of step). ``metadata["autoreset_mode"]`` says which of Gymnasium's two modes is used:
+
+    * ``AutoresetMode.NEXT_STEP`` (default, as ``SyncVectorEnv`` and ``CartPoleVectorEnv``; the
+      mode Gymnasium's vector observation wrappers require): the step that truncates returns the
+      episode's final observation; the *next* ``step`` resets that sub-environment, ignores its
+      action and returns its first observation with reward 0, ``terminated = truncated = False``
+      and its reset info (``round`` 0; the breakdown keys are masked out).
+    * ``AutoresetMode.SAME_STEP`` (``autoreset_mode="SameStep"``; what Stable-Baselines3 expects,
+      used by :class:`agents.native_vec_env.NativeVecEnv`): the step that truncates resets the
+      sub-environment at once and returns the first observation of its next episode, with the
+      reward of the last round; ``infos["final_obs"]`` (object array: the final observation dict
+      of each finished sub-environment, ``None`` elsewhere; mask ``_final_obs``) and
+      ``infos["final_info"]`` (the step's info; mask ``_final_info``) keep what it ended with.
+      Every step is a real round (no step with reward 0 between episodes).
 
     ## Info (dict of arrays, Gymnasium's vector convention)
 
-    Every step, for every sub-environment (masks ``_key`` all true): the breakdown of the round
-    just played, row ``i`` equal to the single environment's info — ``latency_s``,
+    Every step, for every sub-environment that played a round (mask ``_key``): the breakdown of
+    the round just played, row ``i`` equal to the single environment's info — ``latency_s``,
     ``uncapped_latency_s``, ``capped``, ``answer_s``, ``kv_share``, ``round`` (shape ``(M,)``) and
     ``media``, ``bandwidth_hz``, ``rate_bps``, ``compute_s``, ``transmission_s``, ``finish_s``,
-    ``receiver_s`` (``(M, N)``); with ``jmsra_in_info`` also ``jmsra_latency_s``. Unlike
-    ``SyncVectorEnv``, the top level keeps the step's info for a sub-environment that was reset
-    (not its reset info), so the latency of every round is at the same place.
+    ``receiver_s`` (``(M, N)``); with ``jmsra_in_info`` also ``jmsra_latency_s``. With
+    ``SAME_STEP``, unlike ``SyncVectorEnv``, the top level keeps the step's info for a
+    sub-environment that was reset (not its reset info), so every round's latency is in one place.
 
     ## Arguments
 
     ``JMSRAVectorEnv(num_envs=1, config=None, *, base_config=None, action_form="dict",
-    render_mode=None, **overrides)``: as ``JMSRAEnv``, plus ``num_envs``. ``render()`` returns a
+    render_mode=None, autoreset_mode="NextStep", **overrides)``: as ``JMSRAEnv``, plus
+    ``num_envs`` and ``autoreset_mode`` (an ``AutoresetMode`` or its value). ``render()`` returns a
     tuple with one frame per sub-environment (``"ansi"`` tables or ``"rgb_array"`` figures).
 
     ## Version History
@@ -101,7 +110,7 @@ class JMSRAVectorEnv(VectorEnv):
     metadata = {
         "render_modes": ["ansi", "rgb_array"],
         "render_fps": 4,
-        "autoreset_mode": AutoresetMode.SAME_STEP,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,  # per instance: see ``autoreset_mode``
     }
 
     def __init__(
@@ -112,8 +121,18 @@ class JMSRAVectorEnv(VectorEnv):
         base_config: ScenarioConfig | Mapping[str, Any] | None = None,
         action_form: str = "dict",
         render_mode: str | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         **overrides: Any,
     ):
+        try:
+            mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            mode = None
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+            raise ValueError(
+                f"autoreset_mode must be AutoresetMode.NEXT_STEP ('NextStep') or SAME_STEP ('SameStep'); "
+                f"got {autoreset_mode!r}"
+            )
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1; got {num_envs!r}")
         num_envs = int(num_envs)
@@ -124,6 +143,9 @@ class JMSRAVectorEnv(VectorEnv):
             )
         if action_form not in ACTION_FORMS:
             raise ValueError(f"action_form must be one of {ACTION_FORMS}; got {action_form!r}")
+        self.metadata = {**type(self).metadata, "autoreset_mode": mode}
+        self.autoreset_mode = mode
+        self._same_step = mode == AutoresetMode.SAME_STEP
         self.num_envs = num_envs
         self.config = cfg
         self.action_form = action_form
@@ -138,6 +160,7 @@ class JMSRAVectorEnv(VectorEnv):
         self._world = WorldProcess(cfg, num_envs)
         self._terms: model.RoundTerms | None = None
         self._round = np.zeros(num_envs, dtype=np.int64)
+        self._autoreset: np.ndarray | None = None  # NEXT_STEP: who resets at the next step
         self._last_br: model.LatencyBreakdown | None = None
         self._last_obs: dict[str, np.ndarray] | None = None
 
@@ -165,8 +188,13 @@ class JMSRAVectorEnv(VectorEnv):
         self._world.reset(self.np_random, mask)
         if mask is None:
             self._round[:] = 0
+            self._autoreset = None
         else:
             self._round[mask] = 0
+            if self._autoreset is not None:
+                self._autoreset = self._autoreset & ~mask
+                if not self._autoreset.any():
+                    self._autoreset = None
         self._terms = self._world.true_terms(self.consts)
         self._last_br = None
         obs = self._observation()
@@ -177,42 +205,71 @@ class JMSRAVectorEnv(VectorEnv):
         if self._terms is None:
             raise RuntimeError("call reset() before step()")
         media, bandwidth_hz = self.decode_action(actions)
-        terms = self._terms
-        br = model.latency(terms, media, bandwidth_hz)
+        resetting = self._autoreset  # NEXT_STEP: sub-environments that ended at the last step
+        if resetting is not None and resetting.all():
+            return self._reset_step()
+        br = model.latency(self._terms, media, bandwidth_hz)
         info = batch_breakdown_info(br)
         info["round"] = self._round.copy()
         if self.config.jmsra_in_info:
-            info["jmsra_latency_s"] = _jmsra_latency_s(terms)
+            info["jmsra_latency_s"] = _jmsra_latency_s(self._terms)
         self._last_br = br
+        rewards = -br.latency_s
         rng = self.np_random
         self._world.step(rng)
         self._round += 1
+        played = np.ones(self.num_envs, dtype=np.bool_)
+        if resetting is not None:  # some (not all) start over instead of playing
+            self._world.reset(rng, resetting)
+            self._round[resetting] = 0
+            info["round"][resetting] = 0
+            rewards[resetting] = 0.0
+            played = ~resetting
         truncated = self._round >= self.config.episode_rounds
         obs = self._world.observation()
-        everyone = np.ones(self.num_envs, dtype=np.bool_)
         for key in tuple(info):
-            info["_" + key] = everyone
+            info["_" + key] = played
+        info["_round"] = np.ones(self.num_envs, dtype=np.bool_)
+        self._autoreset = None
         if truncated.any():
-            final_info = {k: v for k, v in info.items() if not k.startswith("_")}
-            final_info.update({"_" + k: truncated for k in tuple(final_info)})
-            final_obs = np.full(self.num_envs, None, dtype=object)
-            done = np.flatnonzero(truncated)
-            keys = tuple(obs)
-            # Unbatch only the finished sub-environments' observations (Gymnasium's convention).
-            for i, row in zip(done, zip(*(obs[k][done] for k in keys))):
-                final_obs[i] = dict(zip(keys, row))
-            info["final_obs"] = final_obs
-            info["_final_obs"] = truncated
-            info["final_info"] = final_info
-            info["_final_info"] = truncated
-            self._world.reset(rng, None if truncated.all() else truncated)
-            self._round[truncated] = 0
-            obs = self._world.observation()
+            if self._same_step:
+                obs = self._reset_finished(obs, info, truncated)
+            else:
+                self._autoreset = truncated
         self._terms = self._world.true_terms(self.consts)
         self._last_obs = obs
-        rewards = -br.latency_s
         terminations = np.zeros(self.num_envs, dtype=np.bool_)
         return obs, rewards, terminations, truncated, info
+
+    def _reset_step(self):
+        """NEXT_STEP, every sub-environment ended at the last step: start them all over."""
+        self._world.reset(self.np_random)
+        self._round[:] = 0
+        self._autoreset = None
+        self._terms = self._world.true_terms(self.consts)
+        self._last_br = None
+        obs = self._observation()
+        m = self.num_envs
+        info = {"round": np.zeros(m, dtype=np.int64), "_round": np.ones(m, dtype=np.bool_)}
+        return obs, np.zeros(m), np.zeros(m, dtype=np.bool_), np.zeros(m, dtype=np.bool_), info
+
+    def _reset_finished(self, obs, info, finished):
+        """SAME_STEP: keep the final observation and info in ``info``, reset, return the new obs."""
+        final_info = {k: v for k, v in info.items() if not k.startswith("_")}
+        final_info.update({"_" + k: finished for k in tuple(final_info)})
+        final_obs = np.full(self.num_envs, None, dtype=object)
+        done = np.flatnonzero(finished)
+        keys = tuple(obs)
+        # Unbatch only the finished sub-environments' observations (Gymnasium's convention).
+        for i, row in zip(done, zip(*(obs[k][done] for k in keys))):
+            final_obs[i] = dict(zip(keys, row))
+        info["final_obs"] = final_obs
+        info["_final_obs"] = finished
+        info["final_info"] = final_info
+        info["_final_info"] = finished
+        self._world.reset(self.np_random, None if finished.all() else finished)
+        self._round[finished] = 0
+        return self._world.observation()
 
     def render(self) -> tuple[Any, ...] | None:
         """One frame per sub-environment: its last round (``"ansi"`` text or ``"rgb_array"``)."""

@@ -40,7 +40,7 @@ def test_make_vec_returns_the_batched_env_for_every_id(id_):
     single = gym.make(id_).unwrapped
     assert isinstance(envs, JMSRAVectorEnv)
     assert envs.num_envs == 3
-    assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP  # Gymnasium's default
     assert envs.config == single.config and envs.action_form == single.action_form
     assert envs.single_action_space == single.action_space
     assert envs.single_observation_space == single.observation_space
@@ -64,23 +64,26 @@ def test_config_overrides_pass_through_make_vec_and_unknown_keys_are_rejected():
 
 
 def rollout(envs, seed, steps, action_seed=1):
+    """The observed SNRs and contexts, and the rewards, of ``steps`` random decisions."""
     rng = np.random.default_rng(action_seed)
     n = envs.config.n_agents
     obs, _ = envs.reset(seed=seed)
-    trace = [obs["snr_db"]]
+    observed, rewards = [obs["snr_db"]], []
     for _ in range(steps):
-        obs, rewards, _, _, _ = envs.step(random_dict_actions(rng, envs.num_envs, n))
-        trace += [obs["snr_db"], obs["context_tokens"], rewards]
-    return trace
+        obs, reward, _, _, _ = envs.step(random_dict_actions(rng, envs.num_envs, n))
+        observed += [obs["snr_db"], obs["context_tokens"]]
+        rewards.append(reward)
+    return observed, rewards
 
 
 def test_same_seed_gives_the_same_batch_trajectories_and_other_seeds_differ():
     envs = JMSRAVectorEnv(8, episode_rounds=10)
-    a = rollout(envs, seed=3, steps=25)
-    b = rollout(JMSRAVectorEnv(8, episode_rounds=10), seed=3, steps=25)
-    c = rollout(envs, seed=4, steps=25)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not any(np.array_equal(x, y) for x, y in zip(a, c))
+    obs_a, rew_a = rollout(envs, seed=3, steps=25)
+    obs_b, rew_b = rollout(JMSRAVectorEnv(8, episode_rounds=10), seed=3, steps=25)
+    obs_c, rew_c = rollout(envs, seed=4, steps=25)
+    assert all(np.array_equal(x, y) for x, y in zip(obs_a + rew_a, obs_b + rew_b))
+    assert not any(np.array_equal(x, y) for x, y in zip(obs_a, obs_c))
+    assert sum(np.array_equal(x, y) for x, y in zip(rew_a, rew_c)) == 2  # the two reset steps (0)
 
 
 def test_reset_with_seed_then_without_is_a_deterministic_sequence():
@@ -104,12 +107,21 @@ def test_reset_with_seed_then_without_is_a_deterministic_sequence():
     ],
 )
 @pytest.mark.parametrize("form", ["dict", "box"])
-def test_a_batch_of_one_reproduces_the_single_env_exactly(variant, overrides, form):
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP], ids=["next", "same"])
+def test_a_batch_of_one_reproduces_the_single_env_exactly(variant, overrides, form, mode):
     id_ = env_id(variant, form)
     single = gym.make(id_, **overrides)
-    envs = make_vec(id_, num_envs=1, **overrides)
+    envs = make_vec(id_, num_envs=1, autoreset_mode=mode, **overrides)
     n, rounds = envs.config.n_agents, envs.config.episode_rounds
     rng = np.random.default_rng(7)
+
+    def actions():
+        dict_action = random_dict_actions(rng, 1, n)
+        if form == "dict":
+            return dict_action, {k: v[0] for k, v in dict_action.items()}
+        box = jmsra_env.encode_box(dict_action["media"], dict_action["bandwidth"]).astype(np.float32)
+        return box, box[0]
+
     obs_s, info_s = single.reset(seed=42)
     obs_v, info_v = envs.reset(seed=42)
     assert info_v["round"][0] == info_s["round"] == 0
@@ -117,23 +129,50 @@ def test_a_batch_of_one_reproduces_the_single_env_exactly(variant, overrides, fo
     for _ in range(3 * rounds):  # three episodes, including two resets after truncation
         for key in obs_s:
             assert np.array_equal(obs_s[key], obs_v[key][0]), key
-        dict_action = random_dict_actions(rng, 1, n)
-        if form == "box":
-            action_v = jmsra_env.encode_box(dict_action["media"], dict_action["bandwidth"]).astype(np.float32)
-        else:
-            action_v = dict_action
-        action_s = {k: v[0] for k, v in action_v.items()} if form == "dict" else action_v[0]
+        action_v, action_s = actions()
         obs_s, reward_s, term_s, trunc_s, info_s = single.step(action_s)
         obs_v, reward_v, term_v, trunc_v, info_v = envs.step(action_v)
         assert reward_v[0] == reward_s and term_v[0] == term_s and trunc_v[0] == trunc_s
         assert_info_row_equal(info_s, info_v)
         if trunc_s:
             episodes += 1
-            for key in obs_s:  # the single env's last observation is the batch's final_obs
-                assert np.array_equal(obs_s[key], info_v["final_obs"][0][key]), key
-            assert_info_row_equal(info_s, info_v["final_info"])
+            if mode == AutoresetMode.SAME_STEP:  # the last observation is kept as final_obs
+                for key in obs_s:
+                    assert np.array_equal(obs_s[key], info_v["final_obs"][0][key]), key
+                assert_info_row_equal(info_s, info_v["final_info"])
+            else:  # the last observation is returned; the next step resets
+                for key in obs_s:
+                    assert np.array_equal(obs_s[key], obs_v[key][0]), key
+                obs_v, reward_v, term_v, trunc_v, info_v = envs.step(actions()[0])
+                assert reward_v[0] == 0.0 and not term_v[0] and not trunc_v[0]
+                assert info_v["round"][0] == 0
             obs_s, _ = single.reset()
     assert episodes == 3
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP], ids=["next", "same"])
+def test_a_batch_of_one_matches_gymnasium_sync_vector_env(mode):
+    """Same observations, rewards, flags and (NEXT_STEP) infos as SyncVectorEnv over JMSRAEnv."""
+    config = {"episode_rounds": 6}
+    ours = make_vec(num_envs=1, config=config, autoreset_mode=mode)
+    sync = gym.make_vec("jmsra_env/JMSRA-v0", num_envs=1, vectorization_mode="sync", config=config,
+                        vector_kwargs={"autoreset_mode": mode})
+    obs_o, info_o = ours.reset(seed=3)
+    obs_s, info_s = sync.reset(seed=3)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        assert all(np.array_equal(obs_o[k], obs_s[k]) for k in obs_s)
+        action = random_dict_actions(rng, 1, ours.config.n_agents)
+        obs_o, rew_o, term_o, trunc_o, info_o = ours.step(action)
+        obs_s, rew_s, term_s, trunc_s, info_s = sync.step(action)
+        assert np.array_equal(rew_o, rew_s) and np.array_equal(term_o, term_s)
+        assert np.array_equal(trunc_o, trunc_s)
+        if mode == AutoresetMode.NEXT_STEP:
+            assert sorted(info_o) == sorted(info_s)
+            assert all(np.array_equal(info_o[k], info_s[k]) for k in info_s)
+        elif trunc_s[0]:
+            final_o, final_s = info_o["final_obs"][0], info_s["final_obs"][0]
+            assert all(np.array_equal(final_o[k], final_s[k]) for k in final_s)
 
 
 # -- distribution of the sub-environments ---------------------------------------------------
@@ -229,9 +268,10 @@ def test_bad_actions_raise_value_error_naming_the_field_and_leave_the_batch_usab
 # -- autoreset ------------------------------------------------------------------------------
 
 
-def test_autoreset_is_same_step_with_final_obs_and_final_info():
+def test_same_step_autoreset_returns_the_new_episode_with_final_obs_and_final_info():
     m, rounds = 4, 5
-    envs = JMSRAVectorEnv(m, episode_rounds=rounds)
+    envs = JMSRAVectorEnv(m, episode_rounds=rounds, autoreset_mode="SameStep")
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     obs, _ = envs.reset(seed=2)
     action = equal_split(m, envs.config.n_agents)
     for t in range(rounds):
@@ -245,15 +285,35 @@ def test_autoreset_is_same_step_with_final_obs_and_final_info():
         assert not np.array_equal(info["final_obs"][i]["snr_db"], obs["snr_db"][i])
         assert not np.array_equal(info["final_obs"][i]["snr_db"], last_obs["snr_db"][i])
     assert np.array_equal(info["final_info"]["latency_s"], info["latency_s"])
-    # The next step is a real round of the new episode (no dummy step with reward 0).
+    # The next step is a real round of the new episode (no step with reward 0).
     _, rewards, _, truncated, info = envs.step(action)
     assert np.array_equal(info["round"], np.zeros(m)) and np.all(rewards < 0.0) and not truncated.any()
     assert "final_obs" not in info
 
 
-def test_partial_reset_puts_sub_envs_out_of_step_and_each_truncates_on_its_own():
-    m, rounds = 3, 4
+def test_next_step_autoreset_resets_on_the_step_after_truncation():
+    m, rounds = 4, 5
     envs = JMSRAVectorEnv(m, episode_rounds=rounds)
+    obs, _ = envs.reset(seed=2)
+    action = equal_split(m, envs.config.n_agents)
+    for t in range(rounds):
+        obs, rewards, terminated, truncated, info = envs.step(action)
+        assert np.array_equal(info["round"], np.full(m, t)) and np.all(rewards < 0.0)
+    assert truncated.all() and "final_obs" not in info
+    final = obs
+    # The action of the reset step is ignored (even a nonsensical valid one): reward 0, round 0.
+    obs, rewards, terminated, truncated, info = envs.step(equal_split(m, envs.config.n_agents, 1))
+    assert np.array_equal(rewards, np.zeros(m)) and not truncated.any() and not terminated.any()
+    assert sorted(info) == ["_round", "round"] and not info["round"].any()
+    assert not np.array_equal(obs["snr_db"], final["snr_db"])
+    _, rewards, _, _, info = envs.step(action)
+    assert np.all(rewards < 0.0) and np.array_equal(info["round"], np.zeros(m))
+
+
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_partial_reset_puts_sub_envs_out_of_step_and_each_truncates_on_its_own(mode):
+    m, rounds = 3, 4
+    envs = JMSRAVectorEnv(m, episode_rounds=rounds, autoreset_mode=mode)
     envs.reset(seed=0)
     action = equal_split(m, envs.config.n_agents)
     envs.step(action)
@@ -263,10 +323,21 @@ def test_partial_reset_puts_sub_envs_out_of_step_and_each_truncates_on_its_own()
     envs.step(action)
     _, _, _, truncated, info = envs.step(action)
     assert truncated.tolist() == [True, False, True]
-    assert info["final_obs"][1] is None and info["final_obs"][0] is not None
     assert info["round"].tolist() == [3, 1, 3]
-    _, _, _, _, info = envs.step(action)
-    assert info["round"].tolist() == [0, 2, 0]
+    _, rewards, _, truncated, info = envs.step(action)
+    assert not truncated.any()
+    if mode == "SameStep":
+        assert info["round"].tolist() == [0, 2, 0] and np.all(rewards < 0.0)
+    else:  # sub-environments 0 and 2 reset now, 1 plays its round
+        assert info["round"].tolist() == [0, 2, 0] and rewards[0] == rewards[2] == 0.0 and rewards[1] < 0.0
+        assert info["_latency_s"].tolist() == [False, True, False]
+        _, rewards, _, _, info = envs.step(action)
+        assert info["round"].tolist() == [0, 3, 0] and np.all(rewards < 0.0)
+
+
+def test_unknown_autoreset_mode_is_rejected():
+    with pytest.raises(ValueError, match="autoreset_mode"):
+        JMSRAVectorEnv(2, autoreset_mode="Disabled")
 
 
 def test_observation_is_a_sufficient_statistic_for_the_whole_batch():
@@ -288,7 +359,8 @@ def test_native_vec_env_matches_the_batched_env_and_sb3_conventions():
     m, rounds = 3, 6
     venv = make_native_vec_env("jmsra_env/JMSRA-Box-v0", m, seed=4, config={"episode_rounds": rounds},
                                monitor=False)
-    ref = make_vec("jmsra_env/JMSRA-Box-v0", num_envs=m, config={"episode_rounds": rounds})
+    ref = make_vec("jmsra_env/JMSRA-Box-v0", num_envs=m, config={"episode_rounds": rounds},
+                   autoreset_mode=AutoresetMode.SAME_STEP)
     obs = venv.reset()
     obs_r, _ = ref.reset(seed=4)
     assert all(np.array_equal(obs[k], obs_r[k]) for k in obs_r)
@@ -338,11 +410,28 @@ def test_ppo_learns_on_native_vec_env_under_vec_normalize():
 
     from agents.native_vec_env import make_native_vec_env
 
-    venv = VecNormalize(make_native_vec_env("jmsra_env/JMSRA-Box-v0", 4, seed=0))
-    agent = PPO("MultiInputPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
-    agent.learn(total_timesteps=512)
-    assert agent.num_timesteps == 512
-    assert len(agent.ep_info_buffer) == 8  # VecMonitor saw 4 envs x 2 episodes of 64 rounds
+    venv = VecNormalize(make_native_vec_env("jmsra_env/JMSRA-Box-v0", 4, seed=0, config={"episode_rounds": 16}))
+    agent = PPO("MultiInputPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    agent.learn(total_timesteps=256)
+    assert agent.num_timesteps == 256
+    assert len(agent.ep_info_buffer) == 16  # VecMonitor saw 4 envs x 4 episodes of 16 rounds
+    assert all(ep["l"] == 16 for ep in agent.ep_info_buffer)
     obs = venv.reset()
     action, _ = agent.predict(obs, deterministic=True)
     assert action.shape == (4, 8) and np.all(np.abs(action) <= 1.0)
+
+
+def test_gymnasium_vector_wrappers_work_over_the_default_next_step_mode():
+    from gymnasium.wrappers.vector import FlattenObservation, NormalizeObservation, RecordEpisodeStatistics
+
+    envs = make_vec("jmsra_env/JMSRA-Box-v0", num_envs=3, config={"episode_rounds": 5})
+    wrapped = RecordEpisodeStatistics(NormalizeObservation(FlattenObservation(envs)))
+    obs, _ = wrapped.reset(seed=0)
+    assert obs.shape == (3, 7 * 4 - 3)  # six (N,) keys and receiver_load (1,)
+    action = np.zeros((3, 8), np.float32)
+    total = np.zeros(3)
+    for _ in range(5):
+        obs, rewards, _, truncated, info = wrapped.step(action)
+        total += rewards
+    assert truncated.all() and np.array_equal(info["episode"]["l"], np.full(3, 5))
+    assert np.allclose(info["episode"]["r"], total)
