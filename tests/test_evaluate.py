@@ -14,7 +14,6 @@ import pytest
 
 import jmsra_env  # noqa: F401  (registers the environments)
 from jmsra_env import actions, evaluation as ev, model
-from jmsra_env.config import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("evaluate", ROOT / "evaluate.py")
@@ -35,29 +34,17 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    """A PPO run directory in the training package's format (64 steps of training on N = 4)."""
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-
-    from agents.checkpoint import RUN_FORMAT, save_model_files
-    from agents.features import DEFAULT_FEATURES, FeatureObservation
-
-    env_id = "jmsra_env/JMSRA-Box-v0"
-    venv = VecNormalize(
-        DummyVecEnv([lambda: FeatureObservation(gym.make(env_id), DEFAULT_FEATURES)]), norm_reward=False
-    )
-    ppo = PPO("MlpPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu",
-              policy_kwargs={"net_arch": [16]})
-    ppo.learn(64)
-    cfg = make_config()
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny-n4"
-    run_info = {
-        "format": RUN_FORMAT, "env_id": env_id, "requested_env_id": env_id, "config": cfg.to_dict(),
-        "action_form": "box", "n_agents": cfg.n_agents, "features": DEFAULT_FEATURES,
-        "num_timesteps": int(ppo.num_timesteps), "kind": "final",
-    }
-    save_model_files(run_dir, ppo, venv, run_info)
-    return run_dir
+    """A real run directory from train.py (256 PPO steps on N = 4, its default action encoding)."""
+    spec = importlib.util.spec_from_file_location("train", ROOT / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    logdir = tmp_path_factory.mktemp("runs")
+    argv = ["--env-id", "jmsra_env/JMSRA-Box-v0", "--total-timesteps", "256", "--n-envs", "2",
+            "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1", "--bc-steps", "0",
+            "--eval-freq", "1000000", "--compare-episodes", "0", "--device", "cpu",
+            "--no-progress-bar", "--logdir", str(logdir), "--run-name", "tiny-n4"]
+    assert train.main(argv) == 0
+    return logdir / "tiny-n4"
 
 
 def test_small_evaluation_writes_parseable_outputs_with_one_row_per_policy(tmp_path, capsys):
