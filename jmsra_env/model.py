@@ -35,6 +35,7 @@ __all__ = [
     "rate_ceiling_bps",
     "inverse_rate_hz",
     "spectral_efficiency_nats",
+    "spectral_efficiency_step",
     "bandwidth_from_spectral_efficiency_hz",
     "inverse_rate_elasticity",
     "inverse_rate_newton_hz",
@@ -190,29 +191,30 @@ _NEWTON_STEPS = 4
 _SERIES_BELOW = 0.05  # F and F' by their Taylor series below this u (no cancellation)
 
 
+def spectral_efficiency_step(u, log_ceiling_ratio):
+    """One Newton step on F(u) = ln((e^u - 1) / u) = L: returns ``(u_new, u - u_new)``.
+
+    ``u`` > 0 and ``L`` of the same shape. Below u = 0.05, F and F' come from their Taylor series
+    (evaluated only on those elements).
+    """
+    em = -np.expm1(-u)
+    du = (u + np.log(em) - np.log(u) - log_ceiling_ratio) / np.maximum(1.0 / em - 1.0 / u, 0.5)
+    small = u < _SERIES_BELOW
+    if small.any():
+        us = u[small]
+        u2 = us * us
+        f = 0.5 * us + u2 * (1.0 / 24.0 - u2 * (1.0 / 2880.0 - u2 / 181440.0))
+        fp = 0.5 + us * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0))
+        du[small] = (f - np.asarray(log_ceiling_ratio)[small]) / fp
+    return u - du, du
+
+
 def spectral_efficiency_nats(log_ceiling_ratio):
     """u = ln(1 + a/b) at which the rate is ``exp(-L)`` times the ceiling a / ln 2 (L > 0)."""
     L = np.asarray(log_ceiling_ratio, dtype=np.float64)
     u = L + np.log1p(L)
-    if np.all(u >= _SERIES_BELOW):  # the common case: no branch, few ufunc calls
-        for _ in range(_NEWTON_STEPS):
-            em = -np.expm1(-u)
-            f = u + np.log(em) - np.log(u)
-            u = u - (f - L) / np.maximum(1.0 / em - 1.0 / u, 0.5)
-        return u
     for _ in range(_NEWTON_STEPS):
-        small = u < _SERIES_BELOW
-        us = np.where(small, u, _SERIES_BELOW)
-        u2 = us * us
-        ud = np.where(small, 1.0, u)
-        em = -np.expm1(-ud)
-        f = np.where(
-            small,
-            0.5 * us + u2 * (1.0 / 24.0 - u2 * (1.0 / 2880.0 - u2 / 181440.0)),
-            ud + np.log(em) - np.log(ud),
-        )
-        fp = np.where(small, 0.5 + us * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0)), 1.0 / em - 1.0 / ud)
-        u = u - (f - L) / np.maximum(fp, 0.5)
+        u = spectral_efficiency_step(u, L)[0]
     return u
 
 
@@ -227,10 +229,11 @@ def inverse_rate_elasticity(u):
     1 when bandwidth-limited (large u), growing like 2 / u towards the ceiling (small u).
     """
     u = np.asarray(u, dtype=np.float64)
+    den = u + np.expm1(-u)
     small = u < _SERIES_BELOW
-    us = np.where(small, u, _SERIES_BELOW)
-    # u + e^{-u} - 1 = u^2/2 - u^3/6 + u^4/24 - u^5/120 ...
-    den = np.where(small, us * us * (0.5 - us * (1.0 / 6.0 - us * (1.0 / 24.0 - us / 120.0))), u + np.expm1(-u))
+    if small.any():  # u + e^{-u} - 1 = u^2/2 - u^3/6 + u^4/24 - u^5/120 ...
+        us = u[small]
+        den[small] = us * us * (0.5 - us * (1.0 / 6.0 - us * (1.0 / 24.0 - us / 120.0)))
     return u / den
 
 
