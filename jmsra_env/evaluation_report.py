@@ -147,13 +147,16 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
-def _console():
+def _print_table(table) -> None:
+    """Print a rich table at its natural width: never truncate numbers to fit a narrow terminal."""
     from rich.console import Console
+    from rich.measure import Measurement
 
-    c = Console(highlight=False)
-    if not c.is_terminal:
-        c = Console(highlight=False, width=200)
-    return c
+    console = Console(highlight=False)
+    needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if needed > console.width:
+        console = Console(highlight=False, width=needed)
+    console.print(table)
 
 
 def print_summary(
@@ -172,7 +175,7 @@ def print_summary(
         table.add_column(Text(SUMMARY_HEADERS[c]), justify="left" if c == "policy" else "right")
     for cells in body:
         table.add_row(*(Text(c) for c in cells))
-    _console().print(table)
+    _print_table(table)
 
 
 def print_sweep(rows: Sequence[Mapping[str, Any]], title: str, value_fmt) -> None:
@@ -205,7 +208,7 @@ def print_sweep(rows: Sequence[Mapping[str, Any]], title: str, value_fmt) -> Non
                 ci = r["ci95_s"]
                 cells.append(f"{r['mean_latency_s']:.3f}" + (f" ±{ci:.3f}" if math.isfinite(ci) else ""))
         table.add_row(Text(value_fmt(v)), *(Text(c) for c in cells))
-    _console().print(table)
+    _print_table(table)
 
 
 # ---------------------------------------------------------------------------------------------
