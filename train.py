@@ -137,6 +137,21 @@ def _ppo_config(args, parser):
         parser.error(str(exc))
 
 
+def _explicit_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The destinations given on the command line (not left at their defaults)."""
+    import copy
+
+    bare = copy.deepcopy(parser)
+    for action in bare._actions:
+        action.default = argparse.SUPPRESS
+    ns, _ = bare.parse_known_args(argv)
+    return set(vars(ns))
+
+
+# What defines a run: on --resume these come from run.json, whatever the command line says.
+_RUN_DEFINING = ("env_id", "features", "action_encoding", "config", "no_norm_reward")
+
+
 def _find_run_dir(model_path: Path) -> Path:
     d = model_path.parent
     return d.parent.parent if d.parent.name == "checkpoints" else d
@@ -159,9 +174,15 @@ def main(argv: list[str] | None = None) -> int:
             resume_info = ck.read_run_json(resume_files[2])
         except (FileNotFoundError, ValueError) as exc:
             parser.error(f"--resume: {exc}")
+        explicit = _explicit_options(parser, argv)
+        for key, value in resume_info.get("args", {}).items():
+            if key in _RUN_DEFINING or (key not in explicit and key not in ("resume", "force", "run_name")):
+                setattr(args, key, value)
         args.env_id = resume_info.get("requested_env_id", resume_info["env_id"])
         args.features = resume_info["features"]
         args.action_encoding = resume_info.get("action_encoding", "box")
+        if "total_timesteps" not in explicit:
+            args.total_timesteps = None
         overrides = dict(resume_info.get("config_overrides", {}))
         ppo_cfg = PPOConfig.from_dict(resume_info["ppo"])
         if args.total_timesteps is None:
@@ -253,6 +274,7 @@ def _train(args, env_id, cfg, overrides, ppo_cfg, device, run_dir: Path, resume_
     model.set_logger(logger)
 
     created = time.strftime("%Y-%m-%dT%H:%M:%S")
+    extra_info: dict[str, Any] = {}
 
     def run_info(kind: str) -> dict[str, Any]:
         a = {k: v for k, v in vars(args).items()}
@@ -278,6 +300,7 @@ def _train(args, env_id, cfg, overrides, ppo_cfg, device, run_dir: Path, resume_
             "created": created,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "train_wall_s": round(time.perf_counter() - t_start, 2),
+            **extra_info,
         }
 
     ck.atomic_write_bytes(run_dir / ck.RUN_FILE, ck._json_bytes(run_info("running")))
@@ -331,6 +354,8 @@ def _train(args, env_id, cfg, overrides, ppo_cfg, device, run_dir: Path, resume_
     steps_done = model.num_timesteps - start_steps
 
     kind = "interrupted" if interrupted else "final"
+    if learn_s > 0 and steps_done > 0:
+        extra_info["env_steps_per_s"] = round(steps_done / learn_s, 1)
     vn = model.get_vec_normalize_env()
     ck.save_model_files(run_dir, model, vn, run_info(kind))
     ckpt = ck.save_checkpoint(run_dir, model, vn, run_info("checkpoint"))
