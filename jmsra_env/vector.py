@@ -22,20 +22,21 @@ from gymnasium.vector.utils import batch_space
 
 from . import actions, model
 from .config import ScenarioConfig, make_config
-from .env import ACTION_FORMS, breakdown_info, make_action_space, make_observation_space
+from .env import ACTION_FORMS, make_action_space, make_observation_space
 from .world import WorldProcess
 
 __all__ = ["JMSRAVectorEnv", "batch_breakdown_info"]
 
 # Per-round scalars and per-agent arrays of a LatencyBreakdown, by info key.
 _SCALAR_KEYS = ("latency_s", "uncapped_latency_s", "capped", "answer_s")
+_FINAL_KEYS = ("final_obs", "final_info")
 _AGENT_KEYS = ("media", "bandwidth_hz", "rate_bps", "compute_s", "transmission_s", "finish_s", "receiver_s")
 
 
 def batch_breakdown_info(br: model.LatencyBreakdown) -> dict[str, np.ndarray]:
     """The batched twin of :func:`jmsra_env.env.breakdown_info`: one array per key, env axis first.
 
-    Row ``i`` of every array equals the value ``breakdown_info(br, i)`` gives for round ``i``.
+    Row ``i`` of every array equals what ``breakdown_info`` gives for round ``i`` alone.
     """
     info = {key: getattr(br, key) for key in _SCALAR_KEYS + _AGENT_KEYS}
     info["kv_share"] = br.media.mean(axis=-1)
@@ -161,7 +162,7 @@ class JMSRAVectorEnv(VectorEnv):
         self._terms: model.RoundTerms | None = None
         self._round = np.zeros(num_envs, dtype=np.int64)
         self._autoreset: np.ndarray | None = None  # NEXT_STEP: who resets at the next step
-        self._last_br: model.LatencyBreakdown | None = None
+        self._last_info: dict[str, Any] | None = None
         self._last_obs: dict[str, np.ndarray] | None = None
 
     # -- Gymnasium API -----------------------------------------------------------------------
@@ -196,7 +197,7 @@ class JMSRAVectorEnv(VectorEnv):
                 if not self._autoreset.any():
                     self._autoreset = None
         self._terms = self._world.true_terms(self.consts)
-        self._last_br = None
+        self._last_info = None
         obs = self._observation()
         flags = np.ones(self.num_envs, dtype=np.bool_) if mask is None else mask.copy()
         return obs, {"round": self._round.copy(), "_round": flags}
@@ -213,7 +214,6 @@ class JMSRAVectorEnv(VectorEnv):
         info["round"] = self._round.copy()
         if self.config.jmsra_in_info:
             info["jmsra_latency_s"] = _jmsra_latency_s(self._terms)
-        self._last_br = br
         rewards = -br.latency_s
         rng = self.np_random
         self._world.step(rng)
@@ -238,6 +238,7 @@ class JMSRAVectorEnv(VectorEnv):
                 self._autoreset = truncated
         self._terms = self._world.true_terms(self.consts)
         self._last_obs = obs
+        self._last_info = info
         terminations = np.zeros(self.num_envs, dtype=np.bool_)
         return obs, rewards, terminations, truncated, info
 
@@ -247,7 +248,7 @@ class JMSRAVectorEnv(VectorEnv):
         self._round[:] = 0
         self._autoreset = None
         self._terms = self._world.true_terms(self.consts)
-        self._last_br = None
+        self._last_info = None
         obs = self._observation()
         m = self.num_envs
         info = {"round": np.zeros(m, dtype=np.int64), "_round": np.ones(m, dtype=np.bool_)}
@@ -279,10 +280,12 @@ class JMSRAVectorEnv(VectorEnv):
         from . import render as _render
 
         draw = _render.ansi_table if self.render_mode == "ansi" else _render.rgb_figure
-        obs = self._last_obs
+        obs, last = self._last_obs, self._last_info
         frames = []
         for i in range(self.num_envs):
-            info = None if self._last_br is None else breakdown_info(self._last_br, i)
+            info = None
+            if last is not None and last["_latency_s"][i]:
+                info = {k: v[i] for k, v in last.items() if not k.startswith("_") and k not in _FINAL_KEYS}
             obs_i = None if obs is None else {k: v[i] for k, v in obs.items()}
             frames.append(draw(info, obs_i, self.config))
         return tuple(frames)

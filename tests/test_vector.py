@@ -350,6 +350,23 @@ def test_observation_is_a_sufficient_statistic_for_the_whole_batch():
     assert np.array_equal(rewards, -expected)
 
 
+def test_render_gives_one_frame_per_sub_env_with_its_last_round():
+    envs = JMSRAVectorEnv(2, render_mode="ansi")
+    obs, _ = envs.reset(seed=0)
+    frames = envs.render()
+    assert len(frames) == 2 and f"{obs['snr_db'][1][0]:.1f}" in frames[1]
+    _, _, _, _, info = envs.step(equal_split(2, envs.config.n_agents))
+    single = jmsra_env.JMSRAEnv(render_mode="ansi")
+    single._last_info = {k: v[1] for k, v in info.items() if not k.startswith("_")}
+    single._last_obs = {k: v[1] for k, v in envs._last_obs.items()}
+    assert envs.render()[1] == single.render()
+    rgb = JMSRAVectorEnv(2, render_mode="rgb_array")
+    rgb.reset(seed=0)
+    rgb.step(equal_split(2, rgb.config.n_agents))
+    images = rgb.render()
+    assert len(images) == 2 and images[0].ndim == 3 and images[0].shape[-1] == 3
+
+
 # -- the SB3 adapter ------------------------------------------------------------------------
 
 
