@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         "for N > 12); for a sweep: nl-only, kv-only, jmsra, optimal",
     )
     p.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also evaluate 'oracle': the optimum (JMSRA above N = 12) deciding on the true, fresh channel; "
+        "the bound with stale CSI (csi_delay > 0), identical to optimal otherwise",
+    )
+    p.add_argument(
         "--model",
         action="append",
         default=[],
@@ -132,6 +138,8 @@ def _prepare(args) -> dict[str, Any]:
     sweep = ev.get_sweep(args.sweep) if args.sweep is not None else None
     if sweep is None and args.sweep_values is not None:
         raise ev.EvaluationError("--sweep-values needs --sweep")
+    if sweep is not None and args.oracle:
+        raise ev.EvaluationError("--oracle is for an evaluation, not a sweep")
     names = _parse_policies(args.policies)
     models = [
         ev.load_model_policy(path, label=label, device=args.device) for label, path in map(_parse_model, args.model)
@@ -168,6 +176,8 @@ def _prepare(args) -> dict[str, Any]:
         plan["names"] = names
     else:
         experts, expert_notes = ev.resolve_experts(names, cfg)
+        if args.oracle:
+            experts.insert(0, ev.oracle_policy(cfg))
         if any(e.label in labels for e in experts):
             raise ev.EvaluationError(f"a model label collides with an expert name: {labels}")
         if not experts and not models:

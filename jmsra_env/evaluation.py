@@ -54,6 +54,7 @@ __all__ = [
     "PolicyResult",
     "expert_names",
     "resolve_experts",
+    "oracle_policy",
     "load_model_policy",
     "check_model_fits",
     "check_sweep_policies",
@@ -208,23 +209,31 @@ def _policy_rng(seed: int, label: str) -> np.random.Generator:
 
 @dataclass
 class ExpertPolicy:
-    """An expert or baseline of :mod:`jmsra_env.solvers`, deciding on the observed terms."""
+    """An expert or baseline of :mod:`jmsra_env.solvers`, deciding on the observed terms.
+
+    With ``oracle=True`` it decides on the *true* terms instead (perfect, fresh channel knowledge):
+    a lower bound no policy that sees the observation can reach when ``csi_delay > 0``; with
+    ``csi_delay = 0`` it decides exactly as the plain expert.
+    """
 
     name: str
+    oracle: bool = False
 
     @property
     def label(self) -> str:
-        return self.name
+        return "oracle" if self.oracle else self.name
 
     @property
     def kind(self) -> str:
+        if self.oracle:
+            return "bound"
         return "expert" if self.name in _EXPERTS else "baseline"
 
     def decide(self, rounds: Rounds) -> tuple[np.ndarray, np.ndarray]:
         """Media and bandwidth (Hz) for every round, ``(M, N)`` each, in batched solver calls."""
         from .solvers import solve
 
-        terms = rounds.observed_terms()
+        terms = rounds.terms if self.oracle else rounds.observed_terms()
         rng = _policy_rng(rounds.seed, self.label)
         media, bandwidth = [], []
         for lo in range(0, rounds.n_rounds, _CHUNK_ROUNDS):
@@ -234,9 +243,11 @@ class ExpertPolicy:
         return np.concatenate(media), np.concatenate(bandwidth)
 
     def decide_one(self, rounds: Rounds, m: int, rng: np.random.Generator) -> None:
+        """One un-batched decision on round ``m``, from its observation (as a policy in the env)."""
         from .solvers import solve
 
-        solve(self.name, rounds.observed_terms()[m], rng=rng)
+        obs = {k: v[m] for k, v in rounds.obs.items()}
+        solve(self.name, model.terms_from_observation(model.model_constants(rounds.config), obs), rng=rng)
 
 
 @dataclass
@@ -311,6 +322,11 @@ def resolve_experts(
             continue
         policies.append(ExpertPolicy(name))
     return policies, notes
+
+
+def oracle_policy(cfg: ScenarioConfig) -> ExpertPolicy:
+    """The optimum (JMSRA above ``OPTIMAL_MAX_AGENTS``) deciding on the true, fresh channel."""
+    return ExpertPolicy("optimal" if cfg.n_agents <= OPTIMAL_MAX_AGENTS else "jmsra", oracle=True)
 
 
 def _model_label(path: Path) -> str:

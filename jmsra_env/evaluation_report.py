@@ -266,7 +266,7 @@ def bars_png(summary: Sequence[Mapping[str, Any]], title: str) -> bytes:
     means = np.array([r["mean_latency_s"] for r in summary], dtype=float)
     ci = np.array([r["ci95_s"] for r in summary], dtype=float)
     ci = np.where(np.isfinite(ci), ci, 0.0)
-    palette = {"expert": "tab:green", "ppo": "tab:purple"}
+    palette = {"expert": "tab:green", "ppo": "tab:purple", "bound": "tab:blue"}
     colors = [palette.get(r["kind"], "tab:gray") for r in summary]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.5))
     x = np.arange(len(labels))

@@ -159,6 +159,24 @@ def test_optimal_is_skipped_by_default_above_twelve_agents_and_jmsra_is_the_refe
     assert {r["reference"] for r in rows} == {"jmsra"}
 
 
+def test_oracle_bounds_the_optimum_under_stale_csi_and_equals_it_without(tmp_path):
+    argv = ["--oracle", "--policies", "optimal", "--episodes", "2", "--no-plots", *SHORT]
+    stale, fresh = tmp_path / "stale", tmp_path / "fresh"
+    assert evaluate.main([*argv, "--env-id", "jmsra_env/JMSRA-StaleCSI-v0", "--out", str(stale)]) == 0
+    assert evaluate.main([*argv, "--out", str(fresh)]) == 0
+    for folder, stale_csi in ((stale, True), (fresh, False)):
+        rounds = _read_csv(folder / "rounds.csv")
+        oracle = np.array([float(r["oracle"]) for r in rounds])
+        optimal = np.array([float(r["optimal"]) for r in rounds])
+        assert np.all(oracle <= optimal * (1 + 1e-9))
+        if stale_csi:  # deciding on a one-round-old channel costs latency
+            assert oracle.mean() < optimal.mean() * 0.99
+        else:
+            np.testing.assert_array_equal(oracle, optimal)
+        kinds = {r["policy"]: r["kind"] for r in _read_csv(folder / "summary.csv")}
+        assert kinds == {"oracle": "bound", "optimal": "expert"}
+
+
 def test_trained_model_is_evaluated_next_to_the_experts(tmp_path, tiny_model):
     argv = ["--model", str(tiny_model), "--policies", "jmsra,nl-only", "--episodes", "2",
             "--no-plots", "--out", str(tmp_path), *SHORT]
