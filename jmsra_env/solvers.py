@@ -211,6 +211,10 @@ def _p2_newton_loop(A, delta, a, pay, payf, lo, hi, B):
         # Converged when the band is used to _SUM_RTOL: rescaling b by B / S then moves every
         # finish time by about that much.
         ok = inner & (np.abs(S - B) <= _SUM_RTOL * B)
+        if ok.all():
+            b_res[rows] = b * (B / S)[:, None]
+            t_res[rows] = T
+            return b_res, t_res
         # Stuck when T cannot move at float64 resolution (a very steep sum_i b_i(T)).
         stuck = ~ok & inner & ((np.abs(Tn - T) <= 8e-16 * np.abs(T)) | (hi - lo <= 8e-16 * np.abs(hi)))
         if ok.any():
