@@ -30,8 +30,9 @@ outputs (in --out):
   evaluation: summary.csv, rounds.csv (per-round latency per policy), timing.csv, summary.json,
               summary.md, latency_cdf.png, latency_bars.png
   --sweep S:  sweep_S.csv, sweep_S.png
-  CSV files hold no timings and are byte-identical for the same arguments; decision timings go to
-  timing.csv, summary.json and summary.md. Files are written atomically after everything succeeded.
+  summary.csv, rounds.csv and sweep_S.csv hold no timings and are byte-identical for the same
+  arguments; decision timings go to timing.csv, summary.json and summary.md. Files are written
+  atomically (temp + rename), and only after everything succeeded.
 
 statistics: mean with a 95 % Student t interval over per-episode means (episodes are independent);
   gap = mean / mean(reference) - 1 with a paired t interval; reference = optimal, else jmsra.

@@ -2,9 +2,9 @@
 
 Every file is rendered in memory first and then written as ``<name>.tmp`` + :func:`os.replace`, so
 a failed run never leaves a half-written file and never replaces an earlier result with a broken one.
-The CSV files hold only seeded quantities (no timings) and are byte-identical for the same seed;
-decision timings go to ``timing.csv`` (and into the JSON and Markdown, which are therefore not
-byte-stable).
+``summary.csv``, ``rounds.csv`` and the sweep CSVs hold only seeded quantities (no timings) and are
+byte-identical for the same arguments; decision timings go to ``timing.csv`` (and into the JSON and
+Markdown, which are therefore not byte-stable).
 """
 
 from __future__ import annotations
