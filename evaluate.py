@@ -70,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         "sender_devices='[\"snapdragon-8-gen-3\"]'); VALUE is JSON, else a string",
     )
     p.add_argument("--episodes", type=int, default=20, help="episodes (of episode_rounds rounds each; default 20)")
-    p.add_argument("--seed", type=int, default=0, help="episode e uses seed SEED + e (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=ev.DEFAULT_SEED,
+        help=f"episode e uses seed SEED + e (default {ev.DEFAULT_SEED}: held out from train.py's training "
+        "seeds and its model-selection seeds 10000..)",
+    )
     p.add_argument(
         "--policies",
         default=None,

@@ -44,6 +44,7 @@ __all__ = [
     "EvaluationError",
     "OPTIMAL_MAX_AGENTS",
     "DEFAULT_ENV_ID",
+    "DEFAULT_SEED",
     "SUMMARY_COLUMNS",
     "TIMING_COLUMNS",
     "SWEEP_COLUMNS",
@@ -76,6 +77,9 @@ __all__ = [
 # The exhaustive optimum costs 2^N (P2) solves per round: beyond this N it is refused here.
 OPTIMAL_MAX_AGENTS = 12
 DEFAULT_ENV_ID = "jmsra_env/JMSRA-v0"
+# Evaluation episodes start here: held out from training (train.py seeds its envs from 0) and from
+# model selection (seeds 10000..); train.py's final held-out comparison uses these seeds too.
+DEFAULT_SEED = 20_000
 # Experts the paper compares; the rest are baselines.
 _EXPERTS = ("optimal", "jmsra")
 # Rounds per batched solver call (bounds the solvers' working memory).
