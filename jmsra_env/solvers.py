@@ -20,9 +20,11 @@ name                   decision
 =====================  ========================================================================
 
 (P2), bandwidth for fixed media, is solved by a safeguarded Newton iteration on the common finish
-time ``T`` (on ``1 / sum_i b_i(T) - 1 / B``, nearly linear in ``T``) inside the bracket
-``[max_i t_i(B), max_i t_i(B / n)]``; ``b_i(T)`` is the inverse rate through
-:func:`jmsra_env.model.spectral_efficiency_nats`. This module never imports the environment.
+time ``T`` of the agents with a payload (on ``1 / sum_i b_i(T) - 1 / B``, nearly linear in ``T``),
+started at ``max_i t_i(B)`` (each agent's time alone on the band) inside the bracket from the
+rightmost rate-ceiling pole to ``max_i t_i(B / n)`` (equal split); ``b_i(T)`` is the inverse rate
+through :func:`jmsra_env.model.spectral_efficiency_step` (Newton in the spectral efficiency, warm
+started from the previous ``T``). This module never imports the environment.
 """
 
 from __future__ import annotations
