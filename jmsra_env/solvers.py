@@ -337,7 +337,8 @@ def jmsra(terms: RoundTerms) -> Decision:
     most until no switch helps; the same from all-KV towards NL; return the better of the two.
 
     Ties (within 1e-12 relative) go to the lowest agent index and to the all-NL start. Each greedy
-    iteration solves every candidate of every round and direction in one batched (P2) call.
+    iteration solves every candidate of every round and direction in one batched (P2) call
+    (skipping the switches that a lower bound rules out).
     """
     f = _flat(terms)
     M, N = f.A.shape[0], f.n
@@ -347,6 +348,9 @@ def jmsra(terms: RoundTerms) -> Decision:
     x = np.repeat(pair_dir[:, None], N, axis=1)  # (P, N) current media
     val = np.empty(P)
     bw = np.empty((P, N))
+
+    with np.errstate(divide="ignore", invalid="ignore"):  # finish times alone on the band (M, N, 2)
+        t_alone = f.A + model.transmission_time_s(f.D, model.rate_bps(f.B, f.a[..., None]))
 
     # Iteration 0: both starting points and every single switch from them, in one call.
     cand_media = np.repeat(x[:, None, :], N + 1, axis=1)  # (P, N + 1, N); slot 0 = no switch
@@ -381,7 +385,19 @@ def jmsra(terms: RoundTerms) -> Decision:
         pi, ji = np.nonzero(left)
         rows_media = x[p[pi]].copy()
         rows_media[np.arange(pi.size), ji] ^= 1
-        b_r, v_r = _p2_for(f, pair_round[p[pi]], rows_media)
+        # A switch whose lower bound (every agent alone on the whole band) is not below the current
+        # value cannot improve: skip its (P2). Exact: such a value could not even tie the best.
+        rr = pair_round[p[pi]]
+        lb = (
+            model.select_medium(t_alone[rr], rows_media).max(axis=-1)
+            + model.select_medium(f.R[rr], rows_media).sum(axis=-1)
+            + f.answer[rr]
+        )
+        may = lb < val[p[pi]]
+        if not may.any():
+            break
+        pi, ji, rr, rows_media = pi[may], ji[may], rr[may], rows_media[may]
+        b_r, v_r = _p2_for(f, rr, rows_media)
         cand_val = np.full((p.size, N), np.inf)
         cand_val[pi, ji] = v_r
         cand_b = np.zeros((p.size, N, N))
