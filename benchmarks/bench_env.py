@@ -13,6 +13,7 @@
     target ratio >= 0.25 at M = 1024.
 (c) PPO training: SB3 PPO (identical hyperparameters, VecNormalize) on ``NativeVecEnv`` against
     ``DummyVecEnv`` over ``gym.make`` of the Box env; target >= 1.5x env-steps/s including updates.
+    (c2) the same comparison through ``train.py``'s own stack (``--vec native`` vs ``--vec dummy``).
 
 Timings are the best of several interleaved repeats (the machine is shared).
 """
@@ -236,6 +237,45 @@ def bench_ppo(n_envs: int, total_steps: int, repeats: int, epochs: tuple[int, ..
     return results
 
 
+def bench_train_stack(n_envs: int, total_steps: int, repeats: int) -> dict[str, float] | None:
+    """``train.py``'s own stack (``agents.envs.make_train_env`` + ``agents.ppo.make_ppo`` with the
+    default ``PPOConfig``), ``--vec native`` against ``--vec dummy``."""
+    import torch
+
+    try:
+        from agents.envs import make_train_env
+        from agents.ppo import PPOConfig, make_ppo
+    except ImportError as exc:  # the training package is another module's; report, do not fail
+        print(f"\n(c2) train.py stack: not available ({exc})")
+        return None
+    torch.set_num_threads(1)
+    cfg = PPOConfig()
+
+    def rate(vec: str) -> float:
+        venv = make_train_env(JMSRA_BOX_ID, n_envs, 0, vec=vec)
+        agent = make_ppo(venv, cfg, seed=0, device="cpu")
+        t0 = time.perf_counter()
+        agent.learn(total_timesteps=total_steps)
+        elapsed = time.perf_counter() - t0
+        venv.close()
+        return agent.num_timesteps / elapsed
+
+    rate("dummy")  # warm-up
+    best = {"native": 0.0, "dummy": 0.0}
+    for _ in range(repeats):
+        for vec in best:
+            best[vec] = max(best[vec], rate(vec))
+    _table(
+        f"(c2) train.py's stack (make_train_env + make_ppo, default PPOConfig: n_steps={cfg.n_steps}, "
+        f"batch={cfg.batch_size}, epochs={cfg.n_epochs}, net={list(cfg.net_arch)}), {n_envs} envs, "
+        f"{total_steps:,} steps, CPU, 1 torch thread, best of {repeats}",
+        ("what", "--vec native", "--vec dummy", "ratio", "target"),
+        [("training env-steps/s", f"{best['native']:,.0f}", f"{best['dummy']:,.0f}",
+          f"{best['native'] / best['dummy']:.2f}x", ">= 1.5x")],
+    )
+    return best
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", choices=("a", "b", "c"), action="append", help="run only these sections")
@@ -253,6 +293,7 @@ def main(argv=None) -> None:
         bench_vector((64, 1024), 100_000 if args.quick else 1_000_000, repeats)
     if "c" in sections:
         bench_ppo(args.ppo_envs, 4_096 if args.quick else args.ppo_steps, 1 if args.quick else 2)
+        bench_train_stack(args.ppo_envs, 4_096 if args.quick else args.ppo_steps, 1 if args.quick else 2)
 
 
 if __name__ == "__main__":
