@@ -421,11 +421,32 @@ def _media_of(codes: np.ndarray, n: int) -> np.ndarray:
     return ((codes[:, None] >> np.arange(n)) & 1).astype(np.int8)
 
 
-def exhaustive(terms: RoundTerms) -> Decision:
-    """The exact optimum of (P1): every one of the ``2^N`` media vectors with optimal (P2).
+def _finish_alone_s(f: _Flat) -> np.ndarray:
+    """Each agent's finish time alone on the whole band, per medium (M, N, 2): a lower bound."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return f.A + model.transmission_time_s(f.D, model.rate_bps(f.B, f.a[..., None]))
 
-    Raises ``ValueError`` for ``N > 16`` (65,536 candidates per round). Candidates are solved in
-    batches of bounded size; ties go to the lowest candidate code (bit ``i`` = agent ``i`` KV).
+
+def _lower_bounds(t_alone: np.ndarray, R: np.ndarray, answer: np.ndarray) -> np.ndarray:
+    """A lower bound on the latency of every media vector, ``(m, 2^N)`` in code order:
+    ``max_i t_alone_i(x_i) + sum_i R_i(x_i) + G tau``, built one agent (one code bit) at a time."""
+    m, n = t_alone.shape[:2]
+    mx = np.full((m, 1), -np.inf)
+    rs = np.zeros((m, 1))
+    for i in range(n):
+        mx = np.concatenate([np.maximum(mx, t_alone[:, i, 0:1]), np.maximum(mx, t_alone[:, i, 1:2])], axis=1)
+        rs = np.concatenate([rs + R[:, i, 0:1], rs + R[:, i, 1:2]], axis=1)
+    return mx + rs + answer[:, None]
+
+
+def exhaustive(terms: RoundTerms) -> Decision:
+    """The exact optimum of (P1) over all ``2^N`` media vectors, each with optimal (P2).
+
+    Raises ``ValueError`` for ``N > 16`` (65,536 candidates per round). Best-first branch and
+    bound: the candidates of a round are taken in order of a lower bound on their latency (every
+    agent alone on the whole band), in growing blocks, and a candidate whose bound exceeds the
+    best latency found by more than 1e-9 is not solved — it could neither win nor tie. Ties
+    (within 1e-12 relative) go to the lowest code (bit ``i`` of the code = agent ``i`` on KV).
     """
     n = terms.n_agents
     if n > MAX_EXHAUSTIVE_AGENTS:
@@ -436,29 +457,65 @@ def exhaustive(terms: RoundTerms) -> Decision:
     f = _flat(terms)
     M = f.A.shape[0]
     n_cand = 1 << n
-    rows_per_call = max(1, _CHUNK_ELEMENTS // n)
-    cand_block = min(n_cand, rows_per_call)
-    round_block = max(1, rows_per_call // cand_block)
-    best_v = np.full(M, np.inf)
+    t_alone = _finish_alone_s(f)
     best_code = np.zeros(M, dtype=np.int64)
     best_b = np.empty((M, n))
+    round_block = max(1, _CHUNK_ELEMENTS // n_cand)
     for m0 in range(0, M, round_block):
         rounds = np.arange(m0, min(M, m0 + round_block))
-        for c0 in range(0, n_cand, cand_block):
-            codes = np.arange(c0, min(n_cand, c0 + cand_block))
-            media = _media_of(codes, n)
-            nr, nc = rounds.size, codes.size
-            b, v = _p2_for(f, np.repeat(rounds, nc), np.tile(media, (nr, 1)))
-            v = v.reshape(nr, nc)
-            vmin, j = _first_within_tie(np.where(np.isnan(v), np.inf, v))
-            # The first block always sets the incumbent (even when every candidate is infinite).
-            upd = np.full(nr, True) if c0 == 0 else vmin < best_v[rounds] * (1.0 - _TIE_RTOL)
-            r = rounds[upd]
-            best_v[r] = vmin[upd]
-            best_code[r] = codes[j[upd]]
-            best_b[r] = b.reshape(nr, nc, n)[upd, j[upd]]
+        lb = _lower_bounds(t_alone[rounds], f.R[rounds], f.answer[rounds])
+        order = np.argsort(lb, axis=1, kind="stable")  # equal bounds: lower code first
+        lb = np.take_along_axis(lb, order, axis=1)
+        best_v = np.full(rounds.size, np.inf)
+        code = np.full(rounds.size, n_cand, dtype=np.int64)
+        r0, size = 0, 16
+        while r0 < n_cand:
+            r1 = min(n_cand, r0 + size)
+            keep = lb[:, r0:r1] < best_v[:, None] * (1.0 + 1e-9)
+            if r0 == 0:
+                keep[:] = True  # the first block always sets an incumbent (even an infinite one)
+            if not keep.any():
+                break  # the rest of every round's list is bounded out too (sorted)
+            ri, ci = np.nonzero(keep)
+            codes = order[ri, r0 + ci]
+            b, v = _p2_codes(f, rounds[ri], codes, n)
+            V = np.full(keep.shape, np.inf)
+            V[ri, ci] = np.where(np.isnan(v), np.inf, v)
+            C = np.full(keep.shape, n_cand, dtype=np.int64)
+            C[ri, ci] = codes
+            vmin = V.min(axis=1)
+            # lowest code within the tie window of the block's best, for every round
+            cmin = np.where(V <= vmin[:, None] * (1.0 + _TIE_RTOL), C, n_cand).min(axis=1)
+            better = vmin < best_v * (1.0 - _TIE_RTOL)
+            tie = ~better & (vmin <= best_v * (1.0 + _TIE_RTOL)) & (cmin < code)
+            if r0 == 0:
+                better[:] = True
+            upd = (better | tie) & (cmin < n_cand)
+            if upd.any():
+                # the allocation of the chosen row: rows are (round, code) pairs
+                pos = np.full(keep.shape, -1, dtype=np.int64)
+                pos[ri, ci] = np.arange(ri.size)
+                pick = np.argmax((C == cmin[:, None]) & (pos >= 0), axis=1)
+                u = np.flatnonzero(upd)
+                best_v[u] = np.minimum(vmin[u], np.where(better[u], np.inf, best_v[u]))
+                code[u] = cmin[u]
+                best_code[rounds[u]] = cmin[u]
+                best_b[rounds[u]] = b[pos[u, pick[u]]]
+            r0, size = r1, size * 4
     media = _media_of(best_code, n).reshape(*f.batch_shape, n)
     return _decision(terms, media, best_b.reshape(*f.batch_shape, n))
+
+
+def _p2_codes(f: _Flat, rounds: np.ndarray, codes: np.ndarray, n: int):
+    """(P2) for rows ``(rounds[k], media of codes[k])``, in calls of bounded memory."""
+    step = max(1, _CHUNK_ELEMENTS // n)
+    if rounds.size <= step:
+        return _p2_for(f, rounds, _media_of(codes, n))
+    b = np.empty((rounds.size, n))
+    v = np.empty(rounds.size)
+    for s in range(0, rounds.size, step):
+        b[s : s + step], v[s : s + step] = _p2_for(f, rounds[s : s + step], _media_of(codes[s : s + step], n))
+    return b, v
 
 
 # ---------------------------------------------------------------------------------------------

@@ -379,3 +379,16 @@ def test_jmsra_is_optimal_on_most_rounds():
     gap = solvers.jmsra(terms).latency_s / solvers.exhaustive(terms).latency_s - 1.0
     assert gap.min() >= -RTOL
     assert np.median(gap) <= 1e-9  # optimal on most rounds
+
+
+@pytest.mark.parametrize("n", [3, 6])
+def test_exhaustive_equals_brute_force(n):
+    """The branch and bound solves every media vector that could win: same optimum as solving all."""
+    for terms in (world_terms(n, 20, 40 + n), raw_terms(n, 20, n, 0.3, (-50.0, 30.0))):
+        codes = np.arange(1 << n)
+        media = ((codes[:, None] >> np.arange(n)) & 1).astype(np.int8)  # (2^N, N), bit i = agent i
+        lat = np.stack([solvers.optimal_bandwidth(terms, np.broadcast_to(x, (20, n)))[1] for x in media], axis=1)
+        d = solvers.exhaustive(terms)
+        np.testing.assert_allclose(d.latency_s, lat.min(axis=1), rtol=1e-12)
+        first = np.argmax(lat <= lat.min(axis=1, keepdims=True) * (1 + 1e-12), axis=1)
+        np.testing.assert_array_equal(d.media, media[first])  # ties: the lowest code
