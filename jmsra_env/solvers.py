@@ -51,6 +51,7 @@ __all__ = [
     "random_policy",
     "single_agent_threshold",
     "solve",
+    "check_name",
     "MAX_EXHAUSTIVE_AGENTS",
 ]
 
