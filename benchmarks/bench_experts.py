@@ -83,8 +83,9 @@ def section_a(quick: bool) -> None:
         k = {4: 300, 8: 150, 16: 40, 32: 15, 64: 6}[n] // (3 if quick else 1)
         t = per_round_s(solvers.jmsra, rounds(n, k, seed=n), k)
         _row("jmsra", n, t, ref, targets.get(("jmsra", n)))
-    for n in (*range(4, 13), 14, 16):
-        k = max(3, {4: 200, 5: 150, 6: 100, 7: 60, 8: 40, 9: 20, 10: 10, 11: 6, 12: 5, 14: 5, 16: 5}[n] // (3 if quick else 1))
+    counts = {4: 200, 5: 150, 6: 100, 7: 60, 8: 40, 9: 20, 10: 10, 11: 6, 12: 5, 14: 5, 16: 5}
+    for n, k in counts.items():
+        k = max(3, k // (3 if quick else 1))
         t = per_round_s(solvers.exhaustive, rounds(n, k, seed=n), k)
         _row("exhaustive", n, t, ref, targets.get(("exhaustive", n)))
 
