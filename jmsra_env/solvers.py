@@ -287,7 +287,20 @@ def _flat(terms: RoundTerms) -> _Flat:
 
 
 def _p2_for(f: _Flat, rounds: np.ndarray, media: np.ndarray):
-    """(P2) for rows ``(rounds[k], media[k])``; returns ``(b (K, N), total latency T (K,))``."""
+    """(P2) for rows ``(rounds[k], media[k])``; returns ``(b (K, N), total latency T (K,))``.
+
+    Rows are gathered and solved in pieces of bounded memory."""
+    step = max(1, _CHUNK_ELEMENTS // f.n)
+    if rounds.size <= step:
+        return _p2_gathered(f, rounds, media)
+    b = np.empty((rounds.size, f.n))
+    t = np.empty(rounds.size)
+    for s in range(0, rounds.size, step):
+        b[s : s + step], t[s : s + step] = _p2_gathered(f, rounds[s : s + step], media[s : s + step])
+    return b, t
+
+
+def _p2_gathered(f: _Flat, rounds: np.ndarray, media: np.ndarray):
     A = model.select_medium(f.A[rounds], media)
     D = model.select_medium(f.D[rounds], media)
     R = model.select_medium(f.R[rounds], media).sum(axis=-1)
@@ -350,23 +363,21 @@ def jmsra(terms: RoundTerms) -> Decision:
     val = np.empty(P)
     bw = np.empty((P, N))
 
-    with np.errstate(divide="ignore", invalid="ignore"):  # finish times alone on the band (M, N, 2)
-        t_alone = f.A + model.transmission_time_s(f.D, model.rate_bps(f.B, f.a[..., None]))
+    t_alone = _finish_alone_s(f)  # lower bounds for pruning switches
 
     # Iteration 0: both starting points and every single switch from them, in one call.
     cand_media = np.repeat(x[:, None, :], N + 1, axis=1)  # (P, N + 1, N); slot 0 = no switch
     ar = np.arange(N)
     cand_media[:, ar + 1, ar] ^= 1
-    b_all, v_all = _p2_for(
-        f, np.repeat(pair_round, N + 1), cand_media.reshape(-1, N)
-    )
+    b_all, v_all = _p2_for(f, np.repeat(pair_round, N + 1), cand_media.reshape(-1, N))
     b_all = b_all.reshape(P, N + 1, N)
     v_all = v_all.reshape(P, N + 1)
     val[:] = v_all[:, 0]
     bw[:] = b_all[:, 0]
     cand_val = v_all[:, 1:]
     active = np.arange(P)
-    cand_b = b_all[:, 1:]
+    cand_b = b_all[:, 1:].reshape(-1, N)  # allocations of the candidate rows
+    cand_pos = np.arange(P * N).reshape(P, N)  # (pair, agent switched) -> row of cand_b
     while True:
         vmin, j = _first_within_tie(cand_val)
         better = vmin < val[active] * (1.0 - _TIE_RTOL)
@@ -376,7 +387,7 @@ def jmsra(terms: RoundTerms) -> Decision:
         jb = j[better]
         x[p, jb] ^= 1
         val[p] = vmin[better]
-        bw[p] = cand_b[better, jb]
+        bw[p] = cand_b[cand_pos[better, jb]]
         # Pairs that improved and still have an agent on their starting medium go on.
         left = x[p] == pair_dir[p, None]
         p = p[left.any(axis=-1)]
@@ -401,8 +412,9 @@ def jmsra(terms: RoundTerms) -> Decision:
         b_r, v_r = _p2_for(f, rr, rows_media)
         cand_val = np.full((p.size, N), np.inf)
         cand_val[pi, ji] = v_r
-        cand_b = np.zeros((p.size, N, N))
-        cand_b[pi, ji] = b_r
+        cand_b = b_r
+        cand_pos = np.full((p.size, N), -1)
+        cand_pos[pi, ji] = np.arange(pi.size)
         active = p
 
     val2 = val.reshape(M, 2)
@@ -508,7 +520,7 @@ def exhaustive(terms: RoundTerms) -> Decision:
 
 
 def _p2_codes(f: _Flat, rounds: np.ndarray, codes: np.ndarray, n: int):
-    """(P2) for rows ``(rounds[k], media of codes[k])``, in calls of bounded memory."""
+    """(P2) for rows ``(rounds[k], media of codes[k])``, in pieces of bounded memory."""
     step = max(1, _CHUNK_ELEMENTS // n)
     if rounds.size <= step:
         return _p2_for(f, rounds, _media_of(codes, n))
