@@ -49,7 +49,7 @@ DEFAULT_ENCODING = "deadline"
 
 _LOG10_CENTER = 0.5  # F = 10 ** (center + scale * a): a in [-1, 1] -> 0.1 s .. 100 s
 _LOG10_SCALE = 1.5
-_MIN_SLACK = 1e-9  # a target at or before the compute finish asks for (almost) the whole band
+_MIN_SLACK = 1e-3  # (F - A) >= 1e-3 F: a target before the compute finishes asks for a large, finite share
 
 
 def _check(encoding: str) -> None:

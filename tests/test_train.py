@@ -214,7 +214,7 @@ def test_deadline_encoding_of_an_expert_decision_keeps_its_latency():
     np.testing.assert_array_equal(media, d.media)
     lat = model.latency(terms, media, bw).latency_s
     np.testing.assert_allclose(lat, d.latency_s, rtol=5e-3)
-    assert abs(lat.mean() / d.latency_s.mean() - 1.0) < 1e-4
+    assert abs(lat.mean() / d.latency_s.mean() - 1.0) < 5e-4
 
 
 def test_features_are_finite_and_batch_consistent():
