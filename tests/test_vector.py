@@ -448,7 +448,8 @@ def test_ppo_learns_on_native_vec_env_under_vec_normalize():
 
     from agents.native_vec_env import make_native_vec_env
 
-    venv = VecNormalize(make_native_vec_env("jmsra_env/JMSRA-Box-v0", 4, seed=0, config={"episode_rounds": 16}))
+    venv = make_native_vec_env("jmsra_env/JMSRA-Box-v0", 4, seed=0, config={"episode_rounds": 16})
+    venv = VecNormalize(venv)
     agent = PPO("MultiInputPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
     agent.learn(total_timesteps=256)
     assert agent.num_timesteps == 256
