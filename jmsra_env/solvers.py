@@ -101,26 +101,30 @@ def _decision(terms: RoundTerms, media, bandwidth_hz) -> Decision:
 # (P2): optimal bandwidth for fixed media, over rows of a flat batch
 
 
-def _p2_rows(A: np.ndarray, D: np.ndarray, a: np.ndarray, B: float) -> tuple[np.ndarray, np.ndarray]:
+def _p2_rows(A, D, a, B: float, cut=None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_p2_block` over blocks of rows that keep the working arrays cache-sized."""
     K, N = A.shape
     step = max(256, _BLOCK_ELEMENTS // max(N, 1))
     if K <= step:
-        return _p2_block(A, D, a, B)
+        return _p2_block(A, D, a, B, cut)
     b = np.empty((K, N))
     t = np.empty(K)
     for s in range(0, K, step):
-        b[s : s + step], t[s : s + step] = _p2_block(A[s : s + step], D[s : s + step], a[s : s + step], B)
+        sl = slice(s, s + step)
+        b[sl], t[sl] = _p2_block(A[sl], D[sl], a[sl], B, None if cut is None else cut[sl])
     return b, t
 
 
-def _p2_block(A: np.ndarray, D: np.ndarray, a: np.ndarray, B: float) -> tuple[np.ndarray, np.ndarray]:
+def _p2_block(A, D, a, B: float, cut=None) -> tuple[np.ndarray, np.ndarray]:
     """Solve (P2) for every row of ``(K, N)`` arrays: ``A`` compute before sending, ``D`` payload
     bits, ``a`` channel gain (Hz); total bandwidth ``B``.
 
     Returns ``(b (K, N), t (K,))`` with ``t = max_i (A_i + D_i / r_i(b_i))`` (uncapped, inf when no
     allocation gives a finite latency). Agents with a payload share the whole band and finish
     together; agents without one get nothing (an all-zero-payload row gets an equal split).
+    With ``cut`` (K,), a row whose ``t`` provably exceeds ``cut[k]`` is not solved: it gets
+    ``t = inf`` and an equal split among its payload agents (for searches that only need the
+    rows that can beat an incumbent).
     """
     K, N = A.shape
     pay = D > 0.0
@@ -141,9 +145,15 @@ def _p2_block(A: np.ndarray, D: np.ndarray, a: np.ndarray, B: float) -> tuple[np
     t_out = np.where(npay == 0, a_max, np.inf)
 
     ok = (npay > 0) & np.isfinite(hi) & np.isfinite(lo) & (np.isfinite(delta) | ~pay).all(axis=-1)
+    if cut is not None:
+        ok &= a_max < cut  # an agent's compute alone already exceeds the cut
+        t_out = np.where((npay == 0) & (a_max >= cut), np.inf, t_out)
     idx = np.flatnonzero(ok)
     if idx.size:
-        b_sol, t_sol = _p2_newton(A[idx], delta[idx], a[idx], pay[idx], payf[idx], lo[idx], hi[idx], B)
+        b_sol, t_sol = _p2_newton(
+            A[idx], delta[idx], a[idx], pay[idx], payf[idx], lo[idx], hi[idx], B,
+            None if cut is None else cut[idx],
+        )
         b_out[idx] = b_sol
         t_out[idx] = np.maximum(t_sol, a_max[idx])
     return b_out, t_out
@@ -163,12 +173,29 @@ def _scaled_to_band(b, B):
     return b * (B / np.where(S > 0.0, S, B))[:, None]
 
 
-def _p2_newton(A, delta, a, pay, payf, lo, hi, B):
+def _p2_newton(A, delta, a, pay, payf, lo, hi, B, cut=None):
     """Newton-bisection on the common finish time of the payload agents (rows all solvable)."""
     # Extreme inputs (subnormal payloads, T on a pole) may overflow intermediate values; the
     # bracket test below turns any resulting inf / nan step into a bisection step.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return _p2_newton_loop(A, delta, a, pay, payf, lo, hi, B)
+        if cut is None:
+            return _p2_newton_loop(A, delta, a, pay, payf, lo, hi, B)
+        # The common finish time exceeds the cut exactly when the band does not suffice at the
+        # cut: sum_i b_i(cut) > B (with a margin far above rounding), or the cut is at or left of
+        # a rate-ceiling pole. One evaluation settles it; only the other rows are solved.
+        pole = np.max(np.where(pay, A + delta, -np.inf), axis=-1)
+        test = cut > pole
+        b_cut = _alloc(np.where(test, cut, pole + 1.0), np.where(pay, A + delta, pole[:, None]),
+                       np.where(pay, np.maximum(delta, 1e-300), 1.0), a, payf)[0]
+        beaten = ~test | (b_cut.sum(axis=-1) > B * (1.0 + 1e-10))
+        b_res = payf * (B / payf.sum(axis=-1))[:, None]
+        t_res = np.full(A.shape[0], np.inf)
+        keep = np.flatnonzero(~beaten)
+        if keep.size:
+            b_res[keep], t_res[keep] = _p2_newton_loop(
+                A[keep], delta[keep], a[keep], pay[keep], payf[keep], lo[keep], hi[keep], B
+            )
+        return b_res, t_res
 
 
 def _p2_newton_loop(A, delta, a, pay, payf, lo, hi, B):
@@ -286,26 +313,29 @@ def _flat(terms: RoundTerms) -> _Flat:
     )
 
 
-def _p2_for(f: _Flat, rounds: np.ndarray, media: np.ndarray):
+def _p2_for(f: _Flat, rounds: np.ndarray, media: np.ndarray, below=None):
     """(P2) for rows ``(rounds[k], media[k])``; returns ``(b (K, N), total latency T (K,))``.
 
+    With ``below`` (K,), rows whose latency provably is not below ``below[k]`` come back as inf.
     Rows are gathered and solved in pieces of bounded memory."""
     step = max(1, _CHUNK_ELEMENTS // f.n)
     if rounds.size <= step:
-        return _p2_gathered(f, rounds, media)
+        return _p2_gathered(f, rounds, media, below)
     b = np.empty((rounds.size, f.n))
     t = np.empty(rounds.size)
     for s in range(0, rounds.size, step):
-        b[s : s + step], t[s : s + step] = _p2_gathered(f, rounds[s : s + step], media[s : s + step])
+        sl = slice(s, s + step)
+        b[sl], t[sl] = _p2_gathered(f, rounds[sl], media[sl], None if below is None else below[sl])
     return b, t
 
 
-def _p2_gathered(f: _Flat, rounds: np.ndarray, media: np.ndarray):
+def _p2_gathered(f: _Flat, rounds: np.ndarray, media: np.ndarray, below=None):
     A = model.select_medium(f.A[rounds], media)
     D = model.select_medium(f.D[rounds], media)
     R = model.select_medium(f.R[rounds], media).sum(axis=-1)
-    b, t = _p2_rows(A, D, f.a[rounds], f.B)
-    return b, t + R + f.answer[rounds]
+    rest = R + f.answer[rounds]
+    b, t = _p2_rows(A, D, f.a[rounds], f.B, None if below is None else below - rest)
+    return b, t + rest
 
 
 def _check_media(terms: RoundTerms, media) -> np.ndarray:
@@ -409,7 +439,8 @@ def jmsra(terms: RoundTerms) -> Decision:
         if not may.any():
             break
         pi, ji, rr, rows_media = pi[may], ji[may], rr[may], rows_media[may]
-        b_r, v_r = _p2_for(f, rr, rows_media)
+        # Only switches that beat the current value matter: the others come back as inf early.
+        b_r, v_r = _p2_for(f, rr, rows_media, below=val[p[pi]] * (1.0 - _TIE_RTOL))
         cand_val = np.full((p.size, N), np.inf)
         cand_val[pi, ji] = v_r
         cand_b = b_r
@@ -491,7 +522,8 @@ def exhaustive(terms: RoundTerms) -> Decision:
                 break  # the rest of every round's list is bounded out too (sorted)
             ri, ci = np.nonzero(keep)
             codes = order[ri, r0 + ci]
-            b, v = _p2_codes(f, rounds[ri], codes, n)
+            below = None if r0 == 0 else best_v[ri] * (1.0 + 1e-9)  # only rows that may win or tie
+            b, v = _p2_codes(f, rounds[ri], codes, n, below)
             V = np.full(keep.shape, np.inf)
             V[ri, ci] = np.where(np.isnan(v), np.inf, v)
             C = np.full(keep.shape, n_cand, dtype=np.int64)
@@ -519,15 +551,16 @@ def exhaustive(terms: RoundTerms) -> Decision:
     return _decision(terms, media, best_b.reshape(*f.batch_shape, n))
 
 
-def _p2_codes(f: _Flat, rounds: np.ndarray, codes: np.ndarray, n: int):
+def _p2_codes(f: _Flat, rounds: np.ndarray, codes: np.ndarray, n: int, below=None):
     """(P2) for rows ``(rounds[k], media of codes[k])``, in pieces of bounded memory."""
     step = max(1, _CHUNK_ELEMENTS // n)
     if rounds.size <= step:
-        return _p2_for(f, rounds, _media_of(codes, n))
+        return _p2_for(f, rounds, _media_of(codes, n), below)
     b = np.empty((rounds.size, n))
     v = np.empty(rounds.size)
     for s in range(0, rounds.size, step):
-        b[s : s + step], v[s : s + step] = _p2_for(f, rounds[s : s + step], _media_of(codes[s : s + step], n))
+        sl = slice(s, s + step)
+        b[sl], v[sl] = _p2_for(f, rounds[sl], _media_of(codes[sl], n), None if below is None else below[sl])
     return b, v
 
 
