@@ -27,12 +27,23 @@ from typing import Any
 QUICK_TIMESTEPS = 40_000
 QUICK_BC_STEPS = 3_000
 DEFAULT_TIMESTEPS = 1_000_000
-DEFAULT_BC_STEPS = 3_000
+DEFAULT_BC_STEPS = 10_000
+QUICK_BC_ROUNDS = 100_000
+DEFAULT_BC_ROUNDS = 300_000
 # PPO after behaviour cloning fine-tunes: a small step size and little exploration keep the
 # expert-initialised policy (measured: lr 3e-4 / log-std -2.5 lost 1.4 points of gap in 25k steps).
 BC_FINE_TUNE = {"learning_rate": 3e-5, "log_std_init": -3.0}
 EVAL_SEED = 10_000  # model selection (best_model.zip)
 COMPARE_SEED = 20_000  # the final comparison: held out from training and model selection
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except where the help text already explains a ``None`` default."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description="Train PPO on a jmsra_env scenario (SB3-ready Box actions), log to TensorBoard, "
         "checkpoint atomically, and compare the result with JMSRA, NL-only and KV-only.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     g = p.add_argument_group("run")
     g.add_argument("--env-id", default="jmsra_env/JMSRA-Box-v0",
@@ -54,11 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"environment steps in total (default {DEFAULT_TIMESTEPS:,}; with --quick "
                    f"{QUICK_TIMESTEPS:,}; with --resume the run's own target)")
     g.add_argument("--quick", action="store_true",
-                   help=f"quick run: {QUICK_TIMESTEPS:,} steps after {QUICK_BC_STEPS} behaviour-cloning steps")
+                   help=f"quick run: {QUICK_TIMESTEPS:,} PPO steps after {QUICK_BC_STEPS:,} behaviour-cloning "
+                   f"steps on {QUICK_BC_ROUNDS:,} rounds")
     g.add_argument("--n-envs", type=int, default=8, help="parallel environments")
     g.add_argument("--vec", choices=("dummy", "subproc", "native"), default="dummy",
                    help="DummyVecEnv, SubprocVecEnv (spawn) or the batched NumPy env")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="seeds envs, network and BC data")
     g.add_argument("--device", choices=DEVICES, default="auto", help="auto picks CUDA when available")
     g.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     g.add_argument("--logdir", default="runs", help="parent directory of run directories")
@@ -69,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", metavar="KEY=VALUE", action="append", default=[],
                    help="env config override (JSON value), e.g. --config n_agents=8 "
                    "--config channel.bandwidth_hz=1e7; repeatable")
-    g.add_argument("--no-progress-bar", action="store_true")
+    g.add_argument("--no-progress-bar", action="store_true", help="no tqdm/rich progress bar")
     g.add_argument("--verbose", type=int, default=0, help="SB3 verbosity (1 prints the losses)")
 
     g = p.add_argument_group("observation and pre-training")
@@ -81,25 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bc-steps", type=int, default=None,
                    help=f"behaviour-cloning gradient steps from JMSRA before PPO (0 = pure RL; "
                    f"default {DEFAULT_BC_STEPS})")
-    g.add_argument("--bc-rounds", type=int, default=100_000, help="rounds in the behaviour-cloning set")
+    g.add_argument("--bc-rounds", type=int, default=None,
+                   help=f"rounds in the behaviour-cloning set (default {DEFAULT_BC_ROUNDS:,}; --quick {QUICK_BC_ROUNDS:,})")
     g.add_argument("--bc-lr", type=float, default=1e-3, help="behaviour-cloning step size")
 
     g = p.add_argument_group("PPO hyperparameters (agents.ppo.PPOConfig)")
     g.add_argument("--learning-rate", type=float, default=None,
                    help=f"default {d.learning_rate:g}; {BC_FINE_TUNE['learning_rate']:g} after behaviour cloning")
-    g.add_argument("--lr-schedule", choices=("constant", "linear"), default=d.lr_schedule)
+    g.add_argument("--lr-schedule", choices=("constant", "linear"), default=d.lr_schedule, help="linear decays to 0")
     g.add_argument("--n-steps", type=int, default=d.n_steps, help="steps per env and rollout")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--n-epochs", type=int, default=d.n_epochs)
-    g.add_argument("--gamma", type=float, default=d.gamma)
-    g.add_argument("--gae-lambda", type=float, default=d.gae_lambda)
-    g.add_argument("--clip-range", type=float, default=d.clip_range)
-    g.add_argument("--ent-coef", type=float, default=d.ent_coef)
-    g.add_argument("--vf-coef", type=float, default=d.vf_coef)
-    g.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
-    g.add_argument("--target-kl", type=float, default=d.target_kl)
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="minibatch size")
+    g.add_argument("--n-epochs", type=int, default=d.n_epochs, help="passes over each rollout")
+    g.add_argument("--gamma", type=float, default=d.gamma, help="discount (rounds are independent decisions)")
+    g.add_argument("--gae-lambda", type=float, default=d.gae_lambda, help="GAE lambda")
+    g.add_argument("--clip-range", type=float, default=d.clip_range, help="PPO clip range")
+    g.add_argument("--ent-coef", type=float, default=d.ent_coef, help="entropy bonus")
+    g.add_argument("--vf-coef", type=float, default=d.vf_coef, help="value-loss weight")
+    g.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="gradient clipping")
+    g.add_argument("--target-kl", type=float, default=d.target_kl, help="early-stop an update past this KL (default: none)")
     g.add_argument("--net-arch", default=",".join(map(str, d.net_arch)), help="hidden sizes, e.g. 256,256")
-    g.add_argument("--activation", choices=("tanh", "relu", "elu", "silu"), default=d.activation)
+    g.add_argument("--activation", choices=("tanh", "relu", "elu", "silu"), default=d.activation, help="hidden activation")
     g.add_argument("--log-std-init", type=float, default=None,
                    help=f"initial log std of the actions: default {d.log_std_init:g}; "
                    f"{BC_FINE_TUNE['log_std_init']:g} after behaviour cloning")
@@ -200,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.bc_steps is None:
             args.bc_steps = QUICK_BC_STEPS if args.quick else DEFAULT_BC_STEPS
+        if args.bc_rounds is None:
+            args.bc_rounds = QUICK_BC_ROUNDS if args.quick else DEFAULT_BC_ROUNDS
         overrides = _parse_overrides(args.config, parser)
         ppo_cfg = _ppo_config(args, parser)
     if args.total_timesteps is None:
@@ -214,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("bc_steps", "checkpoint_freq", "eval_freq", "eval_episodes", "compare_episodes"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0; got {getattr(args, name)}")
-    if args.bc_steps > 0 and args.bc_rounds < 1:
+    if args.bc_steps > 0 and (args.bc_rounds or 0) < 1:
         parser.error(f"--bc-rounds must be >= 1; got {args.bc_rounds}")
     try:
         env_id = box_env_id(args.env_id)
