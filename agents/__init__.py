@@ -2,13 +2,15 @@
 
 Import the submodules you need; importing the package itself is cheap (no torch, no SB3):
 
-==========================  ==================================================================
-:mod:`agents.features`      observation features (log-scaled raw values and model terms)
-:mod:`agents.envs`          vectorised training / evaluation envs (Box actions, VecNormalize)
-:mod:`agents.ppo`           :class:`~agents.ppo.PPOConfig` and the PPO factory, device choice
-:mod:`agents.bc`            behaviour-cloning pre-training from the JMSRA expert
-:mod:`agents.callbacks`     TensorBoard round metrics, periodic evaluation, atomic checkpoints
-:mod:`agents.evaluation`    common-random-number evaluation of a policy against the experts
-:mod:`agents.checkpoint`    the run-directory format and :func:`~agents.checkpoint.load_trained_policy`
-==========================  ==================================================================
+==============================  ==================================================================
+:mod:`agents.features`          observation features (log-scaled raw values and model terms)
+:mod:`agents.encoding`          action encodings: policy output -> the env's Box action
+:mod:`agents.envs`              vectorised training / evaluation envs (Box actions, VecNormalize)
+:mod:`agents.ppo`               :class:`~agents.ppo.PPOConfig` and the PPO factory, device choice
+:mod:`agents.bc`                behaviour-cloning pre-training from the JMSRA expert
+:mod:`agents.callbacks`         TensorBoard round metrics, periodic evaluation, atomic checkpoints
+:mod:`agents.evaluation`        common-random-number evaluation of a policy against the experts
+:mod:`agents.checkpoint`        the run-directory format and :func:`~agents.checkpoint.load_trained_policy`
+:mod:`agents.native_vec_env`    SB3 ``VecEnv`` over the batched NumPy env (``--vec native``)
+==============================  ==================================================================
 """
