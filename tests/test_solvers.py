@@ -126,7 +126,7 @@ def test_p2_beats_a_dense_grid_n2(a_db, pre, mbit):
     share = np.clip(share, 0.0, 1.0)
     grid = np.stack([share * B, (1.0 - share) * B], axis=-1)
     tg = model.latency(terms, np.zeros((grid.shape[0], 2), np.int8), grid).uncapped_latency_s
-    assert np.all(tg >= t * (1.0 - 1e-12))
+    assert np.all(tg >= t * (1.0 - 1e-9))  # the 1e-9 contract; float64 balance is ~1e-12
     assert lat == pytest.approx(min(t, 1e9), rel=1e-15)
 
 

@@ -192,14 +192,18 @@ def episode_means_vector(m, seed, policy_media, rng_wrapper=None):
 
 
 class CopiesOfOneWorld:
-    """A broken generator: every sub-environment gets the draws of the first one."""
+    """A broken generator: every sub-environment gets the draws of the first one (the worlds'
+    axis of a draw is the one whose length is the number of worlds)."""
 
-    def __init__(self, rng):
+    def __init__(self, rng, n_worlds=512):
         self.rng = rng
+        self.n_worlds = n_worlds
 
     def _copy(self, draw, size):
         size = (size,) if np.isscalar(size) else tuple(size)
-        return np.broadcast_to(draw((1, *size[1:])), size).copy()
+        axis = size.index(self.n_worlds)
+        one = draw(size[:axis] + (1,) + size[axis + 1 :])
+        return np.broadcast_to(one, size).copy()
 
     def random(self, size):
         return self._copy(self.rng.random, size)
