@@ -19,6 +19,7 @@ observation; the evaluation charges every policy on the true channel.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -132,9 +133,25 @@ class JMSRAEvalCallback(BaseCallback):
         self.best_latency_s = np.inf
         self._experts_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._last_bucket = 0
+        self._load_history()
+
+    def _load_history(self) -> None:
+        """A resumed run keeps its learning curve and only replaces a best model that is beaten."""
+        path = self.run_dir / "evaluations.json" if self.run_dir is not None else None
+        if path is None or not path.is_file():
+            return
+        try:
+            rows = json.loads(path.read_text()).get("evaluations", [])
+        except (OSError, ValueError):
+            return
+        self.history = [r for r in rows if isinstance(r, dict) and "latency_s" in r]
+        if self.history and (self.run_dir / checkpoint.BEST_MODEL_FILE).is_file():
+            self.best_latency_s = min(float(r["latency_s"]) for r in self.history)
 
     def _init_callback(self) -> None:
         self._last_bucket = self.num_timesteps // self.eval_freq if self.eval_freq > 0 else 0
+        # resumed from an earlier checkpoint: the curve continues from there
+        self.history = [r for r in self.history if r.get("timesteps", 0) <= self.num_timesteps]
 
     def _on_step(self) -> bool:
         if self.eval_freq > 0 and self.num_timesteps // self.eval_freq > self._last_bucket:
