@@ -20,6 +20,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .model import sum_over_agents
+
 __all__ = [
     "decode_dict",
     "decode_box",
@@ -47,7 +49,7 @@ def _reject(arr: np.ndarray, name: str, rule: str) -> None:
 
 def shares_to_bandwidth_hz(shares: np.ndarray, total_bandwidth_hz: float) -> np.ndarray:
     """Normalise non-negative shares ``(..., N)`` to a split of ``total_bandwidth_hz`` (0 = equal)."""
-    total = shares.sum(axis=-1, keepdims=True)
+    total = sum_over_agents(shares)[..., None]
     pos = total > 0.0
     b = (total_bandwidth_hz * shares) / np.where(pos, total, 1.0)
     return np.where(pos, b, total_bandwidth_hz / shares.shape[-1])
@@ -84,7 +86,7 @@ def decode_box(action, n_agents: int, total_bandwidth_hz: float, batch_shape: tu
     if not (np.abs(a) <= 1.0 + 1e-6).all():  # also rejects NaN
         _reject(a, "action", "lie in [-1, 1]")
     media = (a[..., :n_agents] > 0.0).astype(np.int8)
-    shares = np.clip(0.5 * (a[..., n_agents:] + 1.0), 0.0, 1.0)
+    shares = np.minimum(np.maximum(0.5 * (a[..., n_agents:] + 1.0), 0.0), 1.0)
     return media, shares_to_bandwidth_hz(shares, total_bandwidth_hz)
 
 

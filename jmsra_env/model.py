@@ -34,6 +34,7 @@ __all__ = [
     "rate_bps",
     "rate_ceiling_bps",
     "inverse_rate_hz",
+    "inverse_rate_lambertw_hz",
     "spectral_efficiency_nats",
     "spectral_efficiency_step",
     "bandwidth_from_spectral_efficiency_hz",
@@ -47,6 +48,8 @@ __all__ = [
     "LatencyBreakdown",
     "latency",
     "select_medium",
+    "sum_over_agents",
+    "max_over_agents",
     "transmission_time_s",
     "terms_from_observation",
 ]
@@ -139,7 +142,8 @@ def rate_bps(bandwidth_hz, gain_hz):
     b = np.asarray(bandwidth_hz, dtype=np.float64)
     pos = b > 0.0
     b_safe = np.where(pos, b, 1.0)
-    return np.where(pos, b_safe * np.log2(1.0 + gain_hz / b_safe), 0.0)
+    # log1p keeps full precision when b >> a (log2(1 + x) loses it for small x)
+    return np.where(pos, b_safe * (np.log1p(gain_hz / b_safe) / LN2), 0.0)
 
 
 def rate_ceiling_bps(gain_hz):
@@ -150,8 +154,18 @@ def rate_ceiling_bps(gain_hz):
 def inverse_rate_hz(rate_bps_, gain_hz):
     """Bandwidth b >= 0 with r(b) = ``rate_bps_``: 0 for rate 0, inf at or above the ceiling.
 
-    Closed form through the Lambert W function (branch -1): with c = r ln2 / a in (0, 1),
-    1 + a/b = -W_{-1}(-c e^{-c}) / c. One Newton step on r(b) - rate polishes the result.
+    Pure-NumPy Newton on the spectral efficiency (:func:`inverse_rate_newton_hz`): exact to float64
+    over the whole range, the rate ceiling included, and fast on large arrays.
+    """
+    return inverse_rate_newton_hz(rate_bps_, gain_hz)
+
+
+def inverse_rate_lambertw_hz(rate_bps_, gain_hz):
+    """:func:`inverse_rate_hz` in closed form, kept as an independent reference for tests.
+
+    Through the Lambert W function (branch -1): with c = r ln2 / a in (0, 1),
+    1 + a/b = -W_{-1}(-c e^{-c}) / c, polished by two Newton steps. It loses accuracy within a
+    few percent of the rate ceiling; use :func:`inverse_rate_hz`.
     """
     from scipy.special import lambertw
 
@@ -244,9 +258,12 @@ def required_snr(rate_bps_, bandwidth_hz):
 
 
 def inverse_rate_newton_hz(rate_bps_, gain_hz):
-    """Same as :func:`inverse_rate_hz` (0 for rate 0, inf at or above the ceiling), by Newton."""
-    r = np.asarray(rate_bps_, dtype=np.float64)
-    a = np.broadcast_to(np.asarray(gain_hz, dtype=np.float64), r.shape)
+    """Bandwidth b >= 0 with r(b) = ``rate_bps_`` (0 for rate 0, inf at or above the ceiling)."""
+    r, a = np.broadcast_arrays(
+        np.asarray(rate_bps_, dtype=np.float64), np.asarray(gain_hz, dtype=np.float64)
+    )
+    if r.ndim == 0:  # the Newton helpers work on arrays
+        return inverse_rate_newton_hz(r[None], a[None])[0]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         c = r * LN2 / a
         ok = (r > 0.0) & (c < 1.0) & (a > 0.0)
@@ -413,6 +430,25 @@ def transmission_time_s(payload_bits, rate):
     return np.where(payload_bits > 0.0, t, 0.0)
 
 
+_WIDE_BATCH = 2048  # elements from which a reduction over a short agents axis goes row by row
+
+
+def sum_over_agents(x: np.ndarray) -> np.ndarray:
+    """``x.sum(axis=-1)``; on wide batches summed agent by agent (a reduction along a short,
+    contiguous last axis is slow in NumPy). Small inputs, a batch of one included, always take the
+    plain path, so a single round and a batch of one agree bit for bit."""
+    if x.size < _WIDE_BATCH or x.ndim < 2:
+        return x.sum(axis=-1)
+    return np.add.reduce(np.moveaxis(x, -1, 0).copy(), axis=0)
+
+
+def max_over_agents(x: np.ndarray) -> np.ndarray:
+    """``x.max(axis=-1)``, fast on wide batches (exact: the maximum does not depend on order)."""
+    if x.size < _WIDE_BATCH or x.ndim < 2:
+        return x.max(axis=-1)
+    return np.maximum.reduce(np.moveaxis(x, -1, 0).copy(), axis=0)
+
+
 def latency(terms: RoundTerms, media, bandwidth_hz) -> LatencyBreakdown:
     """T(x, b) = max_i [S_i + C_i + D_i / r_i(b_i)] + sum_i R_i + G tau_dec,r, capped at the cap."""
     x = np.asarray(media)
@@ -424,7 +460,7 @@ def latency(terms: RoundTerms, media, bandwidth_hz) -> LatencyBreakdown:
     r = rate_bps(b, terms.gain_hz)
     tx = transmission_time_s(payload, r)
     finish = compute + tx
-    t = finish.max(axis=-1) + rx.sum(axis=-1) + terms.answer_s
+    t = max_over_agents(finish) + sum_over_agents(rx) + terms.answer_s
     capped = t > terms.latency_cap_s
     return LatencyBreakdown(
         latency_s=np.minimum(t, terms.latency_cap_s),

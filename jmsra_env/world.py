@@ -146,22 +146,24 @@ class WorldProcess:
         else:
             walk0, ar0, loads0 = self._walk_m[idx], self._ar[idx], self._loads[idx]
             steps = total
-        # One draw per step: [walk (n) | shadowing (n) | fading re (n) | fading im (n) | loads (n+1)]
-        z = rng.standard_normal((steps, k, 5 * n + 1))
+        # Innovations, each contiguous: distance walk, AR(1) [shadowing | fading re | im], loads.
+        z_walk = rng.standard_normal((steps, k, n))
+        z_ar = rng.standard_normal((steps, k, 3 * n))
+        z_load = rng.standard_normal((steps, k, n + 1))
         # Distance: cumulative random walk, folded (reflected) into [d_min, d_max].
         walk = np.empty((steps + 1, k, n))
         walk[0] = walk0
-        np.cumsum(z[:, :, :n], axis=0, out=walk[1:])
+        np.cumsum(z_walk, axis=0, out=walk[1:])
         walk[1:] *= self._step_m
         walk[1:] += walk0
         # Shadowing AR(1), Gauss-Markov fading and the clipped load walks, round by round over
         # contiguous (worlds, agents) slices.
         ar = np.empty((steps + 1, k, 3 * n))
         ar[0] = ar0
-        noise = z[:, :, n : 4 * n] * self._ar_innov
+        noise = z_ar * self._ar_innov
         loads = np.empty((steps + 1, k, n + 1))
         loads[0] = loads0
-        load_noise = z[:, :, 4 * n :] * wl.load_step
+        load_noise = z_load * wl.load_step
         coef, umax = self._ar_coef, wl.load_max
         for s in range(steps):
             nxt = ar[s + 1]
@@ -235,12 +237,18 @@ class WorldProcess:
         )
 
     def _fold(self, walk: np.ndarray) -> np.ndarray:
+        """Fold an unbounded walk into [d_min, d_max] (reflection at both ends)."""
         ch = self.cfg.channel
         lo, width = ch.distance_min_m, ch.distance_max_m - ch.distance_min_m
         if width <= 0.0:
             return np.full_like(walk, lo)
-        y = np.mod(walk - lo, 2.0 * width)
-        return lo + np.where(y > width, 2.0 * width - y, y)
+        # position within one period 2w, as a fraction; then the triangle wave w - |y - w|
+        y = (walk - lo) * (0.5 / width)
+        y -= np.floor(y)
+        y *= 2.0 * width
+        y -= width
+        np.abs(y, out=y)
+        return (lo + width) - y
 
     # -- views -------------------------------------------------------------------------------
 

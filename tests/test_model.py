@@ -81,8 +81,11 @@ def test_inverse_rate_round_trips_and_handles_the_ceiling():
     b = np.array([1e3, 5e6, 2e7])
     r = m.rate_bps(b, a)
     np.testing.assert_allclose(m.inverse_rate_hz(r, a), b, rtol=1e-10)
+    np.testing.assert_allclose(m.inverse_rate_lambertw_hz(r, a), b, rtol=1e-10)
+    near = m.rate_ceiling_bps(a) * (1 - 1e-7)  # within 1e-7 of the ceiling: still exact
+    np.testing.assert_allclose(m.rate_bps(m.inverse_rate_hz(near, a), a), near, rtol=1e-12)
     assert m.inverse_rate_hz(0.0, 1e8) == 0.0
-    assert m.inverse_rate_hz(1e8 / math.log(2), 1e8) == np.inf
+    assert m.inverse_rate_hz(1e8 / math.log(2), 1e8) > 1e20  # at the ceiling (to rounding)
     assert m.inverse_rate_hz(2e8, 1e8) == np.inf
 
 
@@ -131,6 +134,14 @@ def test_latency_is_max_over_agents_plus_receiver_sum():
     assert br.latency_s == pytest.approx(br.finish_s.max() + br.receiver_s.sum() + t.answer_s)
     np.testing.assert_allclose(br.finish_s, br.compute_s + br.transmission_s)
     np.testing.assert_allclose(br.transmission_s, m.select_medium(t.payload_bits, x) / m.rate_bps(b, t.gain_hz))
+
+
+def test_wide_batch_reductions_agree_with_numpy():
+    rng = np.random.default_rng(3)
+    for shape in [(4,), (1, 4), (1024, 4), (512, 16), (3, 700, 8)]:
+        x = rng.standard_normal(shape)
+        np.testing.assert_allclose(m.sum_over_agents(x), x.sum(axis=-1), rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(m.max_over_agents(x), x.max(axis=-1))
 
 
 def test_functions_broadcast_over_a_batch():

@@ -147,7 +147,7 @@ def test_p2_beats_a_dense_grid_n3(seed):
     near = np.concatenate([near, 1.0 - near.sum(axis=-1, keepdims=True)], axis=-1)
     pts = np.concatenate([pts, near[(near >= 0).all(axis=-1)]])
     tg = model.latency(terms, np.broadcast_to(media, pts.shape), pts * B).latency_s
-    assert np.all(tg >= lat * (1.0 - 1e-12))
+    assert np.all(tg >= lat * (1.0 - 1e-9))  # the 1e-9 contract (float64 balance: ~1e-10)
     assert tg.min() <= lat * (1.0 + 1e-6)  # the fine grid comes close: the optimum is where we say
 
 
@@ -313,9 +313,9 @@ def test_newton_inverse_rate_agrees_with_lambert_w():
     # b is ill-conditioned near the ceiling (d ln b / d ln r grows like 2 / u): there the Lambert W
     # form drifts to ~3e-11 (Newton stays within ~1e-13 of a 40-digit mpmath root); elsewhere
     # they agree to a few ulps.
-    np.testing.assert_allclose(bn, model.inverse_rate_hz(r, a), rtol=1e-9)
+    np.testing.assert_allclose(bn, model.inverse_rate_lambertw_hz(r, a), rtol=1e-9)
     far = c < 0.9
-    np.testing.assert_allclose(bn[far], model.inverse_rate_hz(r[far], a[far]), rtol=1e-13)
+    np.testing.assert_allclose(bn[far], model.inverse_rate_lambertw_hz(r[far], a[far]), rtol=1e-13)
     np.testing.assert_allclose(model.rate_bps(bn, a), r, rtol=1e-13)
     np.testing.assert_array_equal(
         model.inverse_rate_newton_hz([0.0, 1.0, 2.0], [1.0, math.log(2.0), 1.0]), [0, np.inf, np.inf]
