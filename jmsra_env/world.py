@@ -150,14 +150,12 @@ class WorldProcess:
         z_walk = rng.standard_normal((steps, k, n))
         z_ar = rng.standard_normal((steps, k, 3 * n))
         z_load = rng.standard_normal((steps, k, n + 1))
-        # Distance: cumulative random walk, folded (reflected) into [d_min, d_max].
+        # Distance (an unbounded random walk, folded into [d_min, d_max] below), shadowing AR(1),
+        # Gauss-Markov fading and the clipped load walks, round by round over contiguous
+        # (worlds, agents) slices.
         walk = np.empty((steps + 1, k, n))
         walk[0] = walk0
-        np.cumsum(z_walk, axis=0, out=walk[1:])
-        walk[1:] *= self._step_m
-        walk[1:] += walk0
-        # Shadowing AR(1), Gauss-Markov fading and the clipped load walks, round by round over
-        # contiguous (worlds, agents) slices.
+        walk_steps = z_walk * self._step_m
         ar = np.empty((steps + 1, k, 3 * n))
         ar[0] = ar0
         noise = z_ar * self._ar_innov
@@ -166,6 +164,7 @@ class WorldProcess:
         load_noise = z_load * wl.load_step
         coef, umax = self._ar_coef, wl.load_max
         for s in range(steps):
+            np.add(walk[s], walk_steps[s], out=walk[s + 1])
             nxt = ar[s + 1]
             np.multiply(ar[s], coef, out=nxt)
             nxt += noise[s]
