@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -264,7 +263,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args, env_id, cfg, overrides, ppo_cfg, device, run_dir: Path, resume_files) -> int:
-    import numpy as np
     import torch
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecNormalize

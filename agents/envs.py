@@ -31,7 +31,7 @@ from stable_baselines3.common.vec_env import (
     VecNormalize,
 )
 
-import jmsra_env
+import jmsra_env  # noqa: F401 - registers the environment IDs
 from jmsra_env import make_config, model
 from jmsra_env.config import ScenarioConfig
 from jmsra_env.registration import ENV_IDS, env_id as make_env_id, variant_of
@@ -73,9 +73,8 @@ def scenario_config(env_id: str, overrides: Mapping[str, Any] | None = None) -> 
 
 
 def make_single_env(env_id: str, config: Mapping[str, Any] | None = None) -> gym.Env:
-    """One raw environment (picklable through ``functools.partial`` for ``SubprocVecEnv``)."""
-    import jmsra_env  # noqa: F401,F811 - registers the IDs in a spawned subprocess
-
+    """One raw environment (picklable through ``functools.partial`` for ``SubprocVecEnv``; a spawned
+    worker imports this module, which registers the IDs)."""
     return gym.make(env_id, config=dict(config or {}))
 
 

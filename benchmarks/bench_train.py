@@ -64,8 +64,6 @@ def main(argv=None) -> int:
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py arguments")
     args = p.parse_args(argv)
 
-    import numpy as np
-
     import train
     from agents.checkpoint import load_trained_policy
     from agents.evaluation import evaluate_policies, format_table

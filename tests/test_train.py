@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import gymnasium as gym
@@ -224,3 +223,12 @@ def test_features_are_finite_and_batch_consistent():
         assert f.shape == (64, n_features(4, kind)) and f.dtype == np.float32 and np.all(np.isfinite(f))
         one = observation_features({k: v[7] for k, v in obs.items()}, consts, kind)
         np.testing.assert_array_equal(one, f[7])
+
+
+def test_native_vec_env_trains_and_logs_the_same_metrics(tmp_path):
+    args = ["--vec", "native", "--total-timesteps", "512", "--logdir", str(tmp_path), "--run-name", "nat", *TINY,
+            "--eval-freq", "0", "--checkpoint-freq", "0"]
+    assert main(args) == 0
+    scalars = _scalars(tmp_path / "nat")
+    assert {"rounds/latency_s", "rounds/gap_to_jmsra_pct", "train/value_loss"} <= set(scalars)
+    assert json.loads((tmp_path / "nat" / "run.json").read_text())["args"]["vec"] == "native"
