@@ -149,9 +149,10 @@ class JMSRAEvalCallback(BaseCallback):
             self.best_latency_s = min(float(r["latency_s"]) for r in self.history)
 
     def _init_callback(self) -> None:
-        self._last_bucket = self.num_timesteps // self.eval_freq if self.eval_freq > 0 else 0
+        steps = self.model.num_timesteps  # (self.num_timesteps is only updated on the first step)
+        self._last_bucket = steps // self.eval_freq if self.eval_freq > 0 else 0
         # resumed from an earlier checkpoint: the curve continues from there
-        self.history = [r for r in self.history if r.get("timesteps", 0) <= self.num_timesteps]
+        self.history = [r for r in self.history if r.get("timesteps", 0) <= steps]
 
     def _on_step(self) -> bool:
         if self.eval_freq > 0 and self.num_timesteps // self.eval_freq > self._last_bucket:
@@ -225,7 +226,8 @@ class AtomicCheckpointCallback(BaseCallback):
         self._last_bucket = 0
 
     def _init_callback(self) -> None:
-        self._last_bucket = self.num_timesteps // self.save_freq if self.save_freq > 0 else 0
+        steps = self.model.num_timesteps
+        self._last_bucket = steps // self.save_freq if self.save_freq > 0 else 0
 
     def _on_step(self) -> bool:
         if self.save_freq > 0 and self.num_timesteps // self.save_freq > self._last_bucket:

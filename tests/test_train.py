@@ -102,6 +102,8 @@ def test_resume_from_checkpoint_continues_the_timestep_count(trained_run, capsys
     assert ck.load_trained_policy(trained_run).num_timesteps == 1024
     steps = [e.step for e in _scalars(trained_run)["rounds/latency_s"]]
     assert max(steps) == 1024
+    curve = json.loads((trained_run / "evaluations.json").read_text())["evaluations"]
+    assert [r["timesteps"] for r in curve] == [256, 512, 768, 1024]
 
 
 def test_same_seed_gives_identical_first_update_losses(tmp_path):
