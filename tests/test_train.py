@@ -103,7 +103,7 @@ def test_resume_from_checkpoint_continues_the_timestep_count(trained_run, capsys
     steps = [e.step for e in _scalars(trained_run)["rounds/latency_s"]]
     assert max(steps) == 1024
     curve = json.loads((trained_run / "evaluations.json").read_text())["evaluations"]
-    assert [r["timesteps"] for r in curve] == [256, 512, 768, 1024]
+    assert [r["timesteps"] for r in curve] == [0, 256, 512, 768, 1024]  # 0: right after BC
 
 
 def test_same_seed_gives_identical_first_update_losses(tmp_path):
