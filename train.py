@@ -265,7 +265,6 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args, env_id, cfg, overrides, ppo_cfg, device, run_dir: Path, resume_files) -> int:
     import torch
     from stable_baselines3.common.logger import configure
-    from stable_baselines3.common.vec_env import VecNormalize
 
     from agents import checkpoint as ck
     from agents.callbacks import AtomicCheckpointCallback, JMSRAEvalCallback, RoundMetricsCallback
@@ -286,11 +285,10 @@ def _train(args, env_id, cfg, overrides, ppo_cfg, device, run_dir: Path, resume_
     if resuming:
         from agents.checkpoint import load_ppo
 
-        old = ck.load_vecnormalize(resume_files[1])
-        inner = venv.venv
-        venv = VecNormalize.load(str(resume_files[1]), inner)
-        venv.training = True
-        del old
+        saved = ck.load_vecnormalize(resume_files[1])  # clear error for a corrupt file
+        saved.set_venv(venv.venv)  # the fresh stack under the saved statistics
+        saved.training = True
+        venv = saved
         model = load_ppo(resume_files[0], device=device, env=venv, inference_only=False)
         bc_info = ck.read_run_json(resume_files[2]).get("bc", {})
     else:
