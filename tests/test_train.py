@@ -234,3 +234,22 @@ def test_native_vec_env_trains_and_logs_the_same_metrics(tmp_path):
     scalars = _scalars(tmp_path / "nat")
     assert {"rounds/latency_s", "rounds/gap_to_jmsra_pct", "train/value_loss"} <= set(scalars)
     assert json.loads((tmp_path / "nat" / "run.json").read_text())["args"]["vec"] == "native"
+
+
+def test_zoo_hyperparameters_cover_every_sb3_ready_id_and_name_importable_wrappers():
+    import importlib
+    import re
+
+    from jmsra_env.registration import ENV_IDS
+
+    text = (Path(__file__).resolve().parents[1] / "hyperparams" / "ppo.yml").read_text()
+    keys = set(re.findall(r"^([^\s#][^:]*):", text, flags=re.M)) - {"default"}
+    assert keys == {i for i in ENV_IDS if "-Box-" in i}
+    env = gym.make("jmsra_env/JMSRA-Box-v0")
+    for path in re.findall(r"^\s+- (agents\.\S+)$", text, flags=re.M):  # innermost first, as the Zoo does
+        module, _, name = path.rpartition(".")
+        env = getattr(importlib.import_module(module), name)(env)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (n_features(4),)
+    _, reward, *_ = env.step(env.action_space.sample())
+    assert -60.0 <= reward < 0.0
