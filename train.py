@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -247,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = _find_run_dir(resume_files[0])
     else:
         variant = env_id.split("/")[-1].removesuffix("-v0").removesuffix("-Box")
-        name = args.run_name or f"{variant}-ppo-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = args.run_name if args.run_name is not None else (
+            f"{variant}-ppo-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if not name or name in (".", "..") or "/" in name or os.sep in name:
+            parser.error(f"--run-name must be a plain directory name (no '/', not '.' or '..'); got {name!r}")
         run_dir = Path(args.logdir) / name
         if run_dir.exists():
             if not args.force:

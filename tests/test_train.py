@@ -148,6 +148,7 @@ def test_ctrl_c_saves_the_model_before_exiting(tmp_path, monkeypatch, capsys):
         (["--total-timesteps", "-5"], "--total-timesteps must be a positive integer"),
         (["--config", "no_such_key=1"], "unknown config key"),
         (["--resume", "/nonexistent/run"], "does not exist"),
+        (["--run-name", "..", "--force"], "plain directory name"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, extra, message):
