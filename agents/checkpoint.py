@@ -41,7 +41,6 @@ import json
 import os
 import pickle
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -267,8 +266,8 @@ def load_ppo(path: str | os.PathLike, device: str = "cpu", env=None, inference_o
         return PPO.load(path, env=env, device=device, custom_objects=custom if inference_only else None)
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"corrupt or incompatible PPO model {path}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - zip, pickle, torch and SB3 errors all mean "not a usable model"
+        raise ValueError(f"corrupt or incompatible PPO model {path}: {type(exc).__name__}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
