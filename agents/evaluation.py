@@ -101,7 +101,8 @@ def collect_rounds(
         for name, fn in learned.items():
             acts[name].append(np.asarray(fn(obs), dtype=np.float64).reshape(len(envs), 2 * n))
         step_action = np.asarray(driver(obs)) if driver is not None else -np.ones((len(envs), 2 * n))
-        step_action = step_action.astype(np.float32).reshape(len(envs), 2 * n)
+        # float64: a float32 Box action cannot hold shares below ~6e-8 of the largest one
+        step_action = step_action.astype(np.float64).reshape(len(envs), 2 * n)
         lat = []
         for i, env in enumerate(envs):
             o, r, term, trunc, info = env.step(step_action[i])

@@ -254,3 +254,14 @@ def test_zoo_hyperparameters_cover_every_sb3_ready_id_and_name_importable_wrappe
     assert obs.shape == (n_features(4),)
     _, reward, *_ = env.step(env.action_space.sample())
     assert -60.0 <= reward < 0.0
+
+
+def test_evaluation_charges_the_policy_what_the_environment_charges(trained_run):
+    from agents.evaluation import evaluate_policies
+
+    policy = ck.load_trained_policy(trained_run)
+    res = evaluate_policies("jmsra_env/JMSRA-Box-v0", {}, {"ppo": lambda o: policy.predict(o)[0]},
+                            experts=("jmsra", "nl-only"), seeds=(7, 8), n_rounds=8)
+    np.testing.assert_array_equal(res.charged_latency_s, res.latency_s["ppo"])
+    assert res.n_rounds == 16 and res.gap_pct("jmsra") == 0.0
+    assert res.mean("jmsra") <= res.mean("nl-only")
