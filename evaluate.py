@@ -16,14 +16,13 @@ The library behind it is :mod:`jmsra_env.evaluation` (rounds, policies, statisti
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from jmsra_env import evaluation as ev
 from jmsra_env import evaluation_report as rep
-from jmsra_env.config import make_config
+from jmsra_env.config import make_config, parse_overrides
 
 EPILOG = """\
 outputs (in --out):
@@ -108,17 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ev.EvaluationError(f"--config expects KEY=VALUE; got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip()] = value
-    return out
+    try:
+        return parse_overrides(items)
+    except ValueError as exc:
+        raise ev.EvaluationError(str(exc)) from None
 
 
 def _parse_policies(text: str | None) -> list[str] | None:

@@ -16,7 +16,6 @@ See ``docs/readme/training.md`` for every flag, the run-directory format and RL 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -127,17 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--config expects KEY=VALUE; got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip()] = value
-    return out
+    from jmsra_env.config import parse_overrides
+
+    try:
+        return parse_overrides(items)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def _ppo_config(args, parser):

@@ -9,9 +9,12 @@ Two forms express a decision (a medium per agent and a bandwidth split):
 
 Every function accepts a leading batch axis (a vectorised env's actions). Bad input is a
 ``ValueError`` naming the field.
-:func:`encode_box` / :func:`encode_dict` turn any decision ``(media, bandwidth_hz)`` into an action
-that decodes to the same bandwidth up to float64 rounding, so the latency is preserved to ~1e-15
-(cast to float32, the Box form keeps it to ~1e-7).
+:func:`encode_box` / :func:`encode_dict` turn any decision ``(media, bandwidth_hz)`` into a float64
+action that decodes to the same bandwidth up to float64 rounding of each share relative to the
+largest (~1e-16), so the latency is preserved to ~1e-10 or better. Cast to float32 (the Box space's
+dtype, what SB3 policies emit) a share keeps only ~6e-8 of the largest share: a decision that gives
+one agent a tiny sliver of the band can lose a few percent of latency there. Pass float64 actions
+(``step`` accepts them) where exactness matters.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ __all__ = [
     "LLM_CATALOG",
     "DEVICE_CATALOG",
     "make_config",
+    "parse_overrides",
     "SPEED_OF_LIGHT_MPS",
 ]
 
@@ -373,6 +374,27 @@ def _unknown(key: str, valid: list[str]) -> None:
     close = difflib.get_close_matches(key.split(".")[-1], valid, n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(f"unknown config key {key!r}.{hint} Valid keys: {sorted(set(valid))}")
+
+
+def parse_overrides(items) -> dict[str, Any]:
+    """Command-line ``KEY=VALUE`` overrides to a mapping (values parsed as JSON, else strings).
+
+    ``ValueError`` for an item without ``=`` or without a key; keys are checked by
+    :func:`make_config`.
+    """
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--config expects KEY=VALUE; got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
 
 
 def make_config(

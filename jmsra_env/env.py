@@ -13,7 +13,14 @@ from . import actions, model
 from .config import ScenarioConfig, make_config
 from .world import SNR_MAX_DB, SNR_MIN_DB, WorldProcess
 
-__all__ = ["JMSRAEnv", "make_observation_space", "make_action_space", "ACTION_FORMS"]
+__all__ = [
+    "JMSRAEnv",
+    "make_observation_space",
+    "make_action_space",
+    "resolve_env_config",
+    "check_env_arguments",
+    "ACTION_FORMS",
+]
 
 ACTION_FORMS = ("dict", "box")
 
@@ -159,19 +166,8 @@ class JMSRAEnv(gym.Env[dict, Any]):
         render_mode: str | None = None,
         **overrides: Any,
     ):
-        cfg = make_config(base_config)
-        if isinstance(config, ScenarioConfig):
-            cfg = config
-        elif config is not None:
-            cfg = make_config(cfg, **dict(_check_mapping(config)))
-        if overrides:
-            cfg = make_config(cfg, **overrides)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be one of {self.metadata['render_modes']} or None; got {render_mode!r}"
-            )
-        if action_form not in ACTION_FORMS:
-            raise ValueError(f"action_form must be one of {ACTION_FORMS}; got {action_form!r}")
+        cfg = resolve_env_config(config, base_config, overrides)
+        check_env_arguments(action_form, render_mode, self.metadata["render_modes"])
         self.config = cfg
         self.action_form = action_form
         self.render_mode = render_mode
@@ -243,9 +239,27 @@ class JMSRAEnv(gym.Env[dict, Any]):
         return obs
 
 
-def _check_mapping(config):
-    if not isinstance(config, Mapping):
-        raise ValueError(
-            f"config must be a ScenarioConfig or a mapping of overrides; got {type(config).__name__}"
-        )
-    return config
+def resolve_env_config(config, base_config, overrides) -> ScenarioConfig:
+    """The scenario of ``JMSRAEnv(config, base_config=..., **overrides)``: a ``ScenarioConfig``
+    ``config`` is taken as is; a mapping applies over ``base_config`` (a registered variant's
+    settings); keyword ``overrides`` apply last."""
+    cfg = make_config(base_config)
+    if isinstance(config, ScenarioConfig):
+        cfg = config
+    elif config is not None:
+        if not isinstance(config, Mapping):
+            raise ValueError(
+                f"config must be a ScenarioConfig or a mapping of overrides; got {type(config).__name__}"
+            )
+        cfg = make_config(cfg, **dict(config))
+    if overrides:
+        cfg = make_config(cfg, **overrides)
+    return cfg
+
+
+def check_env_arguments(action_form: str, render_mode: str | None, render_modes) -> None:
+    """``ValueError`` for an unknown action form or render mode."""
+    if render_mode is not None and render_mode not in render_modes:
+        raise ValueError(f"render_mode must be one of {list(render_modes)} or None; got {render_mode!r}")
+    if action_form not in ACTION_FORMS:
+        raise ValueError(f"action_form must be one of {ACTION_FORMS}; got {action_form!r}")

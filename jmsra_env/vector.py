@@ -21,8 +21,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from . import actions, model
-from .config import ScenarioConfig, make_config
-from .env import ACTION_FORMS, make_action_space, make_observation_space
+from .config import ScenarioConfig
+from .env import check_env_arguments, make_action_space, make_observation_space, resolve_env_config
 from .world import WorldProcess
 
 __all__ = ["JMSRAVectorEnv", "batch_breakdown_info"]
@@ -137,13 +137,8 @@ class JMSRAVectorEnv(VectorEnv):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1; got {num_envs!r}")
         num_envs = int(num_envs)
-        cfg = _resolve_config(config, base_config, overrides)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be one of {self.metadata['render_modes']} or None; got {render_mode!r}"
-            )
-        if action_form not in ACTION_FORMS:
-            raise ValueError(f"action_form must be one of {ACTION_FORMS}; got {action_form!r}")
+        cfg = resolve_env_config(config, base_config, overrides)
+        check_env_arguments(action_form, render_mode, self.metadata["render_modes"])
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
         self.autoreset_mode = mode
         self._same_step = mode == AutoresetMode.SAME_STEP
@@ -306,22 +301,6 @@ class JMSRAVectorEnv(VectorEnv):
         obs = self._world.observation()
         self._last_obs = obs
         return obs
-
-
-def _resolve_config(config, base_config, overrides) -> ScenarioConfig:
-    """The scenario of ``JMSRAEnv(config, base_config=..., **overrides)`` (same precedence)."""
-    cfg = make_config(base_config)
-    if isinstance(config, ScenarioConfig):
-        cfg = config
-    elif config is not None:
-        if not isinstance(config, Mapping):
-            raise ValueError(
-                f"config must be a ScenarioConfig or a mapping of overrides; got {type(config).__name__}"
-            )
-        cfg = make_config(cfg, **dict(config))
-    if overrides:
-        cfg = make_config(cfg, **overrides)
-    return cfg
 
 
 def _jmsra_latency_s(terms: model.RoundTerms) -> np.ndarray:
