@@ -28,16 +28,6 @@ DEFAULT_EXPERTS = ("jmsra", "nl-only", "kv-only")
 PredictFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
 
-def _stack_terms(terms: Sequence[model.RoundTerms]) -> model.RoundTerms:
-    t0 = terms[0]
-    return model.RoundTerms(
-        *(np.stack([getattr(t, f) for t in terms]) for f in
-          ("prefill_s", "extra_compute_s", "payload_bits", "receiver_s", "answer_s", "gain_hz")),
-        t0.bandwidth_hz,
-        t0.latency_cap_s,
-    )
-
-
 @dataclass
 class EvalResult:
     """Per-policy latencies on the same rounds; ``rows()`` gives the summary table."""
@@ -97,7 +87,7 @@ def collect_rounds(
     acts: dict[str, list[np.ndarray]] = {k: [] for k in learned}
     for _ in range(n_rounds):
         obs = {k: np.stack([o[k] for o in obs_list]) for k in obs_list[0]}
-        terms = _stack_terms([env.unwrapped.current_terms() for env in envs])
+        terms = model.concat_terms([env.unwrapped.current_terms()[None] for env in envs])
         for name, fn in learned.items():
             acts[name].append(np.asarray(fn(obs), dtype=np.float64).reshape(len(envs), 2 * n))
         step_action = np.asarray(driver(obs)) if driver is not None else -np.ones((len(envs), 2 * n))

@@ -23,7 +23,6 @@ differences (common random numbers make it tight). p50 and p95 pool all rounds.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
 import os
@@ -50,7 +49,7 @@ __all__ = [
     "SWEEP_COLUMNS",
     "Rounds",
     "draw_rounds",
-    "ExpertPolicy",
+    "SolverPolicy",
     "ModelPolicy",
     "PolicyResult",
     "expert_names",
@@ -147,18 +146,6 @@ class Rounds:
         return values.reshape(self.episodes, self.rounds_per_episode, *values.shape[1:])
 
 
-def _stack_terms(parts: Sequence[model.RoundTerms]) -> model.RoundTerms:
-    first = parts[0]
-    kwargs = {}
-    for f in dataclasses.fields(model.RoundTerms):
-        value = getattr(first, f.name)
-        if isinstance(value, np.ndarray):
-            kwargs[f.name] = np.concatenate([getattr(p, f.name) for p in parts], axis=0)
-        else:
-            kwargs[f.name] = value
-    return model.RoundTerms(**kwargs)
-
-
 def draw_rounds(cfg: ScenarioConfig, episodes: int, seed: int, *, progress: bool | None = False) -> Rounds:
     """Draw ``episodes`` episodes; episode ``e`` is the one ``env.reset(seed=seed + e)`` starts."""
     from gymnasium.utils import seeding
@@ -183,7 +170,7 @@ def draw_rounds(cfg: ScenarioConfig, episodes: int, seed: int, *, progress: bool
             if t + 1 < n_rounds:
                 world.step(rng)
     obs = {k: np.concatenate(v, axis=0) for k, v in obs_parts.items()}
-    return Rounds(cfg, seed, episodes, n_rounds, obs, _stack_terms(term_parts))
+    return Rounds(cfg, seed, episodes, n_rounds, obs, model.concat_terms(term_parts))
 
 
 def _progress(iterable, progress: bool | None, **kwargs):
@@ -212,7 +199,7 @@ def _policy_rng(seed: int, label: str) -> np.random.Generator:
 
 
 @dataclass
-class ExpertPolicy:
+class SolverPolicy:
     """An expert or baseline of :mod:`jmsra_env.solvers`, deciding on the observed terms.
 
     With ``oracle=True`` it decides on the *true* terms instead (perfect, fresh channel knowledge):
@@ -294,7 +281,7 @@ class ModelPolicy:
 
 def resolve_experts(
     names: Sequence[str] | None, cfg: ScenarioConfig
-) -> tuple[list[ExpertPolicy], list[str]]:
+) -> tuple[list[SolverPolicy], list[str]]:
     """Expert policies for ``names`` (None: every expert and baseline) and notes for the user.
 
     ``optimal`` is refused for ``N > OPTIMAL_MAX_AGENTS`` when asked for by name and skipped with a
@@ -324,13 +311,13 @@ def resolve_experts(
                 raise EvaluationError(msg + "; drop it (JMSRA becomes the reference)")
             notes.append(msg + ": skipped, gaps are to JMSRA")
             continue
-        policies.append(ExpertPolicy(name))
+        policies.append(SolverPolicy(name))
     return policies, notes
 
 
-def oracle_policy(cfg: ScenarioConfig) -> ExpertPolicy:
+def oracle_policy(cfg: ScenarioConfig) -> SolverPolicy:
     """The optimum (JMSRA above ``OPTIMAL_MAX_AGENTS``) deciding on the true, fresh channel."""
-    return ExpertPolicy("optimal" if cfg.n_agents <= OPTIMAL_MAX_AGENTS else "jmsra", oracle=True)
+    return SolverPolicy("optimal" if cfg.n_agents <= OPTIMAL_MAX_AGENTS else "jmsra", oracle=True)
 
 
 def _model_label(path: Path) -> str:
@@ -463,7 +450,7 @@ def _time_single(policy, rounds: Rounds, budget_s: float, max_rounds: int = 32) 
 
 def evaluate_policies(
     rounds: Rounds,
-    policies: Sequence[ExpertPolicy | ModelPolicy],
+    policies: Sequence[SolverPolicy | ModelPolicy],
     *,
     progress: bool | None = False,
     single_round_budget_s: float = 0.25,
@@ -733,7 +720,7 @@ def run_sweep(
     notes = []
     rows: list[dict[str, Any]] = []
     for value, vcfg in _progress(list(zip(values, configs)), progress, desc=f"sweep {sweep.name}", unit="value"):
-        pols: list[Any] = [ExpertPolicy(n) for n in names if n != "optimal" or vcfg.n_agents <= OPTIMAL_MAX_AGENTS]
+        pols: list[Any] = [SolverPolicy(n) for n in names if n != "optimal" or vcfg.n_agents <= OPTIMAL_MAX_AGENTS]
         if "optimal" in names and vcfg.n_agents > OPTIMAL_MAX_AGENTS:
             notes.append(f"{sweep.name}={value}: N = {vcfg.n_agents} > {OPTIMAL_MAX_AGENTS}, optimum skipped")
         pols += [m for m in models if m.n_agents == vcfg.n_agents]

@@ -45,6 +45,8 @@ __all__ = [
     "model_constants",
     "RoundTerms",
     "round_terms",
+    "concat_terms",
+    "TERM_ARRAY_FIELDS",
     "LatencyBreakdown",
     "latency",
     "select_medium",
@@ -361,6 +363,17 @@ def _pair(nl, kv) -> np.ndarray:
     out[..., 0] = nl
     out[..., 1] = kv
     return out
+
+
+TERM_ARRAY_FIELDS = ("prefill_s", "extra_compute_s", "payload_bits", "receiver_s", "answer_s", "gain_hz")
+
+
+def concat_terms(parts) -> RoundTerms:
+    """Join batches of :class:`RoundTerms` along their first batch axis (``t[None]`` makes a
+    single round a batch of one)."""
+    first = parts[0]
+    arrays = {f: np.concatenate([getattr(p, f) for p in parts], axis=0) for f in TERM_ARRAY_FIELDS}
+    return RoundTerms(**arrays, bandwidth_hz=first.bandwidth_hz, latency_cap_s=first.latency_cap_s)
 
 
 def round_terms(

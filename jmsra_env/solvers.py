@@ -204,8 +204,8 @@ def _p2_newton_loop(A, delta, a, pay, payf, lo, hi, B):
     # inside the bracket. Agents without payload get placeholders that keep every value finite.
     base = np.where(pay, A + delta, (lo - 1.0)[:, None])
     dsafe = np.where(pay, np.maximum(delta, 1e-300), 1.0)  # delta underflows for subnormal payloads
-    # Start at max_i t_i(B), but bracket from the rightmost pole (S = inf there): t_i(B) uses
-    # model.rate_bps, whose log2(1 + a/b) is slightly less exact than our inverse at low SNR.
+    # Start at max_i t_i(B), but bracket from the rightmost pole (S = inf there): t_i(B) comes from
+    # model.rate_bps, whose rounding need not match this inverse's to the last bit.
     T = lo
     lo = np.max(np.where(pay, base, -np.inf), axis=-1)
     hi = np.nextafter(hi * (1.0 + 1e-12), np.inf)  # S(hi) <= B must survive the rounding of hi

@@ -43,7 +43,6 @@ _SQRT_HALF = math.sqrt(0.5)
 _MAX_CHUNK_ROUNDS = 128
 _CHUNK_BUDGET = 1 << 19  # rounds x agents x worlds held per chunk (bounds memory at large M)
 
-_TERM_FIELDS = ("prefill_s", "extra_compute_s", "payload_bits", "receiver_s", "answer_s", "gain_hz")
 
 
 def _default_chunk_rounds(episode_rounds: int, width: int) -> int:
@@ -227,7 +226,7 @@ class WorldProcess:
             arr[start:, idx] = value
             self._obs[key] = arr
         fields = {}
-        for name in _TERM_FIELDS:
+        for name in model.TERM_ARRAY_FIELDS:
             arr = getattr(self._terms, name).copy()
             arr[start:, idx] = getattr(terms, name)
             fields[name] = arr

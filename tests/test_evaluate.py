@@ -114,7 +114,7 @@ def test_recorded_rounds_and_latencies_equal_stepping_the_real_env():
     env_id = "jmsra_env/JMSRA-StaleCSI-Box-v0"
     cfg, _ = ev.scenario_from_env_id(env_id, {"episode_rounds": 70})
     rounds = ev.draw_rounds(cfg, 2, seed=11)
-    (result,) = ev.evaluate_policies(rounds, [ev.ExpertPolicy("jmsra")], single_round_budget_s=0.0)
+    (result,) = ev.evaluate_policies(rounds, [ev.SolverPolicy("jmsra")], single_round_budget_s=0.0)
     env = gym.make(env_id, config={"episode_rounds": 70})
     policy = make_policy("jmsra", env)
     consts = model.model_constants(cfg)
