@@ -10,7 +10,7 @@ Examples::
     python evaluate.py --sweep load --config bandwidth_hz=10e6
 
 The library behind it is :mod:`jmsra_env.evaluation` (rounds, policies, statistics, sweeps) and
-:mod:`jmsra_env.evaluation_report` (tables, files, figures); see docs/readme/evaluation.md.
+:mod:`jmsra_env.evaluation_report` (tables, files, figures); see docs/evaluation.md.
 """
 
 from __future__ import annotations

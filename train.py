@@ -10,7 +10,7 @@ A full run, then watch it::
     python train.py --total-timesteps 1000000 --run-name ppo-1m
     tensorboard --logdir runs/ppo-1m/tb
 
-See ``docs/readme/training.md`` for every flag, the run-directory format and RL Zoo usage.
+See ``docs/training.md`` for every flag, the run-directory format and RL Zoo usage.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The PPO factory: hyperparameters as a dataclass, device choice, model construction.
 
-Defaults are tuned for the JMSRA environments (see ``docs/readme/training.md`` for the search):
+Defaults are tuned for the JMSRA environments (see ``docs/training.md`` for the search):
 each round is a contextual bandit (the decision does not change the next round), so ``gamma = 0``
 and the value function predicts the round's (normalised) reward; wide ReLU networks fit the
 sharp bandwidth-allocation map better than SB3's default 64x64 tanh; a small initial action

@@ -1,7 +1,7 @@
 """Scenario configuration: frozen, validated dataclasses with the source of every default.
 
 Every quantity carries its unit in its name (``_s``, ``_hz``, ``_bits``, ``_bps``, ``_dbm``...).
-The defaults and their sources are those of ``DESIGN.md`` section 2.
+The defaults and their sources are those of ``docs/model.md``.
 
 Build a scenario with :func:`make_config` (or :meth:`ScenarioConfig.with_overrides`), which accepts a
 mapping of overrides: top-level keys (``n_agents``), keys of a sub-config given flat (``bandwidth_hz``)
@@ -80,7 +80,7 @@ class LLMProfile:
         _require(self.vocab_size >= 2, f"llm[{self.name}].vocab_size", "an integer >= 2", self.vocab_size)
 
 
-# Architectures from the models' published configs (DESIGN.md section 2).
+# Architectures from the models' published configs (docs/model.md).
 LLM_CATALOG: dict[str, LLMProfile] = {
     p.name: p
     for p in (
@@ -136,7 +136,7 @@ def _lookup(catalog: Mapping[str, Any], name: str, field_name: str) -> Any:
 
 @dataclass(frozen=True)
 class ChannelConfig:
-    """FDMA uplink and mobility (DESIGN.md section 2, 'Channel' and 'Default scenario')."""
+    """FDMA uplink and mobility (docs/model.md, 'Channel' and 'Default scenario')."""
 
     bandwidth_hz: float = 20e6  # common 5G/6G MEC uplink setting
     tx_power_dbm: float = 23.0  # 3GPP UE power class 3
@@ -181,7 +181,7 @@ class ChannelConfig:
 
 @dataclass(frozen=True)
 class WorkloadConfig:
-    """LLM, devices, per-round workload and background load (DESIGN.md section 2)."""
+    """LLM, devices, per-round workload and background load (docs/model.md)."""
 
     llm: str = "llama-3.2-1b"  # smallest Llama 3.2: fits every device in the catalog
     weight_bits: int = 4  # 4-bit weight quantisation, usual on edge devices

@@ -92,7 +92,7 @@ class JMSRAEnv(gym.Env[dict, Any]):
     few hundred bytes, the receiver prefills) or as its KV cache (no decoding, megabytes over the
     air, the receiver loads it), over an FDMA uplink of total bandwidth ``B`` split between the
     agents. The round ends when the receiver has all messages, processed them and decoded a
-    ``G``-token answer. The goal is to minimise this end-to-end latency ``T`` (DESIGN.md sections
+    ``G``-token answer. The goal is to minimise this end-to-end latency ``T`` (docs/model.md, sections
     2 and 3; after Dai, Xiang, Yang, arXiv 2605.25422).
 
     ## Action Space

@@ -1,4 +1,4 @@
-"""The analytical latency model (DESIGN.md section 2): every formula, once, as pure array functions.
+"""The analytical latency model (docs/model.md): every formula, once, as pure array functions.
 
 All functions broadcast over NumPy arrays, so the same code serves one round (arrays of shape
 ``(N,)``) and a batch of rounds (``(M, N)``). Units: s, bit, Hz, FLOP/s, byte/s, dB.

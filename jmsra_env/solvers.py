@@ -1,4 +1,4 @@
-"""Experts and baselines for the decision problem (DESIGN.md section 3), batched from the start.
+"""Experts and baselines for the decision problem (docs/model.md), batched from the start.
 
 Every solver takes a :class:`~jmsra_env.model.RoundTerms` with any batch shape ``(...)`` (a single
 round is a batch of shape ``()``) and returns a :class:`Decision` with media ``(..., N)``,
@@ -377,7 +377,7 @@ def _first_within_tie(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def jmsra(terms: RoundTerms) -> Decision:
-    """JMSRA (DESIGN.md section 3): from all-NL switch to KV the agent whose switch lowers (P2) the
+    """JMSRA (docs/model.md): from all-NL switch to KV the agent whose switch lowers (P2) the
     most until no switch helps; the same from all-KV towards NL; return the better of the two.
 
     Ties (within 1e-12 relative) go to the lowest agent index and to the all-NL start. Each greedy
@@ -601,7 +601,7 @@ def kv_only_equal(terms: RoundTerms) -> Decision:
 
 @dataclass(frozen=True)
 class SwitchingThreshold:
-    """Single-agent closed form (DESIGN.md section 3), per agent ``(..., N)``.
+    """Single-agent closed form (docs/model.md), per agent ``(..., N)``.
 
     An agent alone on bandwidth ``bandwidth_hz`` is faster with KV exactly when its rate exceeds
     ``rate_bps`` (``inf``: never), equivalently when its SNR on that bandwidth,

@@ -1,4 +1,4 @@
-"""The world process: a seeded, batched generator of collaboration rounds (DESIGN.md section 2).
+"""The world process: a seeded, batched generator of collaboration rounds (docs/model.md).
 
 :class:`WorldProcess` holds ``M`` independent worlds (``M = 1`` for the single environment) and
 draws their rounds in *chunks* (by default a whole episode, its 65 observed rounds, at a time),

@@ -1,4 +1,4 @@
-"""The experts and baselines (DESIGN.md section 3): optimality, orderings, closed form, batching."""
+"""The experts and baselines (docs/model.md): optimality, orderings, closed form, batching."""
 
 from __future__ import annotations
 
@@ -346,7 +346,7 @@ def test_jmsra_in_info(equal_nl_action):
 
 
 def _plain_greedy(terms: RoundTerms) -> float:
-    """DESIGN section 3's JMSRA written as the obvious loops (one round, one (P2) at a time)."""
+    """docs/model.md's JMSRA written as the obvious loops (one round, one (P2) at a time)."""
     n = terms.n_agents
 
     def value(x):
