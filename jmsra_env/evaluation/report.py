@@ -1,4 +1,4 @@
-"""Output of an evaluation: terminal table, CSV / JSON / Markdown and PNG figures, written atomically.
+"""Output of an evaluation (:mod:`jmsra_env.evaluation`): terminal table, CSV / JSON / Markdown and PNG figures, written atomically.
 
 Every file is rendered in memory first and then written as ``<name>.tmp`` + :func:`os.replace`, so
 a failed run never leaves a half-written file and never replaces an earlier result with a broken one.
@@ -22,6 +22,7 @@ import numpy as np
 
 __all__ = [
     "atomic_write",
+    "plain_table",
     "csv_text",
     "markdown_table",
     "json_text",
@@ -145,6 +146,28 @@ def markdown_table(
     lines.append("|" + "|".join("---:" if r else "---" for r in right) + "|")
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines) + "\n"
+
+
+def plain_table(
+    summary: Sequence[Mapping[str, Any]],
+    timing: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    title: str | None = None,
+    footer: str | None = None,
+) -> str:
+    """The summary (and timings) as aligned plain text, for logs and terminals without rich."""
+    cols, body = _display_rows(summary, timing)
+    table = [[SUMMARY_HEADERS[c] for c in cols], *body]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    lines = [title] if title else []
+    lines += [line(table[0]), "-" * len(line(table[0]))] + [line(r) for r in body]
+    if footer:
+        lines.append(footer)
+    return "\n".join(lines)
 
 
 def _print_table(table) -> None:
