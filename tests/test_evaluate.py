@@ -14,11 +14,11 @@ import pytest
 
 import jmsra_env  # noqa: F401  (registers the environments)
 from jmsra_env import actions, evaluation as ev, model
+from jmsra_env.policies import ExpertPolicy
+
+from agents import cli_evaluate as evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("evaluate", ROOT / "evaluate.py")
-evaluate = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(evaluate)
 
 SHORT = ["--config", "episode_rounds=16", "--no-progress"]
 
@@ -114,7 +114,7 @@ def test_recorded_rounds_and_latencies_equal_stepping_the_real_env():
     env_id = "jmsra_env/JMSRA-StaleCSI-Box-v0"
     cfg, _ = ev.scenario_from_env_id(env_id, {"episode_rounds": 70})
     rounds = ev.draw_rounds(cfg, 2, seed=11)
-    (result,) = ev.evaluate_policies(rounds, [ev.SolverPolicy("jmsra")], single_round_budget_s=0.0)
+    (result,) = ev.evaluate_policies(rounds, [ExpertPolicy("jmsra", cfg)], single_round_budget_s=0.0)
     env = gym.make(env_id, config={"episode_rounds": 70})
     policy = make_policy("jmsra", env)
     consts = model.model_constants(cfg)
@@ -232,25 +232,37 @@ def _bad_cases(model_dir: Path | None):
         "model for another N": (
             ["--model", str(model_dir), "--env-id", "jmsra_env/JMSRA-N8-Box-v0"], "trained for N = 4 agents"
         ),
-        "model for another action form": (
-            ["--model", str(model_dir), "--env-id", "jmsra_env/JMSRA-v0"], "'box' action form"
-        ),
+        "cuda without CUDA": (["--device", "cuda"], "CUDA is not available"),
+        "out below a file": (["--out", "BLOCKER/out"], "cannot be written"),
+        "out holding other files": (["--out", "FOREIGN"], "holds files evaluate.py does not write"),
     }
 
 
 @pytest.mark.parametrize("case", list(_bad_cases(None)))
-def test_bad_input_is_a_clear_error_and_leaves_earlier_results_alone(case, tmp_path, capsys, request):
+def test_bad_input_is_a_clear_error_and_leaves_earlier_results_alone(case, tmp_path, capsys, request, monkeypatch):
     model_dir = request.getfixturevalue("tiny_model") if "model for" in case else None
     argv, message = _bad_cases(model_dir)[case]
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.csv").write_text("earlier result\n")
     (out / "sweep_bandwidth.csv").write_text("earlier sweep\n")
+    if case == "out holding other files":
+        (out / "thesis.tex").write_text("not ours\n")
+    (tmp_path / "blocker").write_text("a file, not a folder\n")
+    if case == "cuda without CUDA":
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     before = _snapshot(out)
-    assert evaluate.main([*argv, "--episodes", "1", "--out", str(out), *SHORT]) == 2
+    argv = [a.replace("BLOCKER", str(tmp_path / "blocker")).replace("FOREIGN", str(out)) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    assert evaluate.main([*argv, "--episodes", "1", *SHORT]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and message in err
+    assert len(err.strip().splitlines()) == 1
     assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "out"]  # no staging folder left
 
 
 def test_help_lists_the_sweeps_and_outputs(capsys):
