@@ -319,38 +319,42 @@ def _run_sweep(args, plan) -> dict[str, bytes | str]:
     return files
 
 
+def _error(message: Any, status: int = 2) -> int:
+    print(f"evaluate.py: error: {message}", file=sys.stderr)
+    return status
+
+
+def _run(args, folder: rep.ResultFolder) -> int:
+    try:
+        plan = _prepare(args)
+    except ev.EvaluationError as exc:
+        return _error(exc)
+    if not plan["models"]:
+        print("No trained model given (add one with --model PATH): evaluating the experts and baselines only.")
+    for note in plan["notes"]:
+        print(f"note: {note}")
+    files = _run_sweep(args, plan) if plan["sweep"] is not None else _run_evaluation(args, plan)
+    try:
+        stale = folder.commit(files)
+    except OSError as exc:
+        return _error(f"cannot write --out {args.out!r} ({exc}); its earlier results are untouched", 1)
+    print(f"wrote {', '.join(files)} to {args.out}/ (N = {plan['cfg'].n_agents})")
+    if stale:
+        print(f"removed stale {', '.join(stale)} of an earlier run (not produced by this one)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for bad input, with the problem on stderr)."""
     args = build_parser().parse_args(argv)
     try:
-        folder = _open_out(args)
+        folder = _open_out(args)  # before anything runs: an unwritable --out fails fast
     except ev.EvaluationError as exc:
-        print(f"evaluate.py: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
     try:
-        plan = _prepare(args)
-    except ev.EvaluationError as exc:
-        folder.abort()
-        print(f"evaluate.py: error: {exc}", file=sys.stderr)
-        return 2
-    except BaseException:
-        folder.abort()
-        raise
-    try:
-        cfg = plan["cfg"]
-        if not plan["models"]:
-            print("No trained model given (add one with --model PATH): evaluating the experts and baselines only.")
-        for note in plan["notes"]:
-            print(f"note: {note}")
-        files = _run_sweep(args, plan) if plan["sweep"] is not None else _run_evaluation(args, plan)
-        stale = folder.commit(files)
-    except BaseException:
-        folder.abort()
-        raise
-    print(f"wrote {', '.join(files)} to {args.out}/ (N = {cfg.n_agents})")
-    if stale:
-        print(f"removed stale {', '.join(stale)} of an earlier run (not produced by this one)")
-    return 0
+        return _run(args, folder)
+    finally:
+        folder.abort()  # the staging folder, if it was not swapped in
 
 
 if __name__ == "__main__":
