@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -18,7 +17,6 @@ from jmsra_env.policies import ExpertPolicy
 
 from agents import cli_evaluate as evaluate
 
-ROOT = Path(__file__).resolve().parents[1]
 
 SHORT = ["--config", "episode_rounds=16", "--no-progress"]
 
@@ -32,19 +30,27 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+def _train_tiny(logdir: Path, env_id: str, name: str) -> Path:
     """A real run directory from train.py (256 PPO steps on N = 4, its default action encoding)."""
-    spec = importlib.util.spec_from_file_location("train", ROOT / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
-    logdir = tmp_path_factory.mktemp("runs")
-    argv = ["--env-id", "jmsra_env/JMSRA-Box-v0", "--total-timesteps", "256", "--n-envs", "2",
+    import train
+
+    argv = ["--env-id", env_id, "--total-timesteps", "256", "--n-envs", "2",
             "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1", "--bc-steps", "0",
             "--eval-freq", "1000000", "--compare-episodes", "0", "--device", "cpu",
-            "--no-progress-bar", "--logdir", str(logdir), "--run-name", "tiny-n4"]
+            "--no-progress-bar", "--logdir", str(logdir), "--run-name", name]
     assert train.main(argv) == 0
-    return logdir / "tiny-n4"
+    return logdir / name
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return _train_tiny(tmp_path_factory.mktemp("runs"), "jmsra_env/JMSRA-Box-v0", "tiny-n4")
+
+
+@pytest.fixture(scope="module")
+def tiny_stale_model(tmp_path_factory):
+    """Trained with --env-id jmsra_env/JMSRA-StaleCSI-v0, i.e. on its Box twin."""
+    return _train_tiny(tmp_path_factory.mktemp("runs"), "jmsra_env/JMSRA-StaleCSI-v0", "tiny-stale")
 
 
 def test_small_evaluation_writes_parseable_outputs_with_one_row_per_policy(tmp_path, capsys):
@@ -211,6 +217,16 @@ def test_sweeps_include_a_model_where_it_fits(tmp_path, tiny_model, capsys):
     assert {(r["value"], r["policy"]) for r in rows} == {
         ("2", "nl-only"), ("2", "kv-only"), ("4", "nl-only"), ("4", "kv-only"), ("4", "ppo:tiny-n4")
     }
+
+
+def test_a_model_trained_on_the_box_twin_is_evaluated_on_the_scenario_the_id_names(tmp_path, tiny_stale_model):
+    argv = ["--env-id", "jmsra_env/JMSRA-StaleCSI-v0", "--model", str(tiny_stale_model), "--policies", "jmsra",
+            "--no-plots", "--out", str(tmp_path), "--episodes", "2", "--no-progress"]
+    assert evaluate.main(argv) == 0
+    rows = {r["policy"]: r for r in _read_csv(tmp_path / "summary.csv")}
+    assert set(rows) == {"jmsra", "ppo:tiny-stale"}
+    notes = (tmp_path / "summary.md").read_text()
+    assert "trained on another scenario" not in notes  # the same scenario: no difference to report
 
 
 # -- bad input: a clear error naming the problem, and earlier results left alone -----------------

@@ -98,36 +98,6 @@ def test_statistics_refuse_results_on_different_rounds():
         ev.summarise([a, b])
 
 
-def test_a_model_trained_on_the_box_twin_is_evaluated_on_the_scenario_the_id_names(tmp_path, tiny_stale_model):
-    argv = ["--env-id", "jmsra_env/JMSRA-StaleCSI-v0", "--model", str(tiny_stale_model), "--policies", "jmsra",
-            "--no-plots", "--out", str(tmp_path), "--episodes", "2", "--no-progress"]
-    assert evaluate.main(argv) == 0
-    rows = {r["policy"]: r for r in _read_csv(tmp_path / "summary.csv")}
-    assert set(rows) == {"jmsra", "ppo:tiny-stale"}
-    notes = (tmp_path / "summary.md").read_text()
-    assert "trained on another scenario" not in notes  # the same scenario: no difference to report
-
-
-def test_a_model_for_another_n_is_still_refused(tiny_stale_model, capsys, tmp_path):
-    argv = ["--env-id", "jmsra_env/JMSRA-N8-v0", "--model", str(tiny_stale_model), "--out", str(tmp_path), *SHORT]
-    assert evaluate.main(argv) == 2
-    assert "trained for N = 4 agents" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def tiny_stale_model(tmp_path_factory):
-    """A run trained (256 PPO steps) with --env-id jmsra_env/JMSRA-StaleCSI-v0, i.e. on its Box twin."""
-    import train
-
-    logdir = tmp_path_factory.mktemp("runs")
-    argv = ["--env-id", "jmsra_env/JMSRA-StaleCSI-v0", "--total-timesteps", "256", "--n-envs", "2",
-            "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1", "--bc-steps", "0",
-            "--eval-freq", "1000000", "--compare-episodes", "0", "--device", "cpu",
-            "--no-progress-bar", "--logdir", str(logdir), "--run-name", "tiny-stale"]
-    assert train.main(argv) == 0
-    return logdir / "tiny-stale"
-
-
 def test_trust_pickle_is_passed_only_to_a_loader_that_takes_it(monkeypatch, tmp_path):
     from agents import checkpoint, evaluation as aev
 

@@ -15,76 +15,9 @@ imports ``agents``. See docs/evaluation.md.
 
 from __future__ import annotations
 
-from .core import (
-    DEFAULT_ENV_ID,
-    DEFAULT_SEED,
-    HELD_OUT_SEED,
-    OPTIMAL_MAX_AGENTS,
-    SELECTION_SEED,
-    TRAIN_SEED,
-    EvaluationError,
-    Policy,
-    PolicyResult,
-    Rounds,
-    charge,
-    check_policy_fits,
-    draw_rounds,
-    evaluate_policies,
-    expert_names,
-    oracle_policy,
-    resolve_experts,
-    rollout_episodes,
-    scenario_from_env_id,
-)
-from .statistics import SUMMARY_COLUMNS, TIMING_COLUMNS, reference_label, summarise, timing_rows
-from .sweeps import (
-    SWEEP_COLUMNS,
-    SWEEP_POLICIES,
-    SWEEPS,
-    Sweep,
-    check_sweep_policies,
-    format_sweep_value,
-    get_sweep,
-    parse_sweep_values,
-    run_sweep,
-    sweep_configs,
-    sweep_findings,
-)
+from . import core, statistics, sweeps
+from .core import *  # noqa: F403
+from .statistics import *  # noqa: F403
+from .sweeps import *  # noqa: F403
 
-__all__ = [
-    "EvaluationError",
-    "OPTIMAL_MAX_AGENTS",
-    "DEFAULT_ENV_ID",
-    "TRAIN_SEED",
-    "SELECTION_SEED",
-    "HELD_OUT_SEED",
-    "DEFAULT_SEED",
-    "Policy",
-    "Rounds",
-    "PolicyResult",
-    "draw_rounds",
-    "charge",
-    "evaluate_policies",
-    "rollout_episodes",
-    "expert_names",
-    "resolve_experts",
-    "oracle_policy",
-    "check_policy_fits",
-    "scenario_from_env_id",
-    "SUMMARY_COLUMNS",
-    "TIMING_COLUMNS",
-    "reference_label",
-    "summarise",
-    "timing_rows",
-    "Sweep",
-    "SWEEPS",
-    "SWEEP_COLUMNS",
-    "SWEEP_POLICIES",
-    "get_sweep",
-    "parse_sweep_values",
-    "sweep_configs",
-    "check_sweep_policies",
-    "run_sweep",
-    "sweep_findings",
-    "format_sweep_value",
-]
+__all__ = [*core.__all__, *statistics.__all__, *sweeps.__all__]
