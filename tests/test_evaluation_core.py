@@ -157,6 +157,14 @@ def test_a_failure_half_way_leaves_the_previous_result_set_intact(failure, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no staging or old folder left
 
 
+def test_a_run_killed_between_the_two_renames_gets_its_previous_results_back(tmp_path):
+    out = tmp_path / "results"
+    before = _earlier_results(out)
+    os.rename(out, tmp_path / ".results.12345.old")  # where commit() had moved them when killed
+    rep.ResultFolder(out, rep.EVALUATION_FILES).abort()
+    assert _snapshot(out) == before
+
+
 def test_stale_files_of_the_same_result_set_are_removed_and_other_sets_kept(tmp_path, capsys):
     out = tmp_path / "results"
     before = _earlier_results(out)

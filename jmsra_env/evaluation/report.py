@@ -10,6 +10,7 @@ Markdown, which are therefore not byte-stable).
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import math
@@ -105,6 +106,10 @@ class ResultFolder:
     def __init__(self, out: str | os.PathLike, result_set: Sequence[str]):
         self.out = Path(os.path.abspath(out))
         self.result_set = tuple(result_set)
+        try:
+            self._recover()
+        except OSError as exc:
+            raise ValueError(f"--out {str(out)!r}: cannot restore an interrupted earlier run: {exc}") from None
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"--out {str(out)!r} exists and is not a folder")
         if self.out.is_dir():
@@ -124,6 +129,15 @@ class ResultFolder:
             os.chmod(self.staging, mode)  # mkdtemp's 0700 would become the output folder's
         except OSError as exc:
             raise ValueError(f"--out {str(out)!r} cannot be written: {exc.strerror or exc}") from None
+
+    def _recover(self) -> None:
+        """A run killed between the two renames of :meth:`commit` left the previous result set as
+        ``.<out>.<pid>.old`` and no ``out``: put it back."""
+        if self.out.exists() or not self.out.parent.is_dir():
+            return
+        olds = sorted(self.out.parent.glob(f".{glob.escape(self.out.name)}.*.old"), key=lambda p: p.stat().st_mtime)
+        if olds:
+            os.rename(olds[-1], self.out)
 
     def commit(self, files: Mapping[str, bytes | str]) -> list[str]:
         """Write ``files`` as the new result set and swap it in; returns the stale files removed."""
