@@ -405,16 +405,10 @@ def _train(args, env_id, cfg, overrides, ppo_cfg, device, run_dir: Path, resume_
 
 
 def _comparison(model, vn, env_id, overrides, cfg, args) -> str:
-    from agents.callbacks import policy_predict_fn
-    from agents.evaluation import evaluate_policies, format_table
-    from jmsra_env import model as jmodel
+    from agents.evaluation import final_comparison
 
-    consts = jmodel.model_constants(cfg)
-    learned = {"ppo": policy_predict_fn(model, vn, consts, args.features, args.action_encoding)}
-    experts = ["jmsra", "nl-only", "kv-only"]
-    res = evaluate_policies(env_id, overrides, learned, experts=experts,
-                            seeds=range(COMPARE_SEED, COMPARE_SEED + args.compare_episodes))
-    return format_table(res, title=f"Held-out comparison ({env_id}, {args.compare_episodes} episodes):")
+    return final_comparison(model, vn, env_id, overrides, cfg, args.features, args.action_encoding,
+                            args.compare_episodes, seed=COMPARE_SEED)
 
 
 if __name__ == "__main__":

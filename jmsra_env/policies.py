@@ -18,6 +18,7 @@ accepts one observation or a batch with a leading axis (a gymnasium vector env o
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,24 +32,61 @@ from .solvers import EXPERT_NAMES, Decision, check_name, solve
 __all__ = ["ExpertPolicy", "make_policy", "EXPERT_NAMES"]
 
 _FORMS = ("dict", "box")
+# Experts the paper compares (in order of preference as a gap reference); the others are baselines.
+REFERENCE_EXPERTS = ("optimal", "jmsra")
 
 
 class ExpertPolicy:
-    """An expert (``optimal``, ``jmsra``) or baseline acting on observations of one scenario."""
+    """An expert (``optimal``, ``jmsra``) or baseline acting on observations of one scenario.
 
-    def __init__(self, name: str, config: ScenarioConfig, action_form: str = "dict", seed: int | None = None):
+    It is also the evaluation's policy (:class:`jmsra_env.evaluation.Policy`): ``label``, ``kind``
+    (``expert``, ``baseline``, or ``bound`` for the oracle), ``decide`` on a batch and
+    ``reset(config, seed)``. With ``oracle=True`` it decides on the *true* terms passed as
+    ``decide(obs, true_terms=...)`` (perfect, fresh channel knowledge: with ``csi_delay > 0`` a
+    bound no policy that sees the observation can reach; otherwise the plain expert).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: ScenarioConfig,
+        action_form: str = "dict",
+        seed: int | None = None,
+        *,
+        oracle: bool = False,
+    ):
         self.name = check_name(name)
         if action_form not in _FORMS:
             raise ValueError(f"action_form must be one of {_FORMS}; got {action_form!r}")
         self.config = config
         self.action_form = action_form
+        self.oracle = bool(oracle)
         self.consts = model.model_constants(config)
         self.rng = np.random.default_rng(seed)
 
     def __repr__(self) -> str:
         return f"ExpertPolicy({self.name!r}, n_agents={self.config.n_agents}, action_form={self.action_form!r})"
 
-    def decide(self, obs: Mapping[str, Any]) -> Decision:
+    @property
+    def label(self) -> str:
+        return "oracle" if self.oracle else self.name
+
+    @property
+    def kind(self) -> str:
+        if self.oracle:
+            return "bound"
+        return "expert" if self.name in REFERENCE_EXPERTS else "baseline"
+
+    def reset(self, config: ScenarioConfig | None = None, seed: int | None = None) -> None:
+        """Before an evaluation: decide for ``config`` from now on, and reseed the ``random``
+        policy from ``(seed, label)`` (its draws do not depend on which other policies run)."""
+        if config is not None and config != self.config:
+            self.config = config
+            self.consts = model.model_constants(config)
+        if seed is not None:
+            self.rng = np.random.default_rng([seed, zlib.crc32(self.label.encode())])
+
+    def decide(self, obs: Mapping[str, Any], true_terms: model.RoundTerms | None = None) -> Decision:
         """The expert's decision on an observation (``(N,)`` arrays) or a batch (``(M, N)``)."""
         if not isinstance(obs, Mapping) or "snr_db" not in obs:
             raise ValueError(
@@ -61,6 +99,10 @@ class ExpertPolicy:
                 f"obs['snr_db'] must have shape (N,) or (M, N) with N = {self.config.n_agents}; "
                 f"got {np.shape(obs['snr_db'])}"
             )
+        if self.oracle:
+            if true_terms is None:
+                raise ValueError(f"the oracle {self.name!r} decides on the true terms: pass true_terms=")
+            return solve(self.name, true_terms, rng=self.rng)
         terms = model.terms_from_observation(self.consts, obs)
         return solve(self.name, terms, rng=self.rng)
 
