@@ -40,7 +40,7 @@ def rounds(n_agents: int, n_rounds: int, seed: int = 0) -> RoundTerms:
     world.reset(rng)
     parts = []
     while sum(p.batch_shape[0] for p in parts) < n_rounds:
-        parts.append(world.true_terms(consts))
+        parts.append(world.true_terms())
         world.step(rng)
     fields = ("prefill_s", "extra_compute_s", "payload_bits", "receiver_s", "answer_s", "gain_hz")
     cat = [np.concatenate([getattr(p, f) for p in parts])[:n_rounds] for f in fields]

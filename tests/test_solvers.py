@@ -30,7 +30,7 @@ def world_terms(n_agents: int, n_rounds: int, seed: int, **overrides) -> RoundTe
     world.reset(rng)
     for _ in range(int(rng.integers(0, 3))):
         world.step(rng)
-    return world.true_terms(model.model_constants(cfg))
+    return world.true_terms()
 
 
 def raw_terms(n: int, m: int, seed: int, zero_payload_p: float = 0.0, snr_db=(-40.0, 70.0)) -> RoundTerms:
