@@ -14,6 +14,7 @@ from jmsra_env.model import RoundTerms
 from jmsra_env.world import WorldProcess
 
 RTOL = 1e-9
+P2_RTOL = 1e-11  # (P2): the accuracy the documentation states (tests/test_bandwidth.py: vs 40 digits)
 B = 20e6
 # derandomize: every run replays the same examples, so CI cannot flake on a new draw; to explore
 # further, raise max_examples and set derandomize=False in a local run (300 random examples pass).
@@ -79,7 +80,7 @@ def check_orderings(terms: RoundTerms) -> dict[str, solvers.Decision]:
     fin_hi = np.where(pay, br.finish_s, -np.inf).max(axis=-1)
     fin_lo = np.where(pay, br.finish_s, np.inf).min(axis=-1)
     ok = np.isfinite(fin_hi) & ~br.capped
-    assert np.all(fin_hi[ok] - fin_lo[ok] <= 1e-6 * fin_hi[ok])
+    assert np.all(fin_hi[ok] - fin_lo[ok] <= P2_RTOL * fin_hi[ok])
     np.testing.assert_allclose(o.bandwidth_hz.sum(axis=-1), B, rtol=1e-12)
     assert np.all(o.bandwidth_hz[~pay & pay.any(axis=-1, keepdims=True)] == 0.0)  # nothing to send: no band
     return d
@@ -130,7 +131,7 @@ def test_p2_beats_a_dense_grid_n2(a_db, pre, mbit):
     share = np.clip(share, 0.0, 1.0)
     grid = np.stack([share * B, (1.0 - share) * B], axis=-1)
     tg = model.latency(terms, np.zeros((grid.shape[0], 2), np.int8), grid).uncapped_latency_s
-    assert np.all(tg >= t * (1.0 - 1e-9))  # the 1e-9 contract; float64 balance is ~1e-12
+    assert np.all(tg >= t * (1.0 - P2_RTOL))  # no split on the grid beats the solver's
     assert lat == pytest.approx(min(t, 1e9), rel=1e-15)
 
 
@@ -151,7 +152,7 @@ def test_p2_beats_a_dense_grid_n3(seed):
     near = np.concatenate([near, 1.0 - near.sum(axis=-1, keepdims=True)], axis=-1)
     pts = np.concatenate([pts, near[(near >= 0).all(axis=-1)]])
     tg = model.latency(terms, np.broadcast_to(media, pts.shape), pts * B).latency_s
-    assert np.all(tg >= lat * (1.0 - 1e-9))  # the 1e-9 contract (float64 balance: ~1e-10)
+    assert np.all(tg >= lat * (1.0 - P2_RTOL))  # no split on the grid beats the solver's
     assert tg.min() <= lat * (1.0 + 1e-6)  # the fine grid comes close: the optimum is where we say
 
 
@@ -258,9 +259,9 @@ def test_degenerate_rounds_have_no_nan():
     expect0 = (t.prefill_s[0] + t.extra_compute_s[0, :, 1]).max() + t.receiver_s[0, :, 1].sum() + t.answer_s[0]
     assert lat[0] == pytest.approx(expect0, rel=1e-15)
     np.testing.assert_array_equal(b[1, :2], 0.0)
-    assert br.finish_s[1, 2] == pytest.approx(br.finish_s[1, 3], rel=1e-9)
+    assert br.finish_s[1, 2] == pytest.approx(br.finish_s[1, 3], rel=P2_RTOL)
     # the ceiling binds for the weak agent: it still finishes with the others, above a / ln 2 time
-    assert br.finish_s[2].max() - br.finish_s[2].min() <= 1e-9 * br.finish_s[2].max()
+    assert br.finish_s[2].max() - br.finish_s[2].min() <= P2_RTOL * br.finish_s[2].max()
     assert br.capped[3] and lat[3] == 60.0
     for name in solvers.EXPERT_NAMES:
         d = solvers.solve(name, t, rng=np.random.default_rng(0))
