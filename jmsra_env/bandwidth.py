@@ -186,7 +186,9 @@ def _newton_loop(A, delta, a, pay, payf, lo, hi, B):
     T = lo
     lo = np.max(np.where(pay, base, -np.inf), axis=-1)
     hi = np.nextafter(hi * (1.0 + 1e-12), np.inf)  # S(hi) <= B must survive the rounding of hi
+    # Each row's T, needs and their growth when it stops; handed to the band once at the end.
     b_res = np.empty_like(A)
+    g_res = np.empty_like(A)
     t_res = np.empty(k)
     rows = np.arange(k)
     # The spectral efficiencies u_i(T) are carried from one T to the next (warm start).
@@ -204,22 +206,25 @@ def _newton_loop(A, delta, a, pay, payf, lo, hi, B):
         Tn = T - S * (B - S) / (B * grow.sum(axis=-1))
         Tn = np.where((Tn >= lo) & (Tn <= hi), Tn, 0.5 * (lo + hi))
         ok = inner & (np.abs(S - B) <= _SUM_RTOL * B)
-        # Stuck when T cannot move at float64 resolution (a very steep S(T)).
-        stuck = ~ok & inner & ((np.abs(Tn - T) <= 8e-16 * np.abs(T)) | (hi - lo <= 8e-16 * np.abs(hi)))
-        done = ok | stuck
+        done = ok
+        open_ = inner & ~ok
+        if open_.any():
+            # Stuck when T cannot move at float64 resolution (a very steep S(T)).
+            done = ok | (open_ & ((np.abs(Tn - T) <= 8e-16 * np.abs(T)) | (hi - lo <= 8e-16 * np.abs(hi))))
+        if done.all():
+            b_res[rows], g_res[rows], t_res[rows] = b, grow, T
+            return _to_band(t_res, b_res, g_res, B)
         if done.any():
             r = rows[done]
-            b_res[r], t_res[r] = _to_band(T[done], b[done], grow[done], B)
+            b_res[r], g_res[r], t_res[r] = b[done], grow[done], T[done]
             keep = ~done
-            if not keep.any():
-                return b_res, t_res
             rows, Tn, lo, hi = rows[keep], Tn[keep], lo[keep], hi[keep]
             base, dsafe, a, payf, u = base[keep], dsafe[keep], a[keep], payf[keep], u[keep]
         T = Tn
     # Not reached in practice (bisection alone collapses the bracket in ~60 steps).
-    b, grow, _, _ = _needs(T, base, dsafe, a, payf, u)
-    b_res[rows], t_res[rows] = _to_band(T, b, grow, B)
-    return b_res, t_res
+    b_res[rows], g_res[rows], _, _ = _needs(T, base, dsafe, a, payf, u)
+    t_res[rows] = T
+    return _to_band(t_res, b_res, g_res, B)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,6 +70,9 @@ MAX_EXHAUSTIVE_AGENTS = 16
 _TIE_RTOL = 1e-12
 # Bound on the number of (row x agent) elements one (P2) call handles at once (memory).
 _CHUNK_ELEMENTS = 1 << 19
+# JMSRA on small batches walks a table of all 2^N media vectors' (P2) (rounds x 2^N rows at most).
+_TABLE_MAX_AGENTS = 8
+_TABLE_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -102,11 +105,56 @@ def jmsra(terms: RoundTerms) -> Decision:
     """JMSRA (docs/model.md): from all-NL switch to KV the agent whose switch lowers (P2) the
     most until no switch helps; the same from all-KV towards NL; return the better of the two.
 
-    Ties (within 1e-12 relative) go to the lowest agent index and to the all-NL start. Each greedy
-    iteration solves every candidate of every round and direction in one batched (P2) call
-    (skipping the switches that a lower bound rules out).
+    Ties (within 1e-12 relative) go to the lowest agent index and to the all-NL start. A large
+    batch runs the greedy batched: each iteration solves every candidate of every round and
+    direction in one (P2) call (skipping the switches that a lower bound rules out). A small one
+    (``M 2^N <= 1024``, ``N <= 8``: a single round, say) solves the (P2) of every media vector in
+    one call and walks the greedy over that table, which costs one call instead of one per step.
     """
     f = flat_terms(terms)
+    M, N = f.A.shape[0], f.n
+    if N <= _TABLE_MAX_AGENTS and M << N <= _TABLE_ROWS:
+        media, b = _jmsra_by_table(f)
+    else:
+        media, b = _jmsra_batched(f)
+    return _decision(terms, media.reshape(*f.batch_shape, N), b.reshape(*f.batch_shape, N))
+
+
+def _greedy_walk(values: list, n: int, start: int) -> tuple[int, float]:
+    """One direction of the greedy over a table of (P2) latencies by media code (bit ``i`` set:
+    agent ``i`` on KV), from code ``start`` (0: all NL, ``2^n - 1``: all KV). Returns the final
+    code and its latency; the same choices as :func:`_jmsra_batched`, tie rule included."""
+    code, val = start, values[start]
+    left = list(range(n))  # agents still on the starting medium, lowest index first
+    while left:
+        cand = [values[code ^ (1 << i)] for i in left]
+        vmin = min(cand)
+        if vmin != vmin or any(c != c for c in cand) or not vmin < val * (1.0 - _TIE_RTOL):
+            break  # no switch helps (NaN: as NumPy's comparisons in the batched greedy)
+        bound = vmin * (1.0 + _TIE_RTOL)
+        k = next(k for k, c in enumerate(cand) if c <= bound)  # the lowest index within the tie
+        code ^= 1 << left.pop(k)
+        val = vmin
+    return code, val
+
+
+def _jmsra_by_table(f: FlatTerms) -> tuple[np.ndarray, np.ndarray]:
+    """JMSRA on a small batch: every media vector's (P2) in one call, then the greedy walks."""
+    M, N = f.A.shape[0], f.n
+    n_codes = 1 << N
+    b, v = solve_media(f, np.repeat(np.arange(M), n_codes), np.tile(_media_of(np.arange(n_codes), N), (M, 1)))
+    b = b.reshape(M, n_codes, N)
+    table = v.reshape(M, n_codes).tolist()
+    chosen = np.empty(M, dtype=np.int64)
+    for m, values in enumerate(table):
+        nl_code, nl_val = _greedy_walk(values, N, 0)
+        kv_code, kv_val = _greedy_walk(values, N, n_codes - 1)
+        chosen[m] = kv_code if kv_val < nl_val * (1.0 - _TIE_RTOL) else nl_code
+    return _media_of(chosen, N), b[np.arange(M), chosen]
+
+
+def _jmsra_batched(f: FlatTerms) -> tuple[np.ndarray, np.ndarray]:
+    """JMSRA on a batch: each greedy iteration is one (P2) call over every round and direction."""
     M, N = f.A.shape[0], f.n
     P = 2 * M  # (round, direction) pairs; direction d starts from all-d and switches to 1 - d
     pair_round = np.repeat(np.arange(M), 2)
@@ -173,9 +221,7 @@ def jmsra(terms: RoundTerms) -> Decision:
     val2 = val.reshape(M, 2)
     pick = (val2[:, 1] < val2[:, 0] * (1.0 - _TIE_RTOL)).astype(np.int64)
     chosen = 2 * np.arange(M) + pick
-    media = x[chosen].reshape(*f.batch_shape, N)
-    b = bw[chosen].reshape(*f.batch_shape, N)
-    return _decision(terms, media, b)
+    return x[chosen], bw[chosen]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -286,6 +286,34 @@ def test_jmsra_is_deterministic_and_breaks_ties_to_the_lowest_index():
     assert list(d1.media) in ([1] * k + [0] * (4 - k), [0] * (4 - k) + [1] * k)
 
 
+def identical_agents(n: int, m: int) -> RoundTerms:
+    """``m`` rounds of ``n`` identical agents (every switch ties with every other)."""
+    one = world_terms(1, 1, 4)[0]
+
+    def rep(x):
+        return np.broadcast_to(np.asarray(x), (m, n, *np.shape(x))).copy()
+
+    return RoundTerms(
+        rep(one.prefill_s[0]), rep(one.extra_compute_s[0]), rep(one.payload_bits[0]), rep(one.receiver_s[0]),
+        np.full(m, float(one.answer_s)), rep(one.gain_hz[0]), B, 60.0,
+    )
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_jmsra_on_one_round_decides_exactly_as_in_a_large_batch(n):
+    """A single round walks the greedy over a table of every media vector's (P2); a large batch
+    runs it batched, one (P2) call per step. Same decisions, bit for bit, ties included."""
+    m = (1024 >> n) + 1  # the smallest batch that takes the batched path
+    world = world_terms(n, m, 50 + n)
+    raw = raw_terms(n, m, 60 + n, zero_payload_p=0.2)
+    for terms in (world, raw, identical_agents(n, m)):
+        batch = solvers.jmsra(terms)
+        for i in range(0, m, max(1, m // 16)):
+            one = solvers.jmsra(terms[i])
+            np.testing.assert_array_equal(one.media, batch.media[i])
+            np.testing.assert_array_equal(one.bandwidth_hz, batch.bandwidth_hz[i])
+
+
 def test_exhaustive_refuses_more_than_16_agents():
     terms = raw_terms(17, 1, 0)
     with pytest.raises(ValueError, match=r"N <= 16.*N = 17"):
