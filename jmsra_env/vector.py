@@ -191,7 +191,7 @@ class JMSRAVectorEnv(VectorEnv):
                 self._autoreset = self._autoreset & ~mask
                 if not self._autoreset.any():
                     self._autoreset = None
-        self._terms = self._world.true_terms(self.consts)
+        self._terms = self._world.true_terms()
         self._last_info = None
         obs = self._observation()
         flags = np.ones(self.num_envs, dtype=np.bool_) if mask is None else mask.copy()
@@ -231,7 +231,7 @@ class JMSRAVectorEnv(VectorEnv):
                 obs = self._reset_finished(obs, info, truncated)
             else:
                 self._autoreset = truncated
-        self._terms = self._world.true_terms(self.consts)
+        self._terms = self._world.true_terms()
         self._last_obs = obs
         self._last_info = info
         terminations = np.zeros(self.num_envs, dtype=np.bool_)
@@ -242,7 +242,7 @@ class JMSRAVectorEnv(VectorEnv):
         self._world.reset(self.np_random)
         self._round[:] = 0
         self._autoreset = None
-        self._terms = self._world.true_terms(self.consts)
+        self._terms = self._world.true_terms()
         self._last_info = None
         obs = self._observation()
         m = self.num_envs

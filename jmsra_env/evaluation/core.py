@@ -284,7 +284,6 @@ def draw_rounds(cfg: ScenarioConfig, episodes: int, seed: int, *, progress: bool
     from gymnasium.utils import seeding
 
     _check_episodes_seed(episodes, seed)
-    consts = model.model_constants(cfg)
     n_rounds = cfg.episode_rounds
     world = WorldProcess(cfg, 1)
     obs_parts: dict[str, list[np.ndarray]] = {}
@@ -296,7 +295,7 @@ def draw_rounds(cfg: ScenarioConfig, episodes: int, seed: int, *, progress: bool
         for t in range(n_rounds):
             for key, value in world.observation().items():
                 obs_parts.setdefault(key, []).append(value)
-            term_parts.append(world.true_terms(consts))
+            term_parts.append(world.true_terms())
             if t + 1 < n_rounds:
                 world.step(rng)
     obs = {k: np.concatenate(v, axis=0) for k, v in obs_parts.items()}
