@@ -32,6 +32,7 @@ __all__ = [
     "make_config",
     "parse_overrides",
     "SPEED_OF_LIGHT_MPS",
+    "UnknownKeyError",
 ]
 
 SPEED_OF_LIGHT_MPS = 299_792_458.0
@@ -414,10 +415,22 @@ def _all_keys() -> list[str]:
     return keys
 
 
+class UnknownKeyError(ValueError, TypeError):
+    """An unknown config key, given as a mapping key or a keyword argument.
+
+    A ``ValueError`` (the project's error for bad input) and a ``TypeError`` (what Python raises for
+    an unexpected keyword argument): libraries that pass optional keywords and drop them on a
+    ``TypeError`` naming them (TorchRL's ``GymEnv`` passes ``frameskip``) work unchanged.
+    """
+
+
 def _unknown(key: str, valid: list[str]) -> None:
     close = difflib.get_close_matches(key.split(".")[-1], valid, n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"unknown config key {key!r}.{hint} Valid keys: {sorted(set(valid))}")
+    raise UnknownKeyError(
+        f"unknown config key {key!r} (unexpected keyword argument {key!r}).{hint} "
+        f"Valid keys: {sorted(set(valid))}"
+    )
 
 
 def parse_overrides(items) -> dict[str, Any]:

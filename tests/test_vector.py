@@ -133,7 +133,8 @@ def test_a_batch_of_one_reproduces_the_single_env_exactly(variant, overrides, fo
         obs_s, reward_s, term_s, trunc_s, info_s = single.step(action_s)
         obs_v, reward_v, term_v, trunc_v, info_v = envs.step(action_v)
         assert reward_v[0] == reward_s and term_v[0] == term_s and trunc_v[0] == trunc_s
-        assert_info_row_equal(info_s, info_v)
+        same_step_end = trunc_s and mode == AutoresetMode.SAME_STEP  # the round is in final_info
+        assert_info_row_equal(info_s, info_v["final_info"] if same_step_end else info_v)
         if trunc_s:
             episodes += 1
             if mode == AutoresetMode.SAME_STEP:  # the last observation is kept as final_obs
@@ -302,14 +303,17 @@ def test_same_step_autoreset_returns_the_new_episode_with_final_obs_and_final_in
     for t in range(rounds):
         last_obs = obs
         obs, rewards, terminated, truncated, info = envs.step(action)
-        assert np.array_equal(info["round"], np.full(m, t)) and not terminated.any()
-        assert np.all(rewards < 0.0) and np.array_equal(rewards, -info["latency_s"])
+        played = info["final_info"] if t == rounds - 1 else info  # the ending round: final_info
+        assert np.array_equal(played["round"], np.full(m, t)) and not terminated.any()
+        assert np.all(rewards < 0.0) and np.array_equal(rewards, -played["latency_s"])
     assert truncated.all() and info["_final_obs"].all() and info["_final_info"].all()
+    # The top level is the reset info, as in SyncVectorEnv.
+    assert sorted(info) == ["_final_info", "_final_obs", "_round", "final_info", "final_obs", "round"]
+    assert not info["round"].any()
     # The returned observation already starts the next episode; final_obs ends the finished one.
     for i in range(m):
         assert not np.array_equal(info["final_obs"][i]["snr_db"], obs["snr_db"][i])
         assert not np.array_equal(info["final_obs"][i]["snr_db"], last_obs["snr_db"][i])
-    assert np.array_equal(info["final_info"]["latency_s"], info["latency_s"])
     # The next step is a real round of the new episode (no step with reward 0).
     _, rewards, _, truncated, info = envs.step(action)
     assert np.array_equal(info["round"], np.zeros(m)) and np.all(rewards < 0.0) and not truncated.any()
@@ -348,7 +352,11 @@ def test_partial_reset_puts_sub_envs_out_of_step_and_each_truncates_on_its_own(m
     envs.step(action)
     _, _, _, truncated, info = envs.step(action)
     assert truncated.tolist() == [True, False, True]
-    assert info["round"].tolist() == [3, 1, 3]
+    if mode == "SameStep":  # 0 and 2 ended and were reset: their round is in final_info
+        assert info["round"].tolist() == [0, 1, 0] and info["_latency_s"].tolist() == [False, True, False]
+        assert info["final_info"]["round"][[0, 2]].tolist() == [3, 3]
+    else:
+        assert info["round"].tolist() == [3, 1, 3]
     _, rewards, _, truncated, info = envs.step(action)
     assert not truncated.any()
     if mode == "SameStep":
@@ -362,7 +370,7 @@ def test_partial_reset_puts_sub_envs_out_of_step_and_each_truncates_on_its_own(m
 
 def test_unknown_autoreset_mode_is_rejected():
     with pytest.raises(ValueError, match="autoreset_mode"):
-        JMSRAVectorEnv(2, autoreset_mode="Disabled")
+        JMSRAVectorEnv(2, autoreset_mode="Sometimes")
 
 
 def test_observation_is_a_sufficient_statistic_for_the_whole_batch():
@@ -416,7 +424,8 @@ def test_native_vec_env_matches_the_batched_env_and_sb3_conventions():
         assert all(np.array_equal(obs[k], obs_r[k]) for k in obs_r)
         assert rewards.dtype == np.float32 and np.array_equal(rewards, rewards_r.astype(np.float32))
         assert isinstance(infos, list) and len(infos) == m
-        assert [i["latency_s"] for i in infos] == info_r["latency_s"].tolist()
+        played = info_r["final_info"] if t == rounds - 1 else info_r  # SAME_STEP: the ending round
+        assert [i["latency_s"] for i in infos] == played["latency_s"].tolist()
     assert dones.all() and all(i["TimeLimit.truncated"] for i in infos)
     for i in range(m):
         terminal = infos[i]["terminal_observation"]
