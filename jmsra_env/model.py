@@ -144,9 +144,10 @@ def rate_bps(bandwidth_hz, gain_hz):
 
     Safe for every float64 input: where ``a / b`` overflows (a subnormal ``b``, a huge ``a``),
     ln(1 + a/b) is taken as ln a - ln b (equal to float64 precision there), so the rate tends to 0
-    with ``b`` instead of jumping to inf; it never exceeds the ceiling :func:`rate_ceiling_bps`
-    (rounding could overshoot it by an ulp for ``b >> a``); ``b = inf`` gives the ceiling; a
-    negative bandwidth or gain counts as 0. Non-decreasing in ``b`` up to float64 rounding.
+    with ``b`` instead of jumping to inf; where it underflows (``b > 2^1022 a``) the rate is the
+    ceiling :func:`rate_ceiling_bps`, which it never exceeds (rounding could overshoot it by an
+    ulp); ``b = inf`` gives the ceiling; a negative bandwidth or gain counts as 0. Non-decreasing
+    in ``b`` up to float64 rounding (a few ulp).
     """
     b = np.asarray(bandwidth_hz, dtype=np.float64)
     a = np.maximum(np.asarray(gain_hz, dtype=np.float64), 0.0)
@@ -159,12 +160,19 @@ def rate_bps(bandwidth_hz, gain_hz):
         over = np.isinf(x)
         if over.any():
             nats = np.where(over, np.log(a) - np.log(b_safe), nats)
+        ceiling = rate_ceiling_bps(a)
         # fmin: inf * 0 (b = inf) is NaN, whose limit is the ceiling
-        r = np.fmin(b_safe * (nats / LN2), rate_ceiling_bps(a))
+        r = np.fmin(b_safe * (nats / LN2), ceiling)
+        # a / b subnormal (b > 2^1022 a): x has lost its precision, but r = a/ln2 (1 - x/2 ...)
+        # is the ceiling to float64 precision
+        under = x < _FLOAT64_TINY
+        if under.any():
+            r = np.where(under, ceiling, r)
     return np.where(pos, r, 0.0)
 
 
 _FLOAT64_MAX = float(np.finfo(np.float64).max)
+_FLOAT64_TINY = float(np.finfo(np.float64).tiny)  # the smallest normal float64
 
 
 def rate_ceiling_bps(gain_hz):
