@@ -193,6 +193,8 @@ class JMSRAVectorEnv(VectorEnv):
                     f"options['reset_mask'] must be a bool array of shape {self._batch_shape}; "
                     f"got {mask.dtype} {mask.shape}"
                 )
+        if mask is not None and mask.all():  # a full reset (as the single env's: same draws)
+            mask = None
         self._world.reset(self.np_random, mask)
         if mask is None:
             self._round[:] = 0

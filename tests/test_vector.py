@@ -487,3 +487,88 @@ def test_gymnasium_vector_wrappers_work_over_the_default_next_step_mode():
         total += rewards
     assert truncated.all() and np.array_equal(info["episode"]["l"], np.full(3, 5))
     assert np.allclose(info["episode"]["r"], total)
+
+
+# -- compatibility: DISABLED autoreset, max_episode_steps, SyncVectorEnv's info layout --------
+
+
+def test_disabled_autoreset_leaves_resets_to_reset_mask():
+    m, rounds = 3, 4
+    envs = JMSRAVectorEnv(m, episode_rounds=rounds, autoreset_mode="Disabled")
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.DISABLED
+    envs.reset(seed=0)
+    action = equal_split(m, envs.config.n_agents)
+    envs.step(action)
+    envs.reset(options={"reset_mask": np.array([False, True, False])})
+    for _ in range(rounds - 1):
+        obs, _, _, truncated, info = envs.step(action)
+    assert truncated.tolist() == [True, False, True] and "final_obs" not in info
+    assert info["round"].tolist() == [3, 2, 3]
+    obs2, info2 = envs.reset(options={"reset_mask": truncated})
+    assert info2["_round"].tolist() == [True, False, True]
+    assert np.array_equal(obs2["snr_db"][1], obs["snr_db"][1])  # sub-env 1 keeps its episode
+    _, rewards, _, truncated, info = envs.step(action)
+    assert info["round"].tolist() == [0, 3, 0] and np.all(rewards < 0.0) and truncated.tolist() == [False, True, False]
+
+
+def test_disabled_autoreset_refuses_to_step_an_ended_sub_env_and_changes_nothing():
+    envs = JMSRAVectorEnv(2, episode_rounds=2, autoreset_mode=AutoresetMode.DISABLED)
+    envs.reset(seed=1)
+    action = equal_split(2, envs.config.n_agents)
+    envs.step(action)
+    obs, *_ = envs.step(action)
+    terms = envs.current_terms()
+    with pytest.raises(RuntimeError, match=r"\[0, 1\] ended"):
+        envs.step(action)
+    assert envs.current_terms() is terms
+    obs2, _ = envs.reset(options={"reset_mask": np.array([True, True])})
+    envs.step(action)  # usable again
+
+
+def test_max_episode_steps_passes_through_make_vec():
+    envs = make_vec(num_envs=2, max_episode_steps=7)
+    assert envs.config.episode_rounds == 7
+    envs.reset(seed=0)
+    for t in range(7):
+        _, _, _, truncated, _ = envs.step(equal_split(2, envs.config.n_agents))
+    assert truncated.all()
+    with pytest.raises(ValueError, match="max_episode_steps"):
+        JMSRAVectorEnv(2, max_episode_steps=2.5)
+
+
+def _masked_rows_equal(a, b):
+    """Two Gymnasium vector infos: same keys, same masks, same values where the mask is set."""
+    assert sorted(a) == sorted(b)
+    for key in a:
+        if key.startswith("_"):
+            assert np.array_equal(a[key], b[key]), key
+        elif isinstance(a[key], dict):
+            _masked_rows_equal(a[key], b[key])
+        elif key != "final_obs":
+            mask = a["_" + key]
+            assert np.array_equal(np.asarray(a[key])[mask], np.asarray(b[key])[mask]), key
+
+
+@pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda m: m.value)
+def test_info_layout_matches_sync_vector_env_through_truncation(mode):
+    """The infos of every step, the truncating and the next included, against SyncVectorEnv over
+    JMSRAEnv (a batch of one reproduces the single env exactly)."""
+    config = {"episode_rounds": 3}
+    ours = make_vec(num_envs=1, config=config, autoreset_mode=mode)
+    sync = gym.make_vec("jmsra_env/JMSRA-v0", num_envs=1, vectorization_mode="sync", config=config,
+                        vector_kwargs={"autoreset_mode": mode})
+    _, info_o = ours.reset(seed=5)
+    _, info_s = sync.reset(seed=5)
+    _masked_rows_equal(info_o, info_s)
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        action = random_dict_actions(rng, 1, ours.config.n_agents)
+        obs_o, rew_o, _, trunc_o, info_o = ours.step(action)
+        obs_s, rew_s, _, trunc_s, info_s = sync.step(action)
+        assert np.array_equal(rew_o, rew_s) and np.array_equal(trunc_o, trunc_s)
+        _masked_rows_equal(info_o, info_s)
+        if "final_obs" in info_s:
+            assert all(np.array_equal(info_o["final_obs"][0][k], info_s["final_obs"][0][k]) for k in obs_s)
+        if mode == AutoresetMode.DISABLED and trunc_s.any():
+            ours.reset(options={"reset_mask": trunc_o.copy()})
+            sync.reset(options={"reset_mask": trunc_s.copy()})
