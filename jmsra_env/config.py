@@ -395,6 +395,8 @@ class ScenarioConfig:
                 sub[owners[0]][key] = value
         channel = top.pop("channel", self.channel)
         workload = top.pop("workload", self.workload)
+        _require(isinstance(channel, ChannelConfig), "channel", "a ChannelConfig or a mapping", channel)
+        _require(isinstance(workload, WorkloadConfig), "workload", "a WorkloadConfig or a mapping", workload)
         if sub["channel"]:
             channel = dataclasses.replace(channel, **sub["channel"])
         if sub["workload"]:
