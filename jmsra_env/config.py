@@ -100,6 +100,7 @@ MAX_ROUND_INTERVAL_S = 1e6  # ~11 days per round
 MAX_LATENCY_CAP_S = 1e9
 MAX_TOKENS = 10**9  # context, answer lengths: payloads L kappa stay < 1e16 bits
 MAX_EPISODE_ROUNDS = 10**9
+MIN_EFFICIENCY = 1e-3  # eta_c, eta_m: below 0.1 % of peak the per-token times overflow for subnormals
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,11 +276,14 @@ class WorkloadConfig:
         def integer(lo, hi):
             return lambda n, v: _integer(n, v, lo, hi)
 
+        def efficiency(name, value):
+            return _in_range(name, value, MIN_EFFICIENCY, 1.0)
+
         _set_numbers(self, "workload.", {
             "weight_bits": integer(1, 32),
             "kv_bits": integer(1, 32),
-            "compute_efficiency": unit(lo_open=True),
-            "memory_efficiency": unit(lo_open=True),
+            "compute_efficiency": efficiency,
+            "memory_efficiency": efficiency,
             "load_max": unit(hi_open=True),
             "load_step": unit(),
             "context_min_tokens": integer(0, MAX_TOKENS),

@@ -104,6 +104,8 @@ class JMSRAEnv(gym.Env[dict, Any]):
     ``action_form="box"`` (SB3-ready): ``Box(-1, 1, (2N,), float32)``; ``a[:N] > 0`` means KV and
     the shares are ``(a[N:] + 1) / 2``. :func:`jmsra_env.encode_box` expresses any decision exactly.
     Mis-shaped, non-finite, negative (dict) or out-of-range (box) actions raise ``ValueError``.
+    Any finite non-negative shares (subnormal, near the float64 maximum) grant finite bandwidths
+    summing to ``B``, and no action beats the exact optimum of its round.
 
     ## Observation Space
 
@@ -136,7 +138,9 @@ class JMSRAEnv(gym.Env[dict, Any]):
 
     ## Episode End
 
-    Never terminated; truncated after ``episode_rounds`` (64) rounds.
+    Never terminated; truncated after ``episode_rounds`` (64) rounds, or after ``K`` when a
+    Gymnasium ``TimeLimit(K)`` wraps the env (``gym.make(id, max_episode_steps=K)``): an enclosing
+    ``TimeLimit`` wins (see :func:`enclosing_time_limit`).
 
     ## Info
 
@@ -150,7 +154,8 @@ class JMSRAEnv(gym.Env[dict, Any]):
     ``JMSRAEnv(config=None, *, base_config=None, action_form="dict", render_mode=None, **overrides)``:
     ``config`` is a :class:`ScenarioConfig` or a mapping of overrides applied over ``base_config``
     (what a registered variant sets); keyword ``overrides`` apply last. Unknown keys raise
-    ``ValueError``. ``render_mode`` is ``"ansi"`` (a per-agent table) or ``"rgb_array"``.
+    :class:`~jmsra_env.config.UnknownKeyError` (a ``ValueError`` and a ``TypeError``, "unexpected
+    keyword argument 'KEY'"). ``render_mode`` is ``"ansi"`` (a per-agent table) or ``"rgb_array"``.
 
     ## Version History
 
