@@ -285,9 +285,13 @@ def inverse_rate_elasticity(u):
 
 
 def required_snr(rate_bps_, bandwidth_hz):
-    """SNR p g / (N0 b) at which bandwidth ``b`` carries ``rate_bps_``: 2^(r / b) - 1."""
-    with np.errstate(over="ignore"):
-        return np.expm1(np.multiply(rate_bps_, LN2) / bandwidth_hz)
+    """SNR p g / (N0 b) at which bandwidth ``b`` carries ``rate_bps_``: 2^(r / b) - 1 (inf for a
+    positive rate on no bandwidth or on a bandwidth so small that r / b overflows, 0 for rate 0)."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        snr = np.expm1(np.multiply(rate_bps_, LN2) / bandwidth_hz)
+    if np.isnan(snr).any():  # 0 / 0: rate 0 on no bandwidth needs nothing
+        snr = np.where(np.isnan(snr), np.where(np.asarray(rate_bps_) > 0.0, np.inf, 0.0), snr)
+    return snr
 
 
 def inverse_rate_newton_hz(rate_bps_, gain_hz):
