@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .model import sum_over_agents
+from .model import max_over_agents, sum_over_agents
 
 __all__ = [
     "decode_dict",
@@ -50,11 +50,28 @@ def _reject(arr: np.ndarray, name: str, rule: str) -> None:
     raise ValueError(f"action field '{name}' must {rule}; got {arr.tolist()}")
 
 
+# Shares summing outside [2^-900, 2^900] are rescaled first (B s and sum(s) stay finite and normal).
+_RESCALE_ABOVE = 2.0**900
+_RESCALE_BELOW = 2.0**-900
+
+
 def shares_to_bandwidth_hz(shares: np.ndarray, total_bandwidth_hz: float) -> np.ndarray:
-    """Normalise non-negative shares ``(..., N)`` to a split of ``total_bandwidth_hz`` (0 = equal)."""
-    total = sum_over_agents(shares)[..., None]
+    """Normalise non-negative finite shares ``(..., N)`` to a split of ``total_bandwidth_hz``.
+
+    All-zero shares are an equal split. Shares whose sum is huge or tiny (subnormal, near the
+    float64 maximum) are first scaled by the power of two of their largest, which is exact: the
+    result is ``B s / sum(s)`` bit for bit wherever that does not overflow or underflow. So the
+    granted bandwidths are finite, non-negative and sum to ``total_bandwidth_hz`` up to rounding
+    (~N ulp) for every input.
+    """
+    with np.errstate(over="ignore"):  # an overflowing sum is rescaled below
+        total = sum_over_agents(shares)[..., None]  # > 0 exactly when a share is (even subnormal)
     pos = total > 0.0
-    b = (total_bandwidth_hz * shares) / np.where(pos, total, 1.0)
+    total = np.where(pos, total, 1.0)
+    if total.size and (total.max() > _RESCALE_ABOVE or total.min() < _RESCALE_BELOW):  # inf too
+        shares = np.ldexp(shares, -np.frexp(np.where(pos, max_over_agents(shares)[..., None], 1.0))[1])
+        total = np.where(pos, sum_over_agents(shares)[..., None], 1.0)
+    b = (total_bandwidth_hz * shares) / total
     return np.where(pos, b, total_bandwidth_hz / shares.shape[-1])
 
 
@@ -76,8 +93,8 @@ def decode_dict(action, n_agents: int, total_bandwidth_hz: float, batch_shape: t
     if not ((media == 0.0) | (media == 1.0)).all():
         _reject(media, "media", "hold 0 (NL) or 1 (KV)")
     shares = _as_array(action["bandwidth"], "bandwidth", shape)
-    # One reduction rejects negatives and NaN; the finite sum rejects +inf.
-    if not ((shares >= 0.0).all() and np.isfinite(shares.sum())):
+    # Rejects negatives, NaN and inf (a sum of finite shares may overflow: that is fine).
+    if not ((shares >= 0.0).all() and np.isfinite(shares).all()):
         _reject(shares, "bandwidth", "be non-negative")
     return media.astype(np.int8), shares_to_bandwidth_hz(shares, total_bandwidth_hz)
 

@@ -140,17 +140,48 @@ def snr_db_from_gain_hz(gain_hz, bandwidth_hz):
 
 
 def rate_bps(bandwidth_hz, gain_hz):
-    """Shannon rate r(b) = b log2(1 + a / b) in bit/s; 0 at b = 0 (increasing, concave in b)."""
+    """Shannon rate r(b) = b log2(1 + a / b) in bit/s; 0 at b = 0 (increasing, concave in b).
+
+    Safe for every float64 input (``a >= 0``): where ``a / b`` overflows (a subnormal ``b``, a
+    huge ``a``), ln(1 + a/b) is taken as ln a - ln b (equal to float64 precision there), so the
+    rate tends to 0 with ``b`` instead of jumping to inf; where ``a / b`` is below 1e-14 the rate is
+    capped at the ceiling :func:`rate_ceiling_bps` (rounding could overshoot it by an ulp), and is
+    the ceiling where ``a / b`` underflows (``b > 2^1022 a``; ``b = inf`` included). Non-decreasing
+    in ``b`` up to float64 rounding (a few ulp). The common case costs two reductions more than the
+    plain formula.
+    """
     b = np.asarray(bandwidth_hz, dtype=np.float64)
     pos = b > 0.0
     b_safe = np.where(pos, b, 1.0)
-    # log1p keeps full precision when b >> a (log2(1 + x) loses it for small x)
-    return np.where(pos, b_safe * (np.log1p(gain_hz / b_safe) / LN2), 0.0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        x = gain_hz / b_safe
+        # log1p keeps full precision when b >> a (log2(1 + x) loses it for small x)
+        r = b_safe * (np.log1p(x) / LN2)
+        if x.size and not (x.min() >= _SAFE_RATIO and np.isfinite(r).all()):
+            r = _rate_extremes_bps(b_safe, np.asarray(gain_hz, dtype=np.float64), x, r)
+    return np.where(pos, r, 0.0)
+
+
+def _rate_extremes_bps(b, a, x, r):
+    """:func:`rate_bps` where ``a / b`` overflowed, underflowed or is tiny, or ``r`` overflowed."""
+    over = np.isinf(x)
+    r = np.where(over, b * ((np.log(a) - np.log(b)) / LN2), r)
+    ceiling = rate_ceiling_bps(a)
+    r = np.fmin(r, ceiling)  # fmin: inf * 0 (b = inf) is NaN, whose limit is the ceiling
+    # a / b subnormal: x has lost its precision, but r = a/ln2 (1 - x/2 ...) is the ceiling
+    return np.where(x < _FLOAT64_TINY, ceiling, r)
+
+
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
+_FLOAT64_TINY = float(np.finfo(np.float64).tiny)  # the smallest normal float64
+_SAFE_RATIO = 1e-14  # a / b above this: b log1p(a/b) / ln 2 cannot round above the ceiling
 
 
 def rate_ceiling_bps(gain_hz):
-    """sup_b r(b) = a / ln 2: the power-limited ceiling, approached as b grows."""
-    return np.asarray(gain_hz, dtype=np.float64) / LN2
+    """sup_b r(b) = a / ln 2: the power-limited ceiling, approached as b grows (saturates at the
+    largest float64 for a > ~1.2e308 instead of overflowing)."""
+    with np.errstate(over="ignore"):
+        return np.minimum(np.asarray(gain_hz, dtype=np.float64) / LN2, _FLOAT64_MAX)
 
 
 def inverse_rate_hz(rate_bps_, gain_hz):
@@ -254,9 +285,13 @@ def inverse_rate_elasticity(u):
 
 
 def required_snr(rate_bps_, bandwidth_hz):
-    """SNR p g / (N0 b) at which bandwidth ``b`` carries ``rate_bps_``: 2^(r / b) - 1."""
-    with np.errstate(over="ignore"):
-        return np.expm1(np.multiply(rate_bps_, LN2) / bandwidth_hz)
+    """SNR p g / (N0 b) at which bandwidth ``b`` carries ``rate_bps_``: 2^(r / b) - 1 (inf for a
+    positive rate on no bandwidth or on a bandwidth so small that r / b overflows, 0 for rate 0)."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        snr = np.expm1(np.multiply(rate_bps_, LN2) / bandwidth_hz)
+    if np.isnan(snr).any():  # 0 / 0: rate 0 on no bandwidth needs nothing
+        snr = np.where(np.isnan(snr), np.where(np.asarray(rate_bps_) > 0.0, np.inf, 0.0), snr)
+    return snr
 
 
 def inverse_rate_newton_hz(rate_bps_, gain_hz):
@@ -439,7 +474,8 @@ class LatencyBreakdown:
 def transmission_time_s(payload_bits, rate):
     """D / r, with 0 for no payload and inf for a payload at zero rate."""
     pos = rate > 0.0
-    t = np.where(pos, payload_bits / np.where(pos, rate, 1.0), np.inf)
+    with np.errstate(over="ignore"):  # a subnormal rate: D / r overflows to inf (never sent)
+        t = np.where(pos, payload_bits / np.where(pos, rate, 1.0), np.inf)
     return np.where(payload_bits > 0.0, t, 0.0)
 
 
