@@ -23,6 +23,7 @@ from .config import (
     DeviceProfile,
     LLMProfile,
     ScenarioConfig,
+    SessionConfig,
     WorkloadConfig,
     make_config,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "ScenarioConfig",
     "ChannelConfig",
     "WorkloadConfig",
+    "SessionConfig",
     "LLMProfile",
     "DeviceProfile",
     "LLM_CATALOG",

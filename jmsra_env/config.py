@@ -23,6 +23,7 @@ __all__ = [
     "DeviceProfile",
     "ChannelConfig",
     "WorkloadConfig",
+    "SessionConfig",
     "ScenarioConfig",
     "LLM_CATALOG",
     "DEVICE_CATALOG",
@@ -253,6 +254,41 @@ class WorkloadConfig:
         return tuple(DEVICE_CATALOG[d] for d in self.sender_devices)
 
 
+MIB = 1 << 20  # bytes in a MiB
+DEFAULT_KV_POOL_BYTES_PER_AGENT = 160 * MIB  # default KV pool: N x 160 MiB (docs/sessions.md)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Sessions (docs/sessions.md): contexts grow round after round and the receiver keeps the
+    KV caches it was sent in a pool of limited size. Off by default: single-round scenarios."""
+
+    enabled: bool = False  # off: every round independent (the single-round scenarios)
+    # Each round after the first brings dL ~ U{64..512} new tokens per agent (a few turns of
+    # dialogue/perception per round; 288 on average, a quarter of the mean first context).
+    new_tokens_min: int = 64
+    new_tokens_max: int = 512
+    # Receiver's KV pool in bytes; None = n_agents x 160 MiB (640 MiB at N = 4: about a third of
+    # a 64-round session's caches at 16 KiB/token, so the pool binds mid-episode).
+    kv_pool_bytes: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.enabled, bool), "session.enabled", "a bool", self.enabled)
+        for f in ("new_tokens_min", "new_tokens_max"):
+            v = getattr(self, f)
+            _require(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"session.{f}", "an integer >= 0", v
+            )
+        _require(
+            self.new_tokens_max >= self.new_tokens_min,
+            "session.new_tokens_max",
+            f"an integer >= new_tokens_min ({self.new_tokens_min})",
+            self.new_tokens_max,
+        )
+        if self.kv_pool_bytes is not None:
+            _positive("session.kv_pool_bytes", self.kv_pool_bytes)
+
+
 @dataclass(frozen=True)
 class ScenarioConfig:
     """A full scenario: team size, episode, channel and workload."""
@@ -265,6 +301,7 @@ class ScenarioConfig:
     jmsra_in_info: bool = False  # also put the JMSRA latency of the round into info (costs a solve)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
 
     def __post_init__(self) -> None:
         _require(
@@ -290,6 +327,7 @@ class ScenarioConfig:
         _require(isinstance(self.jmsra_in_info, bool), "jmsra_in_info", "a bool", self.jmsra_in_info)
         _require(isinstance(self.channel, ChannelConfig), "channel", "a ChannelConfig", self.channel)
         _require(isinstance(self.workload, WorkloadConfig), "workload", "a WorkloadConfig", self.workload)
+        _require(isinstance(self.session, SessionConfig), "session", "a SessionConfig", self.session)
 
     # -- derived quantities ------------------------------------------------------------------
 
@@ -312,6 +350,13 @@ class ScenarioConfig:
             -self.channel.speed_mps * self.round_interval_s / self.channel.decorrelation_distance_m
         )
 
+    @property
+    def kv_pool_bytes(self) -> float:
+        """The receiver's KV pool (bytes): configured, or ``n_agents x 160 MiB``."""
+        if self.session.kv_pool_bytes is not None:
+            return float(self.session.kv_pool_bytes)
+        return float(self.n_agents * DEFAULT_KV_POOL_BYTES_PER_AGENT)
+
     # -- overrides ---------------------------------------------------------------------------
 
     def with_overrides(self, overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> ScenarioConfig:
@@ -322,11 +367,8 @@ class ScenarioConfig:
                 raise ValueError(f"config overrides must be a mapping; got {type(src).__name__}")
             merged.update(src)
         top: dict[str, Any] = {}
-        sub: dict[str, dict[str, Any]] = {"channel": {}, "workload": {}}
-        sub_fields = {
-            "channel": {f.name for f in dataclasses.fields(ChannelConfig)},
-            "workload": {f.name for f in dataclasses.fields(WorkloadConfig)},
-        }
+        sub: dict[str, dict[str, Any]] = {name: {} for name in _SUB_CONFIGS}
+        sub_fields = {name: {f.name for f in dataclasses.fields(c)} for name, c in _SUB_CONFIGS.items()}
         top_fields = {f.name for f in dataclasses.fields(ScenarioConfig)}
         for key, value in merged.items():
             if not isinstance(key, str):
@@ -348,13 +390,12 @@ class ScenarioConfig:
                 if not owners:
                     _unknown(key, _all_keys())
                 sub[owners[0]][key] = value
-        channel = top.pop("channel", self.channel)
-        workload = top.pop("workload", self.workload)
-        if sub["channel"]:
-            channel = dataclasses.replace(channel, **sub["channel"])
-        if sub["workload"]:
-            workload = dataclasses.replace(workload, **sub["workload"])
-        return dataclasses.replace(self, channel=channel, workload=workload, **top)
+        parts = {}
+        for name in _SUB_CONFIGS:
+            parts[name] = top.pop(name, getattr(self, name))
+            if sub[name]:
+                parts[name] = dataclasses.replace(parts[name], **sub[name])
+        return dataclasses.replace(self, **parts, **top)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready nested dict (round-trips through :func:`make_config`)."""
@@ -363,10 +404,13 @@ class ScenarioConfig:
         return d
 
 
+_SUB_CONFIGS = {"channel": ChannelConfig, "workload": WorkloadConfig, "session": SessionConfig}
+
+
 def _all_keys() -> list[str]:
     keys = [f.name for f in dataclasses.fields(ScenarioConfig)]
-    keys += [f.name for f in dataclasses.fields(ChannelConfig)]
-    keys += [f.name for f in dataclasses.fields(WorkloadConfig)]
+    for c in _SUB_CONFIGS.values():
+        keys += [f.name for f in dataclasses.fields(c)]
     return keys
 
 
