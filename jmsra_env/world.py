@@ -195,18 +195,15 @@ class WorldProcess:
         else:
             snr_obs = snr
         loads = loads[pre:]
-        # Per-round workload: context length and NL summary length.
-        u = rng.random((2, rounds, k, n))
-        span = wl.context_max_tokens - wl.context_min_tokens + 1
-        ctx = wl.context_min_tokens + np.minimum(np.floor(u[0] * span), span - 1)
-        ratio = wl.nl_ratio_min + (wl.nl_ratio_max - wl.nl_ratio_min) * u[1]
-        nl = model.nl_tokens(ctx, ratio)
+        work = self._draw_workload(rng, rounds, idx, fresh)
+        ctx = work["context_tokens"]
+        nl = model.nl_tokens(ctx, work["nl_ratio"])
         agent_loads = np.ascontiguousarray(loads[..., :n])
         receiver_loads = np.ascontiguousarray(loads[..., n:])
         obs = {
+            **work,
             "snr_db": snr_obs,
             "load": agent_loads,
-            "context_tokens": ctx,
             "nl_tokens": nl,
             "receiver_load": receiver_loads,
         }
@@ -214,6 +211,17 @@ class WorldProcess:
             self.consts, snr, self._flops[idx], self._mem_bw[idx], agent_loads, ctx, nl, receiver_loads[..., 0],
         )
         self._store(idx, start, obs, terms)
+
+    def _draw_workload(self, rng: np.random.Generator, rounds: int, idx: np.ndarray, fresh: bool) -> dict[str, np.ndarray]:
+        """Per-round workload of worlds ``idx`` for ``rounds`` rounds, time-major ``(rounds, k, N)``:
+        ``context_tokens`` ``L ~ U{L_min..L_max}`` and ``nl_ratio`` ``rho ~ U[rho_min, rho_max]``
+        (``fresh``: the first rounds of a new episode)."""
+        wl = self.cfg.workload
+        u = rng.random((2, rounds, idx.size, self.n_agents))
+        span = wl.context_max_tokens - wl.context_min_tokens + 1
+        ctx = wl.context_min_tokens + np.minimum(np.floor(u[0] * span), span - 1)
+        ratio = wl.nl_ratio_min + (wl.nl_ratio_max - wl.nl_ratio_min) * u[1]
+        return {"context_tokens": ctx, "nl_ratio": ratio}
 
     def _store(self, idx, start, obs, terms) -> None:
         """Write generated rounds into the chunk. New arrays, so earlier views stay valid."""
