@@ -505,7 +505,10 @@ def terms_from_observation(consts: ModelConstants, obs) -> RoundTerms:
     charges: the observation is a sufficient statistic. A session observation (with
     ``new_tokens`` and ``kv_resident_tokens``, docs/sessions.md) gives the session's terms.
     """
-    session = "new_tokens" in obs
+    if "new_tokens" in obs:
+        from .session import session_terms_from_observation  # sessions build on this module
+
+        return session_terms_from_observation(consts, obs)
     return round_terms(
         consts,
         obs["snr_db"],
@@ -515,6 +518,4 @@ def terms_from_observation(consts: ModelConstants, obs) -> RoundTerms:
         obs["context_tokens"],
         obs["nl_tokens"],
         np.asarray(obs["receiver_load"], dtype=np.float64)[..., 0],
-        prefill_tokens=obs["new_tokens"] if session else None,
-        kv_tokens=np.subtract(obs["context_tokens"], obs["kv_resident_tokens"]) if session else None,
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -32,6 +33,9 @@ __all__ = [
     "initial_state",
     "session_nl_tokens",
     "session_terms",
+    "unit_terms",
+    "scale_terms",
+    "session_terms_from_observation",
     "transition",
     "rounds_since_kv",
     "never_rounds",
@@ -54,7 +58,7 @@ class SessionState:
     kv_pool_bytes: float  # size of the receiver's KV pool M
     kv_bytes_per_token: float  # kappa / 8
 
-    @property
+    @cached_property  # a state is a value: computed once
     def pool_used_bytes(self) -> np.ndarray:
         """U = sum_i kv_i kappa / 8, shape ``(...)``."""
         return model.sum_over_agents(self.kv_tokens) * self.kv_bytes_per_token
@@ -108,6 +112,41 @@ def session_nl_tokens(context_tokens, seen_tokens, nl_ratio):
     return model.nl_tokens(np.subtract(context_tokens, seen_tokens), nl_ratio)
 
 
+def unit_terms(
+    consts: model.ModelConstants, snr_db, compute_flops, mem_bw_bytes_per_s, load, new_tokens, receiver_load
+) -> model.RoundTerms:
+    """A session round's terms per token: :func:`jmsra_env.model.round_terms` with the sender's
+    prefill of its ``new_tokens`` and *one* token of NL summary and of KV delta.
+
+    Everything but the prefill, the answer and the channel is linear in those token counts, so
+    :func:`scale_terms` turns these into the round's terms for any receiver state. The
+    environments compute them once per chunk of rounds (they do not depend on the actions).
+    """
+    one = np.ones(np.shape(new_tokens))
+    return model.round_terms(
+        consts, snr_db, compute_flops, mem_bw_bytes_per_s, load, one, one, receiver_load,
+        prefill_tokens=new_tokens, kv_tokens=one,
+    )
+
+
+def scale_terms(unit: model.RoundTerms, nl_tokens_, kv_delta_tokens) -> model.RoundTerms:
+    """The terms of a round from its :func:`unit_terms`: NL terms times the summary's ``K``
+    tokens, KV terms times the ``L - kv`` tokens the receiver lacks (arrays ``(..., N)``)."""
+    tokens = np.empty(unit.extra_compute_s.shape)
+    tokens[..., 0] = nl_tokens_
+    tokens[..., 1] = kv_delta_tokens
+    return model.RoundTerms(
+        unit.prefill_s,
+        unit.extra_compute_s * tokens,
+        unit.payload_bits * tokens,
+        unit.receiver_s * tokens,
+        unit.answer_s,
+        unit.gain_hz,
+        unit.bandwidth_hz,
+        unit.latency_cap_s,
+    )
+
+
 def session_terms(
     consts: model.ModelConstants,
     state: SessionState,
@@ -120,25 +159,27 @@ def session_terms(
     nl_ratio,
     receiver_load,
 ) -> model.RoundTerms:
-    """The terms of a session round: :func:`jmsra_env.model.round_terms` with the sender
-    prefilling its ``new_tokens`` only, NL summarising the unseen tokens
-    (:func:`session_nl_tokens`) and KV carrying the ``L - kv`` tokens the receiver lacks.
+    """The terms of a session round: the sender prefills its ``new_tokens`` only, NL summarises
+    the unseen tokens (:func:`session_nl_tokens`), KV carries the ``L - kv`` tokens the receiver
+    lacks (:func:`unit_terms` scaled by :func:`scale_terms`).
 
     Arrays ``(..., N)`` as ``state``; ``receiver_load`` ``(...)``.
     """
     L = np.asarray(context_tokens, dtype=np.float64)
-    return model.round_terms(
-        consts,
-        snr_db,
-        compute_flops,
-        mem_bw_bytes_per_s,
-        load,
-        L,
-        session_nl_tokens(L, state.seen_tokens, nl_ratio),
-        receiver_load,
-        prefill_tokens=new_tokens,
-        kv_tokens=L - state.kv_tokens,
+    unit = unit_terms(consts, snr_db, compute_flops, mem_bw_bytes_per_s, load, new_tokens, receiver_load)
+    return scale_terms(unit, session_nl_tokens(L, state.seen_tokens, nl_ratio), L - state.kv_tokens)
+
+
+def session_terms_from_observation(consts: model.ModelConstants, obs: Mapping[str, np.ndarray]) -> model.RoundTerms:
+    """The terms of the session round(s) a session observation describes (what
+    :func:`jmsra_env.model.terms_from_observation` returns for one): exactly what the session
+    environment charges with ``csi_delay = 0``."""
+    unit = unit_terms(
+        consts, obs["snr_db"], obs["compute_flops"], obs["mem_bw_bytes_per_s"], obs["load"],
+        obs["new_tokens"], np.asarray(obs["receiver_load"], dtype=np.float64)[..., 0],
     )
+    kv_delta = np.subtract(obs["context_tokens"], obs["kv_resident_tokens"], dtype=np.float64)
+    return scale_terms(unit, obs["nl_tokens"], kv_delta)
 
 
 def transition(state: SessionState, media, context_tokens, round_index) -> tuple[SessionState, np.ndarray]:
@@ -151,17 +192,19 @@ def transition(state: SessionState, media, context_tokens, round_index) -> tuple
     """
     L = np.asarray(context_tokens, dtype=np.float64)
     kv_send = np.asarray(media) != model.NL
-    shape = np.broadcast_shapes(L.shape, kv_send.shape, state.kv_tokens.shape)
-    seen = np.array(np.broadcast_to(L, shape))
     kv = np.where(kv_send, L, state.kv_tokens)
+    shape = kv.shape
+    seen = np.empty(shape)
+    seen[...] = L
     t = np.asarray(round_index, dtype=np.int64)
     last = np.where(kv_send, t[..., None] if t.ndim else t, state.last_kv_round)
     evicted = np.zeros(shape, dtype=bool)
     n = shape[-1]
     agents = np.arange(n)
     for _ in range(n):
-        over = model.sum_over_agents(kv) * state.kv_bytes_per_token > state.kv_pool_bytes
-        if not over.any():
+        used = model.sum_over_agents(kv) * state.kv_bytes_per_token
+        over = used > state.kv_pool_bytes
+        if not over.any():  # the usual case: one sum and one test
             break
         oldest = np.argmin(np.where(kv > 0.0, last, _NO_CACHE), axis=-1)  # first index on ties
         hit = over[..., None] & (agents == oldest[..., None])
@@ -169,6 +212,8 @@ def transition(state: SessionState, media, context_tokens, round_index) -> tuple
         seen = np.where(hit, 0.0, seen)
         evicted |= hit
     new = SessionState(seen, kv, last, state.kv_pool_bytes, state.kv_bytes_per_token)
+    if not over.any():
+        new.__dict__["pool_used_bytes"] = used  # the cached property, already computed
     return new, evicted
 
 
@@ -188,8 +233,8 @@ def never_rounds(cfg: ScenarioConfig) -> int:
 def rounds_since_kv(state: SessionState, round_index, never: int) -> np.ndarray:
     """Rounds since each agent's last KV message at round ``round_index``; ``never`` if none."""
     t = np.asarray(round_index, dtype=np.int64)
-    since = (t[..., None] if t.ndim else t) - state.last_kv_round
-    return np.where(state.last_kv_round == NEVER_ROUND, never, np.minimum(since, never)).astype(np.float64)
+    since = (t[..., None] if t.ndim else t) - state.last_kv_round  # huge for NEVER_ROUND
+    return np.minimum(since, never).astype(np.float64)
 
 
 def state_from_observation(

@@ -108,7 +108,12 @@ class SessionWorldProcess(WorldProcess):
 
 
 class SessionReceiver:
-    """The receivers of ``M`` sessions: their state, the terms they charge and what they show."""
+    """The receivers of ``M`` sessions: their state, the terms they charge and what they show.
+
+    The per-token terms of a whole chunk of rounds (:func:`jmsra_env.session.unit_terms`, which do
+    not depend on the actions) are computed once per chunk; a round's terms then take three
+    products (:func:`jmsra_env.session.scale_terms`).
+    """
 
     def __init__(self, cfg: ScenarioConfig, n_envs: int):
         self.cfg = cfg
@@ -117,28 +122,39 @@ class SessionReceiver:
         self._empty = session.initial_state(cfg, (n_envs,))
         self.state = self._empty
         self._pool = np.full((n_envs, 1), cfg.kv_pool_bytes)
+        self._chunk_terms: model.RoundTerms | None = None  # the world's terms they were built from
+        self._unit: model.RoundTerms | None = None
 
     def reset(self, mask: np.ndarray | None = None) -> None:
         self.state = self._empty if mask is None else self.state.where(mask, self._empty)
 
+    def _unit_terms(self, world: SessionWorldProcess) -> model.RoundTerms:
+        """The current round's per-token terms (true channel), from the chunk's cache."""
+        if self._chunk_terms is not world._terms:  # a new chunk, or worlds of it drawn anew
+            o = world._obs
+            unit = session.unit_terms(
+                self.consts, o["snr_db"], world._flops, world._mem_bw, o["load"], o["new_tokens"],
+                o["receiver_load"][..., 0],
+            )
+            self._unit = dataclasses.replace(unit, gain_hz=world._terms.gain_hz)
+            self._chunk_terms = world._terms
+        return self._unit[world._t]
+
+    def _nl_tokens(self, world: SessionWorldProcess) -> np.ndarray:
+        t = world._t
+        return session.session_nl_tokens(world._obs["context_tokens"][t], self.state.seen_tokens, world._obs["nl_ratio"][t])
+
     def terms(self, world: SessionWorldProcess) -> model.RoundTerms:
         """The terms of the worlds' current round given the receivers' state (true channel)."""
-        q = world.round_quantities()
-        terms = session.session_terms(
-            self.consts, self.state, q["snr_db"], world._flops, world._mem_bw, q["load"],
-            q["context_tokens"], q["new_tokens"], q["nl_ratio"], q["receiver_load"],
-        )
-        return dataclasses.replace(terms, gain_hz=q["gain_hz"])
+        L = world._obs["context_tokens"][world._t]
+        return session.scale_terms(self._unit_terms(world), self._nl_tokens(world), L - self.state.kv_tokens)
 
     def observe(self, world: SessionWorldProcess, round_index, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Add the session keys to the world's observation ``obs`` (``(M, ...)`` arrays)."""
-        q = world.round_quantities()
         s = self.state
-        L = obs["context_tokens"]
-        unseen = L - s.seen_tokens
-        obs["nl_tokens"] = model.nl_tokens(unseen, q["nl_ratio"])
-        obs["new_tokens"] = q["new_tokens"].copy()
-        obs["unseen_tokens"] = unseen
+        obs["nl_tokens"] = self._nl_tokens(world)
+        obs["new_tokens"] = world._obs["new_tokens"][world._t].copy()
+        obs["unseen_tokens"] = obs["context_tokens"] - s.seen_tokens
         obs["kv_resident_tokens"] = s.kv_tokens.copy()
         obs["rounds_since_kv"] = session.rounds_since_kv(s, round_index, self.never)
         obs["kv_pool_used_fraction"] = s.pool_used_fraction[:, None]
@@ -148,7 +164,7 @@ class SessionReceiver:
     def advance(self, world: SessionWorldProcess, media: np.ndarray, round_index, info: dict[str, Any]) -> None:
         """Apply the round's transition; put evictions and pool usage into ``info`` (``(M, ...)``)."""
         self.state, evicted = session.transition(
-            self.state, media, world.round_quantities()["context_tokens"], round_index
+            self.state, media, world._obs["context_tokens"][world._t], round_index
         )
         info["evicted"] = evicted
         info["evictions"] = evicted.sum(axis=-1)

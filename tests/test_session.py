@@ -170,8 +170,8 @@ def test_session_reduces_to_single_round_costs_without_new_tokens():
     )
     s = initial_state(CFG, (6,), kv_pool_bytes=np.inf)
     first = session_terms(CONSTS, s, **ex, context_tokens=L, new_tokens=L, nl_ratio=rho)
-    for f in model.TERM_ARRAY_FIELDS:
-        np.testing.assert_array_equal(getattr(first, f), getattr(single, f))
+    for f in model.TERM_ARRAY_FIELDS:  # per-token costs times tokens: equal up to one rounding
+        np.testing.assert_allclose(getattr(first, f), getattr(single, f), rtol=1e-15, atol=0)
     d = solvers.jmsra(first)
     s, _ = transition(s, d.media, L, 0)
     for t in (1, 2, 3):
