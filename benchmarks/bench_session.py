@@ -120,7 +120,7 @@ def main(argv=None) -> None:
     p.add_argument("--only", choices=("a", "b", "c"), help="run one section")
     p.add_argument("--quick", action="store_true", help="fewer episodes and steps (smoke test)")
     p.add_argument("--episodes", type=int, default=256, help="episodes of section (a)")
-    p.add_argument("--sweep-episodes", type=int, default=128, help="episodes per pool of section (b)")
+    p.add_argument("--sweep-episodes", type=int, default=64, help="episodes per pool of section (b)")
     p.add_argument("--horizon", type=int, default=None, help="lookahead / clairvoyant horizon")
     p.add_argument("--seed", type=int, default=2026)
     a = p.parse_args(argv)

@@ -8,8 +8,10 @@ name               decision for the current round
                    the pool (it never overflows by its own choice); (P2) bandwidth re-solved
 ``lookahead``      rollout over ``H`` rounds on a forecast that uses only the observation
                    (channels and loads persist, ``dL`` and ``rho`` at the mean of their ranges):
-                   each base policy (``jmsra``, ``pool-aware``, ``nl-only``) is simulated for
-                   ``H`` rounds from the current state; the first decision of the cheapest wins
+                   each base policy of :class:`Candidates` (``jmsra``, ``pool-aware``,
+                   ``nl-only``, and per agent ``pool-aware`` with that agent kept off KV or kept
+                   on KV) is simulated for ``H`` rounds from the current state; the first
+                   decision of the cheapest wins (receding horizon: re-planned every round)
 ``clairvoyant``    the same rollout handed the true future rounds (the world's draws, up to the
                    episode's end): a bound on what a causal rollout can gain from forecasting
 ``nl-only``        every agent NL, (P2) bandwidth
@@ -43,6 +45,7 @@ __all__ = [
     "RoundInputs",
     "withhold_kv",
     "pool_aware",
+    "Candidates",
     "base_decisions",
     "rollout",
     "persistent_forecast",
@@ -51,8 +54,11 @@ __all__ = [
 
 SESSION_EXPERT_NAMES = ("jmsra", "pool-aware", "lookahead", "clairvoyant", "nl-only", "kv-only")
 SESSION_ONLY_EXPERTS = ("pool-aware", "lookahead", "clairvoyant")
-BASE_POLICIES = ("jmsra", "pool-aware", "nl-only")  # the rollout's candidates, ties to the first
-DEFAULT_HORIZON = 6  # rounds simulated by lookahead (a few rounds past any eviction it causes)
+BASE_POLICIES = ("jmsra", "pool-aware", "nl-only")  # the rollout's first candidates (ties: first)
+# Rounds simulated by lookahead: at N = 4, H = 4 and 6 tie on the default pool, 6 is better on the
+# large pool (a KV catch-up pays off over several rounds), 10 is worse and slower (the forecast
+# drifts); docs/sessions.md.
+DEFAULT_HORIZON = 6
 
 
 @dataclass(frozen=True)
@@ -100,10 +106,26 @@ def withhold_kv(media, state: SessionState, context_tokens) -> np.ndarray:
     return np.where(send & ~fits, model.NL, media).astype(np.int8)
 
 
-def pool_aware(terms: model.RoundTerms, state: SessionState, context_tokens, jmsra_decision: Decision | None = None) -> Decision:
-    """JMSRA, then :func:`withhold_kv`; the bandwidth is re-solved where the media changed."""
+def pool_aware(
+    terms: model.RoundTerms,
+    state: SessionState,
+    context_tokens,
+    jmsra_decision: Decision | None = None,
+    kv_allowed: np.ndarray | None = None,
+    kv_forced: np.ndarray | None = None,
+) -> Decision:
+    """JMSRA, then :func:`withhold_kv`; the bandwidth is re-solved where the media changed.
+
+    ``kv_allowed`` ``(..., N)`` bool: agents that may send KV at all (default: every agent);
+    ``kv_forced``: agents that send KV whenever the pool has room for them (default: none).
+    """
     d = solvers.jmsra(terms) if jmsra_decision is None else jmsra_decision
-    media = withhold_kv(d.media, state, context_tokens)
+    media = d.media
+    if kv_forced is not None:
+        media = np.where(kv_forced, model.KV, media).astype(np.int8)
+    if kv_allowed is not None:
+        media = np.where(kv_allowed, media, model.NL).astype(np.int8)
+    media = withhold_kv(media, state, context_tokens)
     changed = (media != d.media).any(axis=-1)
     if not changed.any():
         return d
@@ -113,17 +135,62 @@ def pool_aware(terms: model.RoundTerms, state: SessionState, context_tokens, jms
     return Decision(media, bw, model.latency(terms, media, bw).latency_s)
 
 
-def base_decisions(terms: model.RoundTerms, state: SessionState, context_tokens, copies: int) -> tuple[np.ndarray, np.ndarray]:
-    """The :data:`BASE_POLICIES` on a candidate-major batch of ``copies x M`` rows (candidate ``c``
-    owns rows ``c M .. (c + 1) M - 1``); returns ``(media, bandwidth_hz)``."""
-    m = terms.batch_shape[0] // copies
+@dataclass(frozen=True)
+class Candidates:
+    """The base policies a rollout compares, for ``N`` agents: :data:`BASE_POLICIES`, then for each
+    agent ``i`` ``pool-aware`` with agent ``i`` kept off KV (it leaves the pool to the others),
+    then for each agent ``i`` ``pool-aware`` with agent ``i`` on KV whenever the pool has room
+    (a KV catch-up that a round-by-round rule never pays, repaid by cheaper deltas later).
+    ``exclusions=False``: :data:`BASE_POLICIES` only."""
+
+    kinds: tuple[str, ...]  # "jmsra" | "pool-aware" | "nl-only" per candidate
+    kv_allowed: np.ndarray  # (C, N) bool
+    kv_forced: np.ndarray  # (C, N) bool
+
+    @classmethod
+    def for_agents(cls, n: int, exclusions: bool = True) -> Candidates:
+        kinds = list(BASE_POLICIES)
+        allowed = [np.ones(n, dtype=bool)] * len(kinds)
+        forced = [np.zeros(n, dtype=bool)] * len(kinds)
+        if exclusions and n > 1:
+            for i in range(n):
+                kinds.append("pool-aware")
+                allowed.append(np.arange(n) != i)
+                forced.append(np.zeros(n, dtype=bool))
+            for i in range(n):
+                kinds.append("pool-aware")
+                allowed.append(np.ones(n, dtype=bool))
+                forced.append(np.arange(n) == i)
+        return cls(tuple(kinds), np.array(allowed), np.array(forced))
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+
+def base_decisions(
+    terms: model.RoundTerms, state: SessionState, context_tokens, candidates: Candidates
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``candidates`` on a candidate-major batch of ``C x M`` rows (candidate ``c`` owns rows
+    ``c M .. (c + 1) M - 1``); returns ``(media, bandwidth_hz)``."""
+    c = len(candidates)
+    m = terms.batch_shape[0] // c
+    kind = np.repeat(np.array(candidates.kinds), m)
+    allowed = np.repeat(candidates.kv_allowed, m, axis=0)
+    forced = np.repeat(candidates.kv_forced, m, axis=0)
     L = np.asarray(context_tokens)
-    j = solvers.jmsra(terms[: 2 * m])  # one solve serves the myopic and the pool-aware rows
-    pa = slice(m, 2 * m)
-    d_pa = pool_aware(terms[pa], state[pa], L[pa], Decision(j.media[m:], j.bandwidth_hz[m:], j.latency_s[m:]))
-    d_nl = solvers.nl_only(terms[2 * m:])
-    media = np.concatenate([j.media[:m], d_pa.media, d_nl.media])
-    bw = np.concatenate([j.bandwidth_hz[:m], d_pa.bandwidth_hz, d_nl.bandwidth_hz])
+    media = np.empty((c * m, terms.n_agents), dtype=np.int8)
+    bw = np.empty((c * m, terms.n_agents))
+    nl = np.flatnonzero(kind == "nl-only")
+    d = solvers.nl_only(terms[nl])
+    media[nl], bw[nl] = d.media, d.bandwidth_hz
+    greedy = np.flatnonzero(kind != "nl-only")
+    j = solvers.jmsra(terms[greedy])  # one solve serves the myopic and every pool-aware row
+    media[greedy], bw[greedy] = j.media, j.bandwidth_hz
+    pa = kind[greedy] == "pool-aware"
+    rows = greedy[pa]
+    d = pool_aware(terms[rows], state[rows], L[rows], Decision(j.media[pa], j.bandwidth_hz[pa], j.latency_s[pa]),
+                   allowed[rows], forced[rows])
+    media[rows], bw[rows] = d.media, d.bandwidth_hz
     return media, bw
 
 
@@ -144,21 +211,24 @@ def rollout(
     future: list[RoundInputs],
     round_index=0,
     counted: np.ndarray | None = None,
+    candidates: Candidates | None = None,
+    exclusions: bool = True,
 ) -> Decision:
-    """Rollout of the :data:`BASE_POLICIES` over the current round (``terms``, exact) and the
-    ``future`` rounds: each is simulated from ``state`` through :func:`jmsra_env.session.transition`;
-    per row the first decision of the one with the least total latency is returned (ties: the
-    first in :data:`BASE_POLICIES`).
+    """Rollout of the ``candidates`` (default :meth:`Candidates.for_agents`) over the current round
+    (``terms``, exact) and the ``future`` rounds: each is simulated from ``state`` through
+    :func:`jmsra_env.session.transition`; per row the first decision of the one with the least
+    total latency is returned (ties: the first candidate, myopic ``jmsra``).
 
     ``counted`` ``(len(future), M)`` bool: whether a future round counts for a row (rounds past
     the episode's end do not); ``round_index`` is the current round in ``state``'s numbering.
     """
-    c = len(BASE_POLICIES)
+    cands = Candidates.for_agents(terms.n_agents, exclusions) if candidates is None else candidates
+    c = len(cands)
     m = terms.batch_shape[0]
     L = np.tile(np.asarray(context_tokens, dtype=np.float64), (c, 1))
     st = _tile_state(state, c)
     t_all = model.concat_terms([terms] * c)
-    media0, bw0 = base_decisions(t_all, st, L, c)
+    media0, bw0 = base_decisions(t_all, st, L, cands)
     cost = model.latency(t_all, media0, bw0).latency_s
     t0 = np.asarray(round_index)
     t_rows = np.tile(t0, c) if t0.ndim else t0
@@ -166,7 +236,7 @@ def rollout(
     for h, inputs in enumerate(future, start=1):
         tiled = inputs.tile(c)
         t_h = tiled.terms(consts, st)
-        media, bw = base_decisions(t_h, st, tiled.context_tokens, c)
+        media, bw = base_decisions(t_h, st, tiled.context_tokens, cands)
         lat = model.latency(t_h, media, bw).latency_s
         if counted is not None:
             lat = np.where(np.tile(counted[h - 1], c), lat, 0.0)

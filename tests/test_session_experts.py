@@ -10,6 +10,8 @@ from jmsra_env import make_config, model, session, solvers
 from jmsra_env.policies import make_policy
 from jmsra_env.session_experts import (
     BASE_POLICIES,
+    Candidates,
+    base_decisions,
     SESSION_EXPERT_NAMES,
     pool_aware,
     rollout,
@@ -75,16 +77,32 @@ def test_pool_aware_re_solves_the_bandwidth_of_the_changed_rows():
     np.testing.assert_array_equal(d.latency_s[changed], lat)
 
 
-def test_rollout_over_one_round_picks_the_best_base_policy_now():
+def test_rollout_over_one_round_picks_the_best_candidate_now():
     rng = np.random.default_rng(2)
     s = session.initial_state(CFG, (16,), kv_pool_bytes=3000 * BPT)
     terms, L = random_round(rng, 16, s)
     d = rollout(CONSTS, terms, s, L, [])
-    best = np.minimum.reduce([
-        solvers.jmsra(terms).latency_s, pool_aware(terms, s, L).latency_s, solvers.nl_only(terms).latency_s
-    ])
-    np.testing.assert_array_equal(d.latency_s, best)
-    assert BASE_POLICIES[0] == "jmsra"
+    cands = Candidates.for_agents(4)
+    c = len(cands)
+    assert c == 3 + 2 * 4 and cands.kinds[:3] == BASE_POLICIES
+    t_all = model.concat_terms([terms] * c)
+    tiled = session.SessionState(*(np.tile(x, (c, 1)) for x in (s.seen_tokens, s.kv_tokens, s.last_kv_round)),
+                                 s.kv_pool_bytes, s.kv_bytes_per_token)
+    media, bw = base_decisions(t_all, tiled, np.tile(L, (c, 1)), cands)
+    each = model.latency(t_all, media, bw).latency_s.reshape(c, 16)
+    np.testing.assert_array_equal(d.latency_s, each.min(axis=0))
+    np.testing.assert_array_equal(each[0], solvers.jmsra(terms).latency_s)
+    np.testing.assert_array_equal(each[1], pool_aware(terms, s, L).latency_s)
+    assert (d.latency_s <= solvers.nl_only(terms).latency_s).all()
+
+
+def test_candidates_keep_an_agent_off_or_on_kv():
+    rng = np.random.default_rng(3)
+    s = session.initial_state(CFG, (16,), kv_pool_bytes=np.inf)
+    terms, L = random_round(rng, 16, s)
+    off = pool_aware(terms, s, L, kv_allowed=np.array([False, True, True, True]))
+    on = pool_aware(terms, s, L, kv_forced=np.array([True, False, False, False]))
+    assert (off.media[:, 0] == 0).all() and (on.media[:, 0] == 1).all()
 
 
 def _deterministic_config():
