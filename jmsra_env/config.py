@@ -268,8 +268,8 @@ class SessionConfig:
     # dialogue/perception per round; 288 on average, a quarter of the mean first context).
     new_tokens_min: int = 64
     new_tokens_max: int = 512
-    # Receiver's KV pool in bytes; None = n_agents x 160 MiB (640 MiB at N = 4: about a third of
-    # a 64-round session's caches at 16 KiB/token, so the pool binds mid-episode).
+    # Receiver's KV pool in bytes; None = n_agents x 160 MiB (640 MiB at N = 4: about half of the
+    # 1.2 GiB a 64-round session's caches reach on average at 16 KiB/token: binds mid-episode).
     kv_pool_bytes: float | None = None
 
     def __post_init__(self) -> None:
