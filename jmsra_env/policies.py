@@ -183,7 +183,7 @@ def _session_future(env):
             q = world.round_quantities(min(h, ahead))
             out.append(
                 RoundInputs(
-                    q["snr_db"], world._flops, world._mem_bw, q["load"], q["context_tokens"],
+                    q["snr_db"], world.peak_compute_flops, world.peak_mem_bw_bytes_per_s, q["load"], q["context_tokens"],
                     q["new_tokens"], q["nl_ratio"], q["receiver_load"], q["gain_hz"],
                 )
             )

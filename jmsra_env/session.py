@@ -40,7 +40,6 @@ __all__ = [
     "rounds_since_kv",
     "never_rounds",
     "state_from_observation",
-    "pool_overflow_bytes",
 ]
 
 # ``last_kv_round`` of an agent that never sent KV: older than any round.
@@ -215,13 +214,6 @@ def transition(state: SessionState, media, context_tokens, round_index) -> tuple
     if not over.any():
         new.__dict__["pool_used_bytes"] = used  # the cached property, already computed
     return new, evicted
-
-
-def pool_overflow_bytes(state: SessionState, media, context_tokens) -> np.ndarray:
-    """By how many bytes the pool would overflow after a round with ``media`` (before any
-    eviction; <= 0 when it fits). Shape ``(...)``."""
-    kv = np.where(np.asarray(media) != 0, np.asarray(context_tokens, dtype=np.float64), state.kv_tokens)
-    return model.sum_over_agents(kv) * state.kv_bytes_per_token - state.kv_pool_bytes
 
 
 def never_rounds(cfg: ScenarioConfig) -> int:

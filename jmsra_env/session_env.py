@@ -84,22 +84,48 @@ class SessionWorldProcess(WorldProcess):
         ratio = wl.nl_ratio_min + (wl.nl_ratio_max - wl.nl_ratio_min) * u[1]
         return {"context_tokens": ctx, "nl_ratio": ratio, "new_tokens": new}
 
+    # -- views for the session's receivers and experts (the one place that reads the chunk) ----
+
+    @property
+    def chunk_arrays(self) -> dict[str, np.ndarray]:
+        """The chunk's time-major per-round arrays ``(C, M, ...)`` (replaced, never overwritten,
+        when rounds are drawn)."""
+        return self._obs
+
+    @property
+    def chunk_terms(self) -> model.RoundTerms:
+        """The chunk's single-round terms ``(C, M)`` (their ``gain_hz`` is the true channel)."""
+        return self._terms
+
+    @property
+    def chunk_index(self) -> int:
+        """The current round's index in the chunk."""
+        return self._t
+
+    @property
+    def peak_compute_flops(self) -> np.ndarray:
+        """Each sender's peak compute ``(M, N)`` (drawn per episode)."""
+        return self._flops
+
+    @property
+    def peak_mem_bw_bytes_per_s(self) -> np.ndarray:
+        """Each sender's peak memory bandwidth ``(M, N)``."""
+        return self._mem_bw
+
+    def current(self, key: str, offset: int = 0) -> np.ndarray:
+        """Chunk array ``key`` at round ``t + offset`` of the chunk (a view)."""
+        return self._obs[key][self._t + offset]
+
     def round_quantities(self, offset: int = 0) -> dict[str, np.ndarray]:
         """The exogenous quantities of round ``t + offset`` of the chunk (``(M, N)`` arrays, views):
         ``snr_db`` (observed), ``load``, ``context_tokens``, ``new_tokens``, ``nl_ratio``,
         ``receiver_load`` (``(M,)``), ``gain_hz`` (true channel) and ``answer_s`` (``(M,)``)."""
+        q = {k: self.current(k, offset) for k in ("snr_db", "load", "context_tokens", "new_tokens", "nl_ratio")}
+        q["receiver_load"] = self.current("receiver_load", offset)[..., 0]
         t = self._t + offset
-        o = self._obs
-        return {
-            "snr_db": o["snr_db"][t],
-            "load": o["load"][t],
-            "context_tokens": o["context_tokens"][t],
-            "new_tokens": o["new_tokens"][t],
-            "nl_ratio": o["nl_ratio"][t],
-            "receiver_load": o["receiver_load"][t][..., 0],
-            "gain_hz": self._terms.gain_hz[t],
-            "answer_s": self._terms.answer_s[t],
-        }
+        q["gain_hz"] = self._terms.gain_hz[t]
+        q["answer_s"] = self._terms.answer_s[t]
+        return q
 
     @property
     def rounds_ahead(self) -> int:
@@ -130,30 +156,30 @@ class SessionReceiver:
 
     def _unit_terms(self, world: SessionWorldProcess) -> model.RoundTerms:
         """The current round's per-token terms (true channel), from the chunk's cache."""
-        if self._chunk_terms is not world._terms:  # a new chunk, or worlds of it drawn anew
-            o = world._obs
+        chunk_terms = world.chunk_terms
+        if self._chunk_terms is not chunk_terms:  # a new chunk, or worlds of it drawn anew
+            o = world.chunk_arrays
             unit = session.unit_terms(
-                self.consts, o["snr_db"], world._flops, world._mem_bw, o["load"], o["new_tokens"],
-                o["receiver_load"][..., 0],
+                self.consts, o["snr_db"], world.peak_compute_flops, world.peak_mem_bw_bytes_per_s, o["load"],
+                o["new_tokens"], o["receiver_load"][..., 0],
             )
-            self._unit = dataclasses.replace(unit, gain_hz=world._terms.gain_hz)
-            self._chunk_terms = world._terms
-        return self._unit[world._t]
+            self._unit = dataclasses.replace(unit, gain_hz=chunk_terms.gain_hz)
+            self._chunk_terms = chunk_terms
+        return self._unit[world.chunk_index]
 
     def _nl_tokens(self, world: SessionWorldProcess) -> np.ndarray:
-        t = world._t
-        return session.session_nl_tokens(world._obs["context_tokens"][t], self.state.seen_tokens, world._obs["nl_ratio"][t])
+        return session.session_nl_tokens(world.current("context_tokens"), self.state.seen_tokens, world.current("nl_ratio"))
 
     def terms(self, world: SessionWorldProcess) -> model.RoundTerms:
         """The terms of the worlds' current round given the receivers' state (true channel)."""
-        L = world._obs["context_tokens"][world._t]
-        return session.scale_terms(self._unit_terms(world), self._nl_tokens(world), L - self.state.kv_tokens)
+        kv_delta = world.current("context_tokens") - self.state.kv_tokens
+        return session.scale_terms(self._unit_terms(world), self._nl_tokens(world), kv_delta)
 
     def observe(self, world: SessionWorldProcess, round_index, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Add the session keys to the world's observation ``obs`` (``(M, ...)`` arrays)."""
         s = self.state
         obs["nl_tokens"] = self._nl_tokens(world)
-        obs["new_tokens"] = world._obs["new_tokens"][world._t].copy()
+        obs["new_tokens"] = world.current("new_tokens").copy()
         obs["unseen_tokens"] = obs["context_tokens"] - s.seen_tokens
         obs["kv_resident_tokens"] = s.kv_tokens.copy()
         obs["rounds_since_kv"] = session.rounds_since_kv(s, round_index, self.never)
@@ -164,7 +190,7 @@ class SessionReceiver:
     def advance(self, world: SessionWorldProcess, media: np.ndarray, round_index, info: dict[str, Any]) -> None:
         """Apply the round's transition; put evictions and pool usage into ``info`` (``(M, ...)``)."""
         self.state, evicted = session.transition(
-            self.state, media, world._obs["context_tokens"][world._t], round_index
+            self.state, media, world.current("context_tokens"), round_index
         )
         info["evicted"] = evicted
         info["evictions"] = evicted.sum(axis=-1)
