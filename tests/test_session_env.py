@@ -239,3 +239,28 @@ def test_session_observation_keys():
     env = JMSRASessionEnv()
     obs, _ = env.reset(seed=0)
     assert set(SESSION_OBS_KEYS) <= set(obs) and env.observation_space.contains(obs)
+
+
+@pytest.mark.parametrize("id_", SESSION_ENV_IDS)
+def test_make_vec_gives_the_batched_session_env_for_every_id(id_):
+    envs = make_vec(id_, 3)
+    single = gym.make(id_).unwrapped
+    assert isinstance(envs, JMSRASessionVectorEnv) and envs.config == single.config
+    assert envs.single_observation_space == single.observation_space
+    assert envs.single_action_space == single.action_space
+    obs, _ = envs.reset(seed=0)
+    assert envs.observation_space.contains(obs)
+    _, rewards, _, _, info = envs.step(envs.action_space.sample())
+    assert rewards.shape == (3,) and info["evictions"].shape == (3,)
+
+
+@pytest.mark.parametrize("id_", ["jmsra_env/JMSRA-Session-TightPool-v0", "jmsra_env/JMSRA-Session-LargePool-v0"])
+def test_observations_stay_in_the_space_over_whole_kv_heavy_episodes(id_):
+    envs = make_vec(id_, 16)
+    rng = np.random.default_rng(0)
+    obs, _ = envs.reset(seed=0)
+    for _ in range(64):
+        assert envs.observation_space.contains(obs)
+        media = (rng.random((16, 4)) < 0.8).astype(np.int8)
+        obs, *_ = envs.step({"media": media, "bandwidth": np.ones((16, 4))})
+    assert envs.observation_space.contains(obs)  # the final observation, longest contexts
