@@ -10,6 +10,11 @@ Importing the package registers the environments (idempotently):
 ``jmsra_env/JMSRA-Box-v0`` ...      the SB3-ready twins (``Box(-1, 1, (2N,))`` actions):
                                     ``JMSRA-Box-v0``, ``JMSRA-N8-Box-v0``, ``JMSRA-N16-Box-v0``,
                                     ``JMSRA-StaleCSI-Box-v0``
+``jmsra_env/JMSRA-Session-v0``      sessions (docs/sessions.md): contexts grow, the receiver
+                                    keeps KV caches in a pool of N x 160 MiB; also
+                                    ``-Session-N8-v0``, ``-Session-TightPool-v0`` (N x 64
+                                    MiB), ``-Session-LargePool-v0`` (never binds), each with
+                                    a ``-Box-v0`` twin
 ==================================  ====================================================
 """
 
@@ -23,6 +28,7 @@ from .config import (
     DeviceProfile,
     LLMProfile,
     ScenarioConfig,
+    SessionConfig,
     WorkloadConfig,
     make_config,
 )
@@ -38,6 +44,7 @@ __all__ = [
     "ScenarioConfig",
     "ChannelConfig",
     "WorkloadConfig",
+    "SessionConfig",
     "LLMProfile",
     "DeviceProfile",
     "LLM_CATALOG",

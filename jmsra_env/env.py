@@ -163,6 +163,7 @@ class JMSRAEnv(gym.Env[dict, Any]):
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    _world_class = WorldProcess  # what draws the rounds (a session env draws growing contexts)
 
     def __init__(
         self,
@@ -182,7 +183,7 @@ class JMSRAEnv(gym.Env[dict, Any]):
         self.observation_space = make_observation_space(cfg)
         self.action_space = make_action_space(cfg, action_form)
         self._decode = actions.decode_box if action_form == "box" else actions.decode_dict
-        self._world = WorldProcess(cfg, 1)
+        self._world = self._world_class(cfg, 1)
         self._terms: model.RoundTerms | None = None
         self._round = 0
         self._episode_rounds = cfg.episode_rounds  # the episode's length (see ``reset``)
@@ -197,7 +198,8 @@ class JMSRAEnv(gym.Env[dict, Any]):
         self._episode_rounds = self.config.episode_rounds if limit is None else limit
         self._world.reset(self.np_random)
         self._round = 0
-        self._terms = self._world.env_terms(0)
+        self._on_reset()
+        self._terms = self._next_terms()
         self._last_info = None
         obs = self._observation()
         return obs, {"round": 0}
@@ -214,10 +216,11 @@ class JMSRAEnv(gym.Env[dict, Any]):
             from .solvers import solve
 
             info["jmsra_latency_s"] = float(solve("jmsra", terms).latency_s)
+        self._after_round(media, info)
         self._last_info = info
         self._world.step(self.np_random)
         self._round += 1
-        self._terms = self._world.env_terms(0)
+        self._terms = self._next_terms()
         truncated = self._round >= self._episode_rounds
         return self._observation(), -info["latency_s"], False, truncated, info
 
@@ -247,6 +250,18 @@ class JMSRAEnv(gym.Env[dict, Any]):
         obs = {k: v[0] for k, v in self._world.observation().items()}
         self._last_obs = obs
         return obs
+
+    # Hooks of the round's life cycle (a session env keeps the receiver's state through them).
+
+    def _on_reset(self) -> None:
+        """After the world drew a new episode."""
+
+    def _next_terms(self) -> model.RoundTerms:
+        """The terms of the round the world is now at (what the next step charges)."""
+        return self._world.env_terms(0)
+
+    def _after_round(self, media: np.ndarray, info: dict[str, Any]) -> None:
+        """After a round was charged with ``media``, before the world moves on."""
 
 
 def enclosing_time_limit(env: gym.Env, depth: int = 16) -> int | None:

@@ -420,15 +420,22 @@ def round_terms(
     context_tokens,
     nl_tokens_,
     receiver_load,
+    prefill_tokens=None,
+    kv_tokens=None,
 ) -> RoundTerms:
     """Per-agent terms of one round (or a batch) from exactly what the environment observes.
 
     ``snr_db``, ``compute_flops`` (peak), ``mem_bw_bytes_per_s`` (peak), ``load``,
     ``context_tokens``, ``nl_tokens_``: shape ``(..., N)``; ``receiver_load``: shape ``(...)``.
+    In a session (docs/sessions.md) the sender prefills only its ``prefill_tokens`` new tokens
+    and the KV medium carries only the ``kv_tokens`` the receiver lacks; both default to
+    ``context_tokens`` (a single round).
     """
     c = consts
     L = np.asarray(context_tokens, dtype=np.float64)
     K = np.asarray(nl_tokens_, dtype=np.float64)
+    L_pre = L if prefill_tokens is None else np.asarray(prefill_tokens, dtype=np.float64)
+    L_kv = L if kv_tokens is None else np.asarray(kv_tokens, dtype=np.float64)
     u = np.asarray(load, dtype=np.float64)
     f_eff = effective_compute_flops(np.asarray(compute_flops, dtype=np.float64), u, c.compute_efficiency)
     w_eff = effective_mem_bw_bytes_per_s(
@@ -440,10 +447,10 @@ def round_terms(
     f_r_ = f_r[..., None]
     w_r_ = w_r[..., None]
 
-    prefill = prefill_time_s(c.params, L, f_eff)
+    prefill = prefill_time_s(c.params, L_pre, f_eff)
     extra = _pair(K * decode_time_per_token_s(c.params, c.weight_bits, f_eff, w_eff), 0.0)
-    payload = _pair(K * c.nl_bits_per_token, L * c.kv_bits_per_token)
-    receiver = _pair(prefill_time_s(c.params, K, f_r_), L * (c.kv_bits_per_token / 8.0) / w_r_)
+    payload = _pair(K * c.nl_bits_per_token, L_kv * c.kv_bits_per_token)
+    receiver = _pair(prefill_time_s(c.params, K, f_r_), L_kv * (c.kv_bits_per_token / 8.0) / w_r_)
     answer = c.answer_tokens * decode_time_per_token_s(c.params, c.weight_bits, f_r, w_r)
     gain = gain_hz_from_snr_db(np.asarray(snr_db, dtype=np.float64), c.bandwidth_hz)
     return RoundTerms(prefill, extra, payload, receiver, answer, gain, c.bandwidth_hz, c.latency_cap_s)
@@ -531,8 +538,13 @@ def terms_from_observation(consts: ModelConstants, obs) -> RoundTerms:
 
     ``obs`` is the environment's Dict observation (one round, or a batch with a leading axis, as a
     vectorised env returns it). With ``csi_delay = 0`` these are exactly the terms the environment
-    charges: the observation is a sufficient statistic.
+    charges: the observation is a sufficient statistic. A session observation (with
+    ``new_tokens`` and ``kv_resident_tokens``, docs/sessions.md) gives the session's terms.
     """
+    if "new_tokens" in obs:
+        from .session import session_terms_from_observation  # sessions build on this module
+
+        return session_terms_from_observation(consts, obs)
     return round_terms(
         consts,
         obs["snr_db"],

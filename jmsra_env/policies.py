@@ -157,6 +157,7 @@ def make_policy(
     *,
     config: ScenarioConfig | Mapping[str, Any] | None = None,
     action_form: str | None = None,
+    horizon: int | None = None,
 ) -> ExpertPolicy:
     """An expert policy (one of :data:`EXPERT_NAMES`) for ``env`` or for ``config``.
 
@@ -165,8 +166,18 @@ def make_policy(
     from ``config`` / ``unwrapped.config`` / ``get_attr("config")``, the action form from the
     (single) action space. Without an env give ``config`` (a ``ScenarioConfig`` or overrides) and
     ``action_form`` (default ``"dict"``). ``seed`` seeds the ``random`` policy's generator.
+
+    On a session scenario (``session.enabled``) the names are the session experts'
+    (:data:`jmsra_env.session_experts.SESSION_EXPERT_NAMES`: ``jmsra``, ``pool-aware``,
+    ``lookahead``, ``clairvoyant``, ``nl-only``, ``kv-only``); ``clairvoyant`` needs ``env`` (it
+    reads the true future rounds) and ``horizon`` sets the lookahead's rounds.
     """
-    check_name(name)
+    from . import session_experts
+
+    if name in session_experts.SESSION_ONLY_EXPERTS:
+        pass  # checked against the scenario below
+    else:
+        check_name(name)
     cfg: ScenarioConfig | None
     if config is not None:
         cfg = config if isinstance(config, ScenarioConfig) else make_config(config)
@@ -183,4 +194,42 @@ def make_policy(
     if form is None and env is not None:
         form = _find_action_form(env)
     form = form or "dict"
+    if cfg.session.enabled and name in session_experts.SESSION_EXPERT_NAMES:
+        future = _session_future(env) if name == "clairvoyant" else None
+        h = session_experts.DEFAULT_HORIZON if horizon is None else horizon
+        return session_experts.SessionExpertPolicy(name, cfg, form, h, future)
+    if name in session_experts.SESSION_ONLY_EXPERTS:
+        raise ValueError(f"expert {name!r} needs a session scenario (session.enabled); this one has none")
     return ExpertPolicy(name, cfg, form, seed)
+
+
+def _session_future(env):
+    """``future(horizon) -> (rounds, counted)``: the true next rounds of a session env (single or
+    batched, wrapped by Gymnasium wrappers or not), for the clairvoyant expert."""
+    from .session_experts import RoundInputs
+
+    base = getattr(env, "unwrapped", env) if env is not None else None
+    world = getattr(base, "_world", None)
+    if world is None or not hasattr(world, "round_quantities"):
+        raise ValueError(
+            "the clairvoyant expert reads the true future rounds of a session environment "
+            "(JMSRASessionEnv or JMSRASessionVectorEnv, Gymnasium-wrapped or not); got "
+            f"{type(env).__name__}"
+        )
+
+    def future(horizon: int):
+        rounds_left = base.config.episode_rounds - np.asarray(base._round).reshape(-1)  # incl. now
+        ahead = world.rounds_ahead
+        out, counted = [], []
+        for h in range(1, horizon):
+            q = world.round_quantities(min(h, ahead))
+            out.append(
+                RoundInputs(
+                    q["snr_db"], world.peak_compute_flops, world.peak_mem_bw_bytes_per_s, q["load"], q["context_tokens"],
+                    q["new_tokens"], q["nl_ratio"], q["receiver_load"], q["gain_hz"],
+                )
+            )
+            counted.append((h < rounds_left) & (h <= ahead))
+        return out, np.array(counted).reshape(len(out), -1)
+
+    return future

@@ -273,7 +273,6 @@ class WorldProcess:
             **work,
             "snr_db": snr_obs,
             "load": agent_loads,
-            "context_tokens": ctx,
             "nl_tokens": nl,
             "receiver_load": receiver_loads,
         }
