@@ -343,8 +343,9 @@ def train(spec: TrainSpec, *, log: Callable[[str], None] | None = print) -> Trai
     with lock:
         for p in runs.clean_stale_tmp(lock.run_dir):
             log(f"removed a stale temporary file of an interrupted save: {p}")
-        if plan.resume is not None and plan.resume.passed_over:
-            log("resuming from " + str(plan.resume.unit.directory) + "; passed over:\n  " + "\n  ".join(plan.resume.passed_over))
+        if plan.resume is not None:
+            log(f"resuming from {plan.resume.unit.model_path} at {plan.resume.num_timesteps:,} steps"
+                + "".join(f"\n  passed over {r}" for r in plan.resume.passed_over))
         caught: dict[str, int | None] = {"signal": None}
         with _stop_on_signals(caught):
             return _Run(plan, lock.run_dir, log, caught).run()
