@@ -1,7 +1,7 @@
 """The run-directory format of a training run, atomic saving, and loading a trained policy.
 
-Format (``RUN_FORMAT = "jmsra_env.run/1"``)
--------------------------------------------
+Format (``RUN_FORMAT = "jmsra_env.run/2"``; ``/1`` runs, without the safe files, still load)
+--------------------------------------------------------------------------------------------
 
 ``train.py`` (:func:`agents.training.train`) writes one directory per run,
 ``<logdir>/<run-name>/``::
@@ -93,7 +93,8 @@ __all__ = [
     "package_versions",
 ]
 
-RUN_FORMAT = "jmsra_env.run/1"
+RUN_FORMAT = "jmsra_env.run/2"  # /2: every saved model has its manifest (policy.json)
+LEGACY_RUN_FORMATS = ("jmsra_env.run/1",)
 POLICY_FORMAT = "jmsra_env.policy/1"
 MODEL_FILE = "model.zip"
 VECNORM_FILE = "vecnormalize.pkl"
@@ -367,7 +368,7 @@ def read_run_json(path: str | os.PathLike) -> dict[str, Any]:
         info = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"corrupt run description {path}: {exc}") from exc
-    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
+    if not isinstance(info, dict) or info.get("format") not in (RUN_FORMAT, *LEGACY_RUN_FORMATS):
         raise ValueError(f"{path} is not a jmsra_env run description (expected format {RUN_FORMAT!r})")
     for key in ("env_id", "config", "action_form", "features"):
         if key not in info:
@@ -487,6 +488,19 @@ def check_unit(unit: SavedUnit, names: tuple[str, ...] = (MODEL_FILE, VECNORM_FI
     return info
 
 
+def _check_manifest_present(unit: SavedUnit) -> None:
+    """In a run of the current format every saved model has a manifest: none = an interrupted save."""
+    if unit.policy_path.is_file():
+        return
+    try:
+        fmt = json.loads(unit.run_path.read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return
+    if fmt == RUN_FORMAT:
+        raise TornModelError(f"incomplete saved model {unit.model_path}: its manifest {unit.policy_path.name} is "
+                             f"missing (a save was interrupted)")
+
+
 def resolve_run_files(path: str | os.PathLike) -> tuple[Path, Path, Path]:
     """``(model.zip, vecnormalize.pkl, run.json)`` of a saved model, checked against its manifest.
 
@@ -500,6 +514,7 @@ def resolve_run_files(path: str | os.PathLike) -> tuple[Path, Path, Path]:
         raise FileNotFoundError(f"normalisation statistics for {unit.model_path} not found: expected {vec}")
     if not unit.run_path.is_file():
         raise FileNotFoundError(f"run description for {unit.model_path} not found: expected {unit.run_path}")
+    _check_manifest_present(unit)
     if unit.policy_path.is_file():
         check_unit(unit, (MODEL_FILE, VECNORM_FILE))
     return unit.model_path, vec, unit.run_path
@@ -706,6 +721,7 @@ def load_trained_policy(path: str | os.PathLike, device: str = "cpu", trust_pick
         vn = load_vecnormalize(vec_path)
         model = load_ppo(model_path, device=device)
         return TrainedPolicy(model, vn, run_info, model_path)
+    _check_manifest_present(unit)
     if not unit.policy_path.is_file():
         raise FileNotFoundError(
             f"no safe policy files in {unit.directory} (expected {unit.policy_path.name} + {unit.weights_path.name}): "

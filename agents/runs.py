@@ -34,7 +34,7 @@ __all__ = [
     "is_run_dir",
     "lock_run_dir",
     "open_run_dir",
-    "clean_stale_tmp",
+    "clean_run_dir",
     "find_resume_point",
 ]
 
@@ -140,8 +140,12 @@ def open_run_dir(logdir: str | os.PathLike, name: str, force: bool = False) -> R
     return lock_run_dir(run_dir)
 
 
-def clean_stale_tmp(run_dir: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files and directories interrupted saves left behind (lock held)."""
+def clean_run_dir(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove what interrupted saves left behind (call with the lock held); returns what went.
+
+    Temporary files and directories (``.*.tmp``), and a best model torn or incomplete (unusable;
+    the next evaluation that beats the recorded best latency, or the first one, saves a new one).
+    """
     run_dir = Path(run_dir)
     removed = []
     for folder in (run_dir, run_dir / ck.CHECKPOINT_DIR):
@@ -154,6 +158,15 @@ def clean_stale_tmp(run_dir: str | os.PathLike) -> list[Path]:
                 else:
                     p.unlink(missing_ok=True)
                 removed.append(p)
+    best = ck.SavedUnit(run_dir, ck.BEST_PREFIX)
+    if best.exists():
+        try:
+            ck.resolve_run_files(best.model_path)
+        except (FileNotFoundError, ValueError):
+            for name in ck._UNIT_FILES:
+                if best.path(name).exists():
+                    best.path(name).unlink()
+                    removed.append(best.path(name))
     return removed
 
 

@@ -341,8 +341,8 @@ def train(spec: TrainSpec, *, log: Callable[[str], None] | None = print) -> Trai
     except runs.RunDirError as exc:
         raise TrainSpecError(str(exc)) from exc
     with lock:
-        for p in runs.clean_stale_tmp(lock.run_dir):
-            log(f"removed a stale temporary file of an interrupted save: {p}")
+        for p in runs.clean_run_dir(lock.run_dir):
+            log(f"removed what an interrupted save left: {p}")
         if plan.resume is not None:
             log(f"resuming from {plan.resume.unit.model_path} at {plan.resume.num_timesteps:,} steps"
                 + "".join(f"\n  passed over {r}" for r in plan.resume.passed_over))

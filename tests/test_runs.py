@@ -242,6 +242,39 @@ def test_sigkill_at_random_moments_leaves_runs_that_resume_continues(tmp_path, c
         assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
 
 
+# SIGKILL itself at the first write of a file named argv[1]: a kill between two files of one save
+KILL_AT_FILE = """
+import os, signal, sys
+from pathlib import Path
+import agents.checkpoint as ck
+name, write = sys.argv[1], ck.atomic_write_bytes
+def killing_write(path, data):
+    if Path(path).name == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    write(path, data)
+ck.atomic_write_bytes = killing_write
+from agents.cli_train import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_sigkill_between_the_files_of_a_save_is_refused_at_load_and_repaired_by_resume(tmp_path, capsys):
+    run = tmp_path / "t"
+    cmd = [sys.executable, "-c", KILL_AT_FILE, "best_policy.safetensors", "--logdir", str(tmp_path), "--run-name",
+           "t", "--total-timesteps", "1000000", *TINY, "--eval-freq", "128"]  # checkpoint at 64, best model at 128
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (run / "best_model.zip").is_file() and not (run / "best_policy.json").exists()
+    for trust in (False, True):
+        with pytest.raises(ck.TornModelError, match="incomplete saved model"):
+            ck.load_trained_policy(run / "best_model.zip", trust_pickle=trust)
+    assert main(["--resume", str(run), "--total-timesteps", "192"]) == 0
+    out = capsys.readouterr().out
+    assert "at 64 steps" in out and "removed what an interrupted save left" in out
+    assert ck.load_trained_policy(run / "best_model.zip").num_timesteps in (128, 192)
+    assert ck.load_trained_policy(run).num_timesteps == 192
+
+
 def test_ctrl_c_during_behaviour_cloning_saves_and_resume_finishes_it(tmp_path, monkeypatch):
     import agents.bc as bc
 
