@@ -7,8 +7,8 @@ lock when the process dies, however it dies, so a stale lock of a dead process n
 
 ``--force`` deletes only a directory that is recognisably a run (a ``run.json`` of this format or
 the lock file) and that no live process holds. ``--resume <run dir>`` continues from the newest
-consistent saved model: the run's top-level model or any checkpoint, whichever has more steps, and
-a unit torn by a kill (:class:`agents.checkpoint.TornModelError`) is passed over.
+consistent saved model: the run's top-level model, its best model or a checkpoint, whichever has
+the most steps; a unit torn by a kill (:class:`agents.checkpoint.TornModelError`) is passed over.
 """
 
 from __future__ import annotations
@@ -198,14 +198,15 @@ def find_resume_point(path: str | os.PathLike) -> ResumePoint:
     """What ``--resume path`` continues from.
 
     A checkpoint directory or a ``model.zip``: that saved model (refused if torn). A run
-    directory: the newest consistent one of its top-level model and its checkpoints.
+    directory: the newest consistent one of its top-level model, its best model and its
+    checkpoints (on a tie the top-level model, then a checkpoint).
     """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no run at {p}: the path does not exist")
     if p.is_file() or p.parent.name == ck.CHECKPOINT_DIR or not (p / ck.CHECKPOINT_DIR).is_dir():
         return _resume_candidate(ck.resolve_unit(p))
-    units = [ck.SavedUnit(p)] if ck.SavedUnit(p).exists() else []
+    units = [u for u in (ck.SavedUnit(p), ck.SavedUnit(p, ck.BEST_PREFIX)) if u.exists()]
     units += [ck.SavedUnit(d) for d in sorted((p / ck.CHECKPOINT_DIR).iterdir())
               if d.is_dir() and ck._checkpoint_steps(d.name) is not None]
     found, passed = [], []
@@ -216,5 +217,5 @@ def find_resume_point(path: str | os.PathLike) -> ResumePoint:
             passed.append(f"{unit.directory}: {exc}")
     if not found:
         raise FileNotFoundError(f"no consistent saved model in {p}" + "".join(f"\n  {r}" for r in passed))
-    newest = max(found, key=lambda r: (r.num_timesteps, r.unit.directory == p))
+    newest = max(found, key=lambda r: (r.num_timesteps, r.unit == ck.SavedUnit(p), r.unit.prefix == ""))
     return ResumePoint(newest.run_dir, newest.unit, newest.num_timesteps, newest.run_info, tuple(passed))

@@ -113,9 +113,11 @@ def test_crafted_pickle_in_a_model_directory_is_never_executed(tmp_path, tiny_ru
 
 
 def test_a_run_without_safe_files_needs_trust_pickle(tmp_path, tiny_run):
-    run = _copy(tiny_run, tmp_path / "old")
+    run = _copy(tiny_run, tmp_path / "old")  # as written before the safe format (run format /1)
     for name in ("policy.json", "policy.safetensors"):
         (run / name).unlink()
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "format": "jmsra_env.run/1"}))
     with pytest.raises(FileNotFoundError, match="--trust-pickle"):
         ck.load_trained_policy(run)
     assert ck.load_trained_policy(run, trust_pickle=True).num_timesteps == 128
