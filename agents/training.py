@@ -239,7 +239,9 @@ class _Plan:
 
 def _validate(spec: TrainSpec) -> _Plan:
     from . import runs
-    from .envs import box_env_id, scenario_config
+    from .encoding import ACTION_ENCODINGS
+    from .envs import VEC_KINDS, box_env_id, scenario_config
+    from .features import FEATURE_SETS
     from .ppo import resolve_device
 
     if not isinstance(spec.total_timesteps, int) or spec.total_timesteps <= 0:
@@ -252,6 +254,9 @@ def _validate(spec: TrainSpec) -> _Plan:
             raise TrainSpecError(f"{_flag(name)} must be >= 0; got {getattr(spec, name)}")
     if spec.bc_steps > 0 and (spec.bc_rounds or 0) < 1:
         raise TrainSpecError(f"--bc-rounds must be >= 1; got {spec.bc_rounds}")
+    for name, allowed in (("vec", VEC_KINDS), ("features", FEATURE_SETS), ("action_encoding", ACTION_ENCODINGS)):
+        if getattr(spec, name) not in allowed:
+            raise TrainSpecError(f"{_flag(name)} must be one of {allowed}; got {getattr(spec, name)!r}")
     try:
         env_id = box_env_id(spec.env_id)
     except ValueError as exc:

@@ -142,6 +142,46 @@ def test_torn_pair_is_refused_and_resume_takes_the_newest_consistent_checkpoint(
 
 
 # ---------------------------------------------------------------------------------------------
+# The API and the command line
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"vec": "threads"}, "--vec must be one of"),
+    ({"n_envs": 0}, "--n-envs must be >= 1"),
+    ({"total_timesteps": 0}, "--total-timesteps must be a positive integer"),
+    ({"config_overrides": {"n_agents": -1}}, "n_agents"),
+])
+def test_train_refuses_a_bad_spec_before_writing_anything(tmp_path, change, message):
+    with pytest.raises(TrainSpecError, match=message):
+        train(TrainSpec(logdir=str(tmp_path / "runs"), **{**TINY_SPEC, **change}), log=None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_every_ppo_config_field_is_a_flag_and_reaches_the_spec():
+    import dataclasses
+
+    from agents.cli_train import build_parser, spec_from_args
+    from agents.ppo import PPOConfig
+
+    parser = build_parser()
+    flags = {s for a in parser._actions for s in a.option_strings}
+    assert {"--" + f.name.replace("_", "-") for f in dataclasses.fields(PPOConfig)} <= flags
+    argv = ["--n-steps", "64", "--no-ortho-init", "--net-arch", "8,8", "--target-kl", "0.02", "--bc-steps", "5"]
+    spec = spec_from_args(parser.parse_args(argv), argv, parser)
+    assert spec.ppo == PPOConfig(learning_rate=3e-5, log_std_init=-3.0, n_steps=64, ortho_init=False,
+                                 net_arch=(8, 8), target_kl=0.02)
+
+
+def test_console_entry_point_names_the_cli_main():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, name = scripts["jmsra-train"].partition(":")
+    assert getattr(importlib.import_module(module), name) is main
+
+
+# ---------------------------------------------------------------------------------------------
 # --force, locks, resume conflicts
 
 
