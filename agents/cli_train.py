@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import signal
 import sys
 from typing import Any
 
@@ -184,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as exc:  # before there was a model to save
         print(f"\ninterrupted ({exc}) before the model was built: nothing to save", file=sys.stderr)
         return 128 + exc.signum
+    if result.status == "interrupted" and argv is None:  # the program, saved and exiting: more
+        for s in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C during interpreter shutdown changes nothing
+            signal.signal(s, signal.SIG_IGN)
     return result.exit_code
 
 
