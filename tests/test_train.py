@@ -16,7 +16,7 @@ from agents.features import n_features, observation_features
 from jmsra_env import actions, model
 from jmsra_env.solvers import solve
 from jmsra_env.world import WorldProcess
-from train import main
+from agents.cli_train import main
 
 # A tiny but complete run: 2 envs x 128 steps per rollout, small nets, a little BC.
 TINY = [
@@ -60,11 +60,12 @@ def test_smoke_training_logs_latency_and_gap_to_tensorboard(trained_run):
 
 
 def test_run_directory_holds_the_agreed_files(trained_run):
-    for name in ("model.zip", "vecnormalize.pkl", "run.json", "best_model.zip", "best_vecnormalize.pkl"):
+    unit = ["model.zip", "policy.json", "policy.safetensors", "vecnormalize.pkl"]
+    for name in (*unit, "run.json", *(f"best_{n}" for n in unit), ".jmsra_run.lock"):
         assert (trained_run / name).is_file(), name
     for steps in (256, 512):
         d = trained_run / "checkpoints" / f"ckpt_{steps}_steps"
-        assert sorted(p.name for p in d.iterdir()) == ["model.zip", "run.json", "vecnormalize.pkl"]
+        assert sorted(p.name for p in d.iterdir()) == sorted([*unit, "run.json"])
     info = json.loads((trained_run / "run.json").read_text())
     assert info["format"] == ck.RUN_FORMAT and info["kind"] == "final"
     assert info["env_id"] == "jmsra_env/JMSRA-Box-v0" and info["action_form"] == "box"
@@ -192,9 +193,22 @@ def test_load_trained_policy_names_a_missing_or_corrupt_path(tmp_path, trained_r
         (bad / name).write_bytes((trained_run / name).read_bytes())
     (bad / "model.zip").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=str(bad / "model.zip")):
-        ck.load_trained_policy(bad)
+        ck.load_trained_policy(bad, trust_pickle=True)
     (bad / "run.json").write_text("{")
     with pytest.raises(ValueError, match="run.json"):
+        ck.load_trained_policy(bad, trust_pickle=True)
+
+
+def test_safe_loader_names_a_corrupt_policy_file(tmp_path, trained_run):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("policy.json", "policy.safetensors"):
+        (bad / name).write_bytes((trained_run / name).read_bytes())
+    (bad / "policy.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ck.TornModelError, match="policy.safetensors"):
+        ck.load_trained_policy(bad)
+    (bad / "policy.json").write_text("{")
+    with pytest.raises(ValueError, match="policy.json"):
         ck.load_trained_policy(bad)
 
 
