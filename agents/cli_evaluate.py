@@ -152,9 +152,8 @@ def _prepare(args) -> dict[str, Any]:
         raise ev.EvaluationError("--oracle is for an evaluation, not a sweep")
     names = _parse_policies(args.policies)
     device = _resolve_device(args.device)
-    trust = True if args.trust_pickle else None
     models = [
-        load_model_policy(path, label=label, device=device, trust_pickle=trust)
+        load_model_policy(path, label=label, device=device, trust_pickle=args.trust_pickle)
         for label, path in map(_parse_model, args.model)
     ]
 

@@ -13,7 +13,6 @@ package never imports the training package:
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -94,24 +93,17 @@ def _model_label(path: Path) -> str:
     return f"ppo:{parent}" if stem == "model" else f"ppo:{parent}/{stem}"
 
 
-def _load_kwargs(loader, device: str, trust_pickle: bool | None) -> dict[str, Any]:
-    """``device`` and, where the loader takes it, ``trust_pickle`` (older loaders do not)."""
-    kwargs: dict[str, Any] = {"device": device}
-    if trust_pickle is not None and "trust_pickle" in inspect.signature(loader).parameters:
-        kwargs["trust_pickle"] = bool(trust_pickle)
-    return kwargs
-
-
 def load_model_policy(
     path: str | os.PathLike,
     *,
     label: str | None = None,
     device: str = "cpu",
-    trust_pickle: bool | None = None,
+    trust_pickle: bool = False,
 ) -> TrainedModelPolicy:
     """Load a trained model (run dir, model.zip or checkpoint dir) as an evaluation policy.
 
-    ``trust_pickle`` is passed to :func:`agents.checkpoint.load_trained_policy` where it accepts it.
+    Only the safe format (safetensors + JSON) is read unless ``trust_pickle`` (see
+    :func:`agents.checkpoint.load_trained_policy`).
     Any failure is an :class:`jmsra_env.evaluation.EvaluationError` naming the path.
     """
     from .checkpoint import load_trained_policy
@@ -120,7 +112,7 @@ def load_model_policy(
     if not p.exists():
         raise ev.EvaluationError(f"model path {str(path)!r} does not exist")
     try:
-        trained = load_trained_policy(p, **_load_kwargs(load_trained_policy, device, trust_pickle))
+        trained = load_trained_policy(p, device=device, trust_pickle=trust_pickle)
     except Exception as exc:  # noqa: BLE001 - any failure to load is reported with the path
         raise ev.EvaluationError(f"cannot load model {str(path)!r}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(getattr(trained, "config", None), ScenarioConfig):

@@ -98,24 +98,20 @@ def test_statistics_refuse_results_on_different_rounds():
         ev.summarise([a, b])
 
 
-def test_trust_pickle_is_passed_only_to_a_loader_that_takes_it(monkeypatch, tmp_path):
+@pytest.mark.parametrize("trust", [False, True])
+def test_evaluation_loads_models_safely_unless_pickles_are_trusted(monkeypatch, tmp_path, trust):
     from agents import checkpoint, evaluation as aev
 
     seen = {}
 
-    def new_loader(path, device="cpu", trust_pickle=False):
+    def loader(path, device="cpu", trust_pickle=False):
         seen["kwargs"] = {"device": device, "trust_pickle": trust_pickle}
         raise ValueError("stop here")
 
-    def old_loader(path, device="cpu"):
-        seen["kwargs"] = {"device": device}
-        raise ValueError("stop here")
-
-    for loader, expected in ((new_loader, {"device": "cpu", "trust_pickle": True}), (old_loader, {"device": "cpu"})):
-        monkeypatch.setattr(checkpoint, "load_trained_policy", loader)
-        with pytest.raises(ev.EvaluationError, match="stop here"):
-            aev.load_model_policy(tmp_path, trust_pickle=True)
-        assert seen["kwargs"] == expected
+    monkeypatch.setattr(checkpoint, "load_trained_policy", loader)
+    with pytest.raises(ev.EvaluationError, match="stop here"):
+        aev.load_model_policy(tmp_path, trust_pickle=trust)
+    assert seen["kwargs"] == {"device": "cpu", "trust_pickle": trust}
 
 
 def _earlier_results(out: Path) -> dict[str, bytes]:
