@@ -547,6 +547,7 @@ def train(
 
     collector = Collector(
         env, policy, frames_per_batch=hp.frames_per_batch, total_frames=hp.total_frames, device=dev,
+        auto_register_policy_transforms=False,  # the policy is stateless: no InitTracker needed
     )
     buffer = TensorDictReplayBuffer(
         storage=LazyTensorStorage(hp.frames_per_batch, device=dev),
@@ -556,6 +557,7 @@ def train(
     loss = ClipPPOLoss(
         actor_network=policy, critic_network=critic, clip_epsilon=hp.clip_epsilon,
         entropy_coeff=hp.entropy_coef, normalize_advantage=True,
+        normalize_advantage_exclude_dims=(-2,),  # standardise per agent (their rewards are shared anyway)
     )
     loss.set_keys(
         reward=("agents", "reward"), action=("agents", "action"), value=("agents", "state_value"),

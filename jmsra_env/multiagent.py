@@ -144,12 +144,12 @@ def joint_to_central_action(joint) -> dict[str, np.ndarray]:
 
 def central_to_joint_action(action: Mapping[str, Any]) -> np.ndarray:
     """A joint action ``(..., N, 2)`` that maps back to the central Dict ``action``'s decision:
-    media as 0 / 1, shares scaled so that the largest request is 1 (the scheduler only sees ratios)."""
+    media as 0 / 1, the shares as requests (exactly; shares above 1 are first scaled so that the
+    largest is 1: the scheduler only sees ratios)."""
     media = np.asarray(action["media"], dtype=np.float64)
     shares = np.asarray(action["bandwidth"], dtype=np.float64)
     peak = shares.max(axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        req = np.where(peak > 0.0, shares / np.where(peak > 0.0, peak, 1.0), 0.0)
+    req = np.where(peak > 1.0, shares / np.maximum(peak, 1.0), shares)
     return np.stack([(media != 0).astype(np.float64), req], axis=-1)
 
 
