@@ -110,7 +110,7 @@ class MARLConfig:
     entropy_coef: float = 0.0
     gamma: float = 0.0  # a round's decision does not change later rounds
     lmbda: float = 0.95
-    hidden: int = 256  # units per hidden layer (actor and critic)
+    hidden: int = 128  # units per hidden layer (actor and critic)
     depth: int = 2  # hidden layers
     encoding: str = "deadline"  # "deadline" (finish-time target) or "request" (direct)
     eval_rounds: int = 1024  # held-out rounds scored after every eval_every batches
@@ -269,8 +269,9 @@ class AgentFeatureEnv(_ParallelEnvBase):
 
     def step(self, actions_):
         missing = [a for a in self.agents if a not in actions_]
-        if missing:
-            raise ValueError(f"missing action(s) for agent(s) {missing}")
+        unknown = [a for a in actions_ if a not in self.action_spaces]
+        if missing or unknown:
+            raise ValueError(f"actions: missing for agent(s) {missing}, unknown agent(s) {unknown}")
         pa = np.stack([np.asarray(actions_[a], dtype=np.float64) for a in self.possible_agents])
         joint = self.codec.joint_action(self.env.central_observation, pa)
         _, rewards, terms, truncs, infos = self.env.step(dict(zip(self.possible_agents, joint)))
@@ -476,7 +477,7 @@ def behaviour_clone(actor_net, codec: FeatureCodec, hp: MARLConfig, device, log=
     x = torch.as_tensor(np.concatenate(feats), device=device)
     y = torch.as_tensor(np.clip(np.concatenate(targets), -0.98, 0.98), dtype=torch.float32, device=device)
     opt = torch.optim.Adam(actor_net.parameters(), lr=1e-3)
-    batch = min(1024, x.shape[0])
+    batch = min(hp.minibatch_size, x.shape[0])
     gen = torch.Generator(device="cpu").manual_seed(hp.seed)
     value = float("nan")
     for step in range(hp.bc_steps):
