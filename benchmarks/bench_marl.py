@@ -113,8 +113,9 @@ def main(argv=None) -> int:
         elif args.frames > 0:
             hp = MARLConfig(algorithm=algo, total_frames=args.frames, bc_steps=args.bc_steps, learning_rate=3e-5,
                             checkpoint_every=0, eval_every=5)
+            cpu0 = time.process_time()
             out = train(cfg, hp, Path(args.logdir) / algo, device="auto", progress=True)
-            train_s[algo] = out["seconds"]
+            train_s[algo] = (out["seconds"], time.process_time() - cpu0, out["device"])
             deciders[algo] = load_marl_policy(Path(args.logdir) / algo)
     if args.ppo_run:
         from agents.checkpoint import load_trained_policy
@@ -131,8 +132,9 @@ def main(argv=None) -> int:
     for name, v in means.items():
         kind = "decentralised" if getattr(deciders[name], "decentralised", False) else "centralised"
         print(f"{name:<20} {kind:<14} {v:>10.3f} {100 * (v / ref - 1):>+8.1f}% {100 * (v / thr - 1):>+12.1f}%")
-    for algo, sec in train_s.items():
-        print(f"{algo}: {args.frames:,} frames + {args.bc_steps} behaviour-cloning steps in {sec:.0f} s (CPU)")
+    for algo, (wall, cpu, dev) in train_s.items():
+        print(f"{algo}: {args.frames:,} frames + {args.bc_steps} behaviour-cloning steps: {wall:.0f} s wall, "
+              f"{cpu:.0f} s CPU time, device {dev}")
     return 0
 
 
