@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=4096, help="held-out rounds of the latency table")
     p.add_argument("--frames", type=int, default=40_960, help="MAPPO / IPPO training frames (0: skip training)")
     p.add_argument("--bc-steps", type=int, default=1500, help="behaviour cloning steps before PPO")
+    p.add_argument("--learning-rate", type=float, default=3e-5, help="PPO learning rate (3e-4 without cloning)")
     p.add_argument("--algorithms", default="mappo,ippo")
     p.add_argument("--mappo-run", default=None, help="evaluate this MAPPO run directory instead of training")
     p.add_argument("--ippo-run", default=None)
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
         if given:
             deciders[algo] = load_marl_policy(given)
         elif args.frames > 0:
-            hp = MARLConfig(algorithm=algo, total_frames=args.frames, bc_steps=args.bc_steps, learning_rate=3e-5,
+            hp = MARLConfig(algorithm=algo, total_frames=args.frames, bc_steps=args.bc_steps, learning_rate=args.learning_rate,
                             checkpoint_every=0, eval_every=5)
             cpu0 = time.process_time()
             out = train(cfg, hp, Path(args.logdir) / algo, device="auto", progress=True)

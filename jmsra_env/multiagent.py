@@ -56,6 +56,7 @@ still imports and the environment works; it is then not an instance of ``petting
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -196,14 +197,15 @@ class JMSRAParallelEnv(_ParallelEnvBase):
         self._index = {a: i for i, a in enumerate(self.possible_agents)}
         obs_space: spaces.Dict = central.observation_space
         self.central_observation_space = obs_space
-        self.broadcast_keys = tuple(k for k in obs_space.spaces if k not in _per_agent_keys(obs_space, n, broadcast_keys))
         self.per_agent_keys = _per_agent_keys(obs_space, n, broadcast_keys)
+        self.broadcast_keys = tuple(k for k in obs_space.spaces if k not in self.per_agent_keys)
+        # Each agent's space is its own object (no generator shared between agents' spaces).
         self.observation_spaces = {
             a: spaces.Dict(
                 {
                     k: spaces.Box(s.low[..., i : i + 1], s.high[..., i : i + 1], dtype=s.dtype)
                     if k in self.per_agent_keys
-                    else s
+                    else copy.deepcopy(s)
                     for k, s in obs_space.spaces.items()
                 }
             )
