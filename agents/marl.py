@@ -319,25 +319,22 @@ def build_actor_net(n_features: int, n_agents: int, hidden: int, depth: int, dev
     )
 
 
-class _StateCritic:
-    """Factory of MAPPO's critic: an MLP over ``state`` whose value is copied to every agent."""
+def _state_critic(n_state: int, n_agents: int, hidden: int, depth: int, device="cpu"):
+    """MAPPO's critic: an MLP over ``state`` whose value is copied to every agent ``(..., N, 1)``."""
+    import torch
+    from torchrl.modules import MLP
 
-    @staticmethod
-    def build(n_state: int, n_agents: int, hidden: int, depth: int, device="cpu"):
-        import torch
-        from torchrl.modules import MLP
+    class StateValue(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mlp = MLP(in_features=n_state, out_features=1, depth=depth, num_cells=hidden,
+                           activation_class=torch.nn.Tanh, device=device)
 
-        class StateValue(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.mlp = MLP(in_features=n_state, out_features=1, depth=depth, num_cells=hidden,
-                               activation_class=torch.nn.Tanh, device=device)
+        def forward(self, state):
+            v = self.mlp(state).unsqueeze(-2)
+            return v.expand(*v.shape[:-2], n_agents, 1)
 
-            def forward(self, state):
-                v = self.mlp(state).unsqueeze(-2)
-                return v.expand(*v.shape[:-2], n_agents, 1)
-
-        return StateValue()
+    return StateValue()
 
 
 def _build_critic_net(cfg: MARLConfig, codec: FeatureCodec, device):
@@ -345,7 +342,7 @@ def _build_critic_net(cfg: MARLConfig, codec: FeatureCodec, device):
     from torchrl.modules import MultiAgentMLP
 
     if cfg.algorithm == "mappo":
-        return _StateCritic.build(codec.n_state_features, codec.n_agents, cfg.hidden, cfg.depth, device)
+        return _state_critic(codec.n_state_features, codec.n_agents, cfg.hidden, cfg.depth, device)
     return MultiAgentMLP(
         n_agent_inputs=codec.n_agent_features, n_agent_outputs=1, n_agents=codec.n_agents, centralised=False,
         share_params=True, device=device, depth=cfg.depth, num_cells=cfg.hidden, activation_class=torch.nn.Tanh,
