@@ -122,7 +122,10 @@ class MARLConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        ints = ("total_frames", "frames_per_batch", "n_epochs", "minibatch_size", "hidden", "depth", "eval_rounds", "eval_every")
+        ints = (
+            "total_frames", "frames_per_batch", "n_epochs", "minibatch_size", "hidden", "depth", "eval_rounds",
+            "eval_every",
+        )
         for name in ints:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -132,7 +135,9 @@ class MARLConfig:
         if self.encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {ENCODINGS}; got {self.encoding!r}")
         if self.minibatch_size > self.frames_per_batch:
-            raise ValueError(f"minibatch_size ({self.minibatch_size}) must be <= frames_per_batch ({self.frames_per_batch})")
+            raise ValueError(
+                f"minibatch_size ({self.minibatch_size}) must be <= frames_per_batch ({self.frames_per_batch})"
+            )
         checks = [
             ("learning_rate", self.learning_rate > 0, "> 0"),
             ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
@@ -143,7 +148,8 @@ class MARLConfig:
             ("bc_steps", isinstance(self.bc_steps, int) and self.bc_steps >= 0, "an integer >= 0"),
             ("bc_rounds", isinstance(self.bc_rounds, int) and self.bc_rounds >= 1, "an integer >= 1"),
             ("bc_scale", self.bc_scale > 0, "> 0"),
-            ("checkpoint_every", isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0, "an integer >= 0"),
+            ("checkpoint_every", isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0,
+             "an integer >= 0"),
             ("seed", isinstance(self.seed, int) and self.seed >= 0, "an integer >= 0"),
         ]
         for name, ok, rule in checks:
@@ -385,7 +391,8 @@ class MARLPolicy(TeamPolicy):
     def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
         if not isinstance(obs, Mapping) or "snr_db" not in obs:
             raise ValueError(f"obs must be the central Dict observation; got {type(obs).__name__}")
-        return joint_to_central_action(self.codec.joint_action(obs, self.policy_actions(obs, deterministic))), None
+        joint = self.codec.joint_action(obs, self.policy_actions(obs, deterministic))
+        return joint_to_central_action(joint), None
 
     __call__ = predict
 
@@ -530,10 +537,12 @@ def train(
     n = config.n_agents
 
     actor_net = build_actor_net(codec.n_agent_features, n, hp.hidden, hp.depth, dev)
-    policy_module = TensorDictModule(actor_net, in_keys=[("agents", "observation")], out_keys=[("agents", "loc"), ("agents", "scale")])
+    policy_module = TensorDictModule(
+        actor_net, in_keys=[("agents", "observation")], out_keys=[("agents", "loc"), ("agents", "scale")]
+    )
     policy = ProbabilisticActor(
         policy_module,
-        spec=env.full_action_spec_unbatched[("agents", "action")] if hasattr(env, "full_action_spec_unbatched") else env.action_spec,
+        spec=env.full_action_spec_unbatched[("agents", "action")],
         in_keys=[("agents", "loc"), ("agents", "scale")],
         out_keys=[("agents", "action")],
         distribution_class=TanhNormal,
@@ -595,7 +604,9 @@ def train(
         frames += data.numel()
         reward = data.get(("next", "agents", "reward"))
         with torch.no_grad():
-            loss.value_estimator(data, params=loss.critic_network_params, target_params=loss.target_critic_network_params)
+            loss.value_estimator(
+                data, params=loss.critic_network_params, target_params=loss.target_critic_network_params
+            )
         buffer.extend(data.reshape(-1))
         for _ in range(hp.n_epochs):
             for _ in range(n_updates):
@@ -618,7 +629,8 @@ def train(
             writer.add_scalar("eval/jmsra_latency_s", jmsra_s, frames)
             writer.add_scalar("eval/gap_to_jmsra_pct", gap, frames)
             if progress:
-                log(f"frames {frames:>8d}  train T {float(-reward.mean()):.3f} s  eval T {last_eval:.3f} s  ({gap:+.1f} % vs JMSRA)")
+                train_t = float(-reward.mean())
+                log(f"frames {frames:>8d}  train T {train_t:.3f} s  eval T {last_eval:.3f} s  ({gap:+.1f} % vs JMSRA)")
         if hp.checkpoint_every and batch_i % hp.checkpoint_every == 0:
             _save_run(run_dir / "checkpoints" / f"ckpt_{frames}", actor_net, critic_net, meta(frames, "checkpoint"))
     collector.shutdown()
@@ -669,7 +681,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        hp_kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(MARLConfig) if getattr(args, f.name) is not None}
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(MARLConfig)}
+        hp_kwargs = {k: v for k, v in given.items() if v is not None}
         if args.quick and "total_frames" not in hp_kwargs:
             hp_kwargs["total_frames"] = 20_000
         hp = MARLConfig(**hp_kwargs)

@@ -112,8 +112,10 @@ def main(argv=None) -> int:
         if given:
             deciders[algo] = load_marl_policy(given)
         elif args.frames > 0:
-            hp = MARLConfig(algorithm=algo, total_frames=args.frames, bc_steps=args.bc_steps, learning_rate=args.learning_rate,
-                            checkpoint_every=0, eval_every=5)
+            hp = MARLConfig(
+                algorithm=algo, total_frames=args.frames, bc_steps=args.bc_steps,
+                learning_rate=args.learning_rate, checkpoint_every=0, eval_every=5,
+            )
             cpu0 = time.process_time()
             out = train(cfg, hp, Path(args.logdir) / algo, device="auto", progress=True)
             train_s[algo] = (out["seconds"], time.process_time() - cpu0, out["device"])

@@ -278,7 +278,8 @@ class JMSRAParallelEnv(_ParallelEnvBase):
 
     def _check_agent(self, agent: str) -> str:
         if agent not in self._index:
-            raise ValueError(f"unknown agent {agent!r}; agents are {self.possible_agents[0]} .. {self.possible_agents[-1]}")
+            first, last = self.possible_agents[0], self.possible_agents[-1]
+            raise ValueError(f"unknown agent {agent!r}; agents are {first} .. {last}")
         return agent
 
     def joint_action(self, actions_: Mapping[str, Any]) -> np.ndarray:
@@ -365,7 +366,8 @@ def parallel_env(
             base = VARIANTS[variant]
     else:
         config = scenario
-    return JMSRAParallelEnv(config, base_config=dict(base) if base is not None else None, render_mode=render_mode, **overrides)
+    base_config = dict(base) if base is not None else None
+    return JMSRAParallelEnv(config, base_config=base_config, render_mode=render_mode, **overrides)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,7 +489,9 @@ class CentralisedExpert(TeamPolicy):
 
     decentralised = False
 
-    def __init__(self, name: str, config: ScenarioConfig, broadcast_keys: Sequence[str] = BROADCAST_KEYS, seed=None):
+    def __init__(
+        self, name: str, config: ScenarioConfig, broadcast_keys: Sequence[str] = BROADCAST_KEYS, seed=None
+    ):
         super().__init__(config, broadcast_keys)
         self.name = check_name(name)
         self.expert = ExpertPolicy(name, config, "dict", seed)
