@@ -551,10 +551,15 @@ def run_sweep(
     ``out`` must be absolute; the trials write ``out/runs/<trial>`` and Tune its state under
     ``out/tune``. ``stop_after`` interrupts the sweep once that many trials finished (resumable).
     """
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the compact trial table (CLIReporter) below
     from ray import tune
 
     out = Path(out)
     cells = grid.cells()
+    reporter = tune.CLIReporter(
+        parameter_columns={"cell/recipe": "recipe", "cell/seed": "seed"},
+        metric_columns={"mean_latency_s": "latency [s]"}, max_report_frequency=30,
+    )
     storage = out / "tune"
     trainable = _trainable_with_resources(cpus_per_trial, gpus_per_trial)
     callbacks = [_stop_after_callback(stop_after)] if stop_after else []
@@ -562,7 +567,8 @@ def run_sweep(
     if resume:
         tuner = tune.Tuner.restore(str(storage / EXPERIMENT_NAME), trainable, resume_errored=True)
         # The callbacks of a restored run are those of the original RunConfig; set this session's.
-        tuner._local_tuner._run_config.callbacks = callbacks  # noqa: SLF001 - no public setter
+        run_config = tuner._local_tuner._run_config  # noqa: SLF001 - no public setter
+        run_config.callbacks, run_config.progress_reporter, run_config.verbose = callbacks, reporter, verbose
     else:
         tuner = tune.Tuner(
             trainable,
@@ -579,6 +585,7 @@ def run_sweep(
             ),
             run_config=tune.RunConfig(
                 name=EXPERIMENT_NAME, storage_path=str(storage), verbose=verbose, callbacks=callbacks,
+                progress_reporter=reporter,
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
