@@ -14,6 +14,7 @@ not run again.
 Layout of a sweep's output folder::
 
     OUT/grid.json           the grid (what --resume reads back)
+    OUT/resources.json      CPUs and GPUs per trial (--resume reuses them unless given again)
     OUT/runs/<trial>/       one train.py run directory per trial
     OUT/tune/sweep/         Ray Tune's experiment state (what Tuner.restore reads)
     OUT/report/             the report (written atomically: temp folder + rename)
@@ -26,7 +27,6 @@ import contextlib
 import io
 import itertools
 import json
-import math
 import os
 import re
 import shlex
@@ -77,6 +77,7 @@ DEFAULT_TOTAL_TIMESTEPS = 200_000
 # Scalars copied from each trial's TensorBoard log into its result (learning curves).
 CURVE_TAGS = ("rounds/latency_s", "rounds/gap_to_jmsra_pct", "eval/latency_s", "eval/gap_to_jmsra_pct")
 GRID_FILE = "grid.json"
+RESOURCES_FILE = "resources.json"  # per-trial resources of the latest session (what --resume reuses)
 EXPERIMENT_NAME = "sweep"
 
 
@@ -355,7 +356,7 @@ def validate_grid(grid: SweepGrid) -> list[TrialCell]:
             msg = err.getvalue().strip().splitlines()
             raise SweepError(f"trial {cell.name}: train.py refuses its flags: {msg[-1] if msg else argv}") from None
         if cell.recipe == "ppo" and dict(cell.hyperparams).get("bc_steps", 0) not in (0, "0"):
-            raise SweepError(f"hyperparams: bc_steps conflicts with recipe 'ppo' (no behaviour cloning)")
+            raise SweepError("hyperparams: bc_steps conflicts with recipe 'ppo' (no behaviour cloning)")
     return cells
 
 
@@ -564,6 +565,8 @@ def run_sweep(
     trainable = _trainable_with_resources(cpus_per_trial, gpus_per_trial)
     callbacks = [_stop_after_callback(stop_after)] if stop_after else []
     t0 = time.perf_counter()
+    if resume and not tune.Tuner.can_restore(str(storage / EXPERIMENT_NAME)):
+        resume = False  # interrupted before Tune saved any state: start the grid afresh
     if resume:
         tuner = tune.Tuner.restore(str(storage / EXPERIMENT_NAME), trainable, resume_errored=True)
         # The callbacks of a restored run are those of the original RunConfig; set this session's.
@@ -581,7 +584,7 @@ def run_sweep(
                 max_concurrent_trials=max_concurrent or None,
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_name,
-                reuse_actors=False,
+                reuse_actors=True,  # one actor (and one torch import) serves trial after trial
             ),
             run_config=tune.RunConfig(
                 name=EXPERIMENT_NAME, storage_path=str(storage), verbose=verbose, callbacks=callbacks,
@@ -634,8 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--address", default=None, help="Ray cluster: 'auto' or 'ray://HOST:10001' (default: start Ray "
                    "in-process on this machine)")
     g.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use (default: all cores)")
-    g.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (fractions allowed)")
-    g.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (fractions allowed)")
+    g.add_argument("--cpus-per-trial", type=float, default=None,
+                   help="CPUs per trial, fractions allowed (default 1; --resume: the sweep's own)")
+    g.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPUs per trial, fractions allowed (default 0; --resume: the sweep's own)")
     g.add_argument("--max-concurrent", type=int, default=0, help="at most this many trials at once (0: as resources allow)")
     g.add_argument("--working-dir", default=None,
                    help="ship this folder to the cluster's workers (Ray runtime_env working_dir), e.g. the checkout")
@@ -699,6 +704,16 @@ def _grid_from_json(path: Path) -> SweepGrid:
     return grid_from_mapping(raw, where=str(path))
 
 
+def _resources(args, out: Path) -> None:
+    """Per-trial resources: the flags, else (on --resume) the sweep's saved ones, else 1 CPU, 0 GPU."""
+    saved: dict[str, Any] = {}
+    if args.resume and (out / RESOURCES_FILE).exists():
+        saved = json.loads((out / RESOURCES_FILE).read_text())
+    for key, default in (("cpus_per_trial", 1.0), ("gpus_per_trial", 0.0)):
+        if getattr(args, key) is None:
+            setattr(args, key, float(saved.get(key, default)))
+
+
 def _check_args(args) -> None:
     if args.cpus_per_trial <= 0:
         raise SweepError(f"--cpus-per-trial must be > 0; got {args.cpus_per_trial}")
@@ -736,6 +751,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     try:
+        _resources(args, out)
         _check_args(args)
         if args.resume or args.report_only:
             grid = _grid_from_json(out / GRID_FILE)
@@ -756,10 +772,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         outcome = _outcome_from_state(out, grid)
     else:
-        if not args.resume:
-            from jmsra_env.evaluation_report import atomic_write
+        from jmsra_env.evaluation_report import atomic_write
 
+        if not args.resume:
             atomic_write(out / GRID_FILE, json.dumps(grid.to_dict(), indent=2) + "\n")
+        resources = {"cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial}
+        atomic_write(out / RESOURCES_FILE, json.dumps(resources, indent=2) + "\n")
         print(f"sweep: {len(cells)} trials ({len(grid.env_ids)} scenarios x {len(grid.recipes)} recipes x "
               f"{len(cells) // (len(grid.env_ids) * len(grid.recipes) * len(grid.seeds))} hyperparameter sets x "
               f"{len(grid.seeds)} seeds) -> {out}")

@@ -107,6 +107,14 @@ def test_trial_latency_matches_a_separate_evaluation_of_its_model(resumed_sweep)
     assert float(trial["mean_latency_s"]) == pytest.approx(float(res.latency_s.mean()), rel=1e-6)
 
 
+def test_report_only_rewrites_the_same_report_from_tunes_state(resumed_sweep, monkeypatch):
+    report = resumed_sweep["out"] / "report"
+    before = {p.name: p.read_bytes() for p in report.iterdir() if p.suffix in (".csv", ".md")}
+    monkeypatch.setattr(sw, "_init_ray", None)  # no Ray needed: Tune's state is read from files
+    assert sw.main(["--report-only", "--out", str(resumed_sweep["out"]), "--bootstrap-reps", "500"]) == 0
+    assert {name: (report / name).read_bytes() for name in before} == before
+
+
 def test_new_sweep_into_a_finished_sweeps_folder_is_refused(resumed_sweep, capsys):
     assert sw.main([*TINY, "--out", str(resumed_sweep["out"])]) == 2
     assert "--resume" in capsys.readouterr().err
