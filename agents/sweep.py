@@ -499,8 +499,10 @@ def _stop_after_callback(n: int):
             self.done += 1
             if self.done == n:
                 # Tune's own interrupt handler (installed for SIGINT and SIGUSR1 in the main thread)
-                # saves the experiment state and ends fit(); Tuner.restore continues it.
-                os.kill(os.getpid(), signal.SIGUSR1)
+                # saves the experiment state and ends fit(); Tuner.restore continues it. Without that
+                # handler (fit() outside the main thread) SIGUSR1 would kill the process: do nothing.
+                if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+                    os.kill(os.getpid(), signal.SIGUSR1)
 
     return StopAfter()
 
@@ -723,6 +725,8 @@ def _check_args(args) -> None:
         raise SweepError(f"--max-concurrent must be >= 0; got {args.max_concurrent}")
     if args.stop_after is not None and args.stop_after < 1:
         raise SweepError(f"--stop-after must be >= 1; got {args.stop_after}")
+    if args.stop_after is not None and not hasattr(__import__("signal"), "SIGUSR1"):
+        raise SweepError("--stop-after needs SIGUSR1 (POSIX); stop with Ctrl-C instead")
     if args.bootstrap_reps < 100:
         raise SweepError(f"--bootstrap-reps must be >= 100; got {args.bootstrap_reps}")
     if args.num_cpus is not None and (args.num_cpus < 1 or args.address is not None):
