@@ -513,14 +513,13 @@ def _init_ray(address: str | None, num_cpus: int | None, num_gpus: float | None,
 
     if ray.is_initialized():
         return False
-    kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
-                          "logging_level": "warning"}
+    kw: dict[str, Any] = {"log_to_driver": False, "logging_level": "warning"}
     if working_dir is not None:
         kw["runtime_env"] = {"working_dir": working_dir, "excludes": ["runs/", "results/", "sweeps/", ".git/"]}
     if address is not None:
-        ray.init(address=address, **kw)
+        ray.init(address=address, **kw)  # the cluster's resources; no local-only options
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, **kw)
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, include_dashboard=False, **kw)
     return True
 
 
@@ -778,15 +777,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from jmsra_env.evaluation_report import atomic_write
 
-        if not args.resume:
-            atomic_write(out / GRID_FILE, json.dumps(grid.to_dict(), indent=2) + "\n")
-        resources = {"cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial}
-        atomic_write(out / RESOURCES_FILE, json.dumps(resources, indent=2) + "\n")
+        try:
+            started = _init_ray(args.address, args.num_cpus, None, args.working_dir)
+        except Exception as exc:  # noqa: BLE001 - any failure to start or reach Ray, in one line
+            where = f"connect to Ray at {args.address!r}" if args.address else "start Ray"
+            print(f"sweep.py: error: cannot {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
         print(f"sweep: {len(cells)} trials ({len(grid.env_ids)} scenarios x {len(grid.recipes)} recipes x "
               f"{len(cells) // (len(grid.env_ids) * len(grid.recipes) * len(grid.seeds))} hyperparameter sets x "
               f"{len(grid.seeds)} seeds) -> {out}")
-        started = _init_ray(args.address, args.num_cpus, None, args.working_dir)
         try:
+            if not args.resume:
+                atomic_write(out / GRID_FILE, json.dumps(grid.to_dict(), indent=2) + "\n")
+            resources = {"cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial}
+            atomic_write(out / RESOURCES_FILE, json.dumps(resources, indent=2) + "\n")
             outcome = run_sweep(
                 grid, out, resume=args.resume, cpus_per_trial=args.cpus_per_trial,
                 gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,

@@ -177,6 +177,16 @@ def test_grid_file_with_flags_builds_the_cartesian_product(tmp_path):
     assert {c.scenario for c in cells} == {"JMSRA", "JMSRA-N8"}
 
 
+def test_grid_file_in_the_docs_is_valid():
+    import re
+    import tomllib
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "sweeps.md").read_text()
+    (block,) = re.findall(r"```toml\n(.*?)```", doc, re.S)
+    cells = sw.validate_grid(sw.grid_from_mapping(tomllib.loads(block)))
+    assert len(cells) == 2 * 2 * 10 * 2 * 2  # scenarios x recipes x seeds x learning rates x n_steps
+
+
 @pytest.mark.parametrize(("spec", "seeds"), [("0..3", (0, 1, 2, 3)), ("0,2,5..6", (0, 2, 5, 6)), ([1, "3..4"], (1, 3, 4)), (7, (7,))])
 def test_seed_specs_expand_to_seed_lists(spec, seeds):
     assert sw.parse_seeds(spec) == seeds
