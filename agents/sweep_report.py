@@ -51,6 +51,7 @@ __all__ = [
     "stratified_bootstrap_ci",
     "expert_latencies",
     "aggregate_scenario",
+    "aggregate_across_scenarios",
     "learning_curve",
     "build_report",
     "write_report",
@@ -160,6 +161,39 @@ def aggregate_scenario(
     return rows
 
 
+ACROSS_COLUMNS = ("policy", "seeds", "scenarios", "iqm_gap_to_jmsra_pct", "ci95_low_pct", "ci95_high_pct",
+                  "mean_gap_to_jmsra_pct", "p_improvement_over_jmsra")
+
+
+def aggregate_across_scenarios(
+    gaps: Mapping[str, Mapping[str, Mapping[int, float]]], *, reps: int, seed: int
+) -> list[dict[str, Any]]:
+    """One row per variant over all scenarios: rliable's multi-task aggregate.
+
+    ``gaps``: variant -> scenario -> training seed -> gap to JMSRA in % (a normalised score, lower
+    is better). The scores form a ``(seeds, scenarios)`` matrix over the seeds every scenario has;
+    IQM over all its entries, stratified bootstrap (seeds resampled within each scenario), and the
+    probability of improvement over JMSRA (gap 0) averaged over scenarios.
+    """
+    from rliable import metrics
+
+    rows = []
+    for variant, by_scenario in gaps.items():
+        scenarios = sorted(by_scenario)
+        seeds = sorted(set.intersection(*(set(by_scenario[sc]) for sc in scenarios)))
+        if not seeds:
+            continue
+        x = np.array([[by_scenario[sc][s] for sc in scenarios] for s in seeds], dtype=np.float64)
+        lo, hi = stratified_bootstrap_ci(x, metrics.aggregate_iqm, reps=reps, rng=_rng(seed, "all", variant))
+        rows.append({
+            "policy": variant, "seeds": len(seeds), "scenarios": len(scenarios),
+            "iqm_gap_to_jmsra_pct": float(metrics.aggregate_iqm(x)), "ci95_low_pct": lo, "ci95_high_pct": hi,
+            "mean_gap_to_jmsra_pct": float(x.mean()),
+            "p_improvement_over_jmsra": float(metrics.probability_of_improvement(-x, np.zeros((1, x.shape[1])))),
+        })
+    return rows
+
+
 def learning_curve(
     curves: Sequence[Sequence[tuple[int, float]]], *, reps: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -255,6 +289,7 @@ def build_report(
     info: dict[str, Any] = {"scenarios": {}, "missing_trials": missing, "bootstrap": {"reps": reps, "seed": seed},
                             "statistics": "IQM over seeds; 95% stratified-bootstrap percentile CI; "
                             "probability of improvement over JMSRA (Mann-Whitney, lower latency is better)"}
+    gaps: dict[str, dict[str, dict[int, float]]] = {}
     for scenario, first in scenarios.items():
         ex = dict(experts[scenario]) if experts is not None else expert_latencies(
             first.env_id, first.eval_episodes, first.eval_seed)
@@ -265,6 +300,8 @@ def build_report(
                 continue
             r = results[c.name]
             scores.setdefault(c.variant, []).append(r.mean_latency_s)
+            gaps.setdefault(c.variant, {}).setdefault(scenario, {})[c.seed] = 100.0 * (
+                r.mean_latency_s / ex[REFERENCE] - 1.0)
             curve_points.setdefault(c.variant, []).append(r.curves.get(curve_tag, ()))
         rows = aggregate_scenario(scenario, scores, ex, reps=reps, seed=seed)
         all_rows += rows
@@ -286,6 +323,17 @@ def build_report(
                 curves, f"{scenario}: {curve_tag} (mean over seeds, 95% bootstrap CI)", f"{curve_tag} [%]")
         info["scenarios"][scenario] = {"env_id": first.env_id, "eval_episodes": first.eval_episodes,
                                        "eval_seed": first.eval_seed, "experts": ex, "rows": rows}
+    if len(scenarios) > 1:
+        across = aggregate_across_scenarios(gaps, reps=reps, seed=seed)
+        files["all_scenarios.csv"] = rep.csv_text(across, ACROSS_COLUMNS)
+        table = ["| policy | seeds x scenarios | IQM gap to JMSRA [%] | 95% CI [%] | P(better than JMSRA) |",
+                 "|---|---:|---:|---:|---:|"]
+        table += [f"| {r['policy']} | {r['seeds']} x {r['scenarios']} | {r['iqm_gap_to_jmsra_pct']:+.2f} | "
+                  f"[{r['ci95_low_pct']:+.2f}, {r['ci95_high_pct']:+.2f}] | {r['p_improvement_over_jmsra']:.2f} |"
+                  for r in across]
+        md += ["## All scenarios", "", "The gap to JMSRA as a normalised score: IQM over seeds x scenarios, "
+               "stratified bootstrap over seeds within each scenario.", "", "\n".join(table), ""]
+        info["all_scenarios"] = across
     md.append("IQM: interquartile mean over seeds of each trial's mean E2E latency per round on the held-out "
               "rounds; CI: 95 % stratified bootstrap (percentile); gap = IQM / JMSRA - 1; P(better than JMSRA): "
               "probability of improvement (rliable). Experts are deterministic on these rounds (no CI).")

@@ -83,6 +83,7 @@ def test_finished_sweep_writes_the_report_per_scenario(resumed_sweep):
         assert ppo["seeds"] == "2"
         assert float(ppo["ci95_low_s"]) <= float(ppo["iqm_latency_s"]) <= float(ppo["ci95_high_s"])
     assert len((report / "trials.csv").read_text().splitlines()) == 1 + 4
+    assert (report / "all_scenarios.csv").read_text().splitlines()[1].startswith("ppo,2,2,")
     assert not list(report.parent.glob(".report.*"))  # no temporary folder left behind
 
 
@@ -269,6 +270,17 @@ def test_report_lists_missing_trials_and_aggregates_the_rest():
     assert cells[0].name in files["summary.md"]
     assert json.loads(files["report.json"])["missing_trials"] == [cells[0].name]
     assert files["JMSRA.csv"].splitlines()[1].split(",")[3] == "7"  # ppo: 7 of 8 seeds
+
+
+def test_across_scenarios_aggregates_gaps_over_seeds_and_scenarios():
+    # Two scenarios, four seeds; seed 3 is missing in scenario B, so only seeds 0..2 count.
+    gaps = {"ppo": {"A": {0: 1.0, 1: 2.0, 2: -3.0, 3: 50.0}, "B": {0: 4.0, 1: -1.0, 2: 6.0}}}
+    (row,) = sr.aggregate_across_scenarios(gaps, reps=500, seed=0)
+    # 6 values sorted: -3 | -1 1 2 4 | 6 -> the 25 % trimmed mean drops one value at each end.
+    assert row["seeds"] == 3 and row["scenarios"] == 2
+    assert row["iqm_gap_to_jmsra_pct"] == pytest.approx((-1 + 1 + 2 + 4) / 4)
+    assert row["p_improvement_over_jmsra"] == pytest.approx((1 / 3 + 1 / 3) / 2)  # one seed below 0 in each
+    assert row["ci95_low_pct"] <= row["iqm_gap_to_jmsra_pct"] <= row["ci95_high_pct"]
 
 
 def test_learning_curve_is_the_mean_over_seeds_with_a_band():
