@@ -624,7 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--recipes", metavar="NAMES", help=f"comma-separated: {', '.join(RECIPES)} (default ppo)")
     g.add_argument("--seeds", metavar="SPEC", help="e.g. 0..9, 0,3,7 or 0..3,8 (default 0..4)")
     g.add_argument("--hp", metavar="NAME=V,V", action="append", default=[],
-                   help="hyperparameter values to sweep (train.py flag name), e.g. learning_rate=3e-4,1e-4; repeatable")
+                   help="hyperparameter values to sweep (train.py flag name), e.g. learning_rate=3e-4,1e-4 or "
+                   "net_arch='64,64;256,256' (';' separates values that hold commas); repeatable")
     g.add_argument("--total-timesteps", type=int, default=None, help=f"per trial (default {DEFAULT_TOTAL_TIMESTEPS:,})")
     g.add_argument("--train-args", default=None, metavar="'FLAGS'",
                    help="further train.py flags for every trial, e.g. '--n-envs 4 --net-arch 64,64'")
@@ -677,7 +678,8 @@ def _grid_from_args(args) -> SweepGrid:
             name, sep, values = item.partition("=")
             if not sep or not name.strip() or not values.strip():
                 raise SweepError(f"--hp: expected NAME=V,V,...; got {item!r}")
-            hp[name.strip()] = [_parse_value(v) for v in values.split(",") if v.strip()]
+            sep = ";" if ";" in values else ","  # net_arch=64,64;256,256: values that hold commas
+            hp[name.strip()] = [_parse_value(v) for v in values.split(sep) if v.strip()]
         raw["hyperparams"] = hp
     for key in ("total_timesteps", "train_args", "eval_episodes", "eval_seed"):
         if getattr(args, key) is not None:

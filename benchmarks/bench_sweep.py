@@ -76,6 +76,13 @@ def main() -> int:
                       "--cpus-per-trial", "1", "--train-args", "--eval-freq 0 --checkpoint-freq 0 --n-envs 4",
                       "--out", f"{tmp}/sweep", "--quiet", "--no-plots"])
         print(f"sweep.py, 4 trials, 1 CPU each (incl. Ray start-up, held-out evaluation, report): {sweep:.1f} s")
+        import csv
+
+        with open(f"{tmp}/sweep/report/trials.csv") as fh:
+            trials = list(csv.DictReader(fh))
+        busy = sum(float(t["train_wall_s"]) + float(t["eval_wall_s"]) for t in trials)
+        print(f"  inside the trials: {busy:.1f} s of trial time in all ({busy / seq:.2f}x the sequential runs; "
+              f"ideal sweep wall ~ {busy / min(ncpu, 4):.1f} s + start-up)")
     print(f"ratio sweep / sequential: {sweep / seq:.2f}  (target <= ~0.6; ideal on {ncpu} cores ~{1 / min(ncpu, 4):.2f})")
     print(f"Ray start-up / sequential: {min(startups) / seq:.3f}")
     print(f"load average at end {os.getloadavg()[0]:.1f}")

@@ -188,6 +188,14 @@ def test_grid_file_in_the_docs_is_valid():
     assert len(cells) == 2 * 2 * 10 * 2 * 2  # scenarios x recipes x seeds x learning rates x n_steps
 
 
+def test_hp_flag_values_with_commas_are_separated_by_semicolons():
+    args = sw.build_parser().parse_args(["--env-ids", "jmsra_env/JMSRA-v0", "--hp", "net_arch=64,64;256,256",
+                                          "--hp", "learning_rate=3e-4,1e-4", "--out", "x"])
+    grid = sw._grid_from_args(args)
+    assert dict(grid.hyperparams) == {"net_arch": ("64,64", "256,256"), "learning_rate": (3e-4, 1e-4)}
+    assert len(sw.validate_grid(grid)) == 4 * 5
+
+
 @pytest.mark.parametrize(("spec", "seeds"), [("0..3", (0, 1, 2, 3)), ("0,2,5..6", (0, 2, 5, 6)), ([1, "3..4"], (1, 3, 4)), (7, (7,))])
 def test_seed_specs_expand_to_seed_lists(spec, seeds):
     assert sw.parse_seeds(spec) == seeds
