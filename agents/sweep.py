@@ -406,7 +406,12 @@ def train_argv(cell: TrialCell, run_dir: Path, *, threads: int = 1) -> list[str]
 
 def train_step(cell: TrialCell, run_dir: Path, *, threads: int = 1) -> None:
     """Train ``cell`` into ``run_dir`` (train.py's format). Adapter: swap for agents.training.train."""
-    rc = _train_module().main(train_argv(cell, run_dir, threads=threads))
+    argv = train_argv(cell, run_dir, threads=threads)
+    try:
+        rc = _train_module().main(argv)
+    except SystemExit as exc:  # train.py's own checks after parsing (parser.error)
+        raise RuntimeError(f"train.py refused trial {cell.name} (exit status {exc.code}); see why with: "
+                           f"python train.py {shlex.join(argv)}") from None
     if rc != 0:
         raise RuntimeError(f"train.py exited with status {rc} for trial {cell.name}")
 

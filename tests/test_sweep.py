@@ -121,6 +121,16 @@ def test_new_sweep_into_a_finished_sweeps_folder_is_refused(resumed_sweep, capsy
     assert "--resume" in capsys.readouterr().err
 
 
+def test_failed_trial_is_reported_with_a_resume_hint(ray_local, tmp_path, capsys):
+    # train.py parses --n-envs 0 but refuses it in its checks: the trial fails, the sweep says so.
+    argv = ["--env-ids", "jmsra_env/JMSRA-v0", "--seeds", "0", "--total-timesteps", "256", "--quiet",
+            "--train-args", TINY_TRAIN + " --n-envs 0", "--out", str(tmp_path / "out")]
+    assert sw.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "failed: JMSRA-ppo-seed0" in err and "train.py refused" in err and "--resume" in err
+    assert not (tmp_path / "out" / "report").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad grids: a clear error before Ray starts
 
