@@ -41,6 +41,9 @@ __all__ = ["solve_rows", "optimal_bandwidth", "FlatTerms", "flat_terms", "solve_
 # then handed out by one linearised step, which leaves an error of second order).
 _SUM_RTOL = 1e-12
 _MAX_ITER = 200
+# Finished rows leave the Newton arrays once they are this fraction of them (until then they are
+# iterated along and ignored: a copy of every array per finishing iteration costs more).
+_COMPACT_FRACTION = 0.5
 _COLD_STEPS = 2  # Newton steps on u at the starting T, before the warm-started loop
 # Bound on the number of (row x agent) elements one call handles at once (memory).
 _CHUNK_ELEMENTS = 1 << 19
@@ -196,6 +199,7 @@ def _newton_loop(A, delta, a, pay, payf, lo, hi, B):
     u = L + np.log1p(L)
     for _ in range(_COLD_STEPS):
         u = model.spectral_efficiency_step(u, L)[0]
+    fin = np.zeros(k, dtype=bool)  # rows whose result is recorded (still iterated until compacted)
     for _ in range(_MAX_ITER):
         b, grow, u, inner = _needs(T, base, dsafe, a, payf, u)
         S = b.sum(axis=-1)
@@ -211,19 +215,24 @@ def _newton_loop(A, delta, a, pay, payf, lo, hi, B):
         if open_.any():
             # Stuck when T cannot move at float64 resolution (a very steep S(T)).
             done = ok | (open_ & ((np.abs(Tn - T) <= 8e-16 * np.abs(T)) | (hi - lo <= 8e-16 * np.abs(hi))))
-        if done.all():
-            b_res[rows], g_res[rows], t_res[rows] = b, grow, T
+        new = done & ~fin
+        if (done | fin).all():
+            r = rows[new]
+            b_res[r], g_res[r], t_res[r] = b[new], grow[new], T[new]
             return _to_band(t_res, b_res, g_res, B)
-        if done.any():
-            r = rows[done]
-            b_res[r], g_res[r], t_res[r] = b[done], grow[done], T[done]
-            keep = ~done
-            rows, Tn, lo, hi = rows[keep], Tn[keep], lo[keep], hi[keep]
-            base, dsafe, a, payf, u = base[keep], dsafe[keep], a[keep], payf[keep], u[keep]
+        if new.any():
+            r = rows[new]
+            b_res[r], g_res[r], t_res[r] = b[new], grow[new], T[new]
+            fin |= new
+            if fin.sum() >= _COMPACT_FRACTION * fin.size:
+                keep = ~fin
+                rows, Tn, lo, hi, fin = rows[keep], Tn[keep], lo[keep], hi[keep], fin[keep]
+                base, dsafe, a, payf, u = base[keep], dsafe[keep], a[keep], payf[keep], u[keep]
         T = Tn
     # Not reached in practice (bisection alone collapses the bracket in ~60 steps).
-    b_res[rows], g_res[rows], _, _ = _needs(T, base, dsafe, a, payf, u)
-    t_res[rows] = T
+    b_last, g_last, _, _ = _needs(T, base, dsafe, a, payf, u)
+    r = rows[~fin]
+    b_res[r], g_res[r], t_res[r] = b_last[~fin], g_last[~fin], T[~fin]
     return _to_band(t_res, b_res, g_res, B)
 
 

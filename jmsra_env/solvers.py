@@ -138,19 +138,31 @@ def _greedy_walk(values: list, n: int, start: int) -> tuple[int, float]:
     return code, val
 
 
+# The media vectors of every code, by N (read-only; the table path uses them on every call).
+_ALL_MEDIA: dict[int, np.ndarray] = {}
+
+
+def _all_media(n: int) -> np.ndarray:
+    if n not in _ALL_MEDIA:
+        media = _media_of(np.arange(1 << n), n)
+        media.flags.writeable = False
+        _ALL_MEDIA[n] = media
+    return _ALL_MEDIA[n]
+
+
 def _jmsra_by_table(f: FlatTerms) -> tuple[np.ndarray, np.ndarray]:
     """JMSRA on a small batch: every media vector's (P2) in one call, then the greedy walks."""
     M, N = f.A.shape[0], f.n
     n_codes = 1 << N
-    b, v = solve_media(f, np.repeat(np.arange(M), n_codes), np.tile(_media_of(np.arange(n_codes), N), (M, 1)))
-    b = b.reshape(M, n_codes, N)
-    table = v.reshape(M, n_codes).tolist()
+    media = _all_media(N)
+    rows_media = media if M == 1 else np.tile(media, (M, 1))
+    b, v = solve_media(f, np.repeat(np.arange(M), n_codes), rows_media)
     chosen = np.empty(M, dtype=np.int64)
-    for m, values in enumerate(table):
+    for m, values in enumerate(v.reshape(M, n_codes).tolist()):
         nl_code, nl_val = _greedy_walk(values, N, 0)
         kv_code, kv_val = _greedy_walk(values, N, n_codes - 1)
         chosen[m] = kv_code if kv_val < nl_val * (1.0 - _TIE_RTOL) else nl_code
-    return _media_of(chosen, N), b[np.arange(M), chosen]
+    return media[chosen], b[np.arange(M) * n_codes + chosen]
 
 
 def _jmsra_batched(f: FlatTerms) -> tuple[np.ndarray, np.ndarray]:
