@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     g = p.add_argument_group("run")
-    g.add_argument("--env-id", default="jmsra_env/JMSRA-Box-v0",
+    g.add_argument("--env-id", default="jmsra_env/JMSRA-Box-v1",
                    help="registered ID; a Dict-action ID trains on its -Box twin")
     g.add_argument("--total-timesteps", type=int, default=None,
                    help=f"environment steps in total (default {DEFAULT_TIMESTEPS:,}; with --quick "

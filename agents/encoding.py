@@ -69,7 +69,7 @@ def decode_deadline(action, obs: Mapping[str, np.ndarray], consts: model.ModelCo
     slack = np.maximum(finish_s - compute_s, _MIN_SLACK * finish_s)
     b = model.inverse_rate_hz(payload / slack, terms.gain_hz)
     b = np.minimum(np.where(np.isfinite(b), b, consts.bandwidth_hz), consts.bandwidth_hz)
-    return encode_box(media, actions.shares_to_bandwidth_hz(b, consts.bandwidth_hz))
+    return encode_box(media, actions.shares_to_bandwidth_hz(b, consts.bandwidth_hz), terms)
 
 
 def encode_deadline(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
@@ -98,7 +98,7 @@ def expert_policy_action(encoding: str, media, bandwidth_hz, terms: model.RoundT
     """An expert decision as a policy action under ``encoding`` (behaviour-cloning targets)."""
     _check(encoding)
     if encoding == "box":
-        return encode_box(media, bandwidth_hz)
+        return encode_box(media, bandwidth_hz, terms)
     return encode_deadline(media, bandwidth_hz, terms)
 
 

@@ -141,9 +141,7 @@ def evaluate_policies(
     obs, terms, acts, charged = collect_rounds(env_id, config, seeds, n_rounds, driver, learned)
     lat, capped, kv = {}, {}, {}
     for name in names:
-        media, bw = actions.decode_box(
-            np.clip(acts[name], -1.0, 1.0), cfg.n_agents, consts.bandwidth_hz, batch_shape=acts[name].shape[:1]
-        )
+        media, bw = actions.decode_box(np.clip(acts[name], -1.0, 1.0), model.terms_from_observation(consts, obs))
         br = model.latency(terms, media, bw)
         lat[name], capped[name], kv[name] = br.latency_s, br.capped, media.mean(axis=-1)
     observed = model.terms_from_observation(consts, obs)

@@ -7,9 +7,9 @@ Importing the package registers the environments (idempotently):
 ``jmsra_env/JMSRA-N8-v0``           N = 8
 ``jmsra_env/JMSRA-N16-v0``          N = 16
 ``jmsra_env/JMSRA-StaleCSI-v0``     N = 4, ``csi_delay = 1``, fading correlation 0.9
-``jmsra_env/JMSRA-Box-v0`` ...      the SB3-ready twins (``Box(-1, 1, (2N,))`` actions):
-                                    ``JMSRA-Box-v0``, ``JMSRA-N8-Box-v0``, ``JMSRA-N16-Box-v0``,
-                                    ``JMSRA-StaleCSI-Box-v0``
+``jmsra_env/JMSRA-Box-v1`` ...      the SB3-ready twins (``Box(-1, 1, (2N,))`` actions):
+                                    ``JMSRA-Box-v1``, ``JMSRA-N8-Box-v1``, ``JMSRA-N16-Box-v1``,
+                                    ``JMSRA-StaleCSI-Box-v1``
 ==================================  ====================================================
 """
 

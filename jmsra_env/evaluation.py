@@ -255,11 +255,11 @@ class ModelPolicy:
     def n_agents(self) -> int:
         return int(self.trained.config.n_agents)
 
-    def _decode(self, action, cfg: ScenarioConfig, batch: tuple[int, ...]):
+    def _decode(self, action, cfg: ScenarioConfig, batch: tuple[int, ...], obs):
         consts = model.model_constants(cfg)
         form = getattr(self.trained, "action_form", "box")
         if form == "box":
-            return actions.decode_box(action, cfg.n_agents, consts.bandwidth_hz, batch)
+            return actions.decode_box(action, model.terms_from_observation(consts, obs), batch)
         return actions.decode_dict(action, cfg.n_agents, consts.bandwidth_hz, batch)
 
     def decide(self, rounds: Rounds) -> tuple[np.ndarray, np.ndarray]:
@@ -268,7 +268,7 @@ class ModelPolicy:
             obs = {k: v[lo : lo + _CHUNK_ROUNDS] for k, v in rounds.obs.items()}
             action, _ = self.trained.predict(obs, deterministic=True)
             batch = (next(iter(obs.values())).shape[0],)
-            m, b = self._decode(action, rounds.config, batch)
+            m, b = self._decode(action, rounds.config, batch, obs)
             media.append(m)
             bandwidth.append(b)
         return np.concatenate(media), np.concatenate(bandwidth)
@@ -276,7 +276,7 @@ class ModelPolicy:
     def decide_one(self, rounds: Rounds, m: int, rng: np.random.Generator) -> None:
         obs = {k: v[m] for k, v in rounds.obs.items()}
         action, _ = self.trained.predict(obs, deterministic=True)
-        self._decode(action, rounds.config, ())
+        self._decode(action, rounds.config, (), obs)
 
 
 def resolve_experts(

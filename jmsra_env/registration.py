@@ -6,7 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 
-__all__ = ["VARIANTS", "ENV_IDS", "register_envs", "env_id", "variant_of"]
+__all__ = ["VARIANTS", "FORM_VERSIONS", "ENV_IDS", "register_envs", "env_id", "variant_of"]
 
 NAMESPACE = "jmsra_env"
 
@@ -19,10 +19,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Version of each action form's IDs (Gymnasium's convention: a behaviour change bumps it). Box v1:
+# log-scale weights above the cap floors replaced v0's linear shares, where -1 was zero bandwidth.
+# The v0 Box IDs are not registered: gym.make on one raises gymnasium.error.DeprecatedEnv naming v1.
+FORM_VERSIONS = {"dict": 0, "box": 1}
+
+
 def env_id(variant: str, action_form: str = "dict") -> str:
-    """The registered ID of a variant in an action form, e.g. ``jmsra_env/JMSRA-N8-Box-v0``."""
+    """The registered ID of a variant in an action form, e.g. ``jmsra_env/JMSRA-N8-Box-v1``."""
     suffix = "-Box" if action_form == "box" else ""
-    return f"{NAMESPACE}/{variant}{suffix}-v0"
+    return f"{NAMESPACE}/{variant}{suffix}-v{FORM_VERSIONS[action_form]}"
 
 
 ENV_IDS: tuple[str, ...] = tuple(env_id(v, f) for v in VARIANTS for f in ("dict", "box"))

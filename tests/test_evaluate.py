@@ -39,7 +39,7 @@ def tiny_model(tmp_path_factory):
     train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
     logdir = tmp_path_factory.mktemp("runs")
-    argv = ["--env-id", "jmsra_env/JMSRA-Box-v0", "--total-timesteps", "256", "--n-envs", "2",
+    argv = ["--env-id", "jmsra_env/JMSRA-Box-v1", "--total-timesteps", "256", "--n-envs", "2",
             "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1", "--bc-steps", "0",
             "--eval-freq", "1000000", "--compare-episodes", "0", "--device", "cpu",
             "--no-progress-bar", "--logdir", str(logdir), "--run-name", "tiny-n4"]
@@ -111,7 +111,7 @@ def test_recorded_rounds_and_latencies_equal_stepping_the_real_env():
     """
     from jmsra_env.policies import make_policy
 
-    env_id = "jmsra_env/JMSRA-StaleCSI-Box-v0"
+    env_id = "jmsra_env/JMSRA-StaleCSI-Box-v1"
     cfg, _ = ev.scenario_from_env_id(env_id, {"episode_rounds": 70})
     rounds = ev.draw_rounds(cfg, 2, seed=11)
     (result,) = ev.evaluate_policies(rounds, [ev.SolverPolicy("jmsra")], single_round_budget_s=0.0)
@@ -195,7 +195,7 @@ def test_trained_model_is_evaluated_next_to_the_experts(tmp_path, tiny_model):
     from agents.checkpoint import load_trained_policy
 
     policy = load_trained_policy(tiny_model)
-    env = gym.make("jmsra_env/JMSRA-Box-v0", config={"episode_rounds": 16})
+    env = gym.make("jmsra_env/JMSRA-Box-v1", config={"episode_rounds": 16})
     obs, _ = env.reset(seed=ev.DEFAULT_SEED)  # the evaluation's first episode
     for t in range(16):
         action, _ = policy.predict(obs, deterministic=True)
@@ -230,7 +230,7 @@ def _bad_cases(model_dir: Path | None):
         "unknown env id": (["--env-id", "jmsra_env/JMSRA-N9-v0"], "unknown environment id"),
         "unknown config key": (["--config", "bandwith_hz=1e6"], "bandwith_hz"),
         "model for another N": (
-            ["--model", str(model_dir), "--env-id", "jmsra_env/JMSRA-N8-Box-v0"], "trained for N = 4 agents"
+            ["--model", str(model_dir), "--env-id", "jmsra_env/JMSRA-N8-Box-v1"], "trained for N = 4 agents"
         ),
         "model for another action form": (
             ["--model", str(model_dir), "--env-id", "jmsra_env/JMSRA-v0"], "'box' action form"

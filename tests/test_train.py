@@ -67,7 +67,7 @@ def test_run_directory_holds_the_agreed_files(trained_run):
         assert sorted(p.name for p in d.iterdir()) == ["model.zip", "run.json", "vecnormalize.pkl"]
     info = json.loads((trained_run / "run.json").read_text())
     assert info["format"] == ck.RUN_FORMAT and info["kind"] == "final"
-    assert info["env_id"] == "jmsra_env/JMSRA-Box-v0" and info["action_form"] == "box"
+    assert info["env_id"] == "jmsra_env/JMSRA-Box-v1" and info["action_form"] == "box"
     assert info["num_timesteps"] == 512 and info["n_agents"] == 4
     assert jmsra_env.make_config(info["config"]) == jmsra_env.make_config()
     assert {"torch", "stable_baselines3", "gymnasium", "numpy"} <= set(info["versions"])
@@ -77,7 +77,7 @@ def test_run_directory_holds_the_agreed_files(trained_run):
 def test_saved_model_loads_and_predicts_on_raw_observations(trained_run):
     for path in (trained_run, trained_run / "best_model.zip", trained_run / "checkpoints" / "ckpt_256_steps"):
         policy = ck.load_trained_policy(path)
-        assert policy.env_id == "jmsra_env/JMSRA-Box-v0" and policy.action_form == "box"
+        assert policy.env_id == "jmsra_env/JMSRA-Box-v1" and policy.action_form == "box"
         assert policy.config == jmsra_env.make_config()
         env = gym.make(policy.env_id)
         obs, _ = env.reset(seed=1)
@@ -246,7 +246,7 @@ def test_zoo_hyperparameters_cover_every_sb3_ready_id_and_name_importable_wrappe
     text = (Path(__file__).resolve().parents[1] / "hyperparams" / "ppo.yml").read_text()
     keys = set(re.findall(r"^([^\s#][^:]*):", text, flags=re.M)) - {"default"}
     assert keys == {i for i in ENV_IDS if "-Box-" in i}
-    env = gym.make("jmsra_env/JMSRA-Box-v0")
+    env = gym.make("jmsra_env/JMSRA-Box-v1")
     for path in re.findall(r"^\s+- (agents\.\S+)$", text, flags=re.M):  # innermost first, as the Zoo does
         module, _, name = path.rpartition(".")
         env = getattr(importlib.import_module(module), name)(env)
@@ -260,7 +260,7 @@ def test_evaluation_charges_the_policy_what_the_environment_charges(trained_run)
     from agents.evaluation import evaluate_policies
 
     policy = ck.load_trained_policy(trained_run)
-    res = evaluate_policies("jmsra_env/JMSRA-Box-v0", {}, {"ppo": lambda o: policy.predict(o)[0]},
+    res = evaluate_policies("jmsra_env/JMSRA-Box-v1", {}, {"ppo": lambda o: policy.predict(o)[0]},
                             experts=("jmsra", "nl-only"), seeds=(7, 8), n_rounds=8)
     np.testing.assert_array_equal(res.charged_latency_s, res.latency_s["ppo"])
     assert res.n_rounds == 16 and res.gap_pct("jmsra") == 0.0
