@@ -53,7 +53,7 @@ def register_envs() -> None:
                 continue
             gym.register(
                 id=id_,
-                entry_point="jmsra_env.env:JMSRAEnv",
-                vector_entry_point="jmsra_env.vector:JMSRAVectorEnv",
+                entry_point="jmsra_env.wrappers:make_env",  # JMSRAEnv, + features / action_encoding
+                vector_entry_point="jmsra_env.wrappers:make_vector_env",
                 kwargs={"base_config": dict(overrides), "action_form": form},
             )

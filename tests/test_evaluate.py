@@ -117,7 +117,6 @@ def test_recorded_rounds_and_latencies_equal_stepping_the_real_env():
     (result,) = ev.evaluate_policies(rounds, [ev.SolverPolicy("jmsra")], single_round_budget_s=0.0)
     env = gym.make(env_id, config={"episode_rounds": 70})
     policy = make_policy("jmsra", env)
-    consts = model.model_constants(cfg)
     for e in range(2):
         obs, _ = env.reset(seed=11 + e)
         for t in range(70):
@@ -125,7 +124,7 @@ def test_recorded_rounds_and_latencies_equal_stepping_the_real_env():
             for key, value in obs.items():
                 np.testing.assert_array_equal(value, rounds.obs[key][m], err_msg=key)
             action, _ = policy.predict(obs, deterministic=True)
-            decoded = actions.decode_box(action, cfg.n_agents, consts.bandwidth_hz)
+            decoded = actions.decode_box(action, env.unwrapped.observed_terms())
             obs, reward, _, truncated, _ = env.step(action)
             assert -reward == model.latency(rounds.terms[m], *decoded).latency_s  # exact
             assert -reward == pytest.approx(result.latency_s[m], rel=1e-9, abs=0.0)  # Box encoding rounding

@@ -212,7 +212,7 @@ def test_deadline_encoding_of_an_expert_decision_keeps_its_latency():
     consts, obs, terms, d = _expert_rounds()
     code = encode_deadline(d.media, d.bandwidth_hz, terms)
     assert code.shape == (512, 8) and np.all(np.abs(code) <= 1.0)
-    media, bw = actions.decode_box(decode_deadline(code, obs, consts), 4, consts.bandwidth_hz, (512,))
+    media, bw = actions.decode_box(decode_deadline(code, obs, consts), terms)
     np.testing.assert_array_equal(media, d.media)
     lat = model.latency(terms, media, bw).latency_s
     np.testing.assert_allclose(lat, d.latency_s, rtol=5e-3)
