@@ -87,8 +87,10 @@ class NativeVecEnv(VecEnv):
         infos = self._split_info(info, self.info_keys)
         if dones.any():
             final_obs = info["final_obs"]
+            finals = self._split_info(info["final_info"], self.info_keys)  # the round that ended it
             time_limit = truncated & ~terminated
             for i in np.flatnonzero(dones):
+                infos[i] = finals[i]
                 infos[i]["terminal_observation"] = final_obs[i]
                 infos[i]["TimeLimit.truncated"] = bool(time_limit[i])
         return obs, rewards.astype(np.float32), dones, infos

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import model
-from .model import sum_over_agents
+from .model import max_over_agents, sum_over_agents
 
 __all__ = [
     "decode_dict",
@@ -70,10 +70,19 @@ def _reject(arr: np.ndarray, name: str, rule: str) -> None:
 
 
 def shares_to_bandwidth_hz(shares: np.ndarray, total_bandwidth_hz: float) -> np.ndarray:
-    """Normalise non-negative shares ``(..., N)`` to a split of ``total_bandwidth_hz`` (0 = equal)."""
-    total = sum_over_agents(shares)[..., None]
-    pos = total > 0.0
-    b = (total_bandwidth_hz * shares) / np.where(pos, total, 1.0)
+    """Normalise non-negative finite shares ``(..., N)`` to a split of ``total_bandwidth_hz``.
+
+    All-zero shares are an equal split. The shares are first scaled by the power of two of their
+    largest (exact: the result is bit-identical to ``B s / sum(s)`` wherever that does not overflow
+    or underflow), so the sum lies in [1/2, N) whatever their magnitude (subnormal, near the float64
+    maximum): the granted bandwidths are finite, non-negative and sum to ``total_bandwidth_hz`` up
+    to rounding (~N ulp).
+    """
+    peak = max_over_agents(shares)[..., None]
+    pos = peak > 0.0
+    scaled = np.ldexp(shares, -np.frexp(np.where(pos, peak, 1.0))[1])
+    total = sum_over_agents(scaled)[..., None]
+    b = (total_bandwidth_hz * scaled) / np.where(pos, total, 1.0)
     return np.where(pos, b, total_bandwidth_hz / shares.shape[-1])
 
 
@@ -95,8 +104,8 @@ def decode_dict(action, n_agents: int, total_bandwidth_hz: float, batch_shape: t
     if not ((media == 0.0) | (media == 1.0)).all():
         _reject(media, "media", "hold 0 (NL) or 1 (KV)")
     shares = _as_array(action["bandwidth"], "bandwidth", shape)
-    # One reduction rejects negatives and NaN; the finite sum rejects +inf.
-    if not ((shares >= 0.0).all() and np.isfinite(shares.sum())):
+    # Rejects negatives, NaN and inf (a sum of finite shares may overflow: that is fine).
+    if not ((shares >= 0.0).all() and np.isfinite(shares).all()):
         _reject(shares, "bandwidth", "be non-negative")
     return media.astype(np.int8), shares_to_bandwidth_hz(shares, total_bandwidth_hz)
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "LLMProfile",
@@ -29,6 +32,7 @@ __all__ = [
     "make_config",
     "parse_overrides",
     "SPEED_OF_LIGHT_MPS",
+    "UnknownKeyError",
 ]
 
 SPEED_OF_LIGHT_MPS = 299_792_458.0
@@ -39,22 +43,63 @@ def _require(cond: bool, name: str, allowed: str, value: Any) -> None:
         raise ValueError(f"config field '{name}' must be {allowed}; got {value!r}")
 
 
-def _positive(name: str, value: float) -> None:
-    _require(
-        isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
-        name,
-        "a finite number > 0",
-        value,
-    )
+def _real(value: Any) -> float | None:
+    """``value`` as a finite Python float, or None when it is not one.
+
+    Python and NumPy ints and floats are numbers; bools are not (``True`` is not 1 Hz); an int too
+    large for a float (``OverflowError``) or a non-finite value is not a finite number.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        v = float(value)
+    except (OverflowError, TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
-def _in_range(name: str, value: float, lo: float, hi: float, *, lo_open=False, hi_open=False) -> None:
-    ok = isinstance(value, (int, float)) and math.isfinite(value)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+def _positive(name: str, value: Any, hi: float = math.inf) -> float:
+    """A finite number in (0, ``hi``], as a Python float; ``ValueError`` naming the field else."""
+    v = _real(value)
+    bound = "" if hi == math.inf else f" and <= {hi:g}"
+    _require(v is not None and 0.0 < v <= hi, name, f"a finite number > 0{bound}", value)
+    return v
+
+
+def _in_range(name: str, value: Any, lo: float, hi: float, *, lo_open=False, hi_open=False) -> float:
+    """A finite number in the given interval, as a Python float; ``ValueError`` naming the field."""
+    v = _real(value)
+    ok = v is not None and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     lb = "(" if lo_open else "["
     rb = ")" if hi_open else "]"
-    _require(ok, name, f"in {lb}{lo}, {hi}{rb}", value)
+    _require(ok, name, f"a number in {lb}{lo:g}, {hi:g}{rb}", value)
+    return v
+
+
+def _integer(name: str, value: Any, lo: int, hi: int) -> int:
+    """A Python or NumPy integer (not a bool) in [lo, hi], as a Python int."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and lo <= value <= hi
+    _require(ok, name, f"an integer in [{lo}, {hi}]", value)
+    return int(value)
+
+
+def _set_numbers(obj: Any, prefix: str, rules: Mapping[str, Any]) -> None:
+    """Validate and normalise numeric fields of a frozen dataclass: ``rules`` maps a field to a
+    function ``(name, value) -> normalised value`` that raises ``ValueError`` naming the field."""
+    for f, rule in rules.items():
+        object.__setattr__(obj, f, rule(f"{prefix}{f}", getattr(obj, f)))
+
+
+# Upper bounds on magnitudes. They are far beyond any physical scenario and exist so that every
+# accepted config gives finite observations and finite latencies in float64 (e.g. a distance near
+# 9e307 m made the distance walk overflow into NaN observations).
+MAX_BANDWIDTH_HZ = 1e12  # 1 THz: above any radio channel; a = B 10^(SNR/10) stays <= 1e27 Hz
+MAX_CARRIER_HZ = 1e12  # 1 THz
+MAX_DISTANCE_M = 1e6  # 1000 km: far beyond a cell (the 3GPP path-loss fit is for < 5 km)
+MAX_ROUND_INTERVAL_S = 1e6  # ~11 days per round
+MAX_LATENCY_CAP_S = 1e9
+MAX_TOKENS = 10**9  # context, answer lengths: payloads L kappa stay < 1e16 bits
+MAX_EPISODE_ROUNDS = 10**9
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,11 +118,11 @@ class LLMProfile:
     vocab_size: int  # vocabulary V
 
     def __post_init__(self) -> None:
-        _positive(f"llm[{self.name}].params", self.params)
-        for f in ("n_layers", "n_kv_heads", "head_dim", "vocab_size"):
-            v = getattr(self, f)
-            _require(isinstance(v, int) and v >= 1, f"llm[{self.name}].{f}", "an integer >= 1", v)
-        _require(self.vocab_size >= 2, f"llm[{self.name}].vocab_size", "an integer >= 2", self.vocab_size)
+        p = f"llm[{self.name}]."
+        _set_numbers(self, p, {"params": _positive})
+        for f in ("n_layers", "n_kv_heads", "head_dim"):
+            object.__setattr__(self, f, _integer(p + f, getattr(self, f), 1, 1 << 20))
+        object.__setattr__(self, "vocab_size", _integer(p + "vocab_size", self.vocab_size, 2, 1 << 32))
 
 
 # Architectures from the models' published configs (docs/model.md).
@@ -104,8 +149,7 @@ class DeviceProfile:
     mem_bw_bytes_per_s: float
 
     def __post_init__(self) -> None:
-        _positive(f"device[{self.name}].peak_flops", self.peak_flops)
-        _positive(f"device[{self.name}].mem_bw_bytes_per_s", self.mem_bw_bytes_per_s)
+        _set_numbers(self, f"device[{self.name}].", {"peak_flops": _positive, "mem_bw_bytes_per_s": _positive})
 
 
 DEVICE_CATALOG: dict[str, DeviceProfile] = {
@@ -122,7 +166,7 @@ DEVICE_CATALOG: dict[str, DeviceProfile] = {
 
 
 def _lookup(catalog: Mapping[str, Any], name: str, field_name: str) -> Any:
-    key = name.lower() if isinstance(name, str) else name
+    key = name.lower() if isinstance(name, str) else None
     if key not in catalog:
         raise ValueError(
             f"config field '{field_name}' must be one of {sorted(catalog)}; got {name!r}"
@@ -156,27 +200,29 @@ class ChannelConfig:
     shadowing_correlation: float | None = None
 
     def __post_init__(self) -> None:
-        _positive("channel.bandwidth_hz", self.bandwidth_hz)
-        for f in ("tx_power_dbm", "noise_psd_dbm_per_hz", "noise_figure_db", "pathloss_const_db"):
-            _in_range(f"channel.{f}", getattr(self, f), -1e3, 1e3)
-        _positive("channel.pathloss_exponent_db", self.pathloss_exponent_db)
-        _in_range("channel.shadowing_sigma_db", self.shadowing_sigma_db, 0.0, 30.0)
-        _positive("channel.decorrelation_distance_m", self.decorrelation_distance_m)
-        _positive("channel.carrier_hz", self.carrier_hz)
-        _in_range("channel.speed_mps", self.speed_mps, 0.0, 1e3)
-        _positive("channel.distance_min_m", self.distance_min_m)
-        _require(
-            isinstance(self.distance_max_m, (int, float))
-            and math.isfinite(self.distance_max_m)
-            and self.distance_max_m >= self.distance_min_m,
-            "channel.distance_max_m",
-            f"a finite number >= distance_min_m ({self.distance_min_m})",
-            self.distance_max_m,
-        )
+        def db(name, value):
+            return _in_range(name, value, -1e3, 1e3)
+
+        def positive(hi=math.inf):
+            return lambda name, value: _positive(name, value, hi)
+
+        _set_numbers(self, "channel.", {
+            "bandwidth_hz": positive(MAX_BANDWIDTH_HZ),
+            "tx_power_dbm": db,
+            "noise_psd_dbm_per_hz": db,
+            "noise_figure_db": db,
+            "pathloss_const_db": db,
+            "pathloss_exponent_db": positive(1e3),
+            "shadowing_sigma_db": lambda n, v: _in_range(n, v, 0.0, 30.0),
+            "decorrelation_distance_m": positive(),
+            "carrier_hz": positive(MAX_CARRIER_HZ),
+            "speed_mps": lambda n, v: _in_range(n, v, 0.0, 1e3),
+            "distance_min_m": positive(MAX_DISTANCE_M),
+            "distance_max_m": lambda n, v: _in_range(n, v, self.distance_min_m, MAX_DISTANCE_M),
+        })
         for f in ("fading_correlation", "shadowing_correlation"):
-            v = getattr(self, f)
-            if v is not None:
-                _in_range(f"channel.{f}", v, -1.0, 1.0)
+            if getattr(self, f) is not None:
+                _set_numbers(self, "channel.", {f: lambda n, v: _in_range(n, v, -1.0, 1.0)})
 
 
 @dataclass(frozen=True)
@@ -204,41 +250,50 @@ class WorkloadConfig:
     answer_tokens: int = 64  # G: a short joint decision decoded by the receiver
 
     def __post_init__(self) -> None:
-        if isinstance(self.sender_devices, (list, str)):
-            devs = (self.sender_devices,) if isinstance(self.sender_devices, str) else self.sender_devices
-            object.__setattr__(self, "sender_devices", tuple(devs))
-        _lookup(LLM_CATALOG, self.llm, "workload.llm")
-        object.__setattr__(self, "llm", self.llm.lower())
+        devs = self.sender_devices
+        if isinstance(devs, str):
+            devs = (devs,)
         _require(
-            len(self.sender_devices) >= 1, "workload.sender_devices", "a non-empty list of device names",
+            isinstance(devs, (list, tuple)) and len(devs) >= 1,
+            "workload.sender_devices",
+            "a non-empty list of device names",
             self.sender_devices,
         )
+        object.__setattr__(self, "llm", _lookup(LLM_CATALOG, self.llm, "workload.llm").name)
         object.__setattr__(
             self,
             "sender_devices",
-            tuple(_lookup(DEVICE_CATALOG, d, "workload.sender_devices").name for d in self.sender_devices),
+            tuple(_lookup(DEVICE_CATALOG, d, "workload.sender_devices").name for d in devs),
         )
         object.__setattr__(
             self, "receiver_device", _lookup(DEVICE_CATALOG, self.receiver_device, "workload.receiver_device").name
         )
-        for f in ("weight_bits", "kv_bits"):
-            v = getattr(self, f)
-            _require(isinstance(v, int) and 1 <= v <= 32, f"workload.{f}", "an integer in [1, 32]", v)
-        _in_range("workload.compute_efficiency", self.compute_efficiency, 0.0, 1.0, lo_open=True)
-        _in_range("workload.memory_efficiency", self.memory_efficiency, 0.0, 1.0, lo_open=True)
-        _in_range("workload.load_max", self.load_max, 0.0, 1.0, hi_open=True)
-        _in_range("workload.load_step", self.load_step, 0.0, 1.0)
-        for f in ("context_min_tokens", "context_max_tokens", "answer_tokens"):
-            v = getattr(self, f)
-            _require(isinstance(v, int) and v >= 0, f"workload.{f}", "an integer >= 0", v)
+
+        def unit(lo_open=False, hi_open=False):
+            return lambda n, v: _in_range(n, v, 0.0, 1.0, lo_open=lo_open, hi_open=hi_open)
+
+        def integer(lo, hi):
+            return lambda n, v: _integer(n, v, lo, hi)
+
+        _set_numbers(self, "workload.", {
+            "weight_bits": integer(1, 32),
+            "kv_bits": integer(1, 32),
+            "compute_efficiency": unit(lo_open=True),
+            "memory_efficiency": unit(lo_open=True),
+            "load_max": unit(hi_open=True),
+            "load_step": unit(),
+            "context_min_tokens": integer(0, MAX_TOKENS),
+            "context_max_tokens": integer(0, MAX_TOKENS),
+            "answer_tokens": integer(0, MAX_TOKENS),
+            "nl_ratio_min": unit(),
+            "nl_ratio_max": lambda n, v: _in_range(n, v, self.nl_ratio_min, 1.0),
+        })
         _require(
             self.context_max_tokens >= self.context_min_tokens,
             "workload.context_max_tokens",
             f"an integer >= context_min_tokens ({self.context_min_tokens})",
             self.context_max_tokens,
         )
-        _in_range("workload.nl_ratio_min", self.nl_ratio_min, 0.0, 1.0)
-        _in_range("workload.nl_ratio_max", self.nl_ratio_max, self.nl_ratio_min, 1.0)
 
     @property
     def llm_profile(self) -> LLMProfile:
@@ -267,27 +322,17 @@ class ScenarioConfig:
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
 
     def __post_init__(self) -> None:
+        _set_numbers(self, "", {
+            "n_agents": lambda n, v: _integer(n, v, 1, 1024),
+            "round_interval_s": lambda n, v: _positive(n, v, MAX_ROUND_INTERVAL_S),
+            "episode_rounds": lambda n, v: _integer(n, v, 1, MAX_EPISODE_ROUNDS),
+            "latency_cap_s": lambda n, v: _positive(n, v, MAX_LATENCY_CAP_S),
+            "csi_delay": lambda n, v: _integer(n, v, 0, 64),
+        })
         _require(
-            isinstance(self.n_agents, int) and not isinstance(self.n_agents, bool) and 1 <= self.n_agents <= 1024,
-            "n_agents",
-            "an integer in [1, 1024]",
-            self.n_agents,
+            isinstance(self.jmsra_in_info, (bool, np.bool_)), "jmsra_in_info", "a bool", self.jmsra_in_info
         )
-        _positive("round_interval_s", self.round_interval_s)
-        _require(
-            isinstance(self.episode_rounds, int) and self.episode_rounds >= 1,
-            "episode_rounds",
-            "an integer >= 1",
-            self.episode_rounds,
-        )
-        _positive("latency_cap_s", self.latency_cap_s)
-        _require(
-            isinstance(self.csi_delay, int) and 0 <= self.csi_delay <= 64,
-            "csi_delay",
-            "an integer in [0, 64]",
-            self.csi_delay,
-        )
-        _require(isinstance(self.jmsra_in_info, bool), "jmsra_in_info", "a bool", self.jmsra_in_info)
+        object.__setattr__(self, "jmsra_in_info", bool(self.jmsra_in_info))
         _require(isinstance(self.channel, ChannelConfig), "channel", "a ChannelConfig", self.channel)
         _require(isinstance(self.workload, WorkloadConfig), "workload", "a WorkloadConfig", self.workload)
 
@@ -350,6 +395,8 @@ class ScenarioConfig:
                 sub[owners[0]][key] = value
         channel = top.pop("channel", self.channel)
         workload = top.pop("workload", self.workload)
+        _require(isinstance(channel, ChannelConfig), "channel", "a ChannelConfig or a mapping", channel)
+        _require(isinstance(workload, WorkloadConfig), "workload", "a WorkloadConfig or a mapping", workload)
         if sub["channel"]:
             channel = dataclasses.replace(channel, **sub["channel"])
         if sub["workload"]:
@@ -370,10 +417,22 @@ def _all_keys() -> list[str]:
     return keys
 
 
+class UnknownKeyError(ValueError, TypeError):
+    """An unknown config key, given as a mapping key or a keyword argument.
+
+    A ``ValueError`` (the project's error for bad input) and a ``TypeError`` (what Python raises for
+    an unexpected keyword argument): libraries that pass optional keywords and drop them on a
+    ``TypeError`` naming them (TorchRL's ``GymEnv`` passes ``frameskip``) work unchanged.
+    """
+
+
 def _unknown(key: str, valid: list[str]) -> None:
     close = difflib.get_close_matches(key.split(".")[-1], valid, n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"unknown config key {key!r}.{hint} Valid keys: {sorted(set(valid))}")
+    raise UnknownKeyError(
+        f"unknown config key {key!r} (unexpected keyword argument {key!r}).{hint} "
+        f"Valid keys: {sorted(set(valid))}"
+    )
 
 
 def parse_overrides(items) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "make_action_space",
     "resolve_env_config",
     "check_env_arguments",
+    "enclosing_time_limit",
     "ACTION_FORMS",
 ]
 
@@ -183,6 +185,7 @@ class JMSRAEnv(gym.Env[dict, Any]):
         self._world = WorldProcess(cfg, 1)
         self._terms: model.RoundTerms | None = None
         self._round = 0
+        self._episode_rounds = cfg.episode_rounds  # the episode's length (see ``reset``)
         self._last_info: dict[str, Any] | None = None
         self._last_obs: dict[str, np.ndarray] | None = None
 
@@ -190,6 +193,8 @@ class JMSRAEnv(gym.Env[dict, Any]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        limit = enclosing_time_limit(self)
+        self._episode_rounds = self.config.episode_rounds if limit is None else limit
         self._world.reset(self.np_random)
         self._round = 0
         self._terms = self._world.env_terms(0)
@@ -213,7 +218,7 @@ class JMSRAEnv(gym.Env[dict, Any]):
         self._world.step(self.np_random)
         self._round += 1
         self._terms = self._world.env_terms(0)
-        truncated = self._round >= self.config.episode_rounds
+        truncated = self._round >= self._episode_rounds
         return self._observation(), -info["latency_s"], False, truncated, info
 
     def render(self):
@@ -253,6 +258,29 @@ class JMSRAEnv(gym.Env[dict, Any]):
         obs = {k: v[0] for k, v in self._world.observation().items()}
         self._last_obs = obs
         return obs
+
+
+def enclosing_time_limit(env: gym.Env, depth: int = 16) -> int | None:
+    """``max_episode_steps`` of the Gymnasium ``TimeLimit`` wrapping ``env`` whose ``reset`` is
+    being called, or None.
+
+    ``gym.make(id, max_episode_steps=K)`` wraps the env in ``TimeLimit(K)`` but tells the env
+    nothing (its ``spec`` says ``max_episode_steps=None``), and the registered IDs keep no spec
+    limit so that ``episode_rounds`` passed through ``gym.make`` keeps working. To honour ``K``
+    (longer or shorter than ``episode_rounds``) the env looks for that wrapper among the callers
+    of its ``reset``: a few frames up the stack, only at reset.
+    """
+    from gymnasium.wrappers import TimeLimit
+
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self") if frame.f_code.co_name == "reset" else None
+        if isinstance(owner, TimeLimit) and owner.unwrapped is env:
+            return int(owner._max_episode_steps)
+        frame = frame.f_back
+    return None
 
 
 def resolve_env_config(config, base_config, overrides) -> ScenarioConfig:

@@ -140,17 +140,46 @@ def snr_db_from_gain_hz(gain_hz, bandwidth_hz):
 
 
 def rate_bps(bandwidth_hz, gain_hz):
-    """Shannon rate r(b) = b log2(1 + a / b) in bit/s; 0 at b = 0 (increasing, concave in b)."""
+    """Shannon rate r(b) = b log2(1 + a / b) in bit/s; 0 at b = 0 (increasing, concave in b).
+
+    Safe for every float64 input: where ``a / b`` overflows (a subnormal ``b``, a huge ``a``),
+    ln(1 + a/b) is taken as ln a - ln b (equal to float64 precision there), so the rate tends to 0
+    with ``b`` instead of jumping to inf; where it underflows (``b > 2^1022 a``) the rate is the
+    ceiling :func:`rate_ceiling_bps`, which it never exceeds (rounding could overshoot it by an
+    ulp); ``b = inf`` gives the ceiling; a negative bandwidth or gain counts as 0. Non-decreasing
+    in ``b`` up to float64 rounding (a few ulp).
+    """
     b = np.asarray(bandwidth_hz, dtype=np.float64)
+    a = np.maximum(np.asarray(gain_hz, dtype=np.float64), 0.0)
     pos = b > 0.0
     b_safe = np.where(pos, b, 1.0)
-    # log1p keeps full precision when b >> a (log2(1 + x) loses it for small x)
-    return np.where(pos, b_safe * (np.log1p(gain_hz / b_safe) / LN2), 0.0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        x = a / b_safe
+        # log1p keeps full precision when b >> a (log2(1 + x) loses it for small x)
+        nats = np.log1p(x)
+        over = np.isinf(x)
+        if over.any():
+            nats = np.where(over, np.log(a) - np.log(b_safe), nats)
+        ceiling = rate_ceiling_bps(a)
+        # fmin: inf * 0 (b = inf) is NaN, whose limit is the ceiling
+        r = np.fmin(b_safe * (nats / LN2), ceiling)
+        # a / b subnormal (b > 2^1022 a): x has lost its precision, but r = a/ln2 (1 - x/2 ...)
+        # is the ceiling to float64 precision
+        under = x < _FLOAT64_TINY
+        if under.any():
+            r = np.where(under, ceiling, r)
+    return np.where(pos, r, 0.0)
+
+
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
+_FLOAT64_TINY = float(np.finfo(np.float64).tiny)  # the smallest normal float64
 
 
 def rate_ceiling_bps(gain_hz):
-    """sup_b r(b) = a / ln 2: the power-limited ceiling, approached as b grows."""
-    return np.asarray(gain_hz, dtype=np.float64) / LN2
+    """sup_b r(b) = a / ln 2: the power-limited ceiling, approached as b grows (saturates at the
+    largest float64 for a > ~1.2e308 instead of overflowing)."""
+    with np.errstate(over="ignore"):
+        return np.minimum(np.asarray(gain_hz, dtype=np.float64) / LN2, _FLOAT64_MAX)
 
 
 def inverse_rate_hz(rate_bps_, gain_hz):
@@ -439,7 +468,8 @@ class LatencyBreakdown:
 def transmission_time_s(payload_bits, rate):
     """D / r, with 0 for no payload and inf for a payload at zero rate."""
     pos = rate > 0.0
-    t = np.where(pos, payload_bits / np.where(pos, rate, 1.0), np.inf)
+    with np.errstate(over="ignore"):  # a subnormal rate: D / r overflows to inf (never sent)
+        t = np.where(pos, payload_bits / np.where(pos, rate, 1.0), np.inf)
     return np.where(payload_bits > 0.0, t, 0.0)
 
 

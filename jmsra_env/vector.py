@@ -71,7 +71,7 @@ class JMSRAVectorEnv(VectorEnv):
 
     Every episode has the same length and none terminates, so all sub-environments truncate
     together after ``episode_rounds`` rounds (unless ``reset(options={"reset_mask": ...})`` put
-    some out of step). ``metadata["autoreset_mode"]`` says which of Gymnasium's two modes is used:
+    some out of step). ``metadata["autoreset_mode"]`` says which of Gymnasium's three modes is used:
 
     * ``AutoresetMode.NEXT_STEP`` (default, as ``SyncVectorEnv`` and ``CartPoleVectorEnv``; the
       mode Gymnasium's vector observation wrappers require): the step that truncates returns the
@@ -83,8 +83,14 @@ class JMSRAVectorEnv(VectorEnv):
       sub-environment at once and returns the first observation of its next episode, with the
       reward of the last round; ``infos["final_obs"]`` (object array: the final observation dict
       of each finished sub-environment, ``None`` elsewhere; mask ``_final_obs``) and
-      ``infos["final_info"]`` (the step's info; mask ``_final_info``) keep what it ended with.
-      Every step is a real round (no step with reward 0 between episodes).
+      ``infos["final_info"]`` (the step's info; mask ``_final_info``) keep what it ended with;
+      the top level holds its reset info, as ``SyncVectorEnv``'s. Every step is a real round (no
+      step with reward 0 between episodes).
+    * ``AutoresetMode.DISABLED`` (``autoreset_mode="Disabled"``; what TorchRL prefers): nothing is
+      reset automatically. The step that truncates returns the final observation; reset the
+      finished sub-environments with ``reset(options={"reset_mask": mask})`` (the others keep
+      their episode). Stepping while a sub-environment has ended and was not reset raises
+      ``RuntimeError`` (Gymnasium: it fails) and changes nothing.
 
     ## Info (dict of arrays, Gymnasium's vector convention)
 
@@ -93,14 +99,16 @@ class JMSRAVectorEnv(VectorEnv):
     ``uncapped_latency_s``, ``capped``, ``answer_s``, ``kv_share``, ``round`` (shape ``(M,)``) and
     ``media``, ``bandwidth_hz``, ``rate_bps``, ``compute_s``, ``transmission_s``, ``finish_s``,
     ``receiver_s`` (``(M, N)``); with ``jmsra_in_info`` also ``jmsra_latency_s``. With
-    ``SAME_STEP``, unlike ``SyncVectorEnv``, the top level keeps the step's info for a
-    sub-environment that was reset (not its reset info), so every round's latency is in one place.
+    ``SAME_STEP`` the round that ended an episode is in ``final_info`` (the layout of
+    ``SyncVectorEnv``).
 
     ## Arguments
 
     ``JMSRAVectorEnv(num_envs=1, config=None, *, base_config=None, action_form="dict",
-    render_mode=None, autoreset_mode="NextStep", **overrides)``: as ``JMSRAEnv``, plus
-    ``num_envs`` and ``autoreset_mode`` (an ``AutoresetMode`` or its value). ``render()`` returns a
+    render_mode=None, autoreset_mode="NextStep", max_episode_steps=None, **overrides)``: as
+    ``JMSRAEnv``, plus ``num_envs``, ``autoreset_mode`` (an ``AutoresetMode`` or its value) and
+    ``max_episode_steps`` (what ``gym.make_vec(id, max_episode_steps=K)`` passes; replaces
+    ``episode_rounds``; ``None`` or -1: ``episode_rounds``). ``render()`` returns a
     tuple with one frame per sub-environment (``"ansi"`` tables or ``"rgb_array"`` figures).
 
     ## Version History
@@ -123,21 +131,24 @@ class JMSRAVectorEnv(VectorEnv):
         action_form: str = "dict",
         render_mode: str | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        max_episode_steps: int | None = None,
         **overrides: Any,
     ):
         try:
             mode = AutoresetMode(autoreset_mode)
         except ValueError:
-            mode = None
-        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
             raise ValueError(
-                f"autoreset_mode must be AutoresetMode.NEXT_STEP ('NextStep') or SAME_STEP ('SameStep'); "
+                f"autoreset_mode must be an AutoresetMode or one of {[m.value for m in AutoresetMode]}; "
                 f"got {autoreset_mode!r}"
-            )
+            ) from None
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1; got {num_envs!r}")
         num_envs = int(num_envs)
         cfg = resolve_env_config(config, base_config, overrides)
+        if max_episode_steps is not None and max_episode_steps != -1:  # -1: no limit but our own
+            if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, (int, np.integer)):
+                raise ValueError(f"max_episode_steps must be an integer >= 1 or None; got {max_episode_steps!r}")
+            cfg = cfg.with_overrides(episode_rounds=max_episode_steps)
         check_env_arguments(action_form, render_mode, self.metadata["render_modes"])
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
         self.autoreset_mode = mode
@@ -156,6 +167,7 @@ class JMSRAVectorEnv(VectorEnv):
         self._terms: model.RoundTerms | None = None
         self._round = np.zeros(num_envs, dtype=np.int64)
         self._autoreset: np.ndarray | None = None  # NEXT_STEP: who resets at the next step
+        self._ended: np.ndarray | None = None  # DISABLED: who ended and awaits reset(reset_mask)
         self._last_info: dict[str, Any] | None = None
         self._last_obs: dict[str, np.ndarray] | None = None
 
@@ -180,16 +192,16 @@ class JMSRAVectorEnv(VectorEnv):
                     f"options['reset_mask'] must be a bool array of shape {self._batch_shape}; "
                     f"got {mask.dtype} {mask.shape}"
                 )
+        if mask is not None and mask.all():  # a full reset (as the single env's: same draws)
+            mask = None
         self._world.reset(self.np_random, mask)
         if mask is None:
             self._round[:] = 0
-            self._autoreset = None
+            self._autoreset = self._ended = None
         else:
             self._round[mask] = 0
-            if self._autoreset is not None:
-                self._autoreset = self._autoreset & ~mask
-                if not self._autoreset.any():
-                    self._autoreset = None
+            self._autoreset = _clear(self._autoreset, mask)
+            self._ended = _clear(self._ended, mask)
         self._terms = self._world.true_terms(self.consts)
         self._last_info = None
         obs = self._observation()
@@ -199,6 +211,11 @@ class JMSRAVectorEnv(VectorEnv):
     def step(self, actions):
         if self._terms is None:
             raise RuntimeError("call reset() before step()")
+        if self._ended is not None:  # DISABLED: as Gymnasium documents, this fails
+            raise RuntimeError(
+                f"sub-environments {np.flatnonzero(self._ended).tolist()} ended and autoreset_mode is "
+                "DISABLED: reset them with reset(options={'reset_mask': mask}) before stepping"
+            )
         media, bandwidth_hz = self.decode_action(actions)
         resetting = self._autoreset  # NEXT_STEP: sub-environments that ended at the last step
         if resetting is not None and resetting.all():
@@ -228,6 +245,8 @@ class JMSRAVectorEnv(VectorEnv):
         if truncated.any():
             if self._same_step:
                 obs = self._reset_finished(obs, info, truncated)
+            elif self.autoreset_mode == AutoresetMode.DISABLED:
+                self._ended = truncated.copy()
             else:
                 self._autoreset = truncated
         self._terms = self._world.true_terms(self.consts)
@@ -249,9 +268,21 @@ class JMSRAVectorEnv(VectorEnv):
         return obs, np.zeros(m), np.zeros(m, dtype=np.bool_), np.zeros(m, dtype=np.bool_), info
 
     def _reset_finished(self, obs, info, finished):
-        """SAME_STEP: keep the final observation and info in ``info``, reset, return the new obs."""
-        final_info = {k: v for k, v in info.items() if not k.startswith("_")}
+        """SAME_STEP: move the final observation and info into ``info``, reset, return the new obs.
+
+        As ``SyncVectorEnv``: the top level holds, for a reset sub-environment, its reset info
+        (``round`` 0; the step's keys masked out, and dropped when no sub-environment has them).
+        """
+        final_info = {k: v.copy() for k, v in info.items() if not k.startswith("_")}
         final_info.update({"_" + k: finished for k in tuple(final_info)})
+        kept = ~finished
+        for key in tuple(k for k in info if not k.startswith("_") and k != "round"):
+            mask = info["_" + key] & kept
+            if mask.any():
+                info["_" + key] = mask
+            else:
+                del info[key], info["_" + key]
+        info["round"][finished] = 0
         final_obs = np.full(self.num_envs, None, dtype=object)
         done = np.flatnonzero(finished)
         keys = tuple(obs)
@@ -278,8 +309,12 @@ class JMSRAVectorEnv(VectorEnv):
         frames = []
         for i in range(self.num_envs):
             info = None
-            if last is not None and last["_latency_s"][i]:
-                info = {k: v[i] for k, v in last.items() if not k.startswith("_") and k not in _FINAL_KEYS}
+            if last is not None and "final_info" in last and last["_final_info"][i]:
+                last_i = last["final_info"]  # SAME_STEP: the round that ended the episode
+            else:
+                last_i = last
+            if last_i is not None and last_i.get("_latency_s", np.zeros(self.num_envs, bool))[i]:
+                info = {k: v[i] for k, v in last_i.items() if not k.startswith("_") and k not in _FINAL_KEYS}
             obs_i = None if obs is None else {k: v[i] for k, v in obs.items()}
             frames.append(draw(info, obs_i, self.config))
         return tuple(frames)
@@ -310,6 +345,14 @@ class JMSRAVectorEnv(VectorEnv):
         obs = self._world.observation()
         self._last_obs = obs
         return obs
+
+
+def _clear(flags: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
+    """``flags`` without the sub-environments in ``mask`` (None when none is left)."""
+    if flags is None:
+        return None
+    flags = flags & ~mask
+    return flags if flags.any() else None
 
 
 def _jmsra_latency_s(terms: model.RoundTerms) -> np.ndarray:

@@ -458,3 +458,37 @@ def test_works_under_subproc_vec_env_with_spawn_from_a_script(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "rewards" in out.stdout
+
+
+# -- compatibility with RL libraries (issue 12) --------------------------------------------
+
+
+@pytest.mark.parametrize("catch", [TypeError, ValueError])
+def test_an_unknown_keyword_is_both_a_type_error_and_a_value_error(catch):
+    """TorchRL's GymEnv passes frameskip=1 and drops it on a TypeError naming it."""
+    with pytest.raises(catch, match="unexpected keyword argument 'frameskip'"):
+        gym.make("jmsra_env/JMSRA-v0", frameskip=1)
+
+
+def _episode_length(env, limit=300):
+    env.reset(seed=0)
+    action = {"media": np.zeros(4), "bandwidth": np.ones(4)}
+    for t in range(1, limit + 1):
+        _, _, terminated, truncated, _ = env.step(action)
+        assert not terminated
+        if truncated:
+            return t
+    return None
+
+
+@pytest.mark.parametrize("steps", [10, 100])
+def test_max_episode_steps_of_make_sets_the_episode_length(steps):
+    env = gym.make("jmsra_env/JMSRA-v0", max_episode_steps=steps)
+    assert _episode_length(env) == steps and env.spec.max_episode_steps == steps
+    assert _episode_length(env) == steps  # and again after a reset
+
+
+def test_episode_rounds_still_sets_the_length_without_max_episode_steps():
+    assert _episode_length(gym.make("jmsra_env/JMSRA-v0")) == 64
+    assert _episode_length(gym.make("jmsra_env/JMSRA-v0", config={"episode_rounds": 70})) == 70
+    assert _episode_length(gym.wrappers.TimeLimit(JMSRAEnv(episode_rounds=5), 100)) == 100

@@ -134,7 +134,8 @@ def test_a_batch_of_one_reproduces_the_single_env_exactly(variant, overrides, fo
         obs_s, reward_s, term_s, trunc_s, info_s = single.step(action_s)
         obs_v, reward_v, term_v, trunc_v, info_v = envs.step(action_v)
         assert reward_v[0] == reward_s and term_v[0] == term_s and trunc_v[0] == trunc_s
-        assert_info_row_equal(info_s, info_v)
+        same_step_end = trunc_s and mode == AutoresetMode.SAME_STEP  # the round is in final_info
+        assert_info_row_equal(info_s, info_v["final_info"] if same_step_end else info_v)
         if trunc_s:
             episodes += 1
             if mode == AutoresetMode.SAME_STEP:  # the last observation is kept as final_obs
@@ -303,14 +304,17 @@ def test_same_step_autoreset_returns_the_new_episode_with_final_obs_and_final_in
     for t in range(rounds):
         last_obs = obs
         obs, rewards, terminated, truncated, info = envs.step(action)
-        assert np.array_equal(info["round"], np.full(m, t)) and not terminated.any()
-        assert np.all(rewards < 0.0) and np.array_equal(rewards, -info["latency_s"])
+        played = info["final_info"] if t == rounds - 1 else info  # the ending round: final_info
+        assert np.array_equal(played["round"], np.full(m, t)) and not terminated.any()
+        assert np.all(rewards < 0.0) and np.array_equal(rewards, -played["latency_s"])
     assert truncated.all() and info["_final_obs"].all() and info["_final_info"].all()
+    # The top level is the reset info, as in SyncVectorEnv.
+    assert sorted(info) == ["_final_info", "_final_obs", "_round", "final_info", "final_obs", "round"]
+    assert not info["round"].any()
     # The returned observation already starts the next episode; final_obs ends the finished one.
     for i in range(m):
         assert not np.array_equal(info["final_obs"][i]["snr_db"], obs["snr_db"][i])
         assert not np.array_equal(info["final_obs"][i]["snr_db"], last_obs["snr_db"][i])
-    assert np.array_equal(info["final_info"]["latency_s"], info["latency_s"])
     # The next step is a real round of the new episode (no step with reward 0).
     _, rewards, _, truncated, info = envs.step(action)
     assert np.array_equal(info["round"], np.zeros(m)) and np.all(rewards < 0.0) and not truncated.any()
@@ -349,7 +353,11 @@ def test_partial_reset_puts_sub_envs_out_of_step_and_each_truncates_on_its_own(m
     envs.step(action)
     _, _, _, truncated, info = envs.step(action)
     assert truncated.tolist() == [True, False, True]
-    assert info["round"].tolist() == [3, 1, 3]
+    if mode == "SameStep":  # 0 and 2 ended and were reset: their round is in final_info
+        assert info["round"].tolist() == [0, 1, 0] and info["_latency_s"].tolist() == [False, True, False]
+        assert info["final_info"]["round"][[0, 2]].tolist() == [3, 3]
+    else:
+        assert info["round"].tolist() == [3, 1, 3]
     _, rewards, _, truncated, info = envs.step(action)
     assert not truncated.any()
     if mode == "SameStep":
@@ -363,7 +371,7 @@ def test_partial_reset_puts_sub_envs_out_of_step_and_each_truncates_on_its_own(m
 
 def test_unknown_autoreset_mode_is_rejected():
     with pytest.raises(ValueError, match="autoreset_mode"):
-        JMSRAVectorEnv(2, autoreset_mode="Disabled")
+        JMSRAVectorEnv(2, autoreset_mode="Sometimes")
 
 
 def test_observation_is_a_sufficient_statistic_for_the_whole_batch():
@@ -417,7 +425,8 @@ def test_native_vec_env_matches_the_batched_env_and_sb3_conventions():
         assert all(np.array_equal(obs[k], obs_r[k]) for k in obs_r)
         assert rewards.dtype == np.float32 and np.array_equal(rewards, rewards_r.astype(np.float32))
         assert isinstance(infos, list) and len(infos) == m
-        assert [i["latency_s"] for i in infos] == info_r["latency_s"].tolist()
+        played = info_r["final_info"] if t == rounds - 1 else info_r  # SAME_STEP: the ending round
+        assert [i["latency_s"] for i in infos] == played["latency_s"].tolist()
     assert dones.all() and all(i["TimeLimit.truncated"] for i in infos)
     for i in range(m):
         terminal = infos[i]["terminal_observation"]
@@ -479,3 +488,88 @@ def test_gymnasium_vector_wrappers_work_over_the_default_next_step_mode():
         total += rewards
     assert truncated.all() and np.array_equal(info["episode"]["l"], np.full(3, 5))
     assert np.allclose(info["episode"]["r"], total)
+
+
+# -- compatibility: DISABLED autoreset, max_episode_steps, SyncVectorEnv's info layout --------
+
+
+def test_disabled_autoreset_leaves_resets_to_reset_mask():
+    m, rounds = 3, 4
+    envs = JMSRAVectorEnv(m, episode_rounds=rounds, autoreset_mode="Disabled")
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.DISABLED
+    envs.reset(seed=0)
+    action = equal_split(m, envs.config.n_agents)
+    envs.step(action)
+    envs.reset(options={"reset_mask": np.array([False, True, False])})
+    for _ in range(rounds - 1):
+        obs, _, _, truncated, info = envs.step(action)
+    assert truncated.tolist() == [True, False, True] and "final_obs" not in info
+    assert info["round"].tolist() == [3, 2, 3]
+    obs2, info2 = envs.reset(options={"reset_mask": truncated})
+    assert info2["_round"].tolist() == [True, False, True]
+    assert np.array_equal(obs2["snr_db"][1], obs["snr_db"][1])  # sub-env 1 keeps its episode
+    _, rewards, _, truncated, info = envs.step(action)
+    assert info["round"].tolist() == [0, 3, 0] and np.all(rewards < 0.0) and truncated.tolist() == [False, True, False]
+
+
+def test_disabled_autoreset_refuses_to_step_an_ended_sub_env_and_changes_nothing():
+    envs = JMSRAVectorEnv(2, episode_rounds=2, autoreset_mode=AutoresetMode.DISABLED)
+    envs.reset(seed=1)
+    action = equal_split(2, envs.config.n_agents)
+    envs.step(action)
+    obs, *_ = envs.step(action)
+    terms = envs.current_terms()
+    with pytest.raises(RuntimeError, match=r"\[0, 1\] ended"):
+        envs.step(action)
+    assert envs.current_terms() is terms
+    obs2, _ = envs.reset(options={"reset_mask": np.array([True, True])})
+    envs.step(action)  # usable again
+
+
+def test_max_episode_steps_passes_through_make_vec():
+    envs = make_vec(num_envs=2, max_episode_steps=7)
+    assert envs.config.episode_rounds == 7
+    envs.reset(seed=0)
+    for t in range(7):
+        _, _, _, truncated, _ = envs.step(equal_split(2, envs.config.n_agents))
+    assert truncated.all()
+    with pytest.raises(ValueError, match="max_episode_steps"):
+        JMSRAVectorEnv(2, max_episode_steps=2.5)
+
+
+def _masked_rows_equal(a, b):
+    """Two Gymnasium vector infos: same keys, same masks, same values where the mask is set."""
+    assert sorted(a) == sorted(b)
+    for key in a:
+        if key.startswith("_"):
+            assert np.array_equal(a[key], b[key]), key
+        elif isinstance(a[key], dict):
+            _masked_rows_equal(a[key], b[key])
+        elif key != "final_obs":
+            mask = a["_" + key]
+            assert np.array_equal(np.asarray(a[key])[mask], np.asarray(b[key])[mask]), key
+
+
+@pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda m: m.value)
+def test_info_layout_matches_sync_vector_env_through_truncation(mode):
+    """The infos of every step, the truncating and the next included, against SyncVectorEnv over
+    JMSRAEnv (a batch of one reproduces the single env exactly)."""
+    config = {"episode_rounds": 3}
+    ours = make_vec(num_envs=1, config=config, autoreset_mode=mode)
+    sync = gym.make_vec("jmsra_env/JMSRA-v0", num_envs=1, vectorization_mode="sync", config=config,
+                        vector_kwargs={"autoreset_mode": mode})
+    _, info_o = ours.reset(seed=5)
+    _, info_s = sync.reset(seed=5)
+    _masked_rows_equal(info_o, info_s)
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        action = random_dict_actions(rng, 1, ours.config.n_agents)
+        obs_o, rew_o, _, trunc_o, info_o = ours.step(action)
+        obs_s, rew_s, _, trunc_s, info_s = sync.step(action)
+        assert np.array_equal(rew_o, rew_s) and np.array_equal(trunc_o, trunc_s)
+        _masked_rows_equal(info_o, info_s)
+        if "final_obs" in info_s:
+            assert all(np.array_equal(info_o["final_obs"][0][k], info_s["final_obs"][0][k]) for k in obs_s)
+        if mode == AutoresetMode.DISABLED and trunc_s.any():
+            ours.reset(options={"reset_mask": trunc_o.copy()})
+            sync.reset(options={"reset_mask": trunc_s.copy()})
