@@ -133,6 +133,11 @@ class VectorEncodedAction(gym.vector.VectorWrapper):
     """:class:`EncodedAction` on a gymnasium vector env of JMSRA environments (Box form), decoding
     each sub-environment's action on its last observation."""
 
+    @property
+    def autoreset_mode(self):
+        """The wrapped env's autoreset mode (TorchRL's ``GymWrapper`` reads it)."""
+        return self.env.autoreset_mode
+
     def __init__(self, env: gym.vector.VectorEnv, encoding: str = DEFAULT_ENCODING):
         super().__init__(env)
         check_encoding(encoding)

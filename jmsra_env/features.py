@@ -129,6 +129,11 @@ class VectorFeatureObservation(gym.vector.VectorObservationWrapper):
     """:class:`FeatureObservation` on a gymnasium vector env of JMSRA environments (batched);
     ``infos["final_obs"]`` (``SameStep`` autoreset) holds features too."""
 
+    @property
+    def autoreset_mode(self):
+        """The wrapped env's autoreset mode (TorchRL's ``GymWrapper`` reads it)."""
+        return self.env.autoreset_mode
+
     def __init__(self, env: gym.vector.VectorEnv, kind: str = DEFAULT_FEATURES):
         super().__init__(env)
         _check_kind(kind)
