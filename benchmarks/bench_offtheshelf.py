@@ -7,7 +7,9 @@ held-out episodes (seeds 20000+) next to JMSRA on the same rounds. Two setups:
 * ``raw``: ``gym.make("jmsra_env/JMSRA-Box-v1")`` as is (``MultiInputPolicy`` on the Dict
   observation, the Box action form);
 * ``options``: ``gym.make("jmsra_env/JMSRA-Box-v1", features="physics",
-  action_encoding="deadline")`` (``MlpPolicy``).
+  action_encoding="deadline")`` (``MlpPolicy``);
+* ``solved``: ``features="physics", action_encoding="solved"`` (the split is (P2)'s optimum for
+  the chosen media, perturbed by the action: the policy learns the media selection).
 
 Prints, per run, the steps trained (a run stops early at ``--max-minutes``), the mean latency as
 a ratio to JMSRA's on the same rounds, and the capped-round rate (evaluation and training)::
@@ -28,7 +30,11 @@ import numpy as np
 import jmsra_env  # noqa: F401 - registers the IDs
 
 ALGOS = ("ppo", "sac", "td3")
-SETUPS = {"raw": {}, "options": {"features": "physics", "action_encoding": "deadline"}}
+SETUPS = {
+    "raw": {},
+    "options": {"features": "physics", "action_encoding": "deadline"},
+    "solved": {"features": "physics", "action_encoding": "solved"},
+}
 ENV_ID = "jmsra_env/JMSRA-Box-v1"
 
 
@@ -101,7 +107,7 @@ def run(algo: str, setup: str, timesteps: int, max_minutes: float, episodes: int
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--algos", nargs="+", choices=ALGOS, default=list(ALGOS))
-    p.add_argument("--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS))
+    p.add_argument("--setups", nargs="+", choices=list(SETUPS), default=["raw", "options"])
     p.add_argument("--timesteps", type=int, default=200_000)
     p.add_argument("--max-minutes", type=float, default=float("inf"), help="stop each training run after this")
     p.add_argument("--episodes", type=int, default=16, help="held-out evaluation episodes (64 rounds each)")

@@ -11,6 +11,10 @@ Importing the package registers the environments (idempotently):
                                     ``JMSRA-Box-v1``, ``JMSRA-N8-Box-v1``, ``JMSRA-N16-Box-v1``,
                                     ``JMSRA-StaleCSI-Box-v1``
 ==================================  ====================================================
+
+The Box IDs are at v1 (log-scale bandwidth weights above the cap floors; the v0 Box IDs raise
+``gymnasium.error.DeprecatedEnv``). Every ID takes ``features=`` and ``action_encoding=`` in
+``gym.make`` / ``gym.make_vec`` (:mod:`jmsra_env.wrappers`).
 """
 
 from __future__ import annotations

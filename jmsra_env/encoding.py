@@ -17,6 +17,12 @@ form:
   some set of finish targets), so no decision is out of reach; what it buys is that the optimal
   split is "all targets equal", which a network learns easily. The env still charges the
   decoded Box action; :func:`decode_deadline` returns it in float64.
+* ``"solved"``: ``a[:N] > 0`` means KV and the split is the (P2) optimum for those media on the
+  observed round (:func:`jmsra_env.solvers.optimal_bandwidth`), each agent's bandwidth scaled by
+  ``10 ** a[N + i]`` and renormalised: ``a[N:] = 0`` *is* the optimal split, so the policy's real
+  task is the media selection (JMSRA's own decomposition: media by search, bandwidth by (P2)).
+  About 1 ms per decision for the solve. Not a one-to-one map (deviations beyond 10x per agent
+  are out of reach), so use ``"box"`` or ``"deadline"`` to study bandwidth allocation itself.
 
 :class:`EncodedAction` applies an encoding to one Gymnasium env (``gym.make(box_id,
 action_encoding="deadline")``, RL Zoo), :class:`VectorEncodedAction` to a gymnasium vector env,
@@ -39,13 +45,15 @@ __all__ = [
     "DEFAULT_ENCODING",
     "decode_deadline",
     "encode_deadline",
+    "decode_solved",
+    "encode_solved",
     "to_env_action",
     "expert_policy_action",
     "EncodedAction",
     "VectorEncodedAction",
 ]
 
-ACTION_ENCODINGS = ("deadline", "box")
+ACTION_ENCODINGS = ("deadline", "box", "solved")
 DEFAULT_ENCODING = "deadline"
 
 _LOG10_CENTER = 0.5  # F = 10 ** (center + scale * a): a in [-1, 1] -> 0.1 s .. 100 s
@@ -87,11 +95,45 @@ def encode_deadline(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
     return np.concatenate([2.0 * (np.asarray(media) != 0) - 1.0, dead], axis=-1)
 
 
+def decode_solved(action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
+    """Env Box actions (float64) for ``"solved"``-encoded actions: the media of ``a[:N]``, the
+    (P2)-optimal split for them on the observed round, agent ``i``'s bandwidth scaled by
+    ``10 ** a[N + i]`` and the split renormalised to the band (``a[N:] = 0``: the optimum)."""
+    from .solvers import optimal_bandwidth
+
+    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    n = a.shape[-1] // 2
+    media = (a[..., :n] > 0.0).astype(np.int8)
+    terms = model.terms_from_observation(consts, obs)
+    best, _ = optimal_bandwidth(terms, media)
+    b = actions.shares_to_bandwidth_hz(best * np.power(10.0, a[..., n:]), consts.bandwidth_hz)
+    return encode_box(media, b, terms)
+
+
+def encode_solved(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
+    """``"solved"``-encoded actions for decisions: ``log10`` of each agent's bandwidth over the
+    (P2) optimum for the same media, centred and clipped to [-1, 1] (0 for an optimal split, which
+    therefore round-trips exactly; agents without payload get 0)."""
+    from .solvers import optimal_bandwidth
+
+    media = (np.asarray(media) != 0).astype(np.int8)
+    best, _ = optimal_bandwidth(terms, media)
+    b = np.asarray(bandwidth_hz, dtype=np.float64)
+    pay = (best > 0.0) & (b > 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(pay, np.log10(b / np.where(pay, best, 1.0)), 0.0)
+    count = np.maximum(pay.sum(axis=-1, keepdims=True), 1)
+    ratio = np.where(pay, ratio - ratio.sum(axis=-1, keepdims=True) / count, 0.0)
+    return np.concatenate([2.0 * media - 1.0, np.clip(ratio, -1.0, 1.0)], axis=-1)
+
+
 def to_env_action(encoding: str, action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
     """The env's Box action for a policy action under ``encoding``."""
     check_encoding(encoding)
     if encoding == "box":
         return np.clip(np.asarray(action), -1.0, 1.0)
+    if encoding == "solved":
+        return decode_solved(action, obs, consts)
     return decode_deadline(action, obs, consts)
 
 
@@ -100,6 +142,8 @@ def expert_policy_action(encoding: str, media, bandwidth_hz, terms: model.RoundT
     check_encoding(encoding)
     if encoding == "box":
         return encode_box(media, bandwidth_hz, terms)
+    if encoding == "solved":
+        return encode_solved(media, bandwidth_hz, terms)
     return encode_deadline(media, bandwidth_hz, terms)
 
 

@@ -156,6 +156,11 @@ class JMSRAEnv(gym.Env[dict, Any]):
     (what a registered variant sets); keyword ``overrides`` apply last. Unknown keys raise
     ``ValueError``. ``render_mode`` is ``"ansi"`` (a per-agent table) or ``"rgb_array"``.
 
+    ``gym.make(id, features=..., action_encoding=...)`` (the registered entry point,
+    :func:`jmsra_env.wrappers.make_env`) wraps this env with :mod:`jmsra_env.features` (a flat
+    float32 observation) and :mod:`jmsra_env.encoding` (the deadline action encoding). The rounds
+    are independent of the decisions: a contextual bandit, train with discount 0.
+
     ## Version History
 
     * v1 (Box IDs only): log-scale weights above the cap floors replace the linear shares

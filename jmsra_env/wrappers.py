@@ -19,7 +19,7 @@ from .env import make_action_space
 __all__ = ["BoxActionWrapper", "make_env", "make_vector_env", "OPTION_CHOICES"]
 
 # Env-level options of make_env / make_vector_env and their values (None: the raw form).
-OPTION_CHOICES = {"features": (None, "log", "physics"), "action_encoding": (None, "box", "deadline")}
+OPTION_CHOICES = {"features": (None, "log", "physics"), "action_encoding": (None, "box", "deadline", "solved")}
 
 
 class BoxActionWrapper(gym.ActionWrapper):
