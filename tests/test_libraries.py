@@ -118,6 +118,21 @@ def test_deadline_option_charges_what_the_encoding_decodes():
     assert -env.step(code)[1] == expected
 
 
+def test_the_solved_encoding_of_an_optimal_decision_is_charged_its_latency():
+    from jmsra_env.encoding import encode_solved
+    from jmsra_env.solvers import solve
+
+    env = gym.make("jmsra_env/JMSRA-N8-Box-v1", action_encoding="solved", jmsra_in_info=True)
+    env.reset(seed=2)
+    for _ in range(20):
+        terms = env.unwrapped.observed_terms()
+        decision = solve("jmsra", terms)
+        code = encode_solved(decision.media, decision.bandwidth_hz, terms)
+        np.testing.assert_array_equal(code[8:], 0.0)  # the optimal split is the zero action
+        info = env.step(code)[4]
+        assert info["latency_s"] == pytest.approx(info["jmsra_latency_s"], rel=1e-9)
+
+
 def test_the_vector_entry_point_takes_the_same_options():
     envs = gym.make_vec("jmsra_env/JMSRA-Box-v1", num_envs=3, vectorization_mode="vector_entry_point",
                         features="log", action_encoding="deadline")
