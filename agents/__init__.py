@@ -9,8 +9,12 @@ Import the submodules you need; importing the package itself is cheap (no torch,
 :mod:`agents.ppo`               :class:`~agents.ppo.PPOConfig` and the PPO factory, device choice
 :mod:`agents.bc`                behaviour-cloning pre-training from the JMSRA expert
 :mod:`agents.callbacks`         TensorBoard round metrics, periodic evaluation, atomic checkpoints
-:mod:`agents.evaluation`        common-random-number evaluation of a policy against the experts
-:mod:`agents.checkpoint`        the run-directory format and :func:`~agents.checkpoint.load_trained_policy`
+:mod:`agents.evaluation`        trained models as evaluation policies; comparison with the experts
+:mod:`agents.cli_evaluate`      the ``evaluate.py`` / ``jmsra-evaluate`` command line
+:mod:`agents.checkpoint`        saved models (atomic units, safe format) and :func:`~agents.checkpoint.load_trained_policy`
+:mod:`agents.runs`              run directories: locking, ``--force``, what ``--resume`` continues
+:mod:`agents.training`          :func:`~agents.training.train` (``TrainSpec`` -> ``TrainResult``), resume rules
+:mod:`agents.cli_train`         the ``jmsra-train`` / ``train.py`` command line
 :mod:`agents.native_vec_env`    SB3 ``VecEnv`` over the batched NumPy env (``--vec native``)
 ==============================  ==================================================================
 """

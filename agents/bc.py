@@ -78,9 +78,12 @@ def expert_dataset(config, n_rounds: int, seed: int, features: str, encoding: st
 
 def pretrain(ppo, data: BCDataset, steps: int, *, batch_size: int = 512, learning_rate: float = 1e-3,
              seed: int = 0, log_every: int = 0, print_fn=None) -> dict[str, float]:
-    """Fit ``ppo``'s policy (mean action) and value head to the expert; returns the final losses."""
+    """Fit ``ppo``'s policy (mean action) and value head to the expert; returns the final losses.
+
+    ``steps_done`` counts the gradient steps taken; a ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM
+    under ``agents.training``) stops early with ``interrupted: True`` and the policy as it is.
+    """
     import torch
-    import torch.nn.functional as F
 
     vn = ppo.get_vec_normalize_env()
     feats = data.features
@@ -103,8 +106,22 @@ def pretrain(ppo, data: BCDataset, steps: int, *, batch_size: int = 512, learnin
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / max(steps, 1))))
     gen = torch.Generator().manual_seed(int(seed))
     policy.set_training_mode(True)
-    n = len(data)
     stats = {"bc_action_mse": float("nan"), "bc_value_mse": float("nan")}
+    try:
+        _fit(policy, params, opt, sched, gen, xs, ys, vs, steps, batch_size, stats, log_every, print_fn)
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: keep the steps done (the caller saves them)
+        stats["interrupted"] = True
+    policy.set_training_mode(False)
+    return stats
+
+
+def _fit(policy, params, opt, sched, gen, xs, ys, vs, steps, batch_size, stats, log_every, print_fn) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    n = len(xs)
+    device = policy.device
+    stats["steps_done"] = 0
     for step in range(int(steps)):
         idx = torch.randint(0, n, (min(batch_size, n),), generator=gen).to(device)
         obs = xs[idx]
@@ -118,9 +135,7 @@ def pretrain(ppo, data: BCDataset, steps: int, *, batch_size: int = 512, learnin
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        stats = {"bc_action_mse": float(a_loss.detach()), "bc_value_mse": float(v_loss.detach())}
+        stats.update(bc_action_mse=float(a_loss.detach()), bc_value_mse=float(v_loss.detach()), steps_done=step + 1)
         if print_fn is not None and log_every and (step + 1) % log_every == 0:
             print_fn(f"[bc {step + 1}/{steps}] action mse {stats['bc_action_mse']:.5f}, "
                      f"value mse {stats['bc_value_mse']:.5f}")
-    policy.set_training_mode(False)
-    return stats

@@ -29,12 +29,11 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from jmsra_env import model
+from jmsra_env.evaluation import SELECTION_SEED
 
 from . import checkpoint
 from .envs import RoundRecorder, find_wrapper
-from .evaluation import DEFAULT_EXPERTS, EvalResult, evaluate_policies
-from .encoding import to_env_action
-from .features import observation_features
+from .evaluation import DEFAULT_EXPERTS, Comparison, LivePredictor, compare_with_experts, live_model_policy
 
 __all__ = ["RoundMetricsCallback", "JMSRAEvalCallback", "AtomicCheckpointCallback", "policy_predict_fn"]
 
@@ -84,22 +83,18 @@ class RoundMetricsCallback(BaseCallback):
 
 def policy_predict_fn(model_, vecnormalize, consts, features: str, encoding: str) -> Callable:
     """``predict(raw batched obs) -> env Box actions`` for a model and its (live) normalisation."""
-
-    def predict(obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        x = observation_features(obs, consts, features)
-        if vecnormalize is not None:
-            x = vecnormalize.normalize_obs(x)
-        return to_env_action(encoding, model_.predict(x, deterministic=True)[0], obs, consts)
-
-    return predict
+    predictor = LivePredictor(model_, vecnormalize, consts, features, encoding)
+    return lambda obs: predictor.predict(obs)[0]
 
 
 class JMSRAEvalCallback(BaseCallback):
     """Every ``eval_freq`` steps, charge the deterministic policy and the experts on fixed seeds.
 
-    Keeps ``best_model.zip`` + ``best_vecnormalize.pkl`` (lowest mean latency) in ``run_dir`` and
-    the learning curve in ``evaluations.json``. Expert latencies are computed once (the rounds are
-    the same every time).
+    The evaluation is :func:`agents.evaluation.compare_with_experts` (the core and statistics of
+    ``evaluate.py``) on the episodes ``seeds`` (consecutive, default
+    :data:`jmsra_env.evaluation.SELECTION_SEED` +). Keeps ``best_model.zip`` + ``best_vecnormalize.pkl``
+    (lowest mean latency) in ``run_dir`` and the learning curve in ``evaluations.json``. The
+    experts are solved once (the rounds are the same every time).
     """
 
     def __init__(
@@ -111,27 +106,28 @@ class JMSRAEvalCallback(BaseCallback):
         encoding: str,
         eval_freq: int,
         run_dir: str | Path | None,
-        seeds: Sequence[int] = tuple(range(10_000, 10_008)),
-        n_rounds: int | None = None,
+        seeds: Sequence[int] = tuple(range(SELECTION_SEED, SELECTION_SEED + 8)),
         experts: Sequence[str] = DEFAULT_EXPERTS,
         verbose: int = 0,
         print_fn: Callable[[str], None] | None = None,
     ):
         super().__init__(verbose)
+        seeds = [int(s) for s in seeds]
+        if not seeds or seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+            raise ValueError(f"seeds must be consecutive episode seeds (one or more); got {seeds}")
         self.env_id = env_id
         self.config_overrides = dict(config_overrides or {})
-        self.consts = model.model_constants(config)
+        self.config = config
         self.features = features
         self.encoding = encoding
         self.eval_freq = int(eval_freq)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.seeds = list(seeds)
-        self.n_rounds = n_rounds
+        self.seeds = seeds
         self.experts = list(experts)
         self.print_fn = print_fn
         self.history: list[dict[str, float]] = []
         self.best_latency_s = np.inf
-        self._experts_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._expert_results: list | None = None
         self._last_bucket = 0
         self._load_history()
 
@@ -160,29 +156,22 @@ class JMSRAEvalCallback(BaseCallback):
             self.evaluate()
         return True
 
-    def evaluate(self) -> EvalResult:
+    def evaluate(self) -> Comparison:
         vn = self.model.get_vec_normalize_env()
-        predict = policy_predict_fn(self.model, vn, self.consts, self.features, self.encoding)
-        first = self._experts_cache is None
-        res = evaluate_policies(
-            self.env_id, self.config_overrides, {"ppo": predict},
-            experts=self.experts if first else (), seeds=self.seeds, n_rounds=self.n_rounds,
+        policy = live_model_policy(self.model, vn, self.config, self.features, self.encoding, label="ppo")
+        res = compare_with_experts(
+            self.env_id, self.config_overrides, [policy], experts=self.experts,
+            episodes=len(self.seeds), seed=self.seeds[0], expert_results=self._expert_results,
         )
-        if first:
-            self._experts_cache = {
-                k: (res.latency_s[k], res.capped[k], res.kv_share[k]) for k in self.experts
-            }
-        else:
-            for k, (lat, cap, kv) in self._experts_cache.items():
-                res.latency_s[k], res.capped[k], res.kv_share[k] = lat, cap, kv
-        res.reference = "jmsra" if "jmsra" in res.latency_s else "ppo"
-        lat = res.mean("ppo")
+        self._expert_results = [r for r in res.results if r.label != "ppo"]
+        ppo = res.row("ppo")
+        lat = float(ppo["mean_latency_s"])
         row = {
             "timesteps": int(self.num_timesteps),
             "latency_s": lat,
-            "gap_to_jmsra_pct": res.gap_pct("ppo"),
-            "kv_share": float(np.mean(res.kv_share["ppo"])),
-            "capped_rate": float(np.mean(res.capped["ppo"])),
+            "gap_to_jmsra_pct": float(ppo["gap_pct"]),
+            "kv_share": float(ppo["kv_share"]),
+            "capped_rate": float(ppo["capped_rate"]),
         }
         for k in self.experts:
             row[f"{k}_latency_s"] = res.mean(k)
@@ -198,7 +187,7 @@ class JMSRAEvalCallback(BaseCallback):
         self.history.append(row)
         for key in ("latency_s", "gap_to_jmsra_pct", "kv_share", "capped_rate"):
             self.logger.record(f"eval/{key}", row[key])
-        ref = res.mean(res.reference)
+        ref = res.mean(ppo["reference"])
         self.logger.record("eval/best_gap_to_jmsra_pct", 100.0 * (self.best_latency_s / ref - 1.0))
         for k in self.experts:
             self.logger.record(f"eval/{k.replace('-', '_')}_latency_s", row[f"{k}_latency_s"])

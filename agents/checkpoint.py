@@ -1,47 +1,65 @@
 """The run-directory format of a training run, atomic saving, and loading a trained policy.
 
-Format (``RUN_FORMAT = "jmsra_env.run/1"``)
--------------------------------------------
+Format (``RUN_FORMAT = "jmsra_env.run/2"``; ``/1`` runs, without the safe files, still load)
+--------------------------------------------------------------------------------------------
 
-``train.py`` writes one directory per run, ``<logdir>/<run-name>/``::
+``train.py`` (:func:`agents.training.train`) writes one directory per run,
+``<logdir>/<run-name>/``::
 
-    model.zip                       SB3 PPO model (the latest: end of training, or Ctrl-C)
-    vecnormalize.pkl                the VecNormalize statistics that go with model.zip (pickle)
+    model.zip  vecnormalize.pkl     SB3 PPO model + its VecNormalize statistics (pickles; resume)
+    policy.safetensors              the same policy's weights (safe format, no pickle)
+    policy.json                     architecture, normalisation statistics, run metadata, and the
+                                    SHA-256 of the three files above (the unit's manifest)
     run.json                        what the run was (below)
-    best_model.zip                  the best model of the periodic evaluation ...
-    best_vecnormalize.pkl           ... and its statistics (same run.json)
-    checkpoints/ckpt_<steps>_steps/ every K steps: model.zip, vecnormalize.pkl, run.json
+    best_model.zip ...              the best model of the periodic evaluation: best_vecnormalize.pkl,
+                                    best_policy.safetensors, best_policy.json (one more unit)
+    checkpoints/ckpt_<steps>_steps/ every K steps: one unit + run.json, renamed into place whole
+    evaluations.json                the periodic evaluation's learning curve
     tb/                             TensorBoard event files (``tensorboard --logdir <run dir>/tb``)
+    .jmsra_run.lock                 the run's lock (:mod:`agents.runs`) and marker
+
+A *saved model* is one unit: ``<prefix>model.zip``, ``<prefix>vecnormalize.pkl``,
+``<prefix>policy.safetensors`` and ``<prefix>policy.json`` (prefix ``""`` or ``"best_"``). The
+files are written one by one (each to a temporary name, then ``os.replace``) and
+``policy.json`` last: it holds the step count and the hashes of the other three, so a unit torn by
+a kill (new model next to old statistics) is detected at load and refused with a
+:class:`TornModelError`. A checkpoint is filled in a temporary directory and renamed whole.
+Saving defers SIGINT / SIGTERM (:func:`deferred_signals`): a second Ctrl-C waits for the save.
 
 ``run.json`` holds: ``format``; ``env_id`` (the SB3-ready Box ID trained on) and
 ``requested_env_id``; ``config`` (the env's ``ScenarioConfig.to_dict()``, rebuilt with
 :func:`jmsra_env.make_config`); ``action_form`` (``"box"``); ``n_agents``; ``features`` (the
 :mod:`agents.features` set); ``obs_pipeline`` (``"features -> VecNormalize.normalize_obs"``);
 ``action_encoding`` (:mod:`agents.encoding`: how the network's output becomes the env's Box
-action); ``args`` (the CLI arguments); ``ppo`` (the :class:`agents.ppo.PPOConfig`); ``versions``
+action); ``args`` (the training spec); ``ppo`` (the :class:`agents.ppo.PPOConfig`); ``versions``
 (package versions); ``num_timesteps`` (steps trained when this file was written);
 ``total_timesteps``; ``kind`` (``final``, ``checkpoint``, ``interrupted``, ``running``).
-
-Every file is written to a temporary name in the same directory and moved into place with
-``os.replace``; a checkpoint directory is filled under a temporary name and renamed as a whole, so
-a crash never leaves a half-written file under a final name.
 
 Loading
 -------
 
-:func:`load_trained_policy` takes a run directory, a checkpoint directory or a ``*.zip`` file and
-returns a :class:`TrainedPolicy` whose ``predict`` accepts RAW environment observations (one Dict
-observation or a batch of them) and applies the saved feature transform and normalisation.
+:func:`load_trained_policy` takes a run directory, a checkpoint directory, a ``*model.zip`` or a
+``*policy.json`` file and returns a :class:`TrainedPolicy` whose ``predict`` accepts RAW
+environment observations (one Dict observation or a batch of them) and applies the saved feature
+transform and normalisation. By default it reads only the safe files (JSON + safetensors: nothing
+is unpickled, so a crafted file cannot run code) and rebuilds the actor network in torch; its
+deterministic actions equal the SB3 model's exactly. ``trust_pickle=True`` loads the SB3 pickles
+instead (needed for runs older than the safe format); do that only for files you trust.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import os
 import pickle
+import signal
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,30 +67,88 @@ import numpy as np
 
 __all__ = [
     "RUN_FORMAT",
+    "POLICY_FORMAT",
     "MODEL_FILE",
     "VECNORM_FILE",
+    "POLICY_FILE",
+    "WEIGHTS_FILE",
     "RUN_FILE",
+    "BEST_PREFIX",
     "BEST_MODEL_FILE",
     "BEST_VECNORM_FILE",
     "CHECKPOINT_DIR",
+    "TornModelError",
+    "SavedUnit",
     "TrainedPolicy",
     "load_trained_policy",
+    "resolve_unit",
+    "check_unit",
     "resolve_run_files",
     "read_run_json",
     "atomic_write_bytes",
+    "deferred_signals",
     "save_model_files",
     "save_checkpoint",
     "checkpoint_name",
     "package_versions",
 ]
 
-RUN_FORMAT = "jmsra_env.run/1"
+RUN_FORMAT = "jmsra_env.run/2"  # /2: every saved model has its manifest (policy.json)
+LEGACY_RUN_FORMATS = ("jmsra_env.run/1",)
+POLICY_FORMAT = "jmsra_env.policy/1"
 MODEL_FILE = "model.zip"
 VECNORM_FILE = "vecnormalize.pkl"
+POLICY_FILE = "policy.json"
+WEIGHTS_FILE = "policy.safetensors"
 RUN_FILE = "run.json"
-BEST_MODEL_FILE = "best_model.zip"
-BEST_VECNORM_FILE = "best_vecnormalize.pkl"
+BEST_PREFIX = "best_"
+BEST_MODEL_FILE = BEST_PREFIX + MODEL_FILE
+BEST_VECNORM_FILE = BEST_PREFIX + VECNORM_FILE
 CHECKPOINT_DIR = "checkpoints"
+_UNIT_FILES = (MODEL_FILE, VECNORM_FILE, WEIGHTS_FILE, POLICY_FILE)
+
+
+class TornModelError(ValueError):
+    """The files of one saved model do not belong together (a save was interrupted)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals during a save
+
+_defer = threading.local()
+
+
+@contextlib.contextmanager
+def deferred_signals(redeliver: bool = True) -> Iterator[None]:
+    """Hold SIGINT / SIGTERM while the block runs (a save), then deliver the first one caught.
+
+    Outside the main thread (signals cannot be handled there) this does nothing. Re-entrant.
+    With ``redeliver=False`` the held signals are dropped (the caller is exiting anyway).
+    """
+    if threading.current_thread() is not threading.main_thread() or getattr(_defer, "depth", 0) > 0:
+        _defer.depth = getattr(_defer, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            _defer.depth -= 1
+        return
+    pending: list[int] = []
+
+    def hold(signum, frame):  # noqa: ARG001 - signal handler signature
+        pending.append(signum)
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, hold)
+    _defer.depth = 1
+    try:
+        yield
+    finally:
+        _defer.depth = 0
+        for s, handler in old.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if pending and redeliver:
+            signal.raise_signal(pending[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,7 +190,83 @@ def _json_default(o):
         return str(o)
     if isinstance(o, (tuple, set)):
         return list(o)
+    if isinstance(o, Mapping):
+        return dict(o)
     return repr(o)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The safe format: weights in safetensors, the rest in JSON
+
+_ACTIVATION_NAMES = {"ReLU": "relu", "Tanh": "tanh", "ELU": "elu", "SiLU": "silu"}
+
+
+def _architecture(policy) -> dict[str, Any]:
+    """The actor of an SB3 ``ActorCriticPolicy`` (flatten -> ``mlp_extractor.policy_net`` -> ``action_net``)."""
+    import torch.nn as nn
+
+    layers: list[dict[str, Any]] = []
+    for m in policy.mlp_extractor.policy_net:
+        if isinstance(m, nn.Linear):
+            layers.append({"linear": [m.in_features, m.out_features]})
+        elif type(m).__name__ in _ACTIVATION_NAMES:
+            layers.append({"activation": _ACTIVATION_NAMES[type(m).__name__]})
+        else:
+            raise ValueError(f"cannot describe policy layer {type(m).__name__} in the safe format")
+    space = policy.action_space
+    return {
+        "kind": "sb3.ActorCriticPolicy.mlp",
+        "obs_dim": int(np.prod(policy.observation_space.shape)),
+        "action_dim": int(np.prod(space.shape)),
+        "policy_net": layers,
+        "action_net": [policy.action_net.in_features, policy.action_net.out_features],
+        "action_low": np.asarray(space.low, dtype=np.float64).tolist(),
+        "action_high": np.asarray(space.high, dtype=np.float64).tolist(),
+        "squash_output": bool(getattr(policy, "squash_output", False)),
+        "distribution": "diag_gaussian",
+    }
+
+
+def _normalisation(vecnormalize) -> dict[str, Any]:
+    if vecnormalize is None:
+        return {"norm_obs": False}
+    rms = vecnormalize.obs_rms
+    return {
+        "norm_obs": bool(vecnormalize.norm_obs),
+        "mean": np.asarray(rms.mean, dtype=np.float64).tolist(),  # JSON floats round-trip exactly
+        "var": np.asarray(rms.var, dtype=np.float64).tolist(),
+        "count": float(rms.count),
+        "epsilon": float(vecnormalize.epsilon),
+        "clip_obs": float(vecnormalize.clip_obs),
+    }
+
+
+def _weights_bytes(policy) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()})
+
+
+def _unit_blobs(prefix: str, model, vecnormalize, run_meta: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """The four files of one saved model, ``policy.json`` (with the others' hashes) last."""
+    blobs = [
+        (prefix + VECNORM_FILE, pickle.dumps(vecnormalize)),
+        (prefix + MODEL_FILE, _model_bytes(model)),
+        (prefix + WEIGHTS_FILE, _weights_bytes(model.policy)),
+    ]
+    manifest = {
+        "format": POLICY_FORMAT,
+        "num_timesteps": int(model.num_timesteps),
+        "files": {name: _sha256(data) for name, data in blobs},
+        "architecture": _architecture(model.policy),
+        "normalization": _normalisation(vecnormalize),
+        "run": {k: v for k, v in run_meta.items() if k != "args"},
+    }
+    return blobs + [(prefix + POLICY_FILE, _json_bytes(manifest))]
 
 
 def save_model_files(
@@ -126,15 +278,32 @@ def save_model_files(
     model_file: str = MODEL_FILE,
     vecnorm_file: str = VECNORM_FILE,
 ) -> None:
-    """Atomically write the model, its normalisation statistics and (if given) ``run.json``."""
+    """Write one saved model (the unit of ``model_file``'s prefix) and, if given, ``run.json``.
+
+    Signals are held until the unit is complete. Without ``run_info`` the run metadata of the
+    safe format comes from the directory's ``run.json`` (the best model of a running run).
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    # Serialise everything first, then move into place: a failure leaves the old files intact.
-    blobs = [(vecnorm_file, pickle.dumps(vecnormalize)), (model_file, _model_bytes(model))]
-    if run_info is not None:
-        blobs.append((RUN_FILE, _json_bytes(run_info)))
-    for name, data in blobs:
-        atomic_write_bytes(directory / name, data)
+    prefix = model_file[: -len(MODEL_FILE)] if model_file.endswith(MODEL_FILE) else None
+    if prefix is None or vecnorm_file != prefix + VECNORM_FILE:
+        raise ValueError(f"a saved model is <prefix>{MODEL_FILE} + <prefix>{VECNORM_FILE}; got {model_file}, {vecnorm_file}")
+    meta = run_info if run_info is not None else _read_json_or_empty(directory / RUN_FILE)
+    meta = {**meta, "num_timesteps": int(model.num_timesteps)}
+    with deferred_signals():
+        directory.mkdir(parents=True, exist_ok=True)
+        # Serialise everything first, then move into place: a failure leaves the old unit intact.
+        blobs = _unit_blobs(prefix, model, vecnormalize, meta)
+        if run_info is not None:
+            blobs.append((RUN_FILE, _json_bytes(run_info)))
+        for name, data in blobs:
+            atomic_write_bytes(directory / name, data)
+
+
+def _read_json_or_empty(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def checkpoint_name(num_timesteps: int) -> str:
@@ -144,21 +313,22 @@ def checkpoint_name(num_timesteps: int) -> str:
 def save_checkpoint(run_dir: str | os.PathLike, model, vecnormalize, run_info: Mapping[str, Any]) -> Path:
     """Write ``checkpoints/ckpt_<steps>_steps/`` under a temporary name, then rename it whole."""
     root = Path(run_dir) / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / checkpoint_name(model.num_timesteps)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
-    try:
-        save_model_files(tmp, model, vecnormalize, run_info)
-        if final.exists():  # same step count saved twice (e.g. Ctrl-C right after a checkpoint)
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=root))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            _rmtree(old)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        _rmtree(tmp)
-        raise
+    with deferred_signals():
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / checkpoint_name(model.num_timesteps)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
+        try:
+            save_model_files(tmp, model, vecnormalize, run_info)
+            if final.exists():  # same step count saved twice (e.g. Ctrl-C right after a checkpoint)
+                old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", suffix=".tmp", dir=root))
+                os.replace(final, old / final.name)
+                os.replace(tmp, final)
+                _rmtree(old)
+            else:
+                os.replace(tmp, final)
+        except BaseException:
+            _rmtree(tmp)
+            raise
     return final
 
 
@@ -198,7 +368,7 @@ def read_run_json(path: str | os.PathLike) -> dict[str, Any]:
         info = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"corrupt run description {path}: {exc}") from exc
-    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
+    if not isinstance(info, dict) or info.get("format") not in (RUN_FORMAT, *LEGACY_RUN_FORMATS):
         raise ValueError(f"{path} is not a jmsra_env run description (expected format {RUN_FORMAT!r})")
     for key in ("env_id", "config", "action_form", "features"):
         if key not in info:
@@ -206,36 +376,148 @@ def read_run_json(path: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
-def resolve_run_files(path: str | os.PathLike) -> tuple[Path, Path, Path]:
-    """``(model.zip, vecnormalize.pkl, run.json)`` for a run dir, checkpoint dir or ``*.zip`` file."""
+@dataclass(frozen=True)
+class SavedUnit:
+    """One saved model: the files ``<prefix>model.zip`` ... ``<prefix>policy.json`` in ``directory``."""
+
+    directory: Path
+    prefix: str = ""
+
+    def path(self, name: str) -> Path:
+        return self.directory / (self.prefix + name)
+
+    @property
+    def model_path(self) -> Path:
+        return self.path(MODEL_FILE)
+
+    @property
+    def vecnorm_path(self) -> Path:
+        return self.path(VECNORM_FILE)
+
+    @property
+    def policy_path(self) -> Path:
+        return self.path(POLICY_FILE)
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path(WEIGHTS_FILE)
+
+    @property
+    def run_path(self) -> Path:
+        return self.directory / RUN_FILE
+
+    def exists(self) -> bool:
+        return self.policy_path.is_file() or self.model_path.is_file()
+
+
+def resolve_unit(path: str | os.PathLike) -> SavedUnit:
+    """The saved model at a run dir, checkpoint dir, ``*model.zip`` or ``*policy.json`` path."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no trained model at {p}: the path does not exist")
     if p.is_dir():
-        model_path = p / MODEL_FILE
-        if not model_path.is_file():
+        unit = SavedUnit(p)
+        if not unit.exists():
+            newest = _newest_checkpoint_dir(p)
+            hint = f"; its newest checkpoint is {newest}" if newest is not None else ""
             raise FileNotFoundError(
-                f"no trained model in {p}: expected {MODEL_FILE} (a run or checkpoint directory)"
+                f"no trained model in {p}: expected {POLICY_FILE} or {MODEL_FILE} (a run or checkpoint directory){hint}"
             )
-    else:
-        model_path = p
-        if p.suffix != ".zip":
-            raise ValueError(f"{p} is not a model: expected a run directory, a checkpoint directory or a .zip")
-    d = model_path.parent
-    if model_path.name == BEST_MODEL_FILE:
-        vec = d / BEST_VECNORM_FILE
-    elif model_path.name == MODEL_FILE:
-        vec = d / VECNORM_FILE
-    else:
-        vec = d / f"{model_path.stem}_{VECNORM_FILE}"
-        if not vec.is_file():
-            vec = d / VECNORM_FILE
+        return unit
+    for name in (MODEL_FILE, POLICY_FILE, WEIGHTS_FILE):
+        if p.name.endswith(name):
+            return SavedUnit(p.parent, p.name[: -len(name)])
+    raise ValueError(f"{p} is not a model: expected a run directory, a checkpoint directory, a *{MODEL_FILE} or a *{POLICY_FILE}")
+
+
+def _newest_checkpoint_dir(run_dir: Path) -> Path | None:
+    root = run_dir / CHECKPOINT_DIR
+    best: tuple[int, Path] | None = None
+    if root.is_dir():
+        for d in root.iterdir():
+            steps = _checkpoint_steps(d.name)
+            if steps is not None and (best is None or steps > best[0]):
+                best = (steps, d)
+    return best[1] if best is not None else None
+
+
+def _checkpoint_steps(name: str) -> int | None:
+    if name.startswith("ckpt_") and name.endswith("_steps"):
+        try:
+            return int(name[len("ckpt_") : -len("_steps")])
+        except ValueError:
+            return None
+    return None
+
+
+def read_policy_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a ``policy.json`` (plain JSON: nothing is executed); ``ValueError`` naming the path."""
+    path = Path(path)
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"corrupt policy description {path}: {exc}") from exc
+    if not isinstance(info, dict) or info.get("format") != POLICY_FORMAT:
+        raise ValueError(f"{path} is not a jmsra_env policy description (expected format {POLICY_FORMAT!r})")
+    for key in ("num_timesteps", "files", "architecture", "normalization", "run"):
+        if key not in info:
+            raise ValueError(f"policy description {path} lacks the field {key!r}")
+    return info
+
+
+def check_unit(unit: SavedUnit, names: tuple[str, ...] = (MODEL_FILE, VECNORM_FILE, WEIGHTS_FILE)) -> dict[str, Any]:
+    """Check that ``names`` of a saved model match the hashes in its ``policy.json``; return it.
+
+    ``FileNotFoundError`` when a file is missing, :class:`TornModelError` when a file is not the
+    one the manifest was written with (an interrupted save), ``ValueError`` for a corrupt manifest.
+    """
+    info = read_policy_json(unit.policy_path)
+    for name in names:
+        path = unit.path(name)
+        want = info["files"].get(unit.prefix + name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing from the saved model {unit.policy_path}")
+        if want is None or _sha256(path.read_bytes()) != want:
+            raise TornModelError(
+                f"torn saved model: {path} is not the file {unit.policy_path} was written with "
+                f"(step {info['num_timesteps']}); a save was interrupted. Use a checkpoint of the run "
+                f"(train.py --resume <run dir> picks the newest consistent one)"
+            )
+    return info
+
+
+def _check_manifest_present(unit: SavedUnit) -> None:
+    """In a run of the current format every saved model has a manifest: none = an interrupted save."""
+    if unit.policy_path.is_file():
+        return
+    try:
+        fmt = json.loads(unit.run_path.read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return
+    if fmt == RUN_FORMAT:
+        raise TornModelError(f"incomplete saved model {unit.model_path}: its manifest {unit.policy_path.name} is "
+                             f"missing (a save was interrupted)")
+
+
+def resolve_run_files(path: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """``(model.zip, vecnormalize.pkl, run.json)`` of a saved model, checked against its manifest.
+
+    Runs older than the manifest (no ``policy.json``) are returned unchecked.
+    """
+    unit = resolve_unit(path)
+    if not unit.model_path.is_file():
+        raise FileNotFoundError(f"no SB3 model in {unit.directory}: expected {unit.model_path}")
+    vec = unit.vecnorm_path
     if not vec.is_file():
-        raise FileNotFoundError(f"normalisation statistics for {model_path} not found: expected {vec}")
-    run = d / RUN_FILE
-    if not run.is_file():
-        raise FileNotFoundError(f"run description for {model_path} not found: expected {run}")
-    return model_path, vec, run
+        raise FileNotFoundError(f"normalisation statistics for {unit.model_path} not found: expected {vec}")
+    if not unit.run_path.is_file():
+        raise FileNotFoundError(f"run description for {unit.model_path} not found: expected {unit.run_path}")
+    _check_manifest_present(unit)
+    if unit.policy_path.is_file():
+        check_unit(unit, (MODEL_FILE, VECNORM_FILE))
+    return unit.model_path, vec, unit.run_path
 
 
 def load_vecnormalize(path: str | os.PathLike):
@@ -285,7 +567,8 @@ class TrainedPolicy:
 
     Attributes: ``env_id`` (the Box ID trained on), ``config`` (:class:`jmsra_env.ScenarioConfig`),
     ``action_form`` (``"box"``), ``n_agents``, ``features``, ``action_encoding``, ``run_info`` (``run.json``),
-    ``model`` (the SB3 PPO), ``model_path``, ``num_timesteps``.
+    ``model`` (the SB3 PPO, or a :class:`SafeActor` from the safe format), ``vecnormalize`` (SB3's
+    or an :class:`ObsNormalizer`), ``model_path``, ``num_timesteps``.
     """
 
     def __init__(self, model, vecnormalize, run_info: Mapping[str, Any], model_path: str | os.PathLike = "<memory>"):
@@ -341,14 +624,122 @@ class TrainedPolicy:
         )
 
 
-def load_trained_policy(path: str | os.PathLike, device: str = "cpu") -> TrainedPolicy:
-    """Load a trained policy from a run directory, a checkpoint directory or a ``*.zip`` model.
+class SafeActor:
+    """The actor of a saved SB3 policy rebuilt in torch from the safe format (no unpickling).
 
-    Raises ``FileNotFoundError`` (missing path or companion file) or ``ValueError`` (corrupt or
-    foreign file), each naming the path.
+    Mirrors ``ActorCriticPolicy.predict``: flatten, ``mlp_extractor.policy_net``, ``action_net``
+    (the Gaussian's mean, its mode), clip to the action space; same layers, same weights, so the
+    deterministic actions equal the SB3 model's bit for bit.
     """
-    model_path, vec_path, run_path = resolve_run_files(path)
-    run_info = read_run_json(run_path)
-    vn = load_vecnormalize(vec_path)
-    model = load_ppo(model_path, device=device)
-    return TrainedPolicy(model, vn, run_info, model_path)
+
+    def __init__(self, architecture: Mapping[str, Any], weights: Mapping[str, Any], device: str = "cpu",
+                 source: str | os.PathLike = "<memory>"):
+        import gymnasium as gym
+        import torch
+        import torch.nn as nn
+
+        acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU}
+        try:
+            if architecture.get("kind") != "sb3.ActorCriticPolicy.mlp" or architecture.get("squash_output"):
+                raise ValueError(f"unsupported architecture kind {architecture.get('kind')!r}")
+            layers = []
+            for layer in architecture["policy_net"]:
+                if "linear" in layer:
+                    layers.append(nn.Linear(*(int(v) for v in layer["linear"])))
+                else:
+                    layers.append(acts[layer["activation"]]())
+            self.obs_dim = int(architecture["obs_dim"])
+            self.action_dim = int(architecture["action_dim"])
+            self.policy_net = nn.Sequential(*layers)
+            self.action_net = nn.Linear(*(int(v) for v in architecture["action_net"]))
+            low = np.asarray(architecture["action_low"], dtype=np.float32)
+            high = np.asarray(architecture["action_high"], dtype=np.float32)
+            self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
+            prefix = "mlp_extractor."
+            state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix + "policy_net.")}
+            self.policy_net.load_state_dict({k[len("policy_net."):]: v for k, v in state.items()}, strict=True)
+            self.action_net.load_state_dict(
+                {k[len("action_net."):]: v for k, v in weights.items() if k.startswith("action_net.")}, strict=True
+            )
+            self.log_std = weights["log_std"].to(torch.float32)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{source}: the safe policy does not match its architecture: {type(exc).__name__}: {exc}") from exc
+        self.device = torch.device(device)
+        self.policy_net.to(self.device).eval()
+        self.action_net.to(self.device).eval()
+        self.log_std = self.log_std.to(self.device)
+
+    def predict(self, x, state=None, episode_start=None, deterministic: bool = True):
+        import torch
+
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[-1:] != (self.obs_dim,) or x.ndim > 2:
+            raise ValueError(f"expected features of shape ({self.obs_dim},) or (M, {self.obs_dim}); got {x.shape}")
+        with torch.no_grad():
+            t = torch.as_tensor(x.reshape(-1, self.obs_dim), device=self.device).float()
+            mean = self.action_net(self.policy_net(t))
+            if not deterministic:
+                mean = mean + torch.randn_like(mean) * torch.exp(self.log_std)
+        a = mean.cpu().numpy().reshape(-1, self.action_dim)
+        a = np.clip(a, self.action_space.low, self.action_space.high)
+        return (a if x.ndim == 2 else a[0]), None
+
+
+class ObsNormalizer:
+    """``VecNormalize.normalize_obs`` from the statistics saved in JSON (same float64 arithmetic)."""
+
+    def __init__(self, spec: Mapping[str, Any]):
+        self.norm_obs = bool(spec.get("norm_obs", False))
+        if self.norm_obs:
+            self.mean = np.asarray(spec["mean"], dtype=np.float64)
+            self.var = np.asarray(spec["var"], dtype=np.float64)
+            self.epsilon = float(spec["epsilon"])
+            self.clip_obs = float(spec["clip_obs"])
+
+    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
+        if not self.norm_obs:
+            return np.array(obs)
+        return np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip_obs, self.clip_obs).astype(np.float32)
+
+
+def load_trained_policy(path: str | os.PathLike, device: str = "cpu", trust_pickle: bool = False) -> TrainedPolicy:
+    """Load a trained policy from a run directory, a checkpoint directory or a model file.
+
+    By default only the safe files are read (``policy.json`` + ``policy.safetensors``: JSON and raw
+    tensors, nothing unpickled) and the weights are checked against the manifest's hash.
+    ``trust_pickle=True`` loads the SB3 pickles (``model.zip`` + ``vecnormalize.pkl``) instead,
+    after checking them against the manifest when there is one (runs older than the safe format
+    have none): only for files you trust, since unpickling a crafted file runs its code.
+
+    Raises ``FileNotFoundError`` (missing path or companion file), :class:`TornModelError` (files
+    of different saves) or ``ValueError`` (corrupt or foreign file), each naming the path.
+    """
+    unit = resolve_unit(path)
+    if trust_pickle:
+        model_path, vec_path, run_path = resolve_run_files(path)
+        run_info = read_run_json(run_path)
+        vn = load_vecnormalize(vec_path)
+        model = load_ppo(model_path, device=device)
+        return TrainedPolicy(model, vn, run_info, model_path)
+    _check_manifest_present(unit)
+    if not unit.policy_path.is_file():
+        raise FileNotFoundError(
+            f"no safe policy files in {unit.directory} (expected {unit.policy_path.name} + {unit.weights_path.name}): "
+            f"the run predates the safe format. Loading its SB3 pickles runs code from the files: pass "
+            f"trust_pickle=True (--trust-pickle) only if you trust whoever made them"
+        )
+    info = check_unit(unit, (WEIGHTS_FILE,))
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_tensors
+
+    try:
+        weights = load_tensors(unit.weights_path.read_bytes())
+    except (SafetensorError, ValueError) as exc:
+        raise ValueError(f"corrupt policy weights {unit.weights_path}: {exc}") from exc
+    actor = SafeActor(info["architecture"], weights, device=device, source=unit.weights_path)
+    actor.num_timesteps = int(info["num_timesteps"])
+    run_info = {**info["run"], "num_timesteps": actor.num_timesteps}
+    for key in ("env_id", "config", "action_form", "features"):
+        if key not in run_info:
+            raise ValueError(f"policy description {unit.policy_path} lacks the run field {key!r}")
+    return TrainedPolicy(actor, ObsNormalizer(info["normalization"]), run_info, unit.policy_path)

@@ -1,172 +1,217 @@
-"""Evaluate policies against the experts on the same seeded rounds (common random numbers).
+"""Trained models as evaluation policies, and the comparison with the experts that training prints.
 
-The rounds of a JMSRA environment do not depend on the actions taken, so one pass over fixed seeds
-yields a set of rounds on which every policy is charged. The first learned policy drives the real
-environments (its reward is the charged latency); every other policy's decision on the same
-observation is charged on the same *true* round terms with :func:`jmsra_env.model.latency`, the
-function the environment itself charges with. With ``csi_delay > 0`` the experts decide on the
-stale observation and are charged on the true channel, exactly as in the environment.
+The evaluation itself is :mod:`jmsra_env.evaluation` (rounds drawn once, charging, statistics);
+this module plugs trained PPO models into it through its policy protocol, so that the environment
+package never imports the training package:
+
+* :class:`TrainedModelPolicy` wraps anything with ``predict(obs, deterministic=True) -> (Box
+  action, state)`` on raw observations: a saved run (:func:`load_model_policy`, through
+  :func:`agents.checkpoint.load_trained_policy`) or a model being trained (:func:`live_model_policy`).
+* :func:`compare_with_experts` is training's periodic evaluation and final comparison: the
+  policies and experts on the same rounds, with the statistics of ``evaluate.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
-from jmsra_env import actions, model
+from jmsra_env import actions, evaluation as ev, model
+from jmsra_env.config import ScenarioConfig
+from jmsra_env.evaluation.report import plain_table
 
-from .envs import box_env_id, scenario_config
-
-__all__ = ["EvalResult", "collect_rounds", "evaluate_policies", "format_table", "DEFAULT_EXPERTS"]
+__all__ = [
+    "DEFAULT_EXPERTS",
+    "TrainedModelPolicy",
+    "load_model_policy",
+    "live_model_policy",
+    "Comparison",
+    "compare_with_experts",
+    "format_table",
+    "final_comparison",
+    "LivePredictor",
+]
 
 DEFAULT_EXPERTS = ("jmsra", "nl-only", "kv-only")
 
-PredictFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
+
+class TrainedModelPolicy:
+    """A trained model as an evaluation policy (:class:`jmsra_env.evaluation.Policy`).
+
+    ``predictor.predict(obs, deterministic=True)`` maps raw Dict observations (one or a batch) to
+    the env's Box actions; they are decoded with the *evaluated* scenario's bandwidth, exactly as
+    the environment decodes them. ``config`` is the scenario trained on (checked against the
+    evaluated one by :func:`jmsra_env.evaluation.check_policy_fits`).
+    """
+
+    def __init__(
+        self,
+        predictor,
+        config: ScenarioConfig,
+        label: str = "ppo",
+        *,
+        path: str = "<memory>",
+        env_id: str | None = None,
+        kind: str = "ppo",
+    ):
+        self.predictor = predictor
+        self.config = config
+        self.label = label
+        self.path = path
+        self.env_id = env_id
+        self.kind = kind
+        self.notes: list[str] = []
+        self._scenario = config
+
+    @property
+    def trained(self):
+        """The wrapped predictor (an ``agents.checkpoint.TrainedPolicy`` for a saved run)."""
+        return self.predictor
+
+    def reset(self, config: ScenarioConfig, seed: int | None = None) -> None:
+        self._scenario = config
+
+    def decide(self, obs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        action, _ = self.predictor.predict(obs, deterministic=True)
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        terms = model.terms_from_observation(model.model_constants(self._scenario), obs)
+        return actions.decode_box(action, terms, action.shape[:-1])
+
+
+def _model_label(path: Path) -> str:
+    p = path.resolve()
+    if p.is_dir():
+        return f"ppo:{p.name}"
+    stem = p.name[: -len(".zip")] if p.name.endswith(".zip") else p.name
+    parent = p.parent.name
+    return f"ppo:{parent}" if stem == "model" else f"ppo:{parent}/{stem}"
+
+
+def load_model_policy(
+    path: str | os.PathLike,
+    *,
+    label: str | None = None,
+    device: str = "cpu",
+    trust_pickle: bool = False,
+) -> TrainedModelPolicy:
+    """Load a trained model (run dir, model.zip or checkpoint dir) as an evaluation policy.
+
+    Only the safe format (safetensors + JSON) is read unless ``trust_pickle`` (see
+    :func:`agents.checkpoint.load_trained_policy`).
+    Any failure is an :class:`jmsra_env.evaluation.EvaluationError` naming the path.
+    """
+    from .checkpoint import load_trained_policy
+
+    p = Path(path)
+    if not p.exists():
+        raise ev.EvaluationError(f"model path {str(path)!r} does not exist")
+    try:
+        trained = load_trained_policy(p, device=device, trust_pickle=trust_pickle)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is reported with the path
+        raise ev.EvaluationError(f"cannot load model {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(getattr(trained, "config", None), ScenarioConfig):
+        raise ev.EvaluationError(
+            f"model {str(path)!r} carries no scenario config (run.json); cannot check that it fits"
+        )
+    return TrainedModelPolicy(
+        trained, trained.config, label or _model_label(p), path=str(path), env_id=getattr(trained, "env_id", None)
+    )
+
+
+class LivePredictor:
+    """``predict`` of a model being trained, with its live observation normalisation."""
+
+    def __init__(self, model_, vecnormalize, consts, features: str, encoding: str):
+        self.model, self.vecnormalize, self.consts = model_, vecnormalize, consts
+        self.features, self.encoding = features, encoding
+
+    def predict(self, obs, deterministic: bool = True):
+        from .encoding import to_env_action
+        from .features import observation_features
+
+        x = observation_features(obs, self.consts, self.features)
+        if self.vecnormalize is not None:
+            x = self.vecnormalize.normalize_obs(x)
+        return to_env_action(self.encoding, self.model.predict(x, deterministic=True)[0], obs, self.consts), None
+
+
+def live_model_policy(
+    model_, vecnormalize, config: ScenarioConfig, features: str, encoding: str, label: str = "ppo"
+) -> TrainedModelPolicy:
+    """A model being trained (SB3 PPO and its live ``VecNormalize``) as an evaluation policy."""
+    predictor = LivePredictor(model_, vecnormalize, model.model_constants(config), features, encoding)
+    return TrainedModelPolicy(predictor, config, label)
 
 
 @dataclass
-class EvalResult:
-    """Per-policy latencies on the same rounds; ``rows()`` gives the summary table."""
+class Comparison:
+    """Policies and experts charged on the same rounds; ``rows`` are :func:`jmsra_env.evaluation.summarise`'s."""
 
-    latency_s: dict[str, np.ndarray]
-    capped: dict[str, np.ndarray]
-    kv_share: dict[str, np.ndarray]
-    n_rounds: int
-    seeds: list[int]
-    reference: str = "jmsra"
-    charged_latency_s: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    rounds: ev.Rounds
+    results: list[ev.PolicyResult]
+    rows: list[dict[str, Any]]
 
-    def mean(self, name: str) -> float:
-        return float(np.mean(self.latency_s[name]))
+    def row(self, label: str) -> dict[str, Any]:
+        return next(r for r in self.rows if r["policy"] == label)
 
-    def gap_pct(self, name: str, reference: str | None = None) -> float:
-        """``100 (mean latency / reference mean latency - 1)`` on the same rounds."""
-        ref = self.mean(reference or self.reference)
-        return 100.0 * (self.mean(name) / ref - 1.0)
-
-    def rows(self) -> list[dict[str, Any]]:
-        out = []
-        for name, lat in self.latency_s.items():
-            out.append(
-                {
-                    "policy": name,
-                    "mean_latency_s": float(np.mean(lat)),
-                    "p95_latency_s": float(np.percentile(lat, 95)),
-                    f"gap_to_{self.reference}_pct": self.gap_pct(name),
-                    "kv_share": float(np.mean(self.kv_share[name])),
-                    "capped_rate": float(np.mean(self.capped[name])),
-                }
-            )
-        return out
+    def mean(self, label: str) -> float:
+        return float(self.row(label)["mean_latency_s"])
 
 
-def collect_rounds(
+def compare_with_experts(
     env_id: str,
-    config: Mapping[str, Any] | None,
-    seeds: Sequence[int],
-    n_rounds: int,
-    driver: PredictFn | None = None,
-    learned: Mapping[str, PredictFn] | None = None,
-):
-    """Step one raw env per seed for ``n_rounds`` rounds; return observations, true terms, actions.
-
-    ``driver`` picks the actions that step the envs (default: equal split, all NL); its charged
-    latencies come back as ``charged``. ``learned`` policies also decide on every observation.
-    """
-    box_id = box_env_id(env_id)
-    envs = [gym.make(box_id, config=dict(config or {})) for _ in seeds]
-    obs_list = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
-    n = envs[0].unwrapped.config.n_agents
-    all_obs, all_terms, charged = [], [], []
-    learned = dict(learned or {})
-    acts: dict[str, list[np.ndarray]] = {k: [] for k in learned}
-    for _ in range(n_rounds):
-        obs = {k: np.stack([o[k] for o in obs_list]) for k in obs_list[0]}
-        terms = model.concat_terms([env.unwrapped.current_terms()[None] for env in envs])
-        for name, fn in learned.items():
-            acts[name].append(np.asarray(fn(obs), dtype=np.float64).reshape(len(envs), 2 * n))
-        step_action = np.asarray(driver(obs)) if driver is not None else -np.ones((len(envs), 2 * n))
-        # float64: the exact decision (a float32 cast would move the latency by up to ~4e-7)
-        step_action = step_action.astype(np.float64).reshape(len(envs), 2 * n)
-        lat = []
-        for i, env in enumerate(envs):
-            o, r, term, trunc, info = env.step(step_action[i])
-            lat.append(info["latency_s"])
-            if term or trunc:
-                o, _ = env.reset()
-            obs_list[i] = o
-        all_obs.append(obs)
-        all_terms.append(terms)
-        charged.append(np.array(lat))
-    for env in envs:
-        env.close()
-    obs = {k: np.concatenate([o[k] for o in all_obs]) for k in all_obs[0]}
-    terms = model.RoundTerms(
-        *(np.concatenate([getattr(t, f) for t in all_terms]) for f in
-          ("prefill_s", "extra_compute_s", "payload_bits", "receiver_s", "answer_s", "gain_hz")),
-        all_terms[0].bandwidth_hz,
-        all_terms[0].latency_cap_s,
-    )
-    actions_ = {k: np.concatenate(v) for k, v in acts.items()}
-    return obs, terms, actions_, np.concatenate(charged)
-
-
-def evaluate_policies(
-    env_id: str,
-    config: Mapping[str, Any] | None,
-    learned: Mapping[str, PredictFn],
+    overrides: Mapping[str, Any] | None,
+    policies: Sequence,
     *,
     experts: Sequence[str] = DEFAULT_EXPERTS,
-    seeds: Sequence[int] = tuple(range(10_000, 10_008)),
-    n_rounds: int | None = None,
-    reference: str = "jmsra",
-) -> EvalResult:
-    """Charge every learned policy and expert on the same rounds of ``len(seeds)`` episodes.
+    episodes: int,
+    seed: int = ev.HELD_OUT_SEED,
+    reference: str | None = None,
+    expert_results: Sequence[ev.PolicyResult] | None = None,
+) -> Comparison:
+    """Charge ``policies`` and ``experts`` on ``episodes`` episodes from ``seed`` (common rounds).
 
-    ``learned`` maps names to ``predict(batched raw obs) -> Box actions``; the first one drives
-    the environments. ``n_rounds`` per seed defaults to one episode.
+    ``env_id`` may carry either action form (the scenario is what counts). ``expert_results`` from
+    an earlier call on the same rounds are reused instead of solving again (the periodic
+    evaluation's rounds never change). The reference is JMSRA when evaluated, else the optimum, else
+    the first policy.
     """
-    from jmsra_env.solvers import solve
-
-    cfg = scenario_config(box_env_id(env_id), config)
-    consts = model.model_constants(cfg)
-    n_rounds = cfg.episode_rounds if n_rounds is None else int(n_rounds)
-    names = list(learned)
-    driver = learned[names[0]] if names else None
-    obs, terms, acts, charged = collect_rounds(env_id, config, seeds, n_rounds, driver, learned)
-    lat, capped, kv = {}, {}, {}
-    for name in names:
-        media, bw = actions.decode_box(np.clip(acts[name], -1.0, 1.0), model.terms_from_observation(consts, obs))
-        br = model.latency(terms, media, bw)
-        lat[name], capped[name], kv[name] = br.latency_s, br.capped, media.mean(axis=-1)
-    observed = model.terms_from_observation(consts, obs)
-    for name in experts:
-        if name in lat:
-            continue
-        d = solve(name, observed)
-        br = model.latency(terms, d.media, d.bandwidth_hz)
-        lat[name], capped[name], kv[name] = br.latency_s, br.capped, np.asarray(d.media).mean(axis=-1)
-    if reference not in lat:
-        reference = next(iter(lat))
-    return EvalResult(lat, capped, kv, n_rounds=len(charged), seeds=list(seeds), reference=reference,
-                      charged_latency_s=charged if names else None)
-
-
-def format_table(result: EvalResult, title: str | None = None) -> str:
-    """A plain-text table of :meth:`EvalResult.rows`."""
-    ref = result.reference
-    head = f"{'policy':<22}{'mean latency (s)':>18}{'p95 (s)':>10}{'gap to ' + ref:>16}{'KV share':>10}{'capped':>8}"
-    lines = [title] if title else []
-    lines += [head, "-" * len(head)]
-    for r in result.rows():
-        lines.append(
-            f"{r['policy']:<22}{r['mean_latency_s']:>18.4f}{r['p95_latency_s']:>10.3f}"
-            f"{r[f'gap_to_{ref}_pct']:>15.2f}%{r['kv_share']:>10.2f}{r['capped_rate']:>8.3f}"
+    cfg, _ = ev.scenario_from_env_id(env_id, overrides)
+    rounds = ev.draw_rounds(cfg, episodes, seed)
+    results = ev.evaluate_policies(rounds, list(policies), single_round_budget_s=0.0)
+    if expert_results is None:
+        expert_policies, _ = ev.resolve_experts(
+            [e for e in experts if e not in {r.label for r in results}], cfg
         )
-    lines.append(f"({result.n_rounds} rounds from seeds {result.seeds[0]}..{result.seeds[-1]})")
-    return "\n".join(lines)
+        expert_results = ev.evaluate_policies(rounds, expert_policies, single_round_budget_s=0.0)
+    results += list(expert_results)
+    labels = [r.label for r in results]
+    if reference is None:
+        reference = next((x for x in ("jmsra", "optimal") if x in labels), labels[0])
+    return Comparison(rounds, results, ev.summarise(results, reference))
+
+
+def format_table(comparison: Comparison, title: str | None = None) -> str:
+    """The comparison as a plain-text table (the statistics of ``evaluate.py``)."""
+    r = comparison.rounds
+    foot = (
+        f"({r.n_rounds} rounds: {r.episodes} episodes x {r.rounds_per_episode} from seeds "
+        f"{r.seed}..{r.seed + r.episodes - 1}; 95% CI: t over episodes, gap paired)"
+    )
+    return plain_table(comparison.rows, title=title, footer=foot)
+
+
+def final_comparison(
+    model_, vecnormalize, env_id: str, overrides: Mapping[str, Any] | None, config: ScenarioConfig,
+    features: str, encoding: str, episodes: int, *, seed: int = ev.HELD_OUT_SEED,
+) -> str:
+    """train.py's closing table: the trained model against JMSRA, NL-only and KV-only on held-out
+    episodes (seeds :data:`jmsra_env.evaluation.HELD_OUT_SEED` +)."""
+    policy = live_model_policy(model_, vecnormalize, config, features, encoding, label="ppo")
+    res = compare_with_experts(env_id, overrides, [policy], episodes=episodes, seed=seed)
+    return format_table(res, title=f"Held-out comparison ({env_id}, {episodes} episodes):")

@@ -21,26 +21,46 @@ DEVICES = ("auto", "cpu", "cuda")
 _ACTIVATIONS = ("tanh", "relu", "elu", "silu")
 
 
+def _hp(default: Any, help: str, **cli: Any) -> Any:
+    """A hyperparameter field: ``help`` (and optional argparse ``choices`` / ``parse``) feed the CLI flags."""
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default=tuple(default), metadata={"help": help, **cli})
+    return dataclasses.field(default=default, metadata={"help": help, **cli})
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    """``"256,256"`` -> ``(256, 256)`` (the ``--net-arch`` syntax)."""
+    try:
+        return tuple(int(h) for h in str(text).split(",") if h.strip())
+    except ValueError:
+        raise ValueError(f"net_arch must be comma-separated integers such as 256,256; got {text!r}") from None
+
+
 @dataclass(frozen=True)
 class PPOConfig:
-    """PPO hyperparameters (SB3 names); ``net_arch`` is shared by the policy and value nets."""
+    """PPO hyperparameters (SB3 names); ``net_arch`` is shared by the policy and value nets.
 
-    learning_rate: float = 3e-4
-    lr_schedule: str = "linear"  # "constant" or "linear" (decays to 0 at the end of training)
-    n_steps: int = 256  # per env and rollout
-    batch_size: int = 512
-    n_epochs: int = 10
-    gamma: float = 0.0  # a round's decision does not affect later rounds
-    gae_lambda: float = 0.95
-    clip_range: float = 0.2
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    target_kl: float | None = None
-    net_arch: tuple[int, ...] = (256, 256)
-    activation: str = "relu"
-    log_std_init: float = -1.0
-    ortho_init: bool = True
+    Each field is written once: ``agents.cli_train`` derives a ``--flag`` from every field (its
+    ``help`` metadata, type from the default or the ``parse`` metadata).
+    """
+
+    # defaults: the search in docs/training.md ("What mattered")
+    learning_rate: float = _hp(3e-4, "step size (3e-5 after behaviour cloning unless given)")
+    lr_schedule: str = _hp("linear", "linear decays to 0 at the end of training", choices=("constant", "linear"))
+    n_steps: int = _hp(256, "steps per env and rollout")
+    batch_size: int = _hp(512, "minibatch size")
+    n_epochs: int = _hp(10, "passes over each rollout")
+    gamma: float = _hp(0.0, "discount (rounds are independent decisions)")
+    gae_lambda: float = _hp(0.95, "GAE lambda")
+    clip_range: float = _hp(0.2, "PPO clip range")
+    ent_coef: float = _hp(0.0, "entropy bonus")
+    vf_coef: float = _hp(0.5, "value-loss weight")
+    max_grad_norm: float = _hp(0.5, "gradient clipping")
+    target_kl: float | None = _hp(None, "early-stop an update past this KL", parse=float)
+    net_arch: tuple[int, ...] = _hp((256, 256), "hidden sizes, e.g. 256,256", parse=_int_tuple)
+    activation: str = _hp("relu", "hidden activation", choices=_ACTIVATIONS)
+    log_std_init: float = _hp(-1.0, "initial log std of the actions (-3 after behaviour cloning unless given)")
+    ortho_init: bool = _hp(True, "orthogonal initialisation of the networks")
 
     def __post_init__(self) -> None:
         if isinstance(self.net_arch, list):

@@ -2,12 +2,15 @@
 
     python benchmarks/bench_experts.py            # everything (about a minute on 2 cores)
     python benchmarks/bench_experts.py --quick    # fewer rounds, for a smoke test
-    python benchmarks/bench_experts.py --only a   # (a) decision time, (b) batched, (c) quality
+    python benchmarks/bench_experts.py --only a   # (a) decision time, (a2) JMSRA vs optimal, (b) batched, (c) quality
 
 (a) decision time per round, single-round calls: JMSRA at N = 4, 8, 16, 32, 64 and the exhaustive
     optimum at N = 4..12, 14, 16 (median over rounds), next to one ``gym.make("CartPole-v1")`` step
     measured in the same run. Targets: JMSRA <= 2 ms at N = 4 and <= 50 ms at N = 32;
     exhaustive N = 10 <= 0.5 s.
+(a2) JMSRA against the exhaustive optimum, single-round calls on the same rounds, N = 4..8
+    (medians of the per-round best of 3 interleaved calls). Targets: JMSRA <= 100 CartPole steps
+    at N = 4, and not slower than the optimum at N <= 8.
 (b) batched JMSRA: rounds/s on a batch of 4096 rounds at N = 4 and 8, next to the same solver
     called one round at a time in the same run (ratio). Target >= 20,000 rounds/s at N = 4.
 (c) quality over default rounds (world process, 2000 rounds at N = 4 and 8, 300 at N = 16): JMSRA's gap to
@@ -40,7 +43,7 @@ def rounds(n_agents: int, n_rounds: int, seed: int = 0) -> RoundTerms:
     world.reset(rng)
     parts = []
     while sum(p.batch_shape[0] for p in parts) < n_rounds:
-        parts.append(world.true_terms(consts))
+        parts.append(world.true_terms())
         world.step(rng)
     fields = ("prefill_s", "extra_compute_s", "payload_bits", "receiver_s", "answer_s", "gain_hz")
     cat = [np.concatenate([getattr(p, f) for p in parts])[:n_rounds] for f in fields]
@@ -88,6 +91,29 @@ def section_a(quick: bool) -> None:
         k = max(3, k // (3 if quick else 1))
         t = per_round_s(solvers.exhaustive, rounds(n, k, seed=n), k)
         _row("exhaustive", n, t, ref, targets.get(("exhaustive", n)))
+
+
+def section_a2(quick: bool) -> None:
+    ref = cartpole_step_s(5000 if quick else 20000)
+    print(f"\n(a2) JMSRA vs the exhaustive optimum, single rounds; reference CartPole-v1 step = {ref * 1e6:.1f} us")
+    print(f"{'N':>3}{'rounds':>8}{'jmsra':>12}{'x CartPole':>12}{'optimal':>12}{'jmsra/optimal':>15}  target")
+    for n in (4, 5, 6, 7, 8):
+        k = 100 // (3 if quick else 1)
+        terms = rounds(n, k, seed=n)
+        one = [terms[i] for i in range(k)]
+        best = {"jmsra": np.full(k, np.inf), "optimal": np.full(k, np.inf)}
+        solvers.jmsra(one[0]), solvers.exhaustive(one[0])  # warm-up
+        for _ in range(3):
+            for name, fn in (("jmsra", solvers.jmsra), ("optimal", solvers.exhaustive)):
+                for i, t in enumerate(one):
+                    t0 = time.perf_counter()
+                    fn(t)
+                    best[name][i] = min(best[name][i], time.perf_counter() - t0)
+        jm, opt = np.median(best["jmsra"]), np.median(best["optimal"])
+        checks = [f"<= optimal: {'PASS' if jm <= opt else 'FAIL'}"]
+        if n == 4:
+            checks.insert(0, f"<= 100 CartPole: {'PASS' if jm <= 100 * ref else 'FAIL'}")
+        print(f"{n:>3}{k:>8}{_fmt(jm):>12}{jm / ref:>12.0f}{_fmt(opt):>12}{jm / opt:>15.2f}  {', '.join(checks)}")
 
 
 def _row(name, n, t, ref, target):
@@ -155,9 +181,9 @@ def section_c(quick: bool) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer rounds (smoke test)")
-    p.add_argument("--only", choices=("a", "b", "c"), help="run one section")
+    p.add_argument("--only", choices=("a", "a2", "b", "c"), help="run one section")
     args = p.parse_args()
-    for key, fn in (("a", section_a), ("b", section_b), ("c", section_c)):
+    for key, fn in (("a", section_a), ("a2", section_a2), ("b", section_b), ("c", section_c)):
         if args.only in (None, key):
             fn(args.quick)
 

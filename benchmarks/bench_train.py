@@ -66,7 +66,7 @@ def main(argv=None) -> int:
 
     import train
     from agents.checkpoint import load_trained_policy
-    from agents.evaluation import evaluate_policies, format_table
+    from agents.evaluation import TrainedModelPolicy, compare_with_experts, format_table
 
     logdir = Path(args.logdir) if args.logdir else Path(tempfile.mkdtemp(prefix="bench_train_"))
     run_name = f"bench-{args.timesteps}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -95,10 +95,10 @@ def main(argv=None) -> int:
     best = load_trained_policy(run_dir / "best_model.zip")
     cfg = final.config
     experts = ["jmsra", "nl-only", "kv-only"] + (["optimal"] if cfg.n_agents <= 8 else [])
-    res = evaluate_policies(
+    res = compare_with_experts(
         final.env_id, info.get("config_overrides", {}),
-        {"ppo (final)": lambda o: final.predict(o)[0], "ppo (best)": lambda o: best.predict(o)[0]},
-        experts=experts, seeds=range(HELD_OUT_SEED, HELD_OUT_SEED + args.eval_episodes),
+        [TrainedModelPolicy(final, cfg, "ppo (final)"), TrainedModelPolicy(best, cfg, "ppo (best)")],
+        experts=experts, episodes=args.eval_episodes, seed=HELD_OUT_SEED,
     )
     ref_sps = cartpole_reference(args.reference_steps, args.threads)
     sps = info.get("env_steps_per_s", float("nan"))
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
           f"-> ratio {sps / ref_sps:.2f}")
     figures = {
         "timesteps": args.timesteps, "env_id": final.env_id, "bc": info.get("bc", {}),
-        "action_encoding": info.get("action_encoding"), "held_out_rows": res.rows(),
+        "action_encoding": info.get("action_encoding"), "held_out_rows": res.rows,
         "gaps_pct": {n: {e: 100 * (res.mean(n) / res.mean(e) - 1) for e in experts} for n in ("ppo (final)", "ppo (best)")},
         "learning_curve": curve, "env_steps_per_s": sps, "cartpole_reference_steps_per_s": ref_sps,
         "wall_s": wall, "run_dir": str(run_dir),

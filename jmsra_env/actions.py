@@ -69,20 +69,28 @@ def _reject(arr: np.ndarray, name: str, rule: str) -> None:
     raise ValueError(f"action field '{name}' must {rule}; got {arr.tolist()}")
 
 
+# Shares summing outside [2^-900, 2^900] are rescaled first (B s and sum(s) stay finite and normal).
+_RESCALE_ABOVE = 2.0**900
+_RESCALE_BELOW = 2.0**-900
+
+
 def shares_to_bandwidth_hz(shares: np.ndarray, total_bandwidth_hz: float) -> np.ndarray:
     """Normalise non-negative finite shares ``(..., N)`` to a split of ``total_bandwidth_hz``.
 
-    All-zero shares are an equal split. The shares are first scaled by the power of two of their
-    largest (exact: the result is bit-identical to ``B s / sum(s)`` wherever that does not overflow
-    or underflow), so the sum lies in [1/2, N) whatever their magnitude (subnormal, near the float64
-    maximum): the granted bandwidths are finite, non-negative and sum to ``total_bandwidth_hz`` up
-    to rounding (~N ulp).
+    All-zero shares are an equal split. Shares whose sum is huge or tiny (subnormal, near the
+    float64 maximum) are first scaled by the power of two of their largest, which is exact: the
+    result is ``B s / sum(s)`` bit for bit wherever that does not overflow or underflow. So the
+    granted bandwidths are finite, non-negative and sum to ``total_bandwidth_hz`` up to rounding
+    (~N ulp) for every input.
     """
-    peak = max_over_agents(shares)[..., None]
-    pos = peak > 0.0
-    scaled = np.ldexp(shares, -np.frexp(np.where(pos, peak, 1.0))[1])
-    total = sum_over_agents(scaled)[..., None]
-    b = (total_bandwidth_hz * scaled) / np.where(pos, total, 1.0)
+    with np.errstate(over="ignore"):  # an overflowing sum is rescaled below
+        total = sum_over_agents(shares)[..., None]  # > 0 exactly when a share is (even subnormal)
+    pos = total > 0.0
+    total = np.where(pos, total, 1.0)
+    if total.size and (total.max() > _RESCALE_ABOVE or total.min() < _RESCALE_BELOW):  # inf too
+        shares = np.ldexp(shares, -np.frexp(np.where(pos, max_over_agents(shares)[..., None], 1.0))[1])
+        total = np.where(pos, sum_over_agents(shares)[..., None], 1.0)
+    b = (total_bandwidth_hz * shares) / total
     return np.where(pos, b, total_bandwidth_hz / shares.shape[-1])
 
 

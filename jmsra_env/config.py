@@ -26,6 +26,7 @@ __all__ = [
     "DeviceProfile",
     "ChannelConfig",
     "WorkloadConfig",
+    "SessionConfig",
     "ScenarioConfig",
     "LLM_CATALOG",
     "DEVICE_CATALOG",
@@ -100,6 +101,8 @@ MAX_ROUND_INTERVAL_S = 1e6  # ~11 days per round
 MAX_LATENCY_CAP_S = 1e9
 MAX_TOKENS = 10**9  # context, answer lengths: payloads L kappa stay < 1e16 bits
 MAX_EPISODE_ROUNDS = 10**9
+MAX_POOL_BYTES = 1e18  # 1 EB: any receiver memory; pool fractions stay finite
+MIN_EFFICIENCY = 1e-3  # eta_c, eta_m: below 0.1 % of peak the per-token times overflow for subnormals
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,11 +278,14 @@ class WorkloadConfig:
         def integer(lo, hi):
             return lambda n, v: _integer(n, v, lo, hi)
 
+        def efficiency(name, value):
+            return _in_range(name, value, MIN_EFFICIENCY, 1.0)
+
         _set_numbers(self, "workload.", {
             "weight_bits": integer(1, 32),
             "kv_bits": integer(1, 32),
-            "compute_efficiency": unit(lo_open=True),
-            "memory_efficiency": unit(lo_open=True),
+            "compute_efficiency": efficiency,
+            "memory_efficiency": efficiency,
             "load_max": unit(hi_open=True),
             "load_step": unit(),
             "context_min_tokens": integer(0, MAX_TOKENS),
@@ -308,6 +314,41 @@ class WorkloadConfig:
         return tuple(DEVICE_CATALOG[d] for d in self.sender_devices)
 
 
+MIB = 1 << 20  # bytes in a MiB
+DEFAULT_KV_POOL_BYTES_PER_AGENT = 160 * MIB  # default KV pool: N x 160 MiB (docs/sessions.md)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Sessions (docs/sessions.md): contexts grow round after round and the receiver keeps the
+    KV caches it was sent in a pool of limited size. Off by default: single-round scenarios."""
+
+    enabled: bool = False  # off: every round independent (the single-round scenarios)
+    # Each round after the first brings dL ~ U{64..512} new tokens per agent (a few turns of
+    # dialogue/perception per round; 288 on average, a quarter of the mean first context).
+    new_tokens_min: int = 64
+    new_tokens_max: int = 512
+    # Receiver's KV pool in bytes; None = n_agents x 160 MiB (640 MiB at N = 4: about half of the
+    # 1.2 GiB a 64-round session's caches reach on average at 16 KiB/token: binds mid-episode).
+    kv_pool_bytes: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.enabled, (bool, np.bool_)), "session.enabled", "a bool", self.enabled)
+        object.__setattr__(self, "enabled", bool(self.enabled))
+        _set_numbers(self, "session.", {
+            "new_tokens_min": lambda n, v: _integer(n, v, 0, MAX_TOKENS),
+            "new_tokens_max": lambda n, v: _integer(n, v, 0, MAX_TOKENS),
+        })
+        _require(
+            self.new_tokens_max >= self.new_tokens_min,
+            "session.new_tokens_max",
+            f"an integer >= new_tokens_min ({self.new_tokens_min})",
+            self.new_tokens_max,
+        )
+        if self.kv_pool_bytes is not None:
+            _set_numbers(self, "session.", {"kv_pool_bytes": lambda n, v: _positive(n, v, MAX_POOL_BYTES)})
+
+
 @dataclass(frozen=True)
 class ScenarioConfig:
     """A full scenario: team size, episode, channel and workload."""
@@ -320,6 +361,7 @@ class ScenarioConfig:
     jmsra_in_info: bool = False  # also put the JMSRA latency of the round into info (costs a solve)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
 
     def __post_init__(self) -> None:
         _set_numbers(self, "", {
@@ -335,6 +377,7 @@ class ScenarioConfig:
         object.__setattr__(self, "jmsra_in_info", bool(self.jmsra_in_info))
         _require(isinstance(self.channel, ChannelConfig), "channel", "a ChannelConfig", self.channel)
         _require(isinstance(self.workload, WorkloadConfig), "workload", "a WorkloadConfig", self.workload)
+        _require(isinstance(self.session, SessionConfig), "session", "a SessionConfig", self.session)
 
     # -- derived quantities ------------------------------------------------------------------
 
@@ -357,6 +400,13 @@ class ScenarioConfig:
             -self.channel.speed_mps * self.round_interval_s / self.channel.decorrelation_distance_m
         )
 
+    @property
+    def kv_pool_bytes(self) -> float:
+        """The receiver's KV pool (bytes): configured, or ``n_agents x 160 MiB``."""
+        if self.session.kv_pool_bytes is not None:
+            return float(self.session.kv_pool_bytes)
+        return float(self.n_agents * DEFAULT_KV_POOL_BYTES_PER_AGENT)
+
     # -- overrides ---------------------------------------------------------------------------
 
     def with_overrides(self, overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> ScenarioConfig:
@@ -367,11 +417,8 @@ class ScenarioConfig:
                 raise ValueError(f"config overrides must be a mapping; got {type(src).__name__}")
             merged.update(src)
         top: dict[str, Any] = {}
-        sub: dict[str, dict[str, Any]] = {"channel": {}, "workload": {}}
-        sub_fields = {
-            "channel": {f.name for f in dataclasses.fields(ChannelConfig)},
-            "workload": {f.name for f in dataclasses.fields(WorkloadConfig)},
-        }
+        sub: dict[str, dict[str, Any]] = {name: {} for name in _SUB_CONFIGS}
+        sub_fields = {name: {f.name for f in dataclasses.fields(c)} for name, c in _SUB_CONFIGS.items()}
         top_fields = {f.name for f in dataclasses.fields(ScenarioConfig)}
         for key, value in merged.items():
             if not isinstance(key, str):
@@ -393,15 +440,13 @@ class ScenarioConfig:
                 if not owners:
                     _unknown(key, _all_keys())
                 sub[owners[0]][key] = value
-        channel = top.pop("channel", self.channel)
-        workload = top.pop("workload", self.workload)
-        _require(isinstance(channel, ChannelConfig), "channel", "a ChannelConfig or a mapping", channel)
-        _require(isinstance(workload, WorkloadConfig), "workload", "a WorkloadConfig or a mapping", workload)
-        if sub["channel"]:
-            channel = dataclasses.replace(channel, **sub["channel"])
-        if sub["workload"]:
-            workload = dataclasses.replace(workload, **sub["workload"])
-        return dataclasses.replace(self, channel=channel, workload=workload, **top)
+        parts = {}
+        for name, cls in _SUB_CONFIGS.items():
+            parts[name] = top.pop(name, getattr(self, name))
+            _require(isinstance(parts[name], cls), name, f"a {cls.__name__} or a mapping", parts[name])
+            if sub[name]:
+                parts[name] = dataclasses.replace(parts[name], **sub[name])
+        return dataclasses.replace(self, **parts, **top)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready nested dict (round-trips through :func:`make_config`)."""
@@ -410,10 +455,13 @@ class ScenarioConfig:
         return d
 
 
+_SUB_CONFIGS = {"channel": ChannelConfig, "workload": WorkloadConfig, "session": SessionConfig}
+
+
 def _all_keys() -> list[str]:
     keys = [f.name for f in dataclasses.fields(ScenarioConfig)]
-    keys += [f.name for f in dataclasses.fields(ChannelConfig)]
-    keys += [f.name for f in dataclasses.fields(WorkloadConfig)]
+    for c in _SUB_CONFIGS.values():
+        keys += [f.name for f in dataclasses.fields(c)]
     return keys
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "ACTION_ENCODINGS",
     "DEFAULT_ENCODING",
     "decode_deadline",
+    "deadline_bandwidth_hz",
     "encode_deadline",
     "decode_solved",
     "encode_solved",
@@ -66,18 +67,25 @@ def check_encoding(encoding: str) -> None:
         raise ValueError(f"action encoding must be one of {ACTION_ENCODINGS}; got {encoding!r}")
 
 
-def decode_deadline(action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
-    """Env Box actions (float64, ``(..., 2N)``) for deadline-encoded actions on raw observations."""
-    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-    n = a.shape[-1] // 2
-    media = (a[..., :n] > 0.0).astype(np.int8)
-    finish_s = np.power(10.0, _LOG10_CENTER + _LOG10_SCALE * a[..., n:])
+def deadline_bandwidth_hz(media, code, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
+    """Per agent, the bandwidth (Hz, at most ``B``, not normalised) that meets the finish-time
+    target coded by ``code`` in [-1, 1] with medium ``media``; each agent's from its own entries."""
+    finish_s = np.power(10.0, _LOG10_CENTER + _LOG10_SCALE * np.clip(code, -1.0, 1.0))
     terms = model.terms_from_observation(consts, obs)
     compute_s = terms.prefill_s + model.select_medium(terms.extra_compute_s, media)
     payload = model.select_medium(terms.payload_bits, media)
     slack = np.maximum(finish_s - compute_s, _MIN_SLACK * finish_s)
     b = model.inverse_rate_hz(payload / slack, terms.gain_hz)
-    b = np.minimum(np.where(np.isfinite(b), b, consts.bandwidth_hz), consts.bandwidth_hz)
+    return np.minimum(np.where(np.isfinite(b), b, consts.bandwidth_hz), consts.bandwidth_hz)
+
+
+def decode_deadline(action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
+    """Env Box actions (float64, ``(..., 2N)``) for deadline-encoded actions on raw observations."""
+    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    n = a.shape[-1] // 2
+    media = (a[..., :n] > 0.0).astype(np.int8)
+    b = deadline_bandwidth_hz(media, a[..., n:], obs, consts)
+    terms = model.terms_from_observation(consts, obs)
     return encode_box(media, actions.shares_to_bandwidth_hz(b, consts.bandwidth_hz), terms)
 
 

@@ -108,6 +108,8 @@ class JMSRAEnv(gym.Env[dict, Any]):
     is a cliff: whenever the chosen media allow an uncapped split, every action decodes to one.
     :func:`jmsra_env.encode_box` expresses any decision, to ~1e-7 of its latency in float32.
     Mis-shaped, non-finite, negative (dict) or out-of-range (box) actions raise ``ValueError``.
+    Any finite non-negative shares (subnormal, near the float64 maximum) grant finite bandwidths
+    summing to ``B``, and no action beats the exact optimum of its round.
 
     ## Observation Space
 
@@ -140,7 +142,9 @@ class JMSRAEnv(gym.Env[dict, Any]):
 
     ## Episode End
 
-    Never terminated; truncated after ``episode_rounds`` (64) rounds.
+    Never terminated; truncated after ``episode_rounds`` (64) rounds, or after ``K`` when a
+    Gymnasium ``TimeLimit(K)`` wraps the env (``gym.make(id, max_episode_steps=K)``): an enclosing
+    ``TimeLimit`` wins (see :func:`enclosing_time_limit`).
 
     ## Info
 
@@ -154,7 +158,8 @@ class JMSRAEnv(gym.Env[dict, Any]):
     ``JMSRAEnv(config=None, *, base_config=None, action_form="dict", render_mode=None, **overrides)``:
     ``config`` is a :class:`ScenarioConfig` or a mapping of overrides applied over ``base_config``
     (what a registered variant sets); keyword ``overrides`` apply last. Unknown keys raise
-    ``ValueError``. ``render_mode`` is ``"ansi"`` (a per-agent table) or ``"rgb_array"``.
+    :class:`~jmsra_env.config.UnknownKeyError` (a ``ValueError`` and a ``TypeError``, "unexpected
+    keyword argument 'KEY'"). ``render_mode`` is ``"ansi"`` (a per-agent table) or ``"rgb_array"``.
 
     ``gym.make(id, features=..., action_encoding=...)`` (the registered entry point,
     :func:`jmsra_env.wrappers.make_env`) wraps this env with :mod:`jmsra_env.features` (a flat
@@ -169,6 +174,7 @@ class JMSRAEnv(gym.Env[dict, Any]):
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    _world_class = WorldProcess  # what draws the rounds (a session env draws growing contexts)
 
     def __init__(
         self,
@@ -187,7 +193,7 @@ class JMSRAEnv(gym.Env[dict, Any]):
         self.consts = model.model_constants(cfg)
         self.observation_space = make_observation_space(cfg)
         self.action_space = make_action_space(cfg, action_form)
-        self._world = WorldProcess(cfg, 1)
+        self._world = self._world_class(cfg, 1)
         self._terms: model.RoundTerms | None = None
         self._round = 0
         self._episode_rounds = cfg.episode_rounds  # the episode's length (see ``reset``)
@@ -202,7 +208,8 @@ class JMSRAEnv(gym.Env[dict, Any]):
         self._episode_rounds = self.config.episode_rounds if limit is None else limit
         self._world.reset(self.np_random)
         self._round = 0
-        self._terms = self._world.env_terms(0)
+        self._on_reset()
+        self._terms = self._next_terms()
         self._last_info = None
         obs = self._observation()
         return obs, {"round": 0}
@@ -219,10 +226,11 @@ class JMSRAEnv(gym.Env[dict, Any]):
             from .solvers import solve
 
             info["jmsra_latency_s"] = float(solve("jmsra", terms).latency_s)
+        self._after_round(media, info)
         self._last_info = info
         self._world.step(self.np_random)
         self._round += 1
-        self._terms = self._world.env_terms(0)
+        self._terms = self._next_terms()
         truncated = self._round >= self._episode_rounds
         return self._observation(), -info["latency_s"], False, truncated, info
 
@@ -263,6 +271,18 @@ class JMSRAEnv(gym.Env[dict, Any]):
         obs = {k: v[0] for k, v in self._world.observation().items()}
         self._last_obs = obs
         return obs
+
+    # Hooks of the round's life cycle (a session env keeps the receiver's state through them).
+
+    def _on_reset(self) -> None:
+        """After the world drew a new episode."""
+
+    def _next_terms(self) -> model.RoundTerms:
+        """The terms of the round the world is now at (what the next step charges)."""
+        return self._world.env_terms(0)
+
+    def _after_round(self, media: np.ndarray, info: dict[str, Any]) -> None:
+        """After a round was charged with ``media``, before the world moves on."""
 
 
 def enclosing_time_limit(env: gym.Env, depth: int = 16) -> int | None:

@@ -142,37 +142,39 @@ def snr_db_from_gain_hz(gain_hz, bandwidth_hz):
 def rate_bps(bandwidth_hz, gain_hz):
     """Shannon rate r(b) = b log2(1 + a / b) in bit/s; 0 at b = 0 (increasing, concave in b).
 
-    Safe for every float64 input: where ``a / b`` overflows (a subnormal ``b``, a huge ``a``),
-    ln(1 + a/b) is taken as ln a - ln b (equal to float64 precision there), so the rate tends to 0
-    with ``b`` instead of jumping to inf; where it underflows (``b > 2^1022 a``) the rate is the
-    ceiling :func:`rate_ceiling_bps`, which it never exceeds (rounding could overshoot it by an
-    ulp); ``b = inf`` gives the ceiling; a negative bandwidth or gain counts as 0. Non-decreasing
-    in ``b`` up to float64 rounding (a few ulp).
+    Safe for every float64 input (``a >= 0``): where ``a / b`` overflows (a subnormal ``b``, a
+    huge ``a``), ln(1 + a/b) is taken as ln a - ln b (equal to float64 precision there), so the
+    rate tends to 0 with ``b`` instead of jumping to inf; where ``a / b`` is below 1e-14 the rate is
+    capped at the ceiling :func:`rate_ceiling_bps` (rounding could overshoot it by an ulp), and is
+    the ceiling where ``a / b`` underflows (``b > 2^1022 a``; ``b = inf`` included). Non-decreasing
+    in ``b`` up to float64 rounding (a few ulp). The common case costs two reductions more than the
+    plain formula.
     """
     b = np.asarray(bandwidth_hz, dtype=np.float64)
-    a = np.maximum(np.asarray(gain_hz, dtype=np.float64), 0.0)
     pos = b > 0.0
     b_safe = np.where(pos, b, 1.0)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        x = a / b_safe
+        x = gain_hz / b_safe
         # log1p keeps full precision when b >> a (log2(1 + x) loses it for small x)
-        nats = np.log1p(x)
-        over = np.isinf(x)
-        if over.any():
-            nats = np.where(over, np.log(a) - np.log(b_safe), nats)
-        ceiling = rate_ceiling_bps(a)
-        # fmin: inf * 0 (b = inf) is NaN, whose limit is the ceiling
-        r = np.fmin(b_safe * (nats / LN2), ceiling)
-        # a / b subnormal (b > 2^1022 a): x has lost its precision, but r = a/ln2 (1 - x/2 ...)
-        # is the ceiling to float64 precision
-        under = x < _FLOAT64_TINY
-        if under.any():
-            r = np.where(under, ceiling, r)
+        r = b_safe * (np.log1p(x) / LN2)
+        if x.size and not (x.min() >= _SAFE_RATIO and np.isfinite(r).all()):
+            r = _rate_extremes_bps(b_safe, np.asarray(gain_hz, dtype=np.float64), x, r)
     return np.where(pos, r, 0.0)
+
+
+def _rate_extremes_bps(b, a, x, r):
+    """:func:`rate_bps` where ``a / b`` overflowed, underflowed or is tiny, or ``r`` overflowed."""
+    over = np.isinf(x)
+    r = np.where(over, b * ((np.log(a) - np.log(b)) / LN2), r)
+    ceiling = rate_ceiling_bps(a)
+    r = np.fmin(r, ceiling)  # fmin: inf * 0 (b = inf) is NaN, whose limit is the ceiling
+    # a / b subnormal: x has lost its precision, but r = a/ln2 (1 - x/2 ...) is the ceiling
+    return np.where(x < _FLOAT64_TINY, ceiling, r)
 
 
 _FLOAT64_MAX = float(np.finfo(np.float64).max)
 _FLOAT64_TINY = float(np.finfo(np.float64).tiny)  # the smallest normal float64
+_SAFE_RATIO = 1e-14  # a / b above this: b log1p(a/b) / ln 2 cannot round above the ceiling
 
 
 def rate_ceiling_bps(gain_hz):
@@ -223,14 +225,14 @@ def inverse_rate_lambertw_hz(rate_bps_, gain_hz):
 
 
 # ---------------------------------------------------------------------------------------------
-# Inverse rate by pure-NumPy Newton (added for jmsra_env.solvers, whose inner loop it is)
+# Inverse rate by pure-NumPy Newton (the inner loop of jmsra_env.bandwidth, the (P2) solver)
 #
 # With u = ln(1 + a/b) (spectral efficiency in nat/s/Hz) the rate is r = b u / ln 2 and
 # b = a / (e^u - 1), so r ln2 / a = u / (e^u - 1). Writing the rate as a fraction e^{-L} of the
 # ceiling a / ln 2 (L > 0), u solves F(u) = ln((e^u - 1) / u) = L. F is increasing and convex with
 # F' in (1/2, 1), so Newton from u0 = L + ln(1 + L) reaches full float64 precision in 4 steps for
 # every L in [1e-15, 3e3] (checked against mpmath). About 100x faster than scipy's lambertw on
-# large arrays; :func:`inverse_rate_hz` (Lambert W) stays as the independent reference.
+# large arrays; :func:`inverse_rate_lambertw_hz` (closed form) stays as an independent reference.
 
 _NEWTON_STEPS = 4
 _SERIES_BELOW = 0.05  # F and F' by their Taylor series below this u (no cancellation)
@@ -283,9 +285,13 @@ def inverse_rate_elasticity(u):
 
 
 def required_snr(rate_bps_, bandwidth_hz):
-    """SNR p g / (N0 b) at which bandwidth ``b`` carries ``rate_bps_``: 2^(r / b) - 1."""
-    with np.errstate(over="ignore"):
-        return np.expm1(np.multiply(rate_bps_, LN2) / bandwidth_hz)
+    """SNR p g / (N0 b) at which bandwidth ``b`` carries ``rate_bps_``: 2^(r / b) - 1 (inf for a
+    positive rate on no bandwidth or on a bandwidth so small that r / b overflows, 0 for rate 0)."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        snr = np.expm1(np.multiply(rate_bps_, LN2) / bandwidth_hz)
+    if np.isnan(snr).any():  # 0 / 0: rate 0 on no bandwidth needs nothing
+        snr = np.where(np.isnan(snr), np.where(np.asarray(rate_bps_) > 0.0, np.inf, 0.0), snr)
+    return snr
 
 
 def inverse_rate_newton_hz(rate_bps_, gain_hz):
@@ -414,15 +420,22 @@ def round_terms(
     context_tokens,
     nl_tokens_,
     receiver_load,
+    prefill_tokens=None,
+    kv_tokens=None,
 ) -> RoundTerms:
     """Per-agent terms of one round (or a batch) from exactly what the environment observes.
 
     ``snr_db``, ``compute_flops`` (peak), ``mem_bw_bytes_per_s`` (peak), ``load``,
     ``context_tokens``, ``nl_tokens_``: shape ``(..., N)``; ``receiver_load``: shape ``(...)``.
+    In a session (docs/sessions.md) the sender prefills only its ``prefill_tokens`` new tokens
+    and the KV medium carries only the ``kv_tokens`` the receiver lacks; both default to
+    ``context_tokens`` (a single round).
     """
     c = consts
     L = np.asarray(context_tokens, dtype=np.float64)
     K = np.asarray(nl_tokens_, dtype=np.float64)
+    L_pre = L if prefill_tokens is None else np.asarray(prefill_tokens, dtype=np.float64)
+    L_kv = L if kv_tokens is None else np.asarray(kv_tokens, dtype=np.float64)
     u = np.asarray(load, dtype=np.float64)
     f_eff = effective_compute_flops(np.asarray(compute_flops, dtype=np.float64), u, c.compute_efficiency)
     w_eff = effective_mem_bw_bytes_per_s(
@@ -434,10 +447,10 @@ def round_terms(
     f_r_ = f_r[..., None]
     w_r_ = w_r[..., None]
 
-    prefill = prefill_time_s(c.params, L, f_eff)
+    prefill = prefill_time_s(c.params, L_pre, f_eff)
     extra = _pair(K * decode_time_per_token_s(c.params, c.weight_bits, f_eff, w_eff), 0.0)
-    payload = _pair(K * c.nl_bits_per_token, L * c.kv_bits_per_token)
-    receiver = _pair(prefill_time_s(c.params, K, f_r_), L * (c.kv_bits_per_token / 8.0) / w_r_)
+    payload = _pair(K * c.nl_bits_per_token, L_kv * c.kv_bits_per_token)
+    receiver = _pair(prefill_time_s(c.params, K, f_r_), L_kv * (c.kv_bits_per_token / 8.0) / w_r_)
     answer = c.answer_tokens * decode_time_per_token_s(c.params, c.weight_bits, f_r, w_r)
     gain = gain_hz_from_snr_db(np.asarray(snr_db, dtype=np.float64), c.bandwidth_hz)
     return RoundTerms(prefill, extra, payload, receiver, answer, gain, c.bandwidth_hz, c.latency_cap_s)
@@ -525,8 +538,13 @@ def terms_from_observation(consts: ModelConstants, obs) -> RoundTerms:
 
     ``obs`` is the environment's Dict observation (one round, or a batch with a leading axis, as a
     vectorised env returns it). With ``csi_delay = 0`` these are exactly the terms the environment
-    charges: the observation is a sufficient statistic.
+    charges: the observation is a sufficient statistic. A session observation (with
+    ``new_tokens`` and ``kv_resident_tokens``, docs/sessions.md) gives the session's terms.
     """
+    if "new_tokens" in obs:
+        from .session import session_terms_from_observation  # sessions build on this module
+
+        return session_terms_from_observation(consts, obs)
     return round_terms(
         consts,
         obs["snr_db"],

@@ -18,6 +18,7 @@ accepts one observation or a batch with a leading axis (a gymnasium vector env o
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,26 +32,68 @@ from .solvers import EXPERT_NAMES, Decision, check_name, solve
 __all__ = ["ExpertPolicy", "make_policy", "EXPERT_NAMES"]
 
 _FORMS = ("dict", "box")
+# Experts the paper compares (in order of preference as a gap reference); the others are baselines.
+REFERENCE_EXPERTS = ("optimal", "jmsra")
 
 
 class ExpertPolicy:
-    """An expert (``optimal``, ``jmsra``) or baseline acting on observations of one scenario."""
+    """An expert (``optimal``, ``jmsra``) or baseline acting on observations of one scenario.
 
-    def __init__(self, name: str, config: ScenarioConfig, action_form: str = "dict", seed: int | None = None):
+    It is also the evaluation's policy (:class:`jmsra_env.evaluation.Policy`): ``label``, ``kind``
+    (``expert``, ``baseline``, or ``bound`` for the oracle), ``decide`` on a batch and
+    ``reset(config, seed)``. With ``oracle=True`` it decides on the *true* terms passed as
+    ``decide(obs, true_terms=...)`` (perfect, fresh channel knowledge: with ``csi_delay > 0`` a
+    bound no policy that sees the observation can reach; otherwise the plain expert).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: ScenarioConfig,
+        action_form: str = "dict",
+        seed: int | None = None,
+        *,
+        oracle: bool = False,
+    ):
         self.name = check_name(name)
         if action_form not in _FORMS:
             raise ValueError(f"action_form must be one of {_FORMS}; got {action_form!r}")
         self.config = config
         self.action_form = action_form
+        self.oracle = bool(oracle)
         self.consts = model.model_constants(config)
         self.rng = np.random.default_rng(seed)
 
     def __repr__(self) -> str:
         return f"ExpertPolicy({self.name!r}, n_agents={self.config.n_agents}, action_form={self.action_form!r})"
 
-    def decide(self, obs: Mapping[str, Any]) -> Decision:
+    @property
+    def label(self) -> str:
+        return "oracle" if self.oracle else self.name
+
+    @property
+    def kind(self) -> str:
+        if self.oracle:
+            return "bound"
+        return "expert" if self.name in REFERENCE_EXPERTS else "baseline"
+
+    def reset(self, config: ScenarioConfig | None = None, seed: int | None = None) -> None:
+        """Before an evaluation: decide for ``config`` from now on, and reseed the ``random``
+        policy from ``(seed, label)`` (its draws do not depend on which other policies run)."""
+        if config is not None and config != self.config:
+            self.config = config
+            self.consts = model.model_constants(config)
+        if seed is not None:
+            self.rng = np.random.default_rng([seed, zlib.crc32(self.label.encode())])
+
+    def decide(self, obs: Mapping[str, Any], true_terms: model.RoundTerms | None = None) -> Decision:
         """The expert's decision on an observation (``(N,)`` arrays) or a batch (``(M, N)``)."""
-        return solve(self.name, self.observed_terms(obs), rng=self.rng)
+        terms = self.observed_terms(obs)
+        if self.oracle:
+            if true_terms is None:
+                raise ValueError(f"the oracle {self.name!r} decides on the true terms: pass true_terms=")
+            return solve(self.name, true_terms, rng=self.rng)
+        return solve(self.name, terms, rng=self.rng)
 
     def observed_terms(self, obs: Mapping[str, Any]) -> model.RoundTerms:
         """The model terms an observation (or a batch) shows; ``ValueError`` for a malformed one."""
@@ -70,10 +113,9 @@ class ExpertPolicy:
     def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
         """SB3-style: ``(action, None)``; ``state``, ``episode_start`` and ``deterministic`` are
         accepted and ignored (the experts are stateless; ``random`` is random either way)."""
-        terms = self.observed_terms(obs)
-        d = solve(self.name, terms, rng=self.rng)
-        if self.action_form == "box":
-            return actions.encode_box(d.media, d.bandwidth_hz, terms), None
+        d = self.decide(obs)
+        if self.action_form == "box":  # the env decodes on the round the observation shows
+            return actions.encode_box(d.media, d.bandwidth_hz, self.observed_terms(obs)), None
         return actions.encode_dict(d.media, d.bandwidth_hz), None
 
     __call__ = predict
@@ -119,6 +161,7 @@ def make_policy(
     *,
     config: ScenarioConfig | Mapping[str, Any] | None = None,
     action_form: str | None = None,
+    horizon: int | None = None,
 ) -> ExpertPolicy:
     """An expert policy (one of :data:`EXPERT_NAMES`) for ``env`` or for ``config``.
 
@@ -127,8 +170,18 @@ def make_policy(
     from ``config`` / ``unwrapped.config`` / ``get_attr("config")``, the action form from the
     (single) action space. Without an env give ``config`` (a ``ScenarioConfig`` or overrides) and
     ``action_form`` (default ``"dict"``). ``seed`` seeds the ``random`` policy's generator.
+
+    On a session scenario (``session.enabled``) the names are the session experts'
+    (:data:`jmsra_env.session_experts.SESSION_EXPERT_NAMES`: ``jmsra``, ``pool-aware``,
+    ``lookahead``, ``clairvoyant``, ``nl-only``, ``kv-only``); ``clairvoyant`` needs ``env`` (it
+    reads the true future rounds) and ``horizon`` sets the lookahead's rounds.
     """
-    check_name(name)
+    from . import session_experts
+
+    if name in session_experts.SESSION_ONLY_EXPERTS:
+        pass  # checked against the scenario below
+    else:
+        check_name(name)
     cfg: ScenarioConfig | None
     if config is not None:
         cfg = config if isinstance(config, ScenarioConfig) else make_config(config)
@@ -145,4 +198,42 @@ def make_policy(
     if form is None and env is not None:
         form = _find_action_form(env)
     form = form or "dict"
+    if cfg.session.enabled and name in session_experts.SESSION_EXPERT_NAMES:
+        future = _session_future(env) if name == "clairvoyant" else None
+        h = session_experts.DEFAULT_HORIZON if horizon is None else horizon
+        return session_experts.SessionExpertPolicy(name, cfg, form, h, future)
+    if name in session_experts.SESSION_ONLY_EXPERTS:
+        raise ValueError(f"expert {name!r} needs a session scenario (session.enabled); this one has none")
     return ExpertPolicy(name, cfg, form, seed)
+
+
+def _session_future(env):
+    """``future(horizon) -> (rounds, counted)``: the true next rounds of a session env (single or
+    batched, wrapped by Gymnasium wrappers or not), for the clairvoyant expert."""
+    from .session_experts import RoundInputs
+
+    base = getattr(env, "unwrapped", env) if env is not None else None
+    world = getattr(base, "_world", None)
+    if world is None or not hasattr(world, "round_quantities"):
+        raise ValueError(
+            "the clairvoyant expert reads the true future rounds of a session environment "
+            "(JMSRASessionEnv or JMSRASessionVectorEnv, Gymnasium-wrapped or not); got "
+            f"{type(env).__name__}"
+        )
+
+    def future(horizon: int):
+        rounds_left = base.config.episode_rounds - np.asarray(base._round).reshape(-1)  # incl. now
+        ahead = world.rounds_ahead
+        out, counted = [], []
+        for h in range(1, horizon):
+            q = world.round_quantities(min(h, ahead))
+            out.append(
+                RoundInputs(
+                    q["snr_db"], world.peak_compute_flops, world.peak_mem_bw_bytes_per_s, q["load"], q["context_tokens"],
+                    q["new_tokens"], q["nl_ratio"], q["receiver_load"], q["gain_hz"],
+                )
+            )
+            counted.append((h < rounds_left) & (h <= ahead))
+        return out, np.array(counted).reshape(len(out), -1)
+
+    return future

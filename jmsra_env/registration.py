@@ -6,7 +6,17 @@ from typing import Any
 
 import gymnasium as gym
 
-__all__ = ["VARIANTS", "FORM_VERSIONS", "ENV_IDS", "register_envs", "env_id", "variant_of"]
+__all__ = [
+    "VARIANTS",
+    "FORM_VERSIONS",
+    "ENV_IDS",
+    "SESSION_VARIANTS",
+    "SESSION_ENV_IDS",
+    "register_envs",
+    "env_id",
+    "variant_of",
+    "is_session_id",
+]
 
 NAMESPACE = "jmsra_env"
 
@@ -16,6 +26,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "JMSRA-N8": {"n_agents": 8},
     "JMSRA-N16": {"n_agents": 16},
     "JMSRA-StaleCSI": {"csi_delay": 1, "fading_correlation": 0.9},
+}
+
+_MIB = 1 << 20
+# Sessions (docs/sessions.md): the receiver keeps the KV caches it was sent in a pool of limited
+# size. name -> overrides (the pool defaults to N x 160 MiB).
+SESSION_VARIANTS: dict[str, dict[str, Any]] = {
+    "JMSRA-Session": {"session.enabled": True},
+    "JMSRA-Session-N8": {"session.enabled": True, "n_agents": 8},
+    # N x 64 MiB: the pool binds early and a myopic expert thrashes
+    "JMSRA-Session-TightPool": {"session.enabled": True, "session.kv_pool_bytes": 4 * 64 * _MIB},
+    # 4 GiB never binds: 4 agents x (2048 + 64 x 512) tokens x 16 KiB = 2.125 GiB at most
+    "JMSRA-Session-LargePool": {"session.enabled": True, "session.kv_pool_bytes": 4 * 1024 * _MIB},
 }
 
 
@@ -32,28 +54,40 @@ def env_id(variant: str, action_form: str = "dict") -> str:
 
 
 ENV_IDS: tuple[str, ...] = tuple(env_id(v, f) for v in VARIANTS for f in ("dict", "box"))
+SESSION_ENV_IDS: tuple[str, ...] = tuple(env_id(v, f) for v in SESSION_VARIANTS for f in ("dict", "box"))
 
 
 def variant_of(id_: str) -> tuple[str, str]:
-    """``(variant, action_form)`` of a registered ID (``module:`` prefix allowed); ``ValueError`` else."""
+    """``(variant, action_form)`` of a registered ID, single-round or session (``module:`` prefix
+    allowed); ``ValueError`` else."""
     id_ = id_.split(":", 1)[-1]
-    for v in VARIANTS:
+    for v in (*VARIANTS, *SESSION_VARIANTS):
         for f in ("dict", "box"):
             if env_id(v, f) == id_:
                 return v, f
-    raise ValueError(f"unknown environment id {id_!r}; registered: {list(ENV_IDS)}")
+    raise ValueError(f"unknown environment id {id_!r}; registered: {list(ENV_IDS + SESSION_ENV_IDS)}")
+
+
+def is_session_id(id_: str) -> bool:
+    """Whether a registered ID is a session variant."""
+    return variant_of(id_)[0] in SESSION_VARIANTS
 
 
 def register_envs() -> None:
     """Register every variant in both action forms (idempotent)."""
-    for variant, overrides in VARIANTS.items():
-        for form in ("dict", "box"):
-            id_ = env_id(variant, form)
-            if id_ in gym.registry:
-                continue
-            gym.register(
-                id=id_,
-                entry_point="jmsra_env.wrappers:make_env",  # JMSRAEnv, + features / action_encoding
-                vector_entry_point="jmsra_env.wrappers:make_vector_env",
-                kwargs={"base_config": dict(overrides), "action_form": form},
-            )
+    kinds = (
+        (VARIANTS, "jmsra_env.wrappers:make_env", "jmsra_env.wrappers:make_vector_env"),
+        (SESSION_VARIANTS, "jmsra_env.session_env:JMSRASessionEnv", "jmsra_env.session_env:JMSRASessionVectorEnv"),
+    )
+    for variants, entry, vector_entry in kinds:
+        for variant, overrides in variants.items():
+            for form in ("dict", "box"):
+                id_ = env_id(variant, form)
+                if id_ in gym.registry:
+                    continue
+                gym.register(
+                    id=id_,
+                    entry_point=entry,
+                    vector_entry_point=vector_entry,
+                    kwargs={"base_config": dict(overrides), "action_form": form},
+                )

@@ -19,12 +19,8 @@ name                   decision
 ``random``             random media, Dirichlet(1, ..., 1) split
 =====================  ========================================================================
 
-(P2), bandwidth for fixed media, is solved by a safeguarded Newton iteration on the common finish
-time ``T`` of the agents with a payload (on ``1 / sum_i b_i(T) - 1 / B``, nearly linear in ``T``),
-started at ``max_i t_i(B)`` (each agent's time alone on the band) inside the bracket from the
-rightmost rate-ceiling pole to ``max_i t_i(B / n)`` (equal split); ``b_i(T)`` is the inverse rate
-through :func:`jmsra_env.model.spectral_efficiency_step` (Newton in the spectral efficiency, warm
-started from the previous ``T``). This module never imports the environment.
+(P2), bandwidth for fixed media, is solved by :mod:`jmsra_env.bandwidth` (re-exported here as
+:func:`optimal_bandwidth`). This module never imports the environment.
 """
 
 from __future__ import annotations
@@ -34,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import model
+from .bandwidth import FlatTerms, flat_terms, optimal_bandwidth, solve_media
 from .model import RoundTerms
 
 __all__ = [
@@ -71,15 +68,11 @@ MAX_EXHAUSTIVE_AGENTS = 16
 # Two candidate latencies within this relative distance are a tie (lowest index wins); a greedy
 # switch must improve by more than this. Keeps the greedy deterministic under rounding noise.
 _TIE_RTOL = 1e-12
-# Newton on T stops when the allocation sums to B within this relative error (rescaling b to the
-# band then moves the finish times by about as much: far inside the 1e-9 promised).
-_SUM_RTOL = 1e-12
-_MAX_ITER = 200
-_COLD_STEPS = 2  # Newton steps on u at the starting T, before the warm-started loop
 # Bound on the number of (row x agent) elements one (P2) call handles at once (memory).
 _CHUNK_ELEMENTS = 1 << 19
-# Rows of one (P2) Newton loop: (rows x agents) elements, about the best size for the CPU caches.
-_BLOCK_ELEMENTS = 1 << 16
+# JMSRA on small batches walks a table of all 2^N media vectors' (P2) (rounds x 2^N rows at most).
+_TABLE_MAX_AGENTS = 8
+_TABLE_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -98,274 +91,6 @@ def _decision(terms: RoundTerms, media, bandwidth_hz) -> Decision:
 
 
 # ---------------------------------------------------------------------------------------------
-# (P2): optimal bandwidth for fixed media, over rows of a flat batch
-
-
-def _p2_rows(A, D, a, B: float, cut=None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_p2_block` over blocks of rows that keep the working arrays cache-sized."""
-    K, N = A.shape
-    step = max(256, _BLOCK_ELEMENTS // max(N, 1))
-    if K <= step:
-        return _p2_block(A, D, a, B, cut)
-    b = np.empty((K, N))
-    t = np.empty(K)
-    for s in range(0, K, step):
-        sl = slice(s, s + step)
-        b[sl], t[sl] = _p2_block(A[sl], D[sl], a[sl], B, None if cut is None else cut[sl])
-    return b, t
-
-
-def _p2_block(A, D, a, B: float, cut=None) -> tuple[np.ndarray, np.ndarray]:
-    """Solve (P2) for every row of ``(K, N)`` arrays: ``A`` compute before sending, ``D`` payload
-    bits, ``a`` channel gain (Hz); total bandwidth ``B``.
-
-    Returns ``(b (K, N), t (K,))`` with ``t = max_i (A_i + D_i / r_i(b_i))`` (uncapped, inf when no
-    allocation gives a finite latency). Agents with a payload share the whole band and finish
-    together; agents without one get nothing (an all-zero-payload row gets an equal split).
-    With ``cut`` (K,), a row whose ``t`` provably exceeds ``cut[k]`` is not solved: it gets
-    ``t = inf`` and an equal split among its payload agents (for searches that only need the
-    rows that can beat an incumbent).
-    """
-    K, N = A.shape
-    pay = D > 0.0
-    payf = pay.astype(np.float64)
-    npay = pay.sum(axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # Time to send at the rate ceiling a / ln 2: T must exceed A_i + delta_i.
-        delta = model.transmission_time_s(D, model.rate_ceiling_bps(a))
-        t_full = A + model.transmission_time_s(D, model.rate_bps(B, a))
-        share = B / np.maximum(npay, 1)
-        t_equal = A + model.transmission_time_s(D, model.rate_bps(share[:, None], a))
-    lo = np.max(np.where(pay, t_full, -np.inf), axis=-1)  # sum_i b_i(lo) >= B
-    hi = np.max(np.where(pay, t_equal, -np.inf), axis=-1)  # sum_i b_i(hi) <= B (equal split)
-    a_max = A.max(axis=-1)
-
-    b_out = np.where(pay, share[:, None], 0.0)  # infeasible rows: equal split among payloads
-    b_out[npay == 0] = B / N
-    t_out = np.where(npay == 0, a_max, np.inf)
-
-    ok = (npay > 0) & np.isfinite(hi) & np.isfinite(lo) & (np.isfinite(delta) | ~pay).all(axis=-1)
-    if cut is not None:
-        ok &= a_max < cut  # an agent's compute alone already exceeds the cut
-        t_out = np.where((npay == 0) & (a_max >= cut), np.inf, t_out)
-    idx = np.flatnonzero(ok)
-    if idx.size:
-        b_sol, t_sol = _p2_newton(
-            A[idx], delta[idx], a[idx], pay[idx], payf[idx], lo[idx], hi[idx], B,
-            None if cut is None else cut[idx],
-        )
-        b_out[idx] = b_sol
-        t_out[idx] = np.maximum(t_sol, a_max[idx])
-    return b_out, t_out
-
-
-def _alloc(T, base, dsafe, a, payf):
-    """b_i(T) for every agent (0 without payload) and the pieces Newton needs."""
-    # x >= 1e-30 keeps b finite when T rounds onto an agent's pole (a payload that needs no time
-    # at float64 resolution); a genuine x that small would need b > 1e29 a.
-    x = np.maximum((T[:, None] - base) / dsafe, 1e-30)
-    u = model.spectral_efficiency_nats(np.log1p(x))
-    return model.bandwidth_from_spectral_efficiency_hz(u, a) * payf, u, x
-
-
-def _scaled_to_band(b, B):
-    S = b.sum(axis=-1)
-    return b * (B / np.where(S > 0.0, S, B))[:, None]
-
-
-def _p2_newton(A, delta, a, pay, payf, lo, hi, B, cut=None):
-    """Newton-bisection on the common finish time of the payload agents (rows all solvable)."""
-    # Extreme inputs (subnormal payloads, T on a pole) may overflow intermediate values; the
-    # bracket test below turns any resulting inf / nan step into a bisection step.
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if cut is None:
-            return _p2_newton_loop(A, delta, a, pay, payf, lo, hi, B)
-        # The common finish time exceeds the cut exactly when the band does not suffice at the
-        # cut: sum_i b_i(cut) > B (with a margin far above rounding), or the cut is at or left of
-        # a rate-ceiling pole. One evaluation settles it; only the other rows are solved.
-        pole = np.max(np.where(pay, A + delta, -np.inf), axis=-1)
-        test = cut > pole
-        b_cut = _alloc(np.where(test, cut, pole + 1.0), np.where(pay, A + delta, pole[:, None]),
-                       np.where(pay, np.maximum(delta, 1e-300), 1.0), a, payf)[0]
-        beaten = ~test | (b_cut.sum(axis=-1) > B * (1.0 + 1e-10))
-        b_res = payf * (B / payf.sum(axis=-1))[:, None]
-        t_res = np.full(A.shape[0], np.inf)
-        keep = np.flatnonzero(~beaten)
-        if keep.size:
-            b_res[keep], t_res[keep] = _p2_newton_loop(
-                A[keep], delta[keep], a[keep], pay[keep], payf[keep], lo[keep], hi[keep], B
-            )
-        return b_res, t_res
-
-
-def _p2_newton_loop(A, delta, a, pay, payf, lo, hi, B):
-    k = A.shape[0]
-    # For payload agents T - A_i = delta_i (1 + x_i) with x_i = (T - A_i - delta_i) / delta_i > 0
-    # inside the bracket. Agents without payload get placeholders that keep every value finite.
-    base = np.where(pay, A + delta, (lo - 1.0)[:, None])
-    dsafe = np.where(pay, np.maximum(delta, 1e-300), 1.0)  # delta underflows for subnormal payloads
-    # Start at max_i t_i(B), but bracket from the rightmost pole (S = inf there): t_i(B) comes from
-    # model.rate_bps, whose rounding need not match this inverse's to the last bit.
-    T = lo
-    lo = np.max(np.where(pay, base, -np.inf), axis=-1)
-    hi = np.nextafter(hi * (1.0 + 1e-12), np.inf)  # S(hi) <= B must survive the rounding of hi
-    b_res = np.empty_like(A)
-    t_res = np.empty(k)
-    rows = np.arange(k)
-    # The spectral efficiencies u_i(T) are carried from one T to the next (warm start): two Newton
-    # steps per iteration suffice once T settles; a row is only accepted once the last step is tiny.
-    L = np.log1p(np.maximum((T[:, None] - base) / dsafe, 1e-30))
-    u = L + np.log1p(L)
-    for _ in range(_COLD_STEPS):
-        u = model.spectral_efficiency_step(u, L)[0]
-    for _ in range(_MAX_ITER):
-        # x >= 1e-30 keeps b finite when T rounds onto an agent's pole (a payload that needs no
-        # time at float64 resolution); a genuine x that small would need b > 1e29 a.
-        x = np.maximum((T[:, None] - base) / dsafe, 1e-30)
-        L = np.log1p(x)
-        # Two steps: one alone lets the outer Newton chase the inner error (linear convergence).
-        u = model.spectral_efficiency_step(u, L)[0]
-        u, du = model.spectral_efficiency_step(u, L)
-        # After a step of |du| <= 1e-7 u the error of u is below ~1e-15 u (F'' / 2F' <= 1/12).
-        inner = (np.abs(du) <= 1e-7 * u).all(axis=-1)
-        b = model.bandwidth_from_spectral_efficiency_hz(u, a) * payf
-        S = b.sum(axis=-1)
-        # dS/dT = -sum_i b_i g(u_i) / (T - A_i), g the inverse-rate elasticity.
-        dS = -(b * model.inverse_rate_elasticity(u) / (dsafe * (1.0 + x))).sum(axis=-1)
-        above = S > B
-        lo = np.where(above, T, lo)
-        hi = np.where(above, hi, T)
-        # Newton on G(T) = 1/S - 1/B:  T - G / G' = T + S (B - S) / (B S')
-        Tn = T + S * (B - S) / (B * dS)
-        Tn = np.where((Tn >= lo) & (Tn <= hi), Tn, 0.5 * (lo + hi))
-        # Converged when the band is used to _SUM_RTOL: rescaling b by B / S then moves every
-        # finish time by about that much.
-        ok = inner & (np.abs(S - B) <= _SUM_RTOL * B)
-        if ok.all():
-            b_res[rows] = b * (B / S)[:, None]
-            t_res[rows] = T
-            return b_res, t_res
-        # Stuck when T cannot move at float64 resolution (a very steep sum_i b_i(T)).
-        stuck = ~ok & inner & ((np.abs(Tn - T) <= 8e-16 * np.abs(T)) | (hi - lo <= 8e-16 * np.abs(hi)))
-        if ok.any():
-            r = rows[ok]
-            b_res[r] = b[ok] * (B / S[ok])[:, None]
-            t_res[r] = T[ok]
-        if stuck.any():
-            # Take the feasible side: T itself when it needs at most B (1 + 1e-9), else one ulp up.
-            near = S <= B * (1.0 + 1e-9)
-            fine = stuck & near
-            r = rows[fine]
-            b_res[r] = b[fine] * (B / S[fine])[:, None]
-            t_res[r] = T[fine]
-            up = stuck & ~near
-            if up.any():
-                Ts = np.nextafter(T[up], np.inf)
-                r = rows[up]
-                b_res[r] = _scaled_to_band(_alloc(Ts, base[up], dsafe[up], a[up], payf[up])[0], B)
-                t_res[r] = Ts
-        done = ok | stuck
-        if done.any():
-            keep = ~done
-            if not keep.any():
-                return b_res, t_res
-            rows, T, lo, hi = rows[keep], Tn[keep], lo[keep], hi[keep]
-            base, dsafe, a, payf, u = base[keep], dsafe[keep], a[keep], payf[keep], u[keep]
-        else:
-            T = Tn
-    # Not reached in practice (bisection alone collapses the bracket in ~60 steps).
-    b_res[rows] = _scaled_to_band(_alloc(T, base, dsafe, a, payf)[0], B)
-    t_res[rows] = T
-    return b_res, t_res
-
-
-# ---------------------------------------------------------------------------------------------
-# Flat views of a batch of rounds
-
-
-@dataclass(frozen=True)
-class _Flat:
-    A: np.ndarray  # (M, N, 2) S_i + C_i(x)
-    D: np.ndarray  # (M, N, 2) payload bits
-    R: np.ndarray  # (M, N, 2) receiver work
-    answer: np.ndarray  # (M,)
-    a: np.ndarray  # (M, N)
-    B: float
-    batch_shape: tuple[int, ...]
-    n: int
-
-
-def _flat(terms: RoundTerms) -> _Flat:
-    n = terms.n_agents
-    shape = terms.batch_shape
-    S = np.asarray(terms.prefill_s, dtype=np.float64).reshape(-1, n)
-    m = S.shape[0]
-    C = np.asarray(terms.extra_compute_s, dtype=np.float64).reshape(m, n, 2)
-    return _Flat(
-        A=S[..., None] + C,
-        D=np.asarray(terms.payload_bits, dtype=np.float64).reshape(m, n, 2),
-        R=np.asarray(terms.receiver_s, dtype=np.float64).reshape(m, n, 2),
-        answer=np.broadcast_to(np.asarray(terms.answer_s, dtype=np.float64), shape).reshape(m),
-        a=np.asarray(terms.gain_hz, dtype=np.float64).reshape(m, n),
-        B=float(terms.bandwidth_hz),
-        batch_shape=shape,
-        n=n,
-    )
-
-
-def _p2_for(f: _Flat, rounds: np.ndarray, media: np.ndarray, below=None):
-    """(P2) for rows ``(rounds[k], media[k])``; returns ``(b (K, N), total latency T (K,))``.
-
-    With ``below`` (K,), rows whose latency provably is not below ``below[k]`` come back as inf.
-    Rows are gathered and solved in pieces of bounded memory."""
-    step = max(1, _CHUNK_ELEMENTS // f.n)
-    if rounds.size <= step:
-        return _p2_gathered(f, rounds, media, below)
-    b = np.empty((rounds.size, f.n))
-    t = np.empty(rounds.size)
-    for s in range(0, rounds.size, step):
-        sl = slice(s, s + step)
-        b[sl], t[sl] = _p2_gathered(f, rounds[sl], media[sl], None if below is None else below[sl])
-    return b, t
-
-
-def _p2_gathered(f: _Flat, rounds: np.ndarray, media: np.ndarray, below=None):
-    A = model.select_medium(f.A[rounds], media)
-    D = model.select_medium(f.D[rounds], media)
-    R = model.select_medium(f.R[rounds], media).sum(axis=-1)
-    rest = R + f.answer[rounds]
-    b, t = _p2_rows(A, D, f.a[rounds], f.B, None if below is None else below - rest)
-    return b, t + rest
-
-
-def _check_media(terms: RoundTerms, media) -> np.ndarray:
-    x = np.asarray(media)
-    want = (*terms.batch_shape, terms.n_agents)
-    try:
-        x = np.broadcast_to(x, want)
-    except ValueError:
-        raise ValueError(f"media must broadcast to shape {want}; got shape {x.shape}") from None
-    if not np.all((x == 0) | (x == 1)):
-        raise ValueError("media must hold 0 (NL) or 1 (KV)")
-    return x.astype(np.int8)
-
-
-def optimal_bandwidth(terms: RoundTerms, media) -> tuple[np.ndarray, np.ndarray]:
-    """(P2): the bandwidth split minimising the latency for fixed ``media`` (batch-aware).
-
-    Returns ``(bandwidth_hz (..., N), latency_s (...))``; the split sums to ``B`` (to rounding),
-    agents with a payload finish together, agents without one get 0 (all-zero payloads: equal
-    split). ``latency_s`` is :func:`jmsra_env.model.latency` of the decision (capped).
-    """
-    x = _check_media(terms, media)
-    f = _flat(terms)
-    m = f.A.shape[0]
-    b, _ = _p2_for(f, np.arange(m), x.reshape(m, f.n))
-    b = b.reshape(x.shape)
-    return b, model.latency(terms, x, b).latency_s
-
-
-# ---------------------------------------------------------------------------------------------
 # JMSRA: bi-directional greedy
 
 
@@ -380,11 +105,56 @@ def jmsra(terms: RoundTerms) -> Decision:
     """JMSRA (docs/model.md): from all-NL switch to KV the agent whose switch lowers (P2) the
     most until no switch helps; the same from all-KV towards NL; return the better of the two.
 
-    Ties (within 1e-12 relative) go to the lowest agent index and to the all-NL start. Each greedy
-    iteration solves every candidate of every round and direction in one batched (P2) call
-    (skipping the switches that a lower bound rules out).
+    Ties (within 1e-12 relative) go to the lowest agent index and to the all-NL start. A large
+    batch runs the greedy batched: each iteration solves every candidate of every round and
+    direction in one (P2) call (skipping the switches that a lower bound rules out). A small one
+    (``M 2^N <= 1024``, ``N <= 8``: a single round, say) solves the (P2) of every media vector in
+    one call and walks the greedy over that table, which costs one call instead of one per step.
     """
-    f = _flat(terms)
+    f = flat_terms(terms)
+    M, N = f.A.shape[0], f.n
+    if N <= _TABLE_MAX_AGENTS and M << N <= _TABLE_ROWS:
+        media, b = _jmsra_by_table(f)
+    else:
+        media, b = _jmsra_batched(f)
+    return _decision(terms, media.reshape(*f.batch_shape, N), b.reshape(*f.batch_shape, N))
+
+
+def _greedy_walk(values: list, n: int, start: int) -> tuple[int, float]:
+    """One direction of the greedy over a table of (P2) latencies by media code (bit ``i`` set:
+    agent ``i`` on KV), from code ``start`` (0: all NL, ``2^n - 1``: all KV). Returns the final
+    code and its latency; the same choices as :func:`_jmsra_batched`, tie rule included."""
+    code, val = start, values[start]
+    left = list(range(n))  # agents still on the starting medium, lowest index first
+    while left:
+        cand = [values[code ^ (1 << i)] for i in left]
+        vmin = min(cand)
+        if vmin != vmin or any(c != c for c in cand) or not vmin < val * (1.0 - _TIE_RTOL):
+            break  # no switch helps (NaN: as NumPy's comparisons in the batched greedy)
+        bound = vmin * (1.0 + _TIE_RTOL)
+        k = next(k for k, c in enumerate(cand) if c <= bound)  # the lowest index within the tie
+        code ^= 1 << left.pop(k)
+        val = vmin
+    return code, val
+
+
+def _jmsra_by_table(f: FlatTerms) -> tuple[np.ndarray, np.ndarray]:
+    """JMSRA on a small batch: every media vector's (P2) in one call, then the greedy walks."""
+    M, N = f.A.shape[0], f.n
+    n_codes = 1 << N
+    b, v = solve_media(f, np.repeat(np.arange(M), n_codes), np.tile(_media_of(np.arange(n_codes), N), (M, 1)))
+    b = b.reshape(M, n_codes, N)
+    table = v.reshape(M, n_codes).tolist()
+    chosen = np.empty(M, dtype=np.int64)
+    for m, values in enumerate(table):
+        nl_code, nl_val = _greedy_walk(values, N, 0)
+        kv_code, kv_val = _greedy_walk(values, N, n_codes - 1)
+        chosen[m] = kv_code if kv_val < nl_val * (1.0 - _TIE_RTOL) else nl_code
+    return _media_of(chosen, N), b[np.arange(M), chosen]
+
+
+def _jmsra_batched(f: FlatTerms) -> tuple[np.ndarray, np.ndarray]:
+    """JMSRA on a batch: each greedy iteration is one (P2) call over every round and direction."""
     M, N = f.A.shape[0], f.n
     P = 2 * M  # (round, direction) pairs; direction d starts from all-d and switches to 1 - d
     pair_round = np.repeat(np.arange(M), 2)
@@ -399,7 +169,7 @@ def jmsra(terms: RoundTerms) -> Decision:
     cand_media = np.repeat(x[:, None, :], N + 1, axis=1)  # (P, N + 1, N); slot 0 = no switch
     ar = np.arange(N)
     cand_media[:, ar + 1, ar] ^= 1
-    b_all, v_all = _p2_for(f, np.repeat(pair_round, N + 1), cand_media.reshape(-1, N))
+    b_all, v_all = solve_media(f, np.repeat(pair_round, N + 1), cand_media.reshape(-1, N))
     b_all = b_all.reshape(P, N + 1, N)
     v_all = v_all.reshape(P, N + 1)
     val[:] = v_all[:, 0]
@@ -440,7 +210,7 @@ def jmsra(terms: RoundTerms) -> Decision:
             break
         pi, ji, rr, rows_media = pi[may], ji[may], rr[may], rows_media[may]
         # Only switches that beat the current value matter: the others come back as inf early.
-        b_r, v_r = _p2_for(f, rr, rows_media, below=val[p[pi]] * (1.0 - _TIE_RTOL))
+        b_r, v_r = solve_media(f, rr, rows_media, below=val[p[pi]] * (1.0 - _TIE_RTOL))
         cand_val = np.full((p.size, N), np.inf)
         cand_val[pi, ji] = v_r
         cand_b = b_r
@@ -451,9 +221,7 @@ def jmsra(terms: RoundTerms) -> Decision:
     val2 = val.reshape(M, 2)
     pick = (val2[:, 1] < val2[:, 0] * (1.0 - _TIE_RTOL)).astype(np.int64)
     chosen = 2 * np.arange(M) + pick
-    media = x[chosen].reshape(*f.batch_shape, N)
-    b = bw[chosen].reshape(*f.batch_shape, N)
-    return _decision(terms, media, b)
+    return x[chosen], bw[chosen]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,7 +233,7 @@ def _media_of(codes: np.ndarray, n: int) -> np.ndarray:
     return ((codes[:, None] >> np.arange(n)) & 1).astype(np.int8)
 
 
-def _finish_alone_s(f: _Flat) -> np.ndarray:
+def _finish_alone_s(f: FlatTerms) -> np.ndarray:
     """Each agent's finish time alone on the whole band, per medium (M, N, 2): a lower bound."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return f.A + model.transmission_time_s(f.D, model.rate_bps(f.B, f.a[..., None]))
@@ -498,7 +266,7 @@ def exhaustive(terms: RoundTerms) -> Decision:
             f"the exhaustive optimum enumerates 2^N media vectors and is limited to N <= "
             f"{MAX_EXHAUSTIVE_AGENTS} agents; got N = {n} (use 'jmsra' for larger teams)"
         )
-    f = _flat(terms)
+    f = flat_terms(terms)
     M = f.A.shape[0]
     n_cand = 1 << n
     t_alone = _finish_alone_s(f)
@@ -523,7 +291,7 @@ def exhaustive(terms: RoundTerms) -> Decision:
             ri, ci = np.nonzero(keep)
             codes = order[ri, r0 + ci]
             below = None if r0 == 0 else best_v[ri] * (1.0 + 1e-9)  # only rows that may win or tie
-            b, v = _p2_codes(f, rounds[ri], codes, n, below)
+            b, v = _solve_codes(f, rounds[ri], codes, n, below)
             V = np.full(keep.shape, np.inf)
             V[ri, ci] = np.where(np.isnan(v), np.inf, v)
             C = np.full(keep.shape, n_cand, dtype=np.int64)
@@ -551,16 +319,16 @@ def exhaustive(terms: RoundTerms) -> Decision:
     return _decision(terms, media, best_b.reshape(*f.batch_shape, n))
 
 
-def _p2_codes(f: _Flat, rounds: np.ndarray, codes: np.ndarray, n: int, below=None):
+def _solve_codes(f: FlatTerms, rounds: np.ndarray, codes: np.ndarray, n: int, below=None):
     """(P2) for rows ``(rounds[k], media of codes[k])``, in pieces of bounded memory."""
     step = max(1, _CHUNK_ELEMENTS // n)
     if rounds.size <= step:
-        return _p2_for(f, rounds, _media_of(codes, n), below)
+        return solve_media(f, rounds, _media_of(codes, n), below)
     b = np.empty((rounds.size, n))
     v = np.empty(rounds.size)
     for s in range(0, rounds.size, step):
         sl = slice(s, s + step)
-        b[sl], v[sl] = _p2_for(f, rounds[sl], _media_of(codes[sl], n), None if below is None else below[sl])
+        b[sl], v[sl] = solve_media(f, rounds[sl], _media_of(codes[sl], n), None if below is None else below[sl])
     return b, v
 
 

@@ -121,6 +121,7 @@ class JMSRAVectorEnv(VectorEnv):
         "render_fps": 4,
         "autoreset_mode": AutoresetMode.NEXT_STEP,  # per instance: see ``autoreset_mode``
     }
+    _world_class = WorldProcess  # what draws the rounds (a session env draws growing contexts)
 
     def __init__(
         self,
@@ -163,7 +164,7 @@ class JMSRAVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._batch_shape = (num_envs,)
-        self._world = WorldProcess(cfg, num_envs)
+        self._world = self._world_class(cfg, num_envs)
         self._terms: model.RoundTerms | None = None
         self._round = np.zeros(num_envs, dtype=np.int64)
         self._autoreset: np.ndarray | None = None  # NEXT_STEP: who resets at the next step
@@ -194,7 +195,7 @@ class JMSRAVectorEnv(VectorEnv):
                 )
         if mask is not None and mask.all():  # a full reset (as the single env's: same draws)
             mask = None
-        self._world.reset(self.np_random, mask)
+        self._reset_worlds(self.np_random, mask)
         if mask is None:
             self._round[:] = 0
             self._autoreset = self._ended = None
@@ -202,7 +203,7 @@ class JMSRAVectorEnv(VectorEnv):
             self._round[mask] = 0
             self._autoreset = _clear(self._autoreset, mask)
             self._ended = _clear(self._ended, mask)
-        self._terms = self._world.true_terms(self.consts)
+        self._terms = self._next_terms()
         self._last_info = None
         obs = self._observation()
         flags = np.ones(self.num_envs, dtype=np.bool_) if mask is None else mask.copy()
@@ -225,19 +226,20 @@ class JMSRAVectorEnv(VectorEnv):
         info["round"] = self._round.copy()
         if self.config.jmsra_in_info:
             info["jmsra_latency_s"] = _jmsra_latency_s(self._terms)
+        self._after_round(media, info)
         rewards = -br.latency_s
         rng = self.np_random
         self._world.step(rng)
         self._round += 1
         played = np.ones(self.num_envs, dtype=np.bool_)
         if resetting is not None:  # some (not all) start over instead of playing
-            self._world.reset(rng, resetting)
+            self._reset_worlds(rng, resetting)
             self._round[resetting] = 0
             info["round"][resetting] = 0
             rewards[resetting] = 0.0
             played = ~resetting
         truncated = self._round >= self.config.episode_rounds
-        obs = self._world.observation()
+        obs = self._observe()
         for key in tuple(info):
             info["_" + key] = played
         info["_round"] = np.ones(self.num_envs, dtype=np.bool_)
@@ -249,7 +251,7 @@ class JMSRAVectorEnv(VectorEnv):
                 self._ended = truncated.copy()
             else:
                 self._autoreset = truncated
-        self._terms = self._world.true_terms(self.consts)
+        self._terms = self._next_terms()
         self._last_obs = obs
         self._last_info = info
         terminations = np.zeros(self.num_envs, dtype=np.bool_)
@@ -257,10 +259,10 @@ class JMSRAVectorEnv(VectorEnv):
 
     def _reset_step(self):
         """NEXT_STEP, every sub-environment ended at the last step: start them all over."""
-        self._world.reset(self.np_random)
+        self._reset_worlds(self.np_random, None)
         self._round[:] = 0
         self._autoreset = None
-        self._terms = self._world.true_terms(self.consts)
+        self._terms = self._next_terms()
         self._last_info = None
         obs = self._observation()
         m = self.num_envs
@@ -293,9 +295,9 @@ class JMSRAVectorEnv(VectorEnv):
         info["_final_obs"] = finished
         info["final_info"] = final_info
         info["_final_info"] = finished
-        self._world.reset(self.np_random, None if finished.all() else finished)
+        self._reset_worlds(self.np_random, None if finished.all() else finished)
         self._round[finished] = 0
-        return self._world.observation()
+        return self._observe()
 
     def render(self) -> tuple[Any, ...] | None:
         """One frame per sub-environment: its last round (``"ansi"`` text or ``"rgb_array"``)."""
@@ -342,9 +344,26 @@ class JMSRAVectorEnv(VectorEnv):
         return self._terms
 
     def _observation(self) -> dict[str, np.ndarray]:
-        obs = self._world.observation()
+        obs = self._observe()
         self._last_obs = obs
         return obs
+
+    # Hooks of the round's life cycle (a session env keeps the receivers' state through them).
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        """The batch's observation of the rounds the worlds are now at (fresh arrays)."""
+        return self._world.observation()
+
+    def _reset_worlds(self, rng: np.random.Generator, mask: np.ndarray | None) -> None:
+        """Start new episodes in every world (``mask`` None) or in those of ``mask``."""
+        self._world.reset(rng, mask)
+
+    def _next_terms(self) -> model.RoundTerms:
+        """The terms of the rounds the worlds are now at (what the next step charges)."""
+        return self._world.true_terms()
+
+    def _after_round(self, media: np.ndarray, info: dict[str, Any]) -> None:
+        """After a round was charged with ``media`` (every row), before the worlds move on."""
 
 
 def _clear(flags: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:

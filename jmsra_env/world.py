@@ -1,34 +1,45 @@
 """The world process: a seeded, batched generator of collaboration rounds (docs/model.md).
 
 :class:`WorldProcess` holds ``M`` independent worlds (``M = 1`` for the single environment) and
-draws their rounds in *chunks* (by default a whole episode, its 65 observed rounds, at a time),
-with a handful of NumPy calls over arrays of shape ``(M, rounds, N)`` and one generator. Actions
-never influence the world, so drawing ahead is exact; it is what makes a step cheap. The physics it calls lives in
-:mod:`jmsra_env.model`.
+draws their rounds in *chunks* (by default a whole episode, its ``E + 1`` observed rounds, at a
+time), with a handful of NumPy calls over time-major arrays ``(rounds, M, N)`` and one generator.
+Actions never influence the world, so drawing ahead is exact; it is what makes a step cheap. The
+physics it calls lives in :mod:`jmsra_env.model`.
 
-Per world and agent: distance (random walk at walking speed, folded into ``[d_min, d_max]``),
-log-normal shadowing (AR(1), Gudmundson), Rayleigh fading (Gauss-Markov, Jakes by default),
-background load (clipped random walk), the round's context length ``L`` and NL summary length
-``K``; per world the receiver's load and, per episode, each sender's device. The observed channel
-is ``csi_delay`` rounds old (the process is pre-rolled so that those rounds exist at reset).
+A chunk is drawn in four named steps, each taking its draws from the generator in a fixed order
+(the same seed gives the same rounds):
+
+1. :meth:`WorldProcess._initial_state` (new episodes only): each sender's device, the starting
+   distance, shadowing, fading and loads;
+2. :meth:`WorldProcess._advance`: the random processes round by round — distance (random walk at
+   walking speed, folded into ``[d_min, d_max]``), log-normal shadowing (AR(1), Gudmundson),
+   Rayleigh fading (Gauss-Markov, Jakes by default), background loads (clipped random walks);
+3. :meth:`WorldProcess._channel`: the full-band SNR charged and the one observed, ``csi_delay``
+   rounds older (the process is pre-rolled so that those rounds exist at reset);
+4. :meth:`WorldProcess._draw_workload`: each round's context length ``L`` and summary ratio
+   ``rho`` (a subclass may override it); the summary length is ``K = ceil(rho L)``.
+
+What one chunk hands to the next is a :class:`WorldState`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import model
 from .config import ScenarioConfig
 
-__all__ = ["WorldProcess", "OBS_KEYS", "SNR_MIN_DB", "SNR_MAX_DB"]
+__all__ = ["WorldProcess", "WorldState", "OBS_KEYS", "SNR_MIN_DB", "SNR_MAX_DB"]
 
 # The full-band SNR is kept in this range (a deep fade of -inf dB would make the observation
 # unbounded); the clipped value is the one both observed and charged.
 SNR_MIN_DB = -150.0
 SNR_MAX_DB = 150.0
 
+# The keys of the environment's observation, in its order (per agent (N,), receiver_load (1,)).
 OBS_KEYS = (
     "snr_db",
     "compute_flops",
@@ -39,10 +50,13 @@ OBS_KEYS = (
     "receiver_load",
 )
 
-_SQRT_HALF = math.sqrt(0.5)
+# Where each observed array lives: True for the per-episode ones (the senders' devices, held in
+# the WorldState under the same name), False for those of the chunk's current round.
+_OBS_SOURCES = tuple((key, key in ("compute_flops", "mem_bw_bytes_per_s")) for key in OBS_KEYS)
+
+_SQRT_HALF = math.sqrt(0.5)  # std of each part of a unit-power complex Gaussian
 _MAX_CHUNK_ROUNDS = 128
 _CHUNK_BUDGET = 1 << 19  # rounds x agents x worlds held per chunk (bounds memory at large M)
-
 
 
 def _default_chunk_rounds(episode_rounds: int, width: int) -> int:
@@ -54,11 +68,41 @@ def _default_chunk_rounds(episode_rounds: int, width: int) -> int:
     return -(-need // pieces)
 
 
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+@dataclass
+class WorldState:
+    """What the last drawn round of each world hands to the next chunk (``M`` worlds, ``N`` agents)."""
+
+    walk_m: np.ndarray  # (M, N) unfolded distance random walk (folded into [d_min, d_max] when used)
+    ar: np.ndarray  # (M, 3N) AR(1) processes: [shadowing dB (N) | fading real parts (N) | imag. parts (N)]
+    loads: np.ndarray  # (M, N + 1) background loads: the agents', then the receiver's
+    snr_tail: np.ndarray  # (csi_delay, M, N) the last csi_delay true SNRs (dB), oldest first
+    device_index: np.ndarray  # (M, N) int64 each sender's device in the scenario's sender_profiles
+    compute_flops: np.ndarray  # (M, N) peak FLOP/s of each sender's device
+    mem_bw_bytes_per_s: np.ndarray  # (M, N) peak memory bandwidth of each sender's device
+
+    @classmethod
+    def zeros(cls, n_envs: int, n_agents: int, csi_delay: int) -> WorldState:
+        shape = (n_envs, n_agents)
+        return cls(
+            walk_m=np.zeros(shape),
+            ar=np.zeros((n_envs, 3 * n_agents)),
+            loads=np.zeros((n_envs, n_agents + 1)),
+            snr_tail=np.zeros((csi_delay, n_envs, n_agents)),
+            device_index=np.zeros(shape, dtype=np.int64),
+            compute_flops=np.zeros(shape),
+            mem_bw_bytes_per_s=np.zeros(shape),
+        )
+
+
 class WorldProcess:
     """``n_envs`` independent worlds of one scenario, advanced together, a chunk of rounds ahead."""
 
     def __init__(self, cfg: ScenarioConfig, n_envs: int = 1, chunk_rounds: int | None = None):
-        if not isinstance(n_envs, int) or n_envs < 1:
+        if not _is_count(n_envs):
             raise ValueError(f"n_envs must be an integer >= 1; got {n_envs!r}")
         self.cfg = cfg
         self.n_envs = n_envs
@@ -66,37 +110,33 @@ class WorldProcess:
         self.consts = model.model_constants(cfg)
         if chunk_rounds is None:
             chunk_rounds = _default_chunk_rounds(cfg.episode_rounds, n_envs * n)
-        if not isinstance(chunk_rounds, int) or chunk_rounds < 1:
+        if not _is_count(chunk_rounds):
             raise ValueError(f"chunk_rounds must be an integer >= 1; got {chunk_rounds!r}")
         self.chunk_rounds = chunk_rounds
         ch = cfg.channel
         devices = cfg.workload.sender_profiles
         self._dev_flops = np.array([d.peak_flops for d in devices], dtype=np.float64)
         self._dev_mem_bw = np.array([d.mem_bw_bytes_per_s for d in devices], dtype=np.float64)
-        self._rho_h = cfg.fading_correlation
-        self._rho_s = cfg.shadowing_correlation
-        self._innov_h = math.sqrt(max(0.0, 1.0 - self._rho_h**2)) * _SQRT_HALF
-        self._innov_s = math.sqrt(max(0.0, 1.0 - self._rho_s**2)) * ch.shadowing_sigma_db
         self._step_m = ch.speed_mps * cfg.round_interval_s
         self._noise_dbm_per_hz = ch.noise_psd_dbm_per_hz + ch.noise_figure_db
         self._delay = cfg.csi_delay
-        # AR(1) coefficients of [shadowing (n) | fading real parts (n) | imaginary parts (n)]
-        self._ar_coef = np.repeat([self._rho_s, self._rho_h, self._rho_h], n)
-        self._ar_innov = np.repeat([self._innov_s, self._innov_h, self._innov_h], n)
-        self._ar_scale0 = np.repeat([ch.shadowing_sigma_db, _SQRT_HALF, _SQRT_HALF], n)  # stationary
-        shape = (n_envs, n)
-        # State carried from the last generated round to the next chunk.
-        self._walk_m = np.zeros(shape)  # unfolded distance random walk
-        self._ar = np.zeros((n_envs, 3 * n))  # shadowing, fading real parts, imaginary parts
-        self._loads = np.zeros((n_envs, n + 1))  # agents' loads, then the receiver's
-        self._snr_tail = np.zeros((self._delay, n_envs, n))  # the last csi_delay true SNRs
-        self.device_index = np.zeros(shape, dtype=np.int64)
-        self._flops = np.zeros(shape)
-        self._mem_bw = np.zeros(shape)
+        # AR(1) coefficient, innovation std and stationary std of [shadowing | fading re | im]
+        rho_s, rho_h = cfg.shadowing_correlation, cfg.fading_correlation
+        innov_h = math.sqrt(max(0.0, 1.0 - rho_h**2)) * _SQRT_HALF
+        innov_s = math.sqrt(max(0.0, 1.0 - rho_s**2)) * ch.shadowing_sigma_db
+        self._ar_coef = np.repeat([rho_s, rho_h, rho_h], n)
+        self._ar_innov = np.repeat([innov_s, innov_h, innov_h], n)
+        self._ar_scale0 = np.repeat([ch.shadowing_sigma_db, _SQRT_HALF, _SQRT_HALF], n)
+        self.state = WorldState.zeros(n_envs, n, self._delay)
         # The current chunk: time-major (C, M, ...) arrays; round t of the chunk is index t.
-        self._obs: dict[str, np.ndarray] = {}
+        self._rounds: dict[str, np.ndarray] = {}  # per-round observed arrays, nl_ratio, ...
         self._terms: model.RoundTerms | None = None
         self._t = 0
+
+    @property
+    def device_index(self) -> np.ndarray:
+        """(M, N) each sender's device (index into the scenario's sender profiles)."""
+        return self.state.device_index
 
     # -- state transitions -------------------------------------------------------------------
 
@@ -118,51 +158,61 @@ class WorldProcess:
             self._generate(rng, np.arange(self.n_envs), fresh=False)
 
     def _generate(self, rng: np.random.Generator, idx: np.ndarray, fresh: bool) -> None:
-        """Draw rounds ``t .. C-1`` of the chunk for worlds ``idx`` (a new episode if ``fresh``).
-
-        Arrays are time-major, ``(rounds, worlds, ...)``, so that one round is a contiguous slice.
-        """
-        k, n = idx.size, self.n_agents
-        ch, wl = self.cfg.channel, self.cfg.workload
+        """Draw rounds ``t .. C-1`` of the chunk for worlds ``idx`` (a new episode if ``fresh``)."""
         start = self._t
         rounds = self.chunk_rounds - start
-        pre = self._delay if fresh else 0
-        total = pre + rounds  # rounds whose channel is drawn (pre-roll first)
+        pre = self._delay if fresh else 0  # pre-rolled rounds, whose SNR is only observed later
         if fresh:
-            u0 = rng.random((4, k, n))
-            z0 = rng.standard_normal((k, 3 * n))
-            walk0 = ch.distance_min_m + (ch.distance_max_m - ch.distance_min_m) * u0[0]
-            ar0 = z0 * self._ar_scale0  # shadowing (dB), fading real parts, imaginary parts
-            loads0 = np.empty((k, n + 1))
-            loads0[:, :n] = wl.load_max * u0[1]
-            loads0[:, n] = wl.load_max * u0[3, :, 0]
-            n_dev = len(self._dev_flops)
-            dev = np.minimum((u0[2] * n_dev).astype(np.int64), n_dev - 1)
-            self.device_index[idx] = dev
-            self._flops[idx] = self._dev_flops[dev]
-            self._mem_bw[idx] = self._dev_mem_bw[dev]
-            steps = total - 1  # the first round is the initial state itself
+            walk, ar, loads = self._initial_state(rng, idx)
+            steps = pre + rounds - 1  # the first round is the initial state itself
         else:
-            walk0, ar0, loads0 = self._walk_m[idx], self._ar[idx], self._loads[idx]
-            steps = total
+            s = self.state
+            walk, ar, loads = s.walk_m[idx], s.ar[idx], s.loads[idx]
+            steps = rounds
+        walk, ar, loads = self._advance(rng, walk, ar, loads, steps)
+        if not fresh:  # drop the carried state: it is the previous chunk's last round
+            walk, ar, loads = walk[1:], ar[1:], loads[1:]
+        self.state.walk_m[idx] = walk[-1]
+        self.state.ar[idx] = ar[-1]
+        self.state.loads[idx] = loads[-1]
+        snr, snr_obs = self._channel(walk, ar, idx, fresh, rounds)
+        work = self._draw_workload(rng, rounds, idx, fresh)
+        self._store(idx, start, *self._round_arrays(idx, snr, snr_obs, loads[pre:], work))
+
+    def _initial_state(self, rng: np.random.Generator, idx: np.ndarray):
+        """A new episode for worlds ``idx``: draws the senders' devices (kept in the state) and
+        returns the first round's ``(walk (K, N), ar (K, 3N), loads (K, N + 1))``."""
+        k, n = idx.size, self.n_agents
+        ch, wl = self.cfg.channel, self.cfg.workload
+        u0 = rng.random((4, k, n))  # [distance | agents' loads | device | receiver's load (agent 0)]
+        z0 = rng.standard_normal((k, 3 * n))
+        walk0 = ch.distance_min_m + (ch.distance_max_m - ch.distance_min_m) * u0[0]
+        ar0 = z0 * self._ar_scale0  # stationary start
+        loads0 = np.empty((k, n + 1))
+        loads0[:, :n] = wl.load_max * u0[1]
+        loads0[:, n] = wl.load_max * u0[3, :, 0]
+        n_dev = len(self._dev_flops)
+        dev = np.minimum((u0[2] * n_dev).astype(np.int64), n_dev - 1)
+        self.state.device_index[idx] = dev
+        self.state.compute_flops[idx] = self._dev_flops[dev]
+        self.state.mem_bw_bytes_per_s[idx] = self._dev_mem_bw[dev]
+        return walk0, ar0, loads0
+
+    def _advance(self, rng: np.random.Generator, walk0, ar0, loads0, steps: int):
+        """Advance the random processes ``steps`` rounds from ``(walk0, ar0, loads0)``; returns
+        the ``steps + 1`` rounds (the start first) of each, time-major."""
+        k, n = walk0.shape
+        umax = self.cfg.workload.load_max
         # Innovations, each contiguous: distance walk, AR(1) [shadowing | fading re | im], loads.
-        z_walk = rng.standard_normal((steps, k, n))
-        z_ar = rng.standard_normal((steps, k, 3 * n))
-        z_load = rng.standard_normal((steps, k, n + 1))
-        # Distance (an unbounded random walk, folded into [d_min, d_max] below), shadowing AR(1),
-        # Gauss-Markov fading and the clipped load walks, round by round over contiguous
-        # (worlds, agents) slices.
+        walk_steps = rng.standard_normal((steps, k, n)) * self._step_m
+        noise = rng.standard_normal((steps, k, 3 * n)) * self._ar_innov
+        load_noise = rng.standard_normal((steps, k, n + 1)) * self.cfg.workload.load_step
         walk = np.empty((steps + 1, k, n))
-        walk[0] = walk0
-        walk_steps = z_walk * self._step_m
         ar = np.empty((steps + 1, k, 3 * n))
-        ar[0] = ar0
-        noise = z_ar * self._ar_innov
         loads = np.empty((steps + 1, k, n + 1))
-        loads[0] = loads0
-        load_noise = z_load * wl.load_step
-        coef, umax = self._ar_coef, wl.load_max
-        for s in range(steps):
+        walk[0], ar[0], loads[0] = walk0, ar0, loads0
+        coef = self._ar_coef
+        for s in range(steps):  # round by round over contiguous (worlds, agents) slices
             np.add(walk[s], walk_steps[s], out=walk[s + 1])
             nxt = ar[s + 1]
             np.multiply(ar[s], coef, out=nxt)
@@ -171,60 +221,77 @@ class WorldProcess:
             np.add(loads[s], load_noise[s], out=lo)
             np.maximum(lo, 0.0, out=lo)
             np.minimum(lo, umax, out=lo)
-        if not fresh:  # drop the carried state: it is the previous chunk's last round
-            walk, ar, loads = walk[1:], ar[1:], loads[1:]
-        self._walk_m[idx] = walk[-1]
-        self._ar[idx] = ar[-1]
-        self._loads[idx] = loads[-1]
-        distance = self._fold(walk)
+        return walk, ar, loads
+
+    def _channel(self, walk, ar, idx: np.ndarray, fresh: bool, rounds: int):
+        """The full-band SNR (dB) charged and observed in the chunk's ``rounds`` rounds.
+
+        ``walk`` and ``ar`` cover the pre-rolled rounds too (``csi_delay`` of them on a fresh
+        episode); the observed SNR is ``csi_delay`` rounds older than the charged one.
+        """
+        n, ch = self.n_agents, self.cfg.channel
         fading_re, fading_im = ar[..., n : 2 * n], ar[..., 2 * n :]
         power = np.maximum(fading_re * fading_re + fading_im * fading_im, 1e-300)
         snr = np.clip(
             model.full_band_snr_db(
-                distance, ar[..., :n], power, ch.tx_power_dbm, self._noise_dbm_per_hz, ch.bandwidth_hz,
-                ch.pathloss_const_db, ch.pathloss_exponent_db,
+                self._fold(walk), ar[..., :n], power, ch.tx_power_dbm, self._noise_dbm_per_hz,
+                ch.bandwidth_hz, ch.pathloss_const_db, ch.pathloss_exponent_db,
             ),
             SNR_MIN_DB,
             SNR_MAX_DB,
         )
-        if self._delay:
-            history = snr if fresh else np.concatenate([self._snr_tail[:, idx], snr], axis=0)
-            snr_obs = history[:rounds]
-            self._snr_tail[:, idx] = history[-self._delay :]
-            snr = snr[pre:]
-        else:
-            snr_obs = snr
-        loads = loads[pre:]
-        # Per-round workload: context length and NL summary length.
-        u = rng.random((2, rounds, k, n))
+        if not self._delay:
+            return snr, snr
+        history = snr if fresh else np.concatenate([self.state.snr_tail[:, idx], snr], axis=0)
+        self.state.snr_tail[:, idx] = history[-self._delay :]
+        return snr[snr.shape[0] - rounds :], history[:rounds]
+
+    def _draw_workload(
+        self, rng: np.random.Generator, rounds: int, idx: np.ndarray, fresh: bool
+    ) -> dict[str, np.ndarray]:
+        """The workload of ``rounds`` rounds of worlds ``idx`` (a new episode if ``fresh``).
+
+        Returns time-major ``(rounds, len(idx), N)`` arrays: ``"context_tokens"`` (``L``, uniform
+        integers) and ``"nl_ratio"`` (``rho``, uniform); any further array a subclass returns is
+        kept in the chunk too and read back with :meth:`round_arrays`.
+        """
+        wl = self.cfg.workload
+        u = rng.random((2, rounds, idx.size, self.n_agents))
         span = wl.context_max_tokens - wl.context_min_tokens + 1
         ctx = wl.context_min_tokens + np.minimum(np.floor(u[0] * span), span - 1)
         ratio = wl.nl_ratio_min + (wl.nl_ratio_max - wl.nl_ratio_min) * u[1]
-        nl = model.nl_tokens(ctx, ratio)
+        return {"context_tokens": ctx, "nl_ratio": ratio}
+
+    def _round_arrays(self, idx, snr, snr_obs, loads, work):
+        """The per-round arrays kept in the chunk and the terms charged, from the drawn pieces."""
+        n = self.n_agents
         agent_loads = np.ascontiguousarray(loads[..., :n])
         receiver_loads = np.ascontiguousarray(loads[..., n:])
-        obs = {
+        ctx = work["context_tokens"]
+        nl = model.nl_tokens(ctx, work["nl_ratio"])
+        arrays = {
+            **work,
             "snr_db": snr_obs,
             "load": agent_loads,
-            "context_tokens": ctx,
             "nl_tokens": nl,
             "receiver_load": receiver_loads,
         }
         terms = model.round_terms(
-            self.consts, snr, self._flops[idx], self._mem_bw[idx], agent_loads, ctx, nl, receiver_loads[..., 0],
+            self.consts, snr, self.state.compute_flops[idx], self.state.mem_bw_bytes_per_s[idx],
+            agent_loads, ctx, nl, receiver_loads[..., 0],
         )
-        self._store(idx, start, obs, terms)
+        return arrays, terms
 
-    def _store(self, idx, start, obs, terms) -> None:
+    def _store(self, idx, start, arrays, terms) -> None:
         """Write generated rounds into the chunk. New arrays, so earlier views stay valid."""
         if start == 0 and idx.size == self.n_envs:
-            self._obs = obs
+            self._rounds = arrays
             self._terms = terms
             return
-        for key, value in obs.items():
-            arr = self._obs[key].copy()
+        for key, value in arrays.items():
+            arr = self._rounds[key].copy()
             arr[start:, idx] = value
-            self._obs[key] = arr
+            self._rounds[key] = arr
         fields = {}
         for name in model.TERM_ARRAY_FIELDS:
             arr = getattr(self._terms, name).copy()
@@ -251,22 +318,23 @@ class WorldProcess:
     # -- views -------------------------------------------------------------------------------
 
     def observation(self) -> dict[str, np.ndarray]:
-        """What the decision maker sees this round (fresh arrays, batch axis first)."""
-        t, o = self._t, self._obs
-        return {
-            "snr_db": o["snr_db"][t].copy(),
-            "compute_flops": self._flops.copy(),
-            "mem_bw_bytes_per_s": self._mem_bw.copy(),
-            "load": o["load"][t].copy(),
-            "context_tokens": o["context_tokens"][t].copy(),
-            "nl_tokens": o["nl_tokens"][t].copy(),
-            "receiver_load": o["receiver_load"][t].copy(),
-        }
+        """What the decision maker sees this round (fresh arrays, batch axis first), keys
+        :data:`OBS_KEYS`."""
+        t, r, s = self._t, self._rounds, self.state
+        return {key: (getattr(s, key) if per_episode else r[key][t]).copy() for key, per_episode in _OBS_SOURCES}
 
-    def true_terms(self, consts: model.ModelConstants | None = None) -> model.RoundTerms:
+    def round_arrays(self) -> dict[str, np.ndarray]:
+        """Every per-round array of the current round (fresh copies, batch axis first): the
+        observed ones and the workload's draws, ``nl_ratio`` included."""
+        if self._terms is None:
+            raise RuntimeError("call reset() first")
+        t = self._t
+        return {key: value[t].copy() for key, value in self._rounds.items()}
+
+    def true_terms(self) -> model.RoundTerms:
         """The model terms of the current round with the *current* channel: what is charged.
 
-        Batch shape ``(M,)``; the arrays are read-only views that later steps never overwrite.
+        Batch shape ``(M,)``; the arrays are views into the chunk, which later steps never overwrite.
         """
         if self._terms is None:
             raise RuntimeError("call reset() first")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -14,11 +13,10 @@ import pytest
 
 import jmsra_env  # noqa: F401  (registers the environments)
 from jmsra_env import actions, evaluation as ev, model
+from jmsra_env.policies import ExpertPolicy
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("evaluate", ROOT / "evaluate.py")
-evaluate = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(evaluate)
+from agents import cli_evaluate as evaluate
+
 
 SHORT = ["--config", "episode_rounds=16", "--no-progress"]
 
@@ -32,19 +30,27 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+def _train_tiny(logdir: Path, env_id: str, name: str) -> Path:
     """A real run directory from train.py (256 PPO steps on N = 4, its default action encoding)."""
-    spec = importlib.util.spec_from_file_location("train", ROOT / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
-    logdir = tmp_path_factory.mktemp("runs")
-    argv = ["--env-id", "jmsra_env/JMSRA-Box-v1", "--total-timesteps", "256", "--n-envs", "2",
+    import train
+
+    argv = ["--env-id", env_id, "--total-timesteps", "256", "--n-envs", "2",
             "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1", "--bc-steps", "0",
             "--eval-freq", "1000000", "--compare-episodes", "0", "--device", "cpu",
-            "--no-progress-bar", "--logdir", str(logdir), "--run-name", "tiny-n4"]
+            "--no-progress-bar", "--logdir", str(logdir), "--run-name", name]
     assert train.main(argv) == 0
-    return logdir / "tiny-n4"
+    return logdir / name
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return _train_tiny(tmp_path_factory.mktemp("runs"), "jmsra_env/JMSRA-Box-v1", "tiny-n4")
+
+
+@pytest.fixture(scope="module")
+def tiny_stale_model(tmp_path_factory):
+    """Trained with --env-id jmsra_env/JMSRA-StaleCSI-v0, i.e. on its Box twin."""
+    return _train_tiny(tmp_path_factory.mktemp("runs"), "jmsra_env/JMSRA-StaleCSI-v0", "tiny-stale")
 
 
 def test_small_evaluation_writes_parseable_outputs_with_one_row_per_policy(tmp_path, capsys):
@@ -114,7 +120,7 @@ def test_recorded_rounds_and_latencies_equal_stepping_the_real_env():
     env_id = "jmsra_env/JMSRA-StaleCSI-Box-v1"
     cfg, _ = ev.scenario_from_env_id(env_id, {"episode_rounds": 70})
     rounds = ev.draw_rounds(cfg, 2, seed=11)
-    (result,) = ev.evaluate_policies(rounds, [ev.SolverPolicy("jmsra")], single_round_budget_s=0.0)
+    (result,) = ev.evaluate_policies(rounds, [ExpertPolicy("jmsra", cfg)], single_round_budget_s=0.0)
     env = gym.make(env_id, config={"episode_rounds": 70})
     policy = make_policy("jmsra", env)
     for e in range(2):
@@ -212,6 +218,16 @@ def test_sweeps_include_a_model_where_it_fits(tmp_path, tiny_model, capsys):
     }
 
 
+def test_a_model_trained_on_the_box_twin_is_evaluated_on_the_scenario_the_id_names(tmp_path, tiny_stale_model):
+    argv = ["--env-id", "jmsra_env/JMSRA-StaleCSI-v0", "--model", str(tiny_stale_model), "--policies", "jmsra",
+            "--no-plots", "--out", str(tmp_path), "--episodes", "2", "--no-progress"]
+    assert evaluate.main(argv) == 0
+    rows = {r["policy"]: r for r in _read_csv(tmp_path / "summary.csv")}
+    assert set(rows) == {"jmsra", "ppo:tiny-stale"}
+    notes = (tmp_path / "summary.md").read_text()
+    assert "trained on another scenario" not in notes  # the same scenario: no difference to report
+
+
 # -- bad input: a clear error naming the problem, and earlier results left alone -----------------
 
 
@@ -231,25 +247,37 @@ def _bad_cases(model_dir: Path | None):
         "model for another N": (
             ["--model", str(model_dir), "--env-id", "jmsra_env/JMSRA-N8-Box-v1"], "trained for N = 4 agents"
         ),
-        "model for another action form": (
-            ["--model", str(model_dir), "--env-id", "jmsra_env/JMSRA-v0"], "'box' action form"
-        ),
+        "cuda without CUDA": (["--device", "cuda"], "CUDA is not available"),
+        "out below a file": (["--out", "BLOCKER/out"], "cannot be written"),
+        "out holding other files": (["--out", "FOREIGN"], "holds files evaluate.py does not write"),
     }
 
 
 @pytest.mark.parametrize("case", list(_bad_cases(None)))
-def test_bad_input_is_a_clear_error_and_leaves_earlier_results_alone(case, tmp_path, capsys, request):
+def test_bad_input_is_a_clear_error_and_leaves_earlier_results_alone(case, tmp_path, capsys, request, monkeypatch):
     model_dir = request.getfixturevalue("tiny_model") if "model for" in case else None
     argv, message = _bad_cases(model_dir)[case]
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.csv").write_text("earlier result\n")
     (out / "sweep_bandwidth.csv").write_text("earlier sweep\n")
+    if case == "out holding other files":
+        (out / "thesis.tex").write_text("not ours\n")
+    (tmp_path / "blocker").write_text("a file, not a folder\n")
+    if case == "cuda without CUDA":
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     before = _snapshot(out)
-    assert evaluate.main([*argv, "--episodes", "1", "--out", str(out), *SHORT]) == 2
+    argv = [a.replace("BLOCKER", str(tmp_path / "blocker")).replace("FOREIGN", str(out)) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    assert evaluate.main([*argv, "--episodes", "1", *SHORT]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and message in err
+    assert len(err.strip().splitlines()) == 1
     assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "out"]  # no staging folder left
 
 
 def test_help_lists_the_sweeps_and_outputs(capsys):

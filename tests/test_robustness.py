@@ -221,3 +221,9 @@ def test_numpy_scalars_are_accepted_as_numbers_and_stored_as_python_numbers():
     cfg = make_config(bandwidth_hz=np.float32(1e7), n_agents=np.int64(6), load_max=np.float64(0.5))
     assert (cfg.channel.bandwidth_hz, cfg.n_agents, cfg.workload.load_max) == (1e7, 6, 0.5)
     assert type(cfg.channel.bandwidth_hz) is float and type(cfg.n_agents) is int
+
+
+def test_required_snr_on_no_bandwidth_is_infinite_and_zero_for_no_rate():
+    assert float(model.required_snr(1e6, 0.0)) == math.inf
+    assert float(model.required_snr(1e6, 5e-324)) == math.inf
+    assert float(model.required_snr(0.0, 0.0)) == 0.0

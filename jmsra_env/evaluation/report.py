@@ -1,4 +1,4 @@
-"""Output of an evaluation: terminal table, CSV / JSON / Markdown and PNG figures, written atomically.
+"""Output of an evaluation (:mod:`jmsra_env.evaluation`): terminal table, CSV / JSON / Markdown and PNG figures, written atomically.
 
 Every file is rendered in memory first and then written as ``<name>.tmp`` + :func:`os.replace`, so
 a failed run never leaves a half-written file and never replaces an earlier result with a broken one.
@@ -10,10 +10,14 @@ Markdown, which are therefore not byte-stable).
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import math
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,10 @@ import numpy as np
 
 __all__ = [
     "atomic_write",
+    "ResultFolder",
+    "EVALUATION_FILES",
+    "sweep_files",
+    "plain_table",
     "csv_text",
     "markdown_table",
     "json_text",
@@ -63,6 +71,106 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+# The result sets evaluate.py writes: an evaluation's files, or one sweep's.
+EVALUATION_FILES = (
+    "summary.csv", "rounds.csv", "timing.csv", "summary.json", "summary.md", "latency_cdf.png", "latency_bars.png",
+)
+_SWEEP_FILE = re.compile(r"sweep_[A-Za-z0-9_-]+\.(csv|png)")
+
+
+def sweep_files(name: str) -> tuple[str, str]:
+    """The result set of sweep ``name``."""
+    return f"sweep_{name}.csv", f"sweep_{name}.png"
+
+
+def _is_output(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink() and (
+        path.name in EVALUATION_FILES or _SWEEP_FILE.fullmatch(path.name) is not None
+    )
+
+
+class ResultFolder:
+    """An output folder replaced as one unit: a result set is never half-written or mixed.
+
+    Created *before* any computation: it checks that ``out`` is (or can become) a folder holding
+    only evaluate.py outputs and creates the staging folder next to it (so an unwritable place is
+    an error before anything runs). :meth:`commit` writes the new result set into the staging
+    folder, copies the other result sets already in ``out`` (an evaluation and sweeps share a
+    folder), drops the files of ``result_set`` that this run no longer produces (stale: returned
+    for the user) and swaps the staging folder in with two renames. A failure before the swap
+    leaves ``out`` as it was; :meth:`abort` removes the staging folder.
+    """
+
+    def __init__(self, out: str | os.PathLike, result_set: Sequence[str]):
+        self.out = Path(os.path.abspath(out))
+        self.result_set = tuple(result_set)
+        try:
+            self._recover()
+        except OSError as exc:
+            raise ValueError(f"--out {str(out)!r}: cannot restore an interrupted earlier run: {exc}") from None
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {str(out)!r} exists and is not a folder")
+        if self.out.is_dir():
+            foreign = sorted(p.name for p in self.out.iterdir() if not _is_output(p))
+            if foreign:
+                shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+                raise ValueError(
+                    f"--out {str(out)!r} holds files evaluate.py does not write ({shown}); it replaces its "
+                    "output folder as a whole, so give a new folder or one holding only evaluate.py results"
+                )
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".staging", dir=self.out.parent))
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = self.out.stat().st_mode & 0o7777 if self.out.is_dir() else 0o777 & ~umask
+            os.chmod(self.staging, mode)  # mkdtemp's 0700 would become the output folder's
+        except OSError as exc:
+            raise ValueError(f"--out {str(out)!r} cannot be written: {exc.strerror or exc}") from None
+
+    def _recover(self) -> None:
+        """A run killed between the two renames of :meth:`commit` left the previous result set as
+        ``.<out>.<pid>.old`` and no ``out``: put it back."""
+        if self.out.exists() or not self.out.parent.is_dir():
+            return
+        olds = sorted(self.out.parent.glob(f".{glob.escape(self.out.name)}.*.old"), key=lambda p: p.stat().st_mtime)
+        if olds:
+            os.rename(olds[-1], self.out)
+
+    def commit(self, files: Mapping[str, bytes | str]) -> list[str]:
+        """Write ``files`` as the new result set and swap it in; returns the stale files removed."""
+        stale = []
+        if self.out.is_dir():
+            for p in sorted(self.out.iterdir()):
+                if p.name in files or not _is_output(p):
+                    continue
+                if p.name in self.result_set:
+                    stale.append(p.name)
+                else:
+                    shutil.copy2(p, self.staging / p.name)
+        for name, data in files.items():
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            with open(self.staging / name, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+        if self.out.exists():
+            old = self.out.with_name(f".{self.out.name}.{os.getpid()}.old")
+            os.rename(self.out, old)
+            try:
+                os.rename(self.staging, self.out)
+            except OSError:
+                os.rename(old, self.out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(self.staging, self.out)
+        return stale
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def _cell(value: Any) -> str:
@@ -145,6 +253,28 @@ def markdown_table(
     lines.append("|" + "|".join("---:" if r else "---" for r in right) + "|")
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines) + "\n"
+
+
+def plain_table(
+    summary: Sequence[Mapping[str, Any]],
+    timing: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    title: str | None = None,
+    footer: str | None = None,
+) -> str:
+    """The summary (and timings) as aligned plain text, for logs and terminals without rich."""
+    cols, body = _display_rows(summary, timing)
+    table = [[SUMMARY_HEADERS[c] for c in cols], *body]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    lines = [title] if title else []
+    lines += [line(table[0]), "-" * len(line(table[0]))] + [line(r) for r in body]
+    if footer:
+        lines.append(footer)
+    return "\n".join(lines)
 
 
 def _print_table(table) -> None:

@@ -1,0 +1,360 @@
+"""The ``evaluate.py`` / ``jmsra-evaluate`` command line: parse, check, call the evaluation core, write.
+
+Examples::
+
+    jmsra-evaluate                                       # experts and baselines on jmsra_env/JMSRA-v0
+    jmsra-evaluate --env-id jmsra_env/JMSRA-N8-v0 --episodes 100
+    jmsra-evaluate --model runs/ppo-n4 --policies jmsra,optimal,nl-only,kv-only
+    jmsra-evaluate --sweep bandwidth --episodes 20
+    jmsra-evaluate --sweep load --config bandwidth_hz=10e6
+
+The library behind it is :mod:`jmsra_env.evaluation` (rounds, policies, statistics, sweeps, report);
+trained models plug in through :mod:`agents.evaluation`. See docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from jmsra_env import evaluation as ev
+from jmsra_env.config import make_config, parse_overrides
+from jmsra_env.evaluation import report as rep
+
+from .evaluation import load_model_policy
+
+DEVICES = ("auto", "cpu", "cuda")
+
+EPILOG = """\
+outputs (in --out):
+  evaluation: summary.csv, rounds.csv (per-round latency per policy), timing.csv, summary.json,
+              summary.md, latency_cdf.png, latency_bars.png
+  --sweep S:  sweep_S.csv, sweep_S.png
+  summary.csv, rounds.csv and sweep_S.csv hold no timings and are byte-identical for the same
+  arguments; decision timings go to timing.csv, summary.json and summary.md. --out is checked
+  before anything runs; the result set is written into a temporary folder and swapped in only after
+  everything succeeded (never a mix of old and new files); files of the same result set that this
+  run no longer produces (e.g. plots after --no-plots) are removed and listed; other result sets in
+  the folder (an evaluation next to sweeps) are kept.
+
+statistics: mean with a 95 % Student t interval over per-episode means (episodes are independent);
+  gap = mean / mean(reference) - 1 with a paired t interval; reference = optimal, else jmsra.
+  p50 / p95 pool all rounds. Episode e is the one env.reset(seed=SEED + e) draws.
+
+sweeps (defaults; override with --sweep-values):
+""" + "\n".join(
+    f"  {s.name:<10} {s.description}:\n             {', '.join(ev.format_sweep_value(s, v) for v in s.values)}"
+    for s in ev.SWEEPS.values()
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description=(
+            "Evaluate experts, baselines and trained PPO models on the same seeded rounds (common random "
+            "numbers) and write a table, CSV/JSON/Markdown and plots; or sweep a scenario parameter."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--env-id",
+        default=None,
+        help=f"registered scenario (default: the first --model's, else {ev.DEFAULT_ENV_ID}); an ID and its "
+        "-Box twin name the same scenario; a model must fit its N",
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario override, repeatable (e.g. bandwidth_hz=10e6, n_agents=6, "
+        "sender_devices='[\"snapdragon-8-gen-3\"]'); VALUE is JSON, else a string",
+    )
+    p.add_argument("--episodes", type=int, default=20, help="episodes (of episode_rounds rounds each; default 20)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=ev.DEFAULT_SEED,
+        help=f"episode e uses seed SEED + e (default {ev.DEFAULT_SEED}: held out from train.py's training "
+        f"seeds and its model-selection seeds {ev.SELECTION_SEED}..)",
+    )
+    p.add_argument(
+        "--policies",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated experts/baselines: optimal (N <= 12), jmsra, nl-only, kv-only, nl-only-equal, "
+        "kv-only-equal, threshold-equal, random; 'none' for models only. Default: all (optimal skipped "
+        "for N > 12); for a sweep: nl-only, kv-only, jmsra, optimal",
+    )
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also evaluate 'oracle': the optimum (JMSRA above N = 12) deciding on the true, fresh channel; "
+        "the bound with stale CSI (csi_delay > 0), identical to optimal otherwise",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="[LABEL=]PATH",
+        help="trained model (run dir, model.zip or checkpoint dir), repeatable",
+    )
+    p.add_argument("--sweep", default=None, metavar="NAME", help=f"sweep a parameter: {', '.join(ev.SWEEPS)}")
+    p.add_argument("--sweep-values", default=None, metavar="V,V,...", help="values of the swept parameter")
+    p.add_argument("--out", default="results", help="output folder (default: results)")
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="torch device for trained models (default: cpu; auto picks CUDA when available; "
+                   "cuda without CUDA is an error, as in train.py)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading models from pickled SB3 files (they can run code when loaded: only "
+                   "for files you trust)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: on a terminal)")
+    return p
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    try:
+        return parse_overrides(items)
+    except ValueError as exc:
+        raise ev.EvaluationError(str(exc)) from None
+
+
+def _parse_policies(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    return [] if names == ["none"] else names
+
+
+def _parse_model(spec: str) -> tuple[str | None, str]:
+    if "=" in spec and not Path(spec).exists():
+        label, _, path = spec.partition("=")
+        return label.strip() or None, path
+    return None, spec
+
+
+def _prepare(args) -> dict[str, Any]:
+    """Validate everything and load the models; nothing is written here."""
+    overrides = _parse_overrides(args.config)
+    if args.episodes < 1:
+        raise ev.EvaluationError(f"--episodes must be >= 1; got {args.episodes}")
+    if args.seed < 0:
+        raise ev.EvaluationError(f"--seed must be >= 0; got {args.seed}")
+    sweep = ev.get_sweep(args.sweep) if args.sweep is not None else None
+    if sweep is None and args.sweep_values is not None:
+        raise ev.EvaluationError("--sweep-values needs --sweep")
+    if sweep is not None and args.oracle:
+        raise ev.EvaluationError("--oracle is for an evaluation, not a sweep")
+    names = _parse_policies(args.policies)
+    device = _resolve_device(args.device)
+    models = [
+        load_model_policy(path, label=label, device=device, trust_pickle=args.trust_pickle)
+        for label, path in map(_parse_model, args.model)
+    ]
+
+    if args.env_id is not None:
+        cfg, _ = ev.scenario_from_env_id(args.env_id, overrides)
+        env_id = args.env_id
+    elif models:
+        first = models[0]
+        env_id = first.env_id or "?"
+        try:
+            cfg = make_config(first.config, **overrides)
+        except ValueError as exc:
+            raise ev.EvaluationError(str(exc)) from exc
+    else:
+        cfg, _ = ev.scenario_from_env_id(ev.DEFAULT_ENV_ID, overrides)
+        env_id = ev.DEFAULT_ENV_ID
+    notes: list[str] = []
+    for m in models:
+        # In a sweep N may change with the value; the models are matched per value there.
+        if sweep is None or sweep.name != "agents":
+            ev.check_policy_fits(m, cfg, env_id=env_id if args.env_id else None)
+        notes += m.notes
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise ev.EvaluationError(f"two models share a label {labels}; name them with --model LABEL=PATH")
+
+    plan: dict[str, Any] = {"cfg": cfg, "env_id": env_id, "models": models, "notes": notes, "sweep": sweep}
+    if sweep is not None:
+        plan["values"] = ev.parse_sweep_values(sweep, args.sweep_values)
+        ev.sweep_configs(sweep, cfg, plan["values"])
+        ev.check_sweep_policies(names, sweep, cfg, plan["values"])
+        plan["names"] = names
+    else:
+        experts, expert_notes = ev.resolve_experts(names, cfg)
+        if args.oracle:
+            experts.insert(0, ev.oracle_policy(cfg))
+        if any(e.label in labels for e in experts):
+            raise ev.EvaluationError(f"a model label collides with an expert name: {labels}")
+        if not experts and not models:
+            raise ev.EvaluationError("nothing to evaluate: --policies none and no --model")
+        plan["policies"] = [*experts, *models]
+        notes += expert_notes
+    if args.episodes < 2:
+        notes.append("one episode: no confidence interval (it needs >= 2 episodes)")
+    return plan
+
+
+def _resolve_device(device: str) -> str:
+    """As train.py: ``auto`` picks CUDA when available; ``cuda`` without CUDA is an error."""
+    if device == "cpu":
+        return device
+    from .ppo import resolve_device
+
+    try:
+        return resolve_device(device)
+    except ValueError as exc:
+        raise ev.EvaluationError(str(exc)) from None
+
+
+def _open_out(args) -> rep.ResultFolder:
+    """The output folder, checked (and its staging folder made) before anything is computed."""
+    result_set = rep.sweep_files(args.sweep) if args.sweep is not None else rep.EVALUATION_FILES
+    try:
+        return rep.ResultFolder(args.out, result_set)
+    except ValueError as exc:
+        raise ev.EvaluationError(str(exc)) from None
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import numpy
+
+    import jmsra_env
+
+    return {"jmsra_env": jmsra_env.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+def _run_evaluation(args, plan) -> dict[str, bytes | str]:
+    cfg, progress = plan["cfg"], (False if args.no_progress else None)
+    rounds = ev.draw_rounds(cfg, args.episodes, args.seed, progress=progress)
+    results = ev.evaluate_policies(rounds, plan["policies"], progress=progress)
+    summary = ev.summarise(results)
+    timing = ev.timing_rows(results)
+    title = (
+        f"{plan['env_id']} (N = {cfg.n_agents}): {args.episodes} episodes x {cfg.episode_rounds} rounds, "
+        f"seed {args.seed}"
+    )
+    ref = ev.reference_label(results)
+    caption = (
+        "95% CI: Student t over per-episode means; gap: mean / mean(" + (ref or "-") + ") - 1 with a paired t CI; "
+        "p50/p95 over all rounds; decide = batched wall time / rounds, single = one un-batched decision"
+    )
+    rep.print_summary(summary, timing, title, caption)
+
+    files: dict[str, bytes | str] = {}
+    files["summary.csv"] = rep.csv_text(summary, ev.SUMMARY_COLUMNS)
+    files["timing.csv"] = rep.csv_text(timing, ev.TIMING_COLUMNS)
+    per_round = [
+        {"episode": m // rounds.rounds_per_episode, "round": m % rounds.rounds_per_episode,
+         **{r.label: r.latency_s[m] for r in results}}
+        for m in range(rounds.n_rounds)
+    ]
+    files["rounds.csv"] = rep.csv_text(per_round, ["episode", "round", *[r.label for r in results]])
+    by_label = {t["policy"]: t for t in timing}
+    files["summary.json"] = rep.json_text(
+        {
+            "env_id": plan["env_id"],
+            "scenario": cfg.to_dict(),
+            "seed": args.seed,
+            "episodes": args.episodes,
+            "rounds_per_episode": cfg.episode_rounds,
+            "episode_seeds": f"{args.seed}..{args.seed + args.episodes - 1}",
+            "reference": ref,
+            "statistics": caption,
+            "policies": [{**row, **by_label[row["policy"]]} for row in summary],
+            "models": [
+                {"label": m.label, "path": m.path, "env_id": m.env_id}
+                for m in plan["models"]
+            ],
+            "notes": plan["notes"],
+            "versions": _versions(),
+        }
+    )
+    md = [f"## {title}", "", rep.markdown_table(summary, timing), caption + ".", ""]
+    md += [f"- {n}" for n in plan["notes"]]
+    files["summary.md"] = "\n".join(md).rstrip() + "\n"
+    if not args.no_plots:
+        files["latency_cdf.png"] = rep.cdf_png(
+            {r.label: r.latency_s for r in results},
+            f"E2E latency per round, {plan['env_id']} (N = {cfg.n_agents})\n"
+            f"{args.episodes} episodes x {cfg.episode_rounds} rounds, seed {args.seed}, same rounds for all",
+        )
+        files["latency_bars.png"] = rep.bars_png(
+            summary, f"{plan['env_id']} (N = {cfg.n_agents}), {args.episodes} episodes"
+        )
+    return files
+
+
+def _run_sweep(args, plan) -> dict[str, bytes | str]:
+    sweep, cfg = plan["sweep"], plan["cfg"]
+    progress = False if args.no_progress else None
+    rows, notes = ev.run_sweep(
+        sweep, cfg, plan["values"], episodes=args.episodes, seed=args.seed,
+        policy_names=plan["names"], models=plan["models"], progress=progress,
+    )
+    plan["notes"] += notes
+    fmt = lambda v: ev.format_sweep_value(sweep, v)  # noqa: E731
+    title = (
+        f"sweep {sweep.name} on {plan['env_id']} (N = {cfg.n_agents})\n"
+        f"{args.episodes} episodes x {cfg.episode_rounds} rounds per value, seed {args.seed}"
+    )
+    rep.print_sweep(rows, title.replace("\n", ": "), fmt)
+    for line in ev.sweep_findings(rows, sweep):
+        print(line)
+    files: dict[str, bytes | str] = {f"sweep_{sweep.name}.csv": rep.csv_text(rows, ev.SWEEP_COLUMNS)}
+    if not args.no_plots:
+        files[f"sweep_{sweep.name}.png"] = rep.sweep_png(
+            rows, title, sweep.parameter, log_x=sweep.log_x, categorical=sweep.categorical,
+            x_scale=1e6 if sweep.name == "bandwidth" else 1.0,
+        )
+    return files
+
+
+def _error(message: Any, status: int = 2) -> int:
+    print(f"evaluate.py: error: {message}", file=sys.stderr)
+    return status
+
+
+def _run(args, folder: rep.ResultFolder) -> int:
+    try:
+        plan = _prepare(args)
+    except ev.EvaluationError as exc:
+        return _error(exc)
+    if not plan["models"]:
+        print("No trained model given (add one with --model PATH): evaluating the experts and baselines only.")
+    for note in plan["notes"]:
+        print(f"note: {note}")
+    files = _run_sweep(args, plan) if plan["sweep"] is not None else _run_evaluation(args, plan)
+    try:
+        stale = folder.commit(files)
+    except OSError as exc:
+        return _error(f"cannot write --out {args.out!r} ({exc}); its earlier results are untouched", 1)
+    print(f"wrote {', '.join(files)} to {args.out}/ (N = {plan['cfg'].n_agents})")
+    if stale:
+        print(f"removed stale {', '.join(stale)} of an earlier run (not produced by this one)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 for bad input, with the problem on stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        folder = _open_out(args)  # before anything runs: an unwritable --out fails fast
+    except ev.EvaluationError as exc:
+        return _error(exc)
+    try:
+        return _run(args, folder)
+    finally:
+        folder.abort()  # the staging folder, if it was not swapped in
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""The evaluation core: seeded rounds, the policy protocol, charging, and rolling whole episodes.
+
+**Common random numbers.** A decision never changes the future rounds of the current scenarios
+(the world process does not depend on actions), so the rounds of an evaluation are drawn once
+(:func:`draw_rounds`) and every policy is charged on the very same rounds. Episode ``e`` is drawn
+exactly as ``env.reset(seed=seed + e)`` followed by ``episode_rounds`` steps would draw it, so any
+episode of an evaluation can be replayed in the environment. Each round keeps the observation (what
+a policy sees; stale with ``csi_delay > 0``) and the *true* model terms (what the environment
+charges). A policy decides on all recorded observations in batched calls and is charged
+:func:`charge`: :func:`jmsra_env.model.latency` of its decision as the environment decodes it, the
+environment's reward bit for bit.
+
+**Whole episodes.** Where decisions change later rounds (a receiver that keeps state between
+rounds), rounds cannot be drawn ahead: :func:`rollout_episodes` steps a vector environment, one
+sub-environment per episode, and lets the policy decide on the batch of observations each step. For
+the single-round scenarios both paths give the same per-round latencies (a test checks it).
+
+**The policy protocol** (:class:`Policy`): ``label`` and ``kind`` attributes, ``decide(obs) ->
+(media, bandwidth_hz)`` on a batch of observations (a Dict of ``(M, ...)`` arrays, or one
+observation), and an optional ``reset(config, seed)`` called before every evaluation with the
+evaluated scenario and the evaluation's seed. The experts are :class:`jmsra_env.policies.ExpertPolicy`;
+trained models plug in from ``agents.evaluation`` (``jmsra_env`` never imports ``agents``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .. import actions, model
+from ..config import ScenarioConfig, make_config
+from ..policies import REFERENCE_EXPERTS as EXPERTS
+from ..policies import ExpertPolicy
+from ..world import WorldProcess
+
+__all__ = [
+    "EvaluationError",
+    "OPTIMAL_MAX_AGENTS",
+    "DEFAULT_ENV_ID",
+    "TRAIN_SEED",
+    "SELECTION_SEED",
+    "HELD_OUT_SEED",
+    "DEFAULT_SEED",
+    "Policy",
+    "Rounds",
+    "PolicyResult",
+    "draw_rounds",
+    "charge",
+    "decide_in_chunks",
+    "evaluate_policies",
+    "rollout_episodes",
+    "expert_names",
+    "resolve_experts",
+    "oracle_policy",
+    "check_policy_fits",
+    "scenario_from_env_id",
+]
+
+# The exhaustive optimum costs 2^N (P2) solves per round: beyond this N it is refused here.
+OPTIMAL_MAX_AGENTS = 12
+DEFAULT_ENV_ID = "jmsra_env/JMSRA-v0"
+
+# Seeds, defined once for training and evaluation (episode e of an evaluation uses SEED + e):
+TRAIN_SEED = 0  # train.py's default --seed: its training envs start here
+SELECTION_SEED = 10_000  # training's periodic evaluation (model selection, best_model.zip)
+HELD_OUT_SEED = 20_000  # held out from both: train.py's final comparison and evaluate.py
+DEFAULT_SEED = HELD_OUT_SEED
+
+# Rounds per batched decision (bounds the solvers' working memory).
+CHUNK_ROUNDS = 4096
+
+
+class EvaluationError(ValueError):
+    """Bad input to an evaluation (unknown name, unusable model, ...); the message names the problem."""
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(valid), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def progress_iter(iterable, progress: bool | None, **kwargs):
+    """tqdm over ``iterable``: on for True, off for False, on a terminal only for None."""
+    if progress is False:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=None if progress is None else False, leave=False, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios
+
+
+def scenario_from_env_id(env_id: str, overrides: Mapping[str, Any] | None = None) -> tuple[ScenarioConfig, str]:
+    """``(config, action_form)`` of a registered environment ID with ``overrides`` applied.
+
+    The scenario is the same for an ID and its ``-Box`` twin; only the action form differs.
+    """
+    import gymnasium as gym
+
+    from ..registration import ENV_IDS
+
+    if env_id not in gym.registry or not str(env_id).startswith("jmsra_env/"):
+        raise EvaluationError(
+            f"unknown environment id {env_id!r}.{did_you_mean(env_id, ENV_IDS)} Registered: {list(ENV_IDS)}"
+        )
+    kwargs = gym.spec(env_id).kwargs
+    try:
+        cfg = make_config(kwargs.get("base_config") or {})
+        if overrides:
+            cfg = make_config(cfg, **dict(overrides))
+    except ValueError as exc:
+        raise EvaluationError(f"bad --config for {env_id}: {exc}") from exc
+    return cfg, kwargs.get("action_form", "dict")
+
+
+# ---------------------------------------------------------------------------------------------
+# The policy protocol
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What the evaluation needs of a policy (``reset(config, seed)`` is optional).
+
+    ``decide(obs)`` takes a batch of observations (Dict of ``(M, ...)`` arrays) or one observation
+    and returns ``(media, bandwidth_hz)`` of the same leading shape (or an object with ``media`` and
+    ``bandwidth_hz`` attributes, such as :class:`jmsra_env.solvers.Decision`). A policy whose
+    ``oracle`` attribute is true also gets ``true_terms=`` (the fresh channel: a bound, not a policy).
+    """
+
+    label: str
+    kind: str
+
+    def decide(self, obs: Mapping[str, np.ndarray]) -> Any: ...
+
+
+def _decision_arrays(out) -> tuple[np.ndarray, np.ndarray]:
+    if hasattr(out, "media") and hasattr(out, "bandwidth_hz"):
+        return np.asarray(out.media), np.asarray(out.bandwidth_hz, dtype=np.float64)
+    media, bandwidth_hz = out
+    return np.asarray(media), np.asarray(bandwidth_hz, dtype=np.float64)
+
+
+def _decide(policy, obs, true_terms) -> tuple[np.ndarray, np.ndarray]:
+    if getattr(policy, "oracle", False):
+        return _decision_arrays(policy.decide(obs, true_terms=true_terms))
+    return _decision_arrays(policy.decide(obs))
+
+
+def _reset(policy, cfg: ScenarioConfig, seed: int) -> None:
+    reset = getattr(policy, "reset", None)
+    if callable(reset):
+        reset(cfg, seed)
+
+
+def expert_names() -> tuple[str, ...]:
+    """The expert and baseline names :func:`jmsra_env.solvers.solve` accepts."""
+    from ..solvers import EXPERT_NAMES
+
+    return tuple(EXPERT_NAMES)
+
+
+def resolve_experts(names: Sequence[str] | None, cfg: ScenarioConfig) -> tuple[list, list[str]]:
+    """Expert policies for ``names`` (None: every expert and baseline) and notes for the user.
+
+    ``optimal`` is refused for ``N > OPTIMAL_MAX_AGENTS`` when asked for by name and skipped with a
+    note when it comes from the default list.
+    """
+    valid = expert_names()
+    notes: list[str] = []
+    explicit = names is not None
+    seen: set[str] = set()
+    policies = []
+    for name in list(valid) if names is None else list(names):
+        if name not in valid:
+            raise EvaluationError(
+                f"unknown policy {name!r}.{did_you_mean(name, valid)} Experts and baselines: "
+                f"{list(valid)}; trained models are given with --model PATH"
+            )
+        if name in seen:
+            continue
+        seen.add(name)
+        if name == "optimal" and cfg.n_agents > OPTIMAL_MAX_AGENTS:
+            msg = (
+                f"'optimal' (exhaustive search over 2^N media vectors) is limited to N <= "
+                f"{OPTIMAL_MAX_AGENTS}; this scenario has N = {cfg.n_agents}"
+            )
+            if explicit:
+                raise EvaluationError(msg + "; drop it (JMSRA becomes the reference)")
+            notes.append(msg + ": skipped, gaps are to JMSRA")
+            continue
+        policies.append(ExpertPolicy(name, cfg))
+    return policies, notes
+
+
+def oracle_policy(cfg: ScenarioConfig):
+    """The optimum (JMSRA above ``OPTIMAL_MAX_AGENTS``) deciding on the true, fresh channel."""
+    return ExpertPolicy("optimal" if cfg.n_agents <= OPTIMAL_MAX_AGENTS else "jmsra", cfg, oracle=True)
+
+
+def _config_differences(a: ScenarioConfig, b: ScenarioConfig) -> list[str]:
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{k}."))
+            else:
+                out[prefix + k] = v
+        return out
+
+    fa, fb = flat(a.to_dict()), flat(b.to_dict())
+    return [f"{k}={fb[k]!r} (evaluated: {fa[k]!r})" for k in sorted(fa) if fa[k] != fb.get(k)]
+
+
+def check_policy_fits(policy, cfg: ScenarioConfig, *, env_id: str | None = None) -> None:
+    """Refuse a policy made for another ``N`` than the scenario ``cfg``; note other differences.
+
+    The check is on the scenario (``policy.config``), never on the action form: a model trained on
+    an ID's ``-Box`` twin is evaluated on that ID's scenario. Differences other than ``N``
+    (bandwidth, loads, ...) are allowed and listed in ``policy.notes``.
+    """
+    pcfg = getattr(policy, "config", None)
+    if not isinstance(pcfg, ScenarioConfig):
+        return
+    path = getattr(policy, "path", policy.label)
+    trained_id = getattr(policy, "env_id", None) or "?"
+    where = f" ({env_id})" if env_id else ""
+    if pcfg.n_agents != cfg.n_agents:
+        raise EvaluationError(
+            f"model {path!r} was trained for N = {pcfg.n_agents} agents ({trained_id}) but the "
+            f"evaluation scenario{where} has N = {cfg.n_agents}"
+        )
+    diffs = _config_differences(cfg, pcfg)
+    notes = getattr(policy, "notes", None)
+    if diffs and notes is not None:
+        note = f"{policy.label} was trained on another scenario: " + ", ".join(diffs)
+        if note not in notes:
+            notes.append(note)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rounds drawn once
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """The recorded rounds of an evaluation, flattened episode-major: round ``m = e * T + t``."""
+
+    config: ScenarioConfig
+    seed: int
+    episodes: int
+    rounds_per_episode: int
+    obs: dict[str, np.ndarray]  # what the policies see, each (M, ...)
+    terms: model.RoundTerms  # the true terms the environment charges, (M, N)
+
+    @property
+    def n_rounds(self) -> int:
+        return self.episodes * self.rounds_per_episode
+
+    def observed_terms(self) -> model.RoundTerms:
+        """The terms a policy computes from the observation (stale channel with ``csi_delay``)."""
+        return model.terms_from_observation(model.model_constants(self.config), self.obs)
+
+    def per_episode(self, values: np.ndarray) -> np.ndarray:
+        """``(M, ...)`` per-round values as ``(E, T, ...)``."""
+        return values.reshape(self.episodes, self.rounds_per_episode, *values.shape[1:])
+
+
+def _check_episodes_seed(episodes, seed) -> None:
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise EvaluationError(f"episodes must be an integer >= 1; got {episodes!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise EvaluationError(f"seed must be an integer >= 0; got {seed!r}")
+
+
+def draw_rounds(cfg: ScenarioConfig, episodes: int, seed: int, *, progress: bool | None = False) -> Rounds:
+    """Draw ``episodes`` episodes; episode ``e`` is the one ``env.reset(seed=seed + e)`` starts."""
+    from gymnasium.utils import seeding
+
+    _check_episodes_seed(episodes, seed)
+    n_rounds = cfg.episode_rounds
+    world = WorldProcess(cfg, 1)
+    obs_parts: dict[str, list[np.ndarray]] = {}
+    term_parts: list[model.RoundTerms] = []
+    for e in progress_iter(range(episodes), progress, desc="drawing episodes", unit="ep"):
+        # What JMSRAEnv.reset(seed=seed + e) and its steps do with self.np_random.
+        rng, _ = seeding.np_random(seed + e)
+        world.reset(rng)
+        for t in range(n_rounds):
+            for key, value in world.observation().items():
+                obs_parts.setdefault(key, []).append(value)
+            term_parts.append(world.true_terms())
+            if t + 1 < n_rounds:
+                world.step(rng)
+    obs = {k: np.concatenate(v, axis=0) for k, v in obs_parts.items()}
+    return Rounds(cfg, seed, episodes, n_rounds, obs, model.concat_terms(term_parts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Charging
+
+
+def charge(terms: model.RoundTerms, media, bandwidth_hz) -> model.LatencyBreakdown:
+    """The environment's charge for a decision: :func:`jmsra_env.model.latency` of the decision as
+    the environment decodes it from a Dict action (:func:`jmsra_env.actions.encode_dict`), so the
+    rounds-drawn-once path and a rollout in the environment give the same latency bit for bit."""
+    media = np.asarray(media)
+    batch = media.shape[:-1]
+    bandwidth = float(np.asarray(terms.bandwidth_hz).reshape(-1)[0])
+    decoded = actions.decode_dict(actions.encode_dict(media, bandwidth_hz), media.shape[-1], bandwidth, batch)
+    return model.latency(terms, *decoded)
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    """Per-round outcome of one policy, flattened episode-major (``(M, ...)``, ``M = E * T``)."""
+
+    label: str
+    kind: str
+    episodes: int
+    latency_s: np.ndarray  # charged (capped) latency (M,)
+    capped: np.ndarray  # (M,)
+    media: np.ndarray  # (M, N)
+    decision_s_per_round: float = float("nan")  # wall time of the decisions / M
+    single_round_s: float | None = None  # wall time of one un-batched decision
+    info: dict[str, np.ndarray] = field(default_factory=dict)  # other per-round info (rollouts)
+
+    @property
+    def rounds_per_episode(self) -> int:
+        return self.latency_s.size // self.episodes
+
+
+def decide_in_chunks(policy, rounds: Rounds) -> tuple[np.ndarray, np.ndarray]:
+    """A policy's decisions on every recorded round, in batched calls of ``CHUNK_ROUNDS``."""
+    media, bandwidth = [], []
+    for lo in range(0, rounds.n_rounds, CHUNK_ROUNDS):
+        sl = slice(lo, lo + CHUNK_ROUNDS)
+        m, b = _decide(policy, {k: v[sl] for k, v in rounds.obs.items()}, rounds.terms[sl])
+        media.append(m)
+        bandwidth.append(b)
+    return np.concatenate(media), np.concatenate(bandwidth)
+
+
+def _time_single(policy, rounds: Rounds, budget_s: float, max_rounds: int = 32) -> float | None:
+    """Mean wall time of one un-batched decision (as a policy in the environment takes it)."""
+    spent, done = 0.0, 0
+    while done < min(max_rounds, rounds.n_rounds) and (done == 0 or spent < budget_s):
+        obs = {k: v[done] for k, v in rounds.obs.items()}
+        t0 = time.perf_counter()
+        _decide(policy, obs, rounds.terms[done])
+        spent += time.perf_counter() - t0
+        done += 1
+    return spent / done if done else None
+
+
+def evaluate_policies(
+    rounds: Rounds,
+    policies: Sequence,
+    *,
+    progress: bool | None = False,
+    single_round_budget_s: float = 0.25,
+) -> list[PolicyResult]:
+    """Charge every policy on ``rounds``; the latency is the environment's reward, negated."""
+    labels = [p.label for p in policies]
+    if len(set(labels)) != len(labels):
+        raise EvaluationError(f"policy labels must be unique; got {labels}")
+    results = []
+    for policy in progress_iter(policies, progress, desc="policies", unit="policy"):
+        _reset(policy, rounds.config, rounds.seed)
+        t0 = time.perf_counter()
+        media, bandwidth_hz = decide_in_chunks(policy, rounds)
+        per_round = (time.perf_counter() - t0) / rounds.n_rounds
+        single = _time_single(policy, rounds, single_round_budget_s) if single_round_budget_s > 0 else None
+        br = charge(rounds.terms, media, bandwidth_hz)
+        results.append(
+            PolicyResult(
+                policy.label, policy.kind, rounds.episodes,
+                np.asarray(br.latency_s, dtype=np.float64), np.asarray(br.capped, dtype=bool),
+                np.asarray(br.media), per_round, single,
+            )
+        )
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole episodes in a vector environment
+
+_ROLLOUT_KEYS = ("latency_s", "capped", "media")
+
+
+def _episode_envs(cfg: ScenarioConfig, episodes: int, vectorization: str):
+    from ..env import JMSRAEnv
+    from ..vector import JMSRAVectorEnv
+
+    if vectorization == "sync":
+        import gymnasium as gym
+
+        return gym.vector.SyncVectorEnv([lambda: JMSRAEnv(cfg, action_form="dict")] * episodes)
+    if vectorization == "vector":
+        return JMSRAVectorEnv(episodes, cfg, action_form="dict")
+    raise EvaluationError(f"vectorization must be 'sync' or 'vector'; got {vectorization!r}")
+
+
+def _current_terms(envs) -> model.RoundTerms:
+    if hasattr(envs, "current_terms"):
+        return envs.current_terms()
+    return model.concat_terms([t[None] for t in envs.call("current_terms")])
+
+
+def rollout_episodes(
+    scenario: ScenarioConfig | str,
+    policy,
+    episodes: int,
+    seed: int,
+    *,
+    vectorization: str = "sync",
+    overrides: Mapping[str, Any] | None = None,
+) -> PolicyResult:
+    """Roll ``episodes`` whole episodes of a scenario (a config or a registered ID) with ``policy``.
+
+    One vector environment holds one sub-environment per episode; every step the policy decides on
+    the batch of observations, the decision is sent as a Dict action, and each round's latency,
+    capped flag, media and every other per-round info field (``result.info``, e.g. a session's
+    evictions) are collected, flattened episode-major like :func:`draw_rounds`.
+
+    ``vectorization="sync"`` (default): Gymnasium's ``SyncVectorEnv`` of ``JMSRAEnv``; its
+    ``reset(seed=seed)`` starts sub-environment ``e`` with ``seed + e``, so the episodes are those of
+    :func:`draw_rounds` (same seed for every policy: the same exogenous rounds).
+    ``vectorization="vector"``: the batched :class:`jmsra_env.vector.JMSRAVectorEnv`, one generator
+    for the batch (fastest; its episodes differ from :func:`draw_rounds` for more than one episode).
+    """
+    _check_episodes_seed(episodes, seed)
+    cfg = scenario_from_env_id(scenario, overrides)[0] if isinstance(scenario, str) else scenario
+    if isinstance(scenario, ScenarioConfig) and overrides:
+        cfg = make_config(cfg, **dict(overrides))
+    envs = _episode_envs(cfg, episodes, vectorization)
+    _reset(policy, cfg, seed)
+    steps: dict[str, list[np.ndarray]] = {}
+    spent = 0.0
+    try:
+        obs, _ = envs.reset(seed=seed)
+        for _ in range(cfg.episode_rounds):
+            t0 = time.perf_counter()
+            media, bandwidth_hz = _decide(policy, obs, _current_terms(envs))
+            spent += time.perf_counter() - t0
+            obs, _, _, _, info = envs.step(actions.encode_dict(media, bandwidth_hz))
+            for key, value in info.items():
+                if not key.startswith("_") and key not in ("final_obs", "final_info", "round"):
+                    steps.setdefault(key, []).append(np.asarray(value))
+    finally:
+        envs.close()
+    # (T, E, ...) -> episode-major (E * T, ...)
+    per_round = {k: np.swapaxes(np.stack(v), 0, 1).reshape(-1, *v[0].shape[1:]) for k, v in steps.items()}
+    n = episodes * cfg.episode_rounds
+    return PolicyResult(
+        policy.label, policy.kind, episodes,
+        per_round["latency_s"].astype(np.float64), per_round["capped"].astype(bool),
+        per_round["media"].astype(np.int8), spent / n, None,
+        {k: v for k, v in per_round.items() if k not in _ROLLOUT_KEYS},
+    )
