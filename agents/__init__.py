@@ -3,8 +3,8 @@
 Import the submodules you need; importing the package itself is cheap (no torch, no SB3):
 
 ==============================  ==================================================================
-:mod:`agents.features`          observation features (log-scaled raw values and model terms)
-:mod:`agents.encoding`          action encodings: policy output -> the env's Box action
+:mod:`agents.features`          re-exports :mod:`jmsra_env.features` (observation features)
+:mod:`agents.encoding`          re-exports :mod:`jmsra_env.encoding`; ``EncodedActionVecEnv`` (SB3)
 :mod:`agents.envs`              vectorised training / evaluation envs (Box actions, VecNormalize)
 :mod:`agents.ppo`               :class:`~agents.ppo.PPOConfig` and the PPO factory, device choice
 :mod:`agents.bc`                behaviour-cloning pre-training from the JMSRA expert

@@ -1,37 +1,24 @@
-"""Action encodings: how the policy network's output becomes the environment's Box action.
-
-The environment's SB3-ready form (``Box(-1, 1, (2N,))``: media signs, then bandwidth shares
-``(a + 1) / 2``) is linear in the shares, but good allocations span eight orders of magnitude
-(an NL agent may need 1e-8 of the band, a KV agent most of it) and meet a sharp optimality
-condition (every agent with a payload finishes at the same time). A network regressing the
-shares directly is off by factors (measured: behaviour cloning alone lands 100-450 % above
-JMSRA). Two encodings, each a map from the policy's ``Box(-1, 1, (2N,))`` to the env's form:
-
-* ``"box"``: the identity (the env's own form).
-* ``"deadline"`` (default): ``a[:N] > 0`` still means KV; ``a[N + i]`` is agent ``i``'s
-  finish-time target ``F_i = 10 ** (0.5 + 1.5 a[N + i])`` s (0.1 s .. 100 s, log scale). The
-  bandwidth that meets it is ``b_i = r_i^{-1}(D_i / (F_i - A_i))``
-  (:func:`jmsra_env.model.inverse_rate_hz`, with ``A_i`` the agent's compute time and ``D_i`` its
-  payload for the chosen medium, both from the observation), and the ``b_i`` are normalised to
-  the band. Given the media this is a one-to-one reparameterisation of the shares (any split is
-  some set of finish targets), so no decision is out of reach; what it buys is that the optimal
-  split is "all targets equal", which a network learns easily. The env still charges the
-  decoded Box action; :func:`decode_deadline` returns it in float64 (a float32 Box action cannot
-  express shares below ~6e-8 of the largest one).
-
-:class:`EncodedActionVecEnv` applies an encoding under an SB3 ``VecEnv`` (it keeps the last raw
-observation), :class:`EncodedAction` does the same for one Gymnasium env (RL Zoo).
-"""
+"""Action encodings: moved to :mod:`jmsra_env.encoding` (no torch or SB3 needed) and re-exported
+here, plus :class:`EncodedActionVecEnv`, the encoding under a Stable-Baselines3 ``VecEnv``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from jmsra_env import actions, encode_box, model
+from jmsra_env import model
+from jmsra_env.encoding import (  # noqa: F401
+    ACTION_ENCODINGS,
+    DEFAULT_ENCODING,
+    EncodedAction,
+    VectorEncodedAction,
+    check_encoding,
+    deadline_bandwidth_hz,
+    decode_deadline,
+    encode_deadline,
+    expert_policy_action,
+    to_env_action,
+)
 
 __all__ = [
     "ACTION_ENCODINGS",
@@ -43,77 +30,15 @@ __all__ = [
     "expert_policy_action",
     "EncodedActionVecEnv",
     "EncodedAction",
+    "VectorEncodedAction",
 ]
-
-ACTION_ENCODINGS = ("deadline", "box")
-DEFAULT_ENCODING = "deadline"
-
-_LOG10_CENTER = 0.5  # F = 10 ** (center + scale * a): a in [-1, 1] -> 0.1 s .. 100 s
-_LOG10_SCALE = 1.5
-_MIN_SLACK = 1e-3  # (F - A) >= 1e-3 F: a target before the compute finishes asks for a large, finite share
-
-
-def _check(encoding: str) -> None:
-    if encoding not in ACTION_ENCODINGS:
-        raise ValueError(f"action encoding must be one of {ACTION_ENCODINGS}; got {encoding!r}")
-
-
-def deadline_bandwidth_hz(media, code, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
-    """Per agent, the bandwidth (Hz, at most ``B``, not normalised) that meets the finish-time
-    target coded by ``code`` in [-1, 1] with medium ``media``; each agent's from its own entries."""
-    finish_s = np.power(10.0, _LOG10_CENTER + _LOG10_SCALE * np.clip(code, -1.0, 1.0))
-    terms = model.terms_from_observation(consts, obs)
-    compute_s = terms.prefill_s + model.select_medium(terms.extra_compute_s, media)
-    payload = model.select_medium(terms.payload_bits, media)
-    slack = np.maximum(finish_s - compute_s, _MIN_SLACK * finish_s)
-    b = model.inverse_rate_hz(payload / slack, terms.gain_hz)
-    return np.minimum(np.where(np.isfinite(b), b, consts.bandwidth_hz), consts.bandwidth_hz)
-
-
-def decode_deadline(action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
-    """Env Box actions (float64, ``(..., 2N)``) for deadline-encoded actions on raw observations."""
-    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-    n = a.shape[-1] // 2
-    media = (a[..., :n] > 0.0).astype(np.int8)
-    b = deadline_bandwidth_hz(media, a[..., n:], obs, consts)
-    return encode_box(media, actions.shares_to_bandwidth_hz(b, consts.bandwidth_hz))
-
-
-def encode_deadline(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
-    """Deadline-encoded actions for decisions: every agent's target is the round's finish time.
-
-    With an optimal split (all agents with a payload finish together) this decodes back to the
-    same split, hence the same latency.
-    """
-    br = model.latency(terms, media, bandwidth_hz)
-    finish = np.max(np.where(np.isfinite(br.finish_s), br.finish_s, 1e3), axis=-1)
-    code = (np.log10(np.clip(finish, 1e-3, 1e3)) - _LOG10_CENTER) / _LOG10_SCALE
-    n = np.shape(media)[-1]
-    dead = np.broadcast_to(np.clip(code, -1.0, 1.0)[..., None], (*np.shape(code), n))
-    return np.concatenate([2.0 * (np.asarray(media) != 0) - 1.0, dead], axis=-1)
-
-
-def to_env_action(encoding: str, action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
-    """The env's Box action for a policy action under ``encoding``."""
-    _check(encoding)
-    if encoding == "box":
-        return np.clip(np.asarray(action), -1.0, 1.0)
-    return decode_deadline(action, obs, consts)
-
-
-def expert_policy_action(encoding: str, media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
-    """An expert decision as a policy action under ``encoding`` (behaviour-cloning targets)."""
-    _check(encoding)
-    if encoding == "box":
-        return encode_box(media, bandwidth_hz)
-    return encode_deadline(media, bandwidth_hz, terms)
 
 
 class EncodedActionVecEnv(VecEnvWrapper):
     """Decode the policy's actions with an encoding, using each sub-env's last raw observation."""
 
     def __init__(self, venv: VecEnv, config, encoding: str = DEFAULT_ENCODING):
-        _check(encoding)
+        check_encoding(encoding)
         super().__init__(venv)
         self.encoding = encoding
         self.consts = model.model_constants(config)
@@ -131,28 +56,3 @@ class EncodedActionVecEnv(VecEnvWrapper):
         obs, rewards, dones, infos = self.venv.step_wait()
         self._last_obs = {k: np.array(v, copy=True) for k, v in obs.items()}
         return obs, rewards, dones, infos
-
-
-class EncodedAction(gym.Wrapper):
-    """:class:`EncodedActionVecEnv` for a single JMSRA env with the Box action form (RL Zoo)."""
-
-    def __init__(self, env: gym.Env, encoding: str = DEFAULT_ENCODING):
-        super().__init__(env)
-        _check(encoding)
-        base = env.unwrapped
-        if getattr(base, "action_form", None) != "box":
-            raise ValueError("EncodedAction wraps a JMSRA env with action_form='box' (a -Box- ID)")
-        self.encoding = encoding
-        self.consts = model.model_constants(base.config)
-        self._last_obs = None
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self._last_obs = obs
-        return obs, info
-
-    def step(self, action):
-        env_action = to_env_action(self.encoding, action, self._last_obs, self.consts)
-        obs, reward, terminated, truncated, info = self.env.step(env_action)
-        self._last_obs = obs
-        return obs, reward, terminated, truncated, info

@@ -79,9 +79,8 @@ class TrainedModelPolicy:
     def decide(self, obs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         action, _ = self.predictor.predict(obs, deterministic=True)
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        batch = action.shape[:-1]
-        bandwidth = model.model_constants(self._scenario).bandwidth_hz
-        return actions.decode_box(action, self._scenario.n_agents, bandwidth, batch)
+        terms = model.terms_from_observation(model.model_constants(self._scenario), obs)
+        return actions.decode_box(action, terms, action.shape[:-1])
 
 
 def _model_label(path: Path) -> str:

@@ -5,7 +5,7 @@ steps all of them with one call of the NumPy-batched environment and only transl
 into SB3's conventions::
 
     from agents.native_vec_env import make_native_vec_env
-    venv = make_native_vec_env("jmsra_env/JMSRA-Box-v0", n_envs=16, seed=0)
+    venv = make_native_vec_env("jmsra_env/JMSRA-Box-v1", n_envs=16, seed=0)
     model = PPO("MultiInputPolicy", venv)
 
 SB3 semantics: ``reset()`` returns the observations only (seeded by a preceding ``seed(s)``);

@@ -307,13 +307,13 @@ def validate_grid(grid: SweepGrid) -> list[TrialCell]:
 
     Runs before Ray starts, so a bad grid fails before any trial does.
     """
-    from jmsra_env.registration import ENV_IDS, variant_of
+    from jmsra_env.registration import ENV_IDS, SESSION_ENV_IDS, variant_of
 
     for env_id in grid.env_ids:
         try:
             variant_of(env_id)
         except ValueError:
-            raise SweepError(f"env_ids: unknown environment id {env_id!r}; registered: {list(ENV_IDS)}") from None
+            raise SweepError(f"env_ids: unknown environment id {env_id!r}; registered: {[*ENV_IDS, *SESSION_ENV_IDS]}") from None
     if len(set(grid.env_ids)) != len(grid.env_ids) or len({variant_of(e)[0] for e in grid.env_ids}) != len(grid.env_ids):
         raise SweepError(f"env_ids: a scenario is listed twice (a Dict ID and its Box twin are one scenario): "
                          f"{list(grid.env_ids)}")

@@ -84,7 +84,7 @@ def default_ppo(bc_steps: int, **changes: Any) -> PPOConfig:
 class TrainSpec:
     """Everything a training run needs (the CLI flags, as data)."""
 
-    env_id: str = "jmsra_env/JMSRA-Box-v0"  # a Dict-action ID trains on its -Box twin
+    env_id: str = "jmsra_env/JMSRA-Box-v1"  # a Dict-action ID trains on its -Box twin
     config_overrides: Mapping[str, Any] = field(default_factory=dict)  # env config, dotted keys
     total_timesteps: int = DEFAULT_TIMESTEPS  # with resume: the target, counting the steps done
     n_envs: int = 8

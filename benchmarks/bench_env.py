@@ -29,7 +29,7 @@ import numpy as np
 import jmsra_env  # noqa: F401  (registers the environments)
 
 JMSRA_ID = "jmsra_env/JMSRA-v0"
-JMSRA_BOX_ID = "jmsra_env/JMSRA-Box-v0"
+JMSRA_BOX_ID = "jmsra_env/JMSRA-Box-v1"
 
 
 def _table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:

@@ -73,7 +73,7 @@ class _Central:
         from jmsra_env import actions
 
         a, _ = self.policy.predict(obs, deterministic=True)
-        return actions.decode_box(a, self.n, self.consts.bandwidth_hz, (a.shape[0],))
+        return actions.decode_box(a, model.terms_from_observation(self.consts, obs), (a.shape[0],))
 
 
 def main(argv=None) -> int:

@@ -7,15 +7,19 @@ Importing the package registers the environments (idempotently):
 ``jmsra_env/JMSRA-N8-v0``           N = 8
 ``jmsra_env/JMSRA-N16-v0``          N = 16
 ``jmsra_env/JMSRA-StaleCSI-v0``     N = 4, ``csi_delay = 1``, fading correlation 0.9
-``jmsra_env/JMSRA-Box-v0`` ...      the SB3-ready twins (``Box(-1, 1, (2N,))`` actions):
-                                    ``JMSRA-Box-v0``, ``JMSRA-N8-Box-v0``, ``JMSRA-N16-Box-v0``,
-                                    ``JMSRA-StaleCSI-Box-v0``
+``jmsra_env/JMSRA-Box-v1`` ...      the SB3-ready twins (``Box(-1, 1, (2N,))`` actions):
+                                    ``JMSRA-Box-v1``, ``JMSRA-N8-Box-v1``, ``JMSRA-N16-Box-v1``,
+                                    ``JMSRA-StaleCSI-Box-v1``
 ``jmsra_env/JMSRA-Session-v0``      sessions (docs/sessions.md): contexts grow, the receiver
                                     keeps KV caches in a pool of N x 160 MiB; also
                                     ``-Session-N8-v0``, ``-Session-TightPool-v0`` (N x 64
                                     MiB), ``-Session-LargePool-v0`` (never binds), each with
-                                    a ``-Box-v0`` twin
+                                    a ``-Box-v1`` twin
 ==================================  ====================================================
+
+The Box IDs are at v1 (log-scale bandwidth weights above the cap floors; the v0 Box IDs raise
+``gymnasium.error.DeprecatedEnv``). Every non-session ID takes ``features=`` and ``action_encoding=`` in
+``gym.make`` / ``gym.make_vec`` (:mod:`jmsra_env.wrappers`).
 """
 
 from __future__ import annotations

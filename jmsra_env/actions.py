@@ -4,17 +4,31 @@ Two forms express a decision (a medium per agent and a bandwidth split):
 
 * **Dict** ``{"media": MultiBinary(N), "bandwidth": Box(0, 1, (N,))}``: ``media[i]`` is 0 (NL) or
   1 (KV); ``bandwidth`` holds non-negative shares, normalised by their sum (all-zero = equal split).
-* **Box** ``Box(-1, 1, (2N,), float32)`` (SB3-ready): ``a[:N] > 0`` means KV; the shares are
-  ``(a[N:] + 1) / 2``, normalised by their sum (all ``-1`` = equal split).
+* **Box** ``Box(-1, 1, (2N,), float32)`` (SB3-ready, the ``-Box-v1`` IDs): ``a[:N] > 0`` means KV;
+  ``a[N:]`` are log-scale weights on the bandwidth left once every agent has its *cap floor*:
+
+      f_i = r_i^{-1}(D_i / (T_cap - sum_j R_j - G - A_i))    (0 without payload)
+      b_i = f_i + (B - sum_j f_j) * w_i / sum_j w_j,   w_i = 10 ** (BOX_LOG10_RANGE * a[N + i])
+
+  ``f_i`` is the least bandwidth with which agent ``i`` finishes before the round reaches the
+  latency cap ``T_cap`` (``A_i`` its compute, ``D_i`` its payload, ``R_i`` the receiver's work for
+  the chosen medium, ``G`` the answer), computed from the *observed* round (the terms a policy
+  rebuilds from its observation with :func:`jmsra_env.model.terms_from_observation`). So every
+  action in the box decodes to a split under which no agent misses the cap whenever the chosen
+  media allow one; when they do not (``sum f_i >= B``: the round is capped whatever the split),
+  ``b_i = B w_i / sum_j w_j``. Every agent with a payload always gets a positive share; there is
+  no cliff. ``BOX_LOG10_RANGE = 5``: the weights span ten decades, enough for every expert (the
+  smallest excess share an expert grants is ~1e-9.5 of the largest).
 
 Every function accepts a leading batch axis (a vectorised env's actions). Bad input is a
 ``ValueError`` naming the field.
 :func:`encode_box` / :func:`encode_dict` turn any decision ``(media, bandwidth_hz)`` into a float64
-action that decodes to the same bandwidth up to float64 rounding of each share relative to the
-largest (~1e-16), so the latency is preserved to ~1e-10 or better. Cast to float32 (the Box space's
-dtype, what SB3 policies emit) a share keeps only ~6e-8 of the largest share: a decision that gives
-one agent a tiny sliver of the band can lose a few percent of latency there. Pass float64 actions
-(``step`` accepts them) where exactness matters.
+action that decodes to the same bandwidth up to float64 rounding. The Box action survives a cast to
+float32 (the space's dtype, what SB3 policies emit): rounding ``a`` moves each weight by at most
+``ln(10) * 5 * 3e-8 ~ 3.5e-7`` relative, and the latency by less than 1e-6 relative (measured on
+every expert: at most 4e-7). A decision that misses the cap although the same media allow a split
+that does not is encoded as the split that puts those agents exactly at the cap: its latency,
+``T_cap``, is the capped latency the decision is charged.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from . import model
 from .model import max_over_agents, sum_over_agents
 
 __all__ = [
@@ -31,7 +46,11 @@ __all__ = [
     "encode_dict",
     "encode_box",
     "shares_to_bandwidth_hz",
+    "BOX_LOG10_RANGE",
+    "cap_floor_hz",
 ]
+
+BOX_LOG10_RANGE = 5.0  # c in w = 10^(c a): ten decades over [-1, 1] (experts need ~9.5, measured)
 
 
 def _as_array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -99,15 +118,53 @@ def decode_dict(action, n_agents: int, total_bandwidth_hz: float, batch_shape: t
     return media.astype(np.int8), shares_to_bandwidth_hz(shares, total_bandwidth_hz)
 
 
-def decode_box(action, n_agents: int, total_bandwidth_hz: float, batch_shape: tuple[int, ...] = ()):
-    """Validate a Box action ``(..., 2N)`` in [-1, 1] and return ``(media, bandwidth_hz)``."""
-    shape = (*batch_shape, 2 * n_agents)
+def decode_box(action, terms: model.RoundTerms, batch_shape: tuple[int, ...] | None = None):
+    """Validate a Box action ``(..., 2N)`` in [-1, 1] and return ``(media, bandwidth_hz)``.
+
+    ``terms`` are the observed round(s) the action answers (batch shape ``batch_shape``, by default
+    ``terms.batch_shape``): the cap floors of the log-weight form (module docstring) come from them.
+    """
+    _check_terms(terms, "decode_box")
+    n = terms.n_agents
+    shape = (*(terms.batch_shape if batch_shape is None else batch_shape), 2 * n)
     a = _as_array(action, "action", shape)
     if not (np.abs(a) <= 1.0 + 1e-6).all():  # also rejects NaN
         _reject(a, "action", "lie in [-1, 1]")
-    media = (a[..., :n_agents] > 0.0).astype(np.int8)
-    shares = np.minimum(np.maximum(0.5 * (a[..., n_agents:] + 1.0), 0.0), 1.0)
-    return media, shares_to_bandwidth_hz(shares, total_bandwidth_hz)
+    media = (a[..., :n] > 0.0).astype(np.int8)
+    weights = np.power(10.0, BOX_LOG10_RANGE * (np.minimum(a[..., n:], 1.0) - 1.0))  # (0, 1]
+    floor, spare = _cap_floor_and_spare(terms, media)
+    share = weights / sum_over_agents(weights)[..., None]
+    ok = spare > 0.0
+    fixed = np.where(ok, floor, 0.0) + np.where(ok, spare, 0.0) * share
+    return media, np.where(ok, fixed, terms.bandwidth_hz * share)
+
+
+def cap_floor_hz(terms: model.RoundTerms, media) -> np.ndarray:
+    """Per agent ``(..., N)`` the least bandwidth with which it finishes before the round reaches
+    the latency cap, given everyone's ``media``: 0 without payload, inf when no bandwidth does."""
+    compute = terms.prefill_s + model.select_medium(terms.extra_compute_s, media)
+    payload = model.select_medium(terms.payload_bits, media)
+    receiver = sum_over_agents(model.select_medium(terms.receiver_s, media))
+    slack = (terms.latency_cap_s - receiver - terms.answer_s)[..., None] - compute
+    late = slack <= 0.0
+    floor = model.inverse_rate_hz(payload / np.where(late, 1.0, slack), terms.gain_hz)
+    return np.where(payload > 0.0, np.where(late, np.inf, floor), 0.0)
+
+
+def _check_terms(terms, fn: str) -> None:
+    if not isinstance(terms, model.RoundTerms):
+        raise ValueError(
+            f"{fn} needs the observed round's model.RoundTerms (the Box form decodes on the cap floors "
+            f"since the -Box-v1 IDs; env.unwrapped.observed_terms() or model.terms_from_observation); "
+            f"got {type(terms).__name__}"
+        )
+
+
+def _cap_floor_and_spare(terms: model.RoundTerms, media):
+    """Cap floors and the bandwidth left above them, ``(..., N)`` and ``(..., 1)``; the spare is
+    ``-inf`` (or <= 0) when the media admit no uncapped split."""
+    floor = cap_floor_hz(terms, media)
+    return floor, terms.bandwidth_hz - sum_over_agents(floor)[..., None]
 
 
 def _check_decision(media, bandwidth_hz):
@@ -129,11 +186,24 @@ def encode_dict(media, bandwidth_hz) -> dict[str, np.ndarray]:
     return {"media": (media != 0).astype(np.int8), "bandwidth": shares}
 
 
-def encode_box(media, bandwidth_hz) -> np.ndarray:
-    """A float64 Box action in [-1, 1] that decodes to ``(media, bandwidth_hz)``.
+def encode_box(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
+    """A float64 Box action in [-1, 1] that decodes to ``(media, bandwidth_hz)`` on ``terms``.
 
-    Media map to -1 (NL) / +1 (KV); bandwidth to ``2 b / max(b) - 1``. A split that does not use
-    the whole band decodes scaled up to the full band.
+    Media map to -1 (NL) / +1 (KV). The split, scaled to the whole band, is written as the log
+    weights of its excess over the cap floors, the largest at +1 (a weight below 1e-10 of the
+    largest is clipped to -1: it decodes to at most 1e-10 of the spare). An agent below its floor
+    (the decision misses the cap) is put at the floor; when the media admit no uncapped split the
+    weights are those of the shares themselves.
     """
-    d = encode_dict(media, bandwidth_hz)
-    return np.concatenate([2.0 * d["media"] - 1.0, 2.0 * d["bandwidth"] - 1.0], axis=-1)
+    _check_terms(terms, "encode_box")
+    media, b = _check_decision(media, bandwidth_hz)
+    kv = (media != 0).astype(np.int8)
+    b = shares_to_bandwidth_hz(b, terms.bandwidth_hz)
+    floor, spare = _cap_floor_and_spare(terms, kv)
+    ok = spare > 0.0
+    excess = np.where(ok, np.maximum(b - np.where(ok, floor, 0.0), 0.0), b)
+    peak = excess.max(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        code = 1.0 + np.log10(excess / peak) / BOX_LOG10_RANGE
+    code = np.where(peak > 0.0, np.clip(np.nan_to_num(code, nan=-1.0, neginf=-1.0), -1.0, 1.0), 1.0)
+    return np.concatenate([2.0 * kv - 1.0, code], axis=-1)

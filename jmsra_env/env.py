@@ -101,8 +101,12 @@ class JMSRAEnv(gym.Env[dict, Any]):
 
     ``action_form="dict"`` (default): ``Dict(media=MultiBinary(N), bandwidth=Box(0, 1, (N,)))``,
     0 = NL and 1 = KV; the bandwidth shares are normalised by their sum, all-zero is an equal split.
-    ``action_form="box"`` (SB3-ready): ``Box(-1, 1, (2N,), float32)``; ``a[:N] > 0`` means KV and
-    the shares are ``(a[N:] + 1) / 2``. :func:`jmsra_env.encode_box` expresses any decision exactly.
+    ``action_form="box"`` (SB3-ready, the ``-Box-v1`` IDs): ``Box(-1, 1, (2N,), float32)``;
+    ``a[:N] > 0`` means KV and ``a[N:]`` are log-scale weights ``10 ** (5 a)`` on the bandwidth
+    left once every agent has its *cap floor*, the least bandwidth with which it finishes before
+    the latency cap (computed from the observed round; see :mod:`jmsra_env.actions`). No action
+    is a cliff: whenever the chosen media allow an uncapped split, every action decodes to one.
+    :func:`jmsra_env.encode_box` expresses any decision, to ~1e-7 of its latency in float32.
     Mis-shaped, non-finite, negative (dict) or out-of-range (box) actions raise ``ValueError``.
     Any finite non-negative shares (subnormal, near the float64 maximum) grant finite bandwidths
     summing to ``B``, and no action beats the exact optimum of its round.
@@ -157,8 +161,15 @@ class JMSRAEnv(gym.Env[dict, Any]):
     :class:`~jmsra_env.config.UnknownKeyError` (a ``ValueError`` and a ``TypeError``, "unexpected
     keyword argument 'KEY'"). ``render_mode`` is ``"ansi"`` (a per-agent table) or ``"rgb_array"``.
 
+    ``gym.make(id, features=..., action_encoding=...)`` (the registered entry point,
+    :func:`jmsra_env.wrappers.make_env`) wraps this env with :mod:`jmsra_env.features` (a flat
+    float32 observation) and :mod:`jmsra_env.encoding` (the deadline action encoding). The rounds
+    are independent of the decisions: a contextual bandit, train with discount 0.
+
     ## Version History
 
+    * v1 (Box IDs only): log-scale weights above the cap floors replace the linear shares
+      ``(a[N:] + 1) / 2`` (where ``-1`` was zero bandwidth and capped the round).
     * v0: initial release.
     """
 
@@ -182,7 +193,6 @@ class JMSRAEnv(gym.Env[dict, Any]):
         self.consts = model.model_constants(cfg)
         self.observation_space = make_observation_space(cfg)
         self.action_space = make_action_space(cfg, action_form)
-        self._decode = actions.decode_box if action_form == "box" else actions.decode_dict
         self._world = self._world_class(cfg, 1)
         self._terms: model.RoundTerms | None = None
         self._round = 0
@@ -238,7 +248,18 @@ class JMSRAEnv(gym.Env[dict, Any]):
 
     def decode_action(self, action) -> tuple[np.ndarray, np.ndarray]:
         """Validate ``action`` and return ``(media (N,), bandwidth_hz (N,))``."""
-        return self._decode(action, self.config.n_agents, self.consts.bandwidth_hz)
+        if self.action_form == "box":
+            return actions.decode_box(action, self.observed_terms())
+        return actions.decode_dict(action, self.config.n_agents, self.consts.bandwidth_hz)
+
+    def observed_terms(self) -> model.RoundTerms:
+        """The model terms of the next round as the last observation shows them (what a policy
+        rebuilds with :func:`jmsra_env.model.terms_from_observation`, and what the Box form decodes
+        on); equal to :meth:`current_terms` when ``csi_delay = 0``."""
+        terms = self.current_terms()
+        if self.config.csi_delay == 0:
+            return terms
+        return model.terms_from_observation(self.consts, self._last_obs)
 
     def current_terms(self) -> model.RoundTerms:
         """The model terms the next step will charge (true channel, even with ``csi_delay``)."""

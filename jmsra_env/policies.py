@@ -2,7 +2,7 @@
 
 >>> import gymnasium as gym, jmsra_env
 >>> from jmsra_env.policies import make_policy
->>> env = gym.make("jmsra_env/JMSRA-Box-v0")
+>>> env = gym.make("jmsra_env/JMSRA-Box-v1")
 >>> policy = make_policy("jmsra", env)
 >>> obs, _ = env.reset(seed=0)
 >>> action, _ = policy.predict(obs, deterministic=True)
@@ -88,6 +88,15 @@ class ExpertPolicy:
 
     def decide(self, obs: Mapping[str, Any], true_terms: model.RoundTerms | None = None) -> Decision:
         """The expert's decision on an observation (``(N,)`` arrays) or a batch (``(M, N)``)."""
+        terms = self.observed_terms(obs)
+        if self.oracle:
+            if true_terms is None:
+                raise ValueError(f"the oracle {self.name!r} decides on the true terms: pass true_terms=")
+            return solve(self.name, true_terms, rng=self.rng)
+        return solve(self.name, terms, rng=self.rng)
+
+    def observed_terms(self, obs: Mapping[str, Any]) -> model.RoundTerms:
+        """The model terms an observation (or a batch) shows; ``ValueError`` for a malformed one."""
         if not isinstance(obs, Mapping) or "snr_db" not in obs:
             raise ValueError(
                 "obs must be the environment's Dict observation (a mapping with 'snr_db', 'load', ...); "
@@ -99,19 +108,14 @@ class ExpertPolicy:
                 f"obs['snr_db'] must have shape (N,) or (M, N) with N = {self.config.n_agents}; "
                 f"got {np.shape(obs['snr_db'])}"
             )
-        if self.oracle:
-            if true_terms is None:
-                raise ValueError(f"the oracle {self.name!r} decides on the true terms: pass true_terms=")
-            return solve(self.name, true_terms, rng=self.rng)
-        terms = model.terms_from_observation(self.consts, obs)
-        return solve(self.name, terms, rng=self.rng)
+        return model.terms_from_observation(self.consts, obs)
 
     def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
         """SB3-style: ``(action, None)``; ``state``, ``episode_start`` and ``deterministic`` are
         accepted and ignored (the experts are stateless; ``random`` is random either way)."""
         d = self.decide(obs)
-        if self.action_form == "box":
-            return actions.encode_box(d.media, d.bandwidth_hz), None
+        if self.action_form == "box":  # the env decodes on the round the observation shows
+            return actions.encode_box(d.media, d.bandwidth_hz, self.observed_terms(obs)), None
         return actions.encode_dict(d.media, d.bandwidth_hz), None
 
     __call__ = predict

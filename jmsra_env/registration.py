@@ -8,6 +8,7 @@ import gymnasium as gym
 
 __all__ = [
     "VARIANTS",
+    "FORM_VERSIONS",
     "ENV_IDS",
     "SESSION_VARIANTS",
     "SESSION_ENV_IDS",
@@ -40,10 +41,16 @@ SESSION_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Version of each action form's IDs (Gymnasium's convention: a behaviour change bumps it). Box v1:
+# log-scale weights above the cap floors replaced v0's linear shares, where -1 was zero bandwidth.
+# The v0 Box IDs are not registered: gym.make on one raises gymnasium.error.DeprecatedEnv naming v1.
+FORM_VERSIONS = {"dict": 0, "box": 1}
+
+
 def env_id(variant: str, action_form: str = "dict") -> str:
-    """The registered ID of a variant in an action form, e.g. ``jmsra_env/JMSRA-N8-Box-v0``."""
+    """The registered ID of a variant in an action form, e.g. ``jmsra_env/JMSRA-N8-Box-v1``."""
     suffix = "-Box" if action_form == "box" else ""
-    return f"{NAMESPACE}/{variant}{suffix}-v0"
+    return f"{NAMESPACE}/{variant}{suffix}-v{FORM_VERSIONS[action_form]}"
 
 
 ENV_IDS: tuple[str, ...] = tuple(env_id(v, f) for v in VARIANTS for f in ("dict", "box"))
@@ -69,7 +76,7 @@ def is_session_id(id_: str) -> bool:
 def register_envs() -> None:
     """Register every variant in both action forms (idempotent)."""
     kinds = (
-        (VARIANTS, "jmsra_env.env:JMSRAEnv", "jmsra_env.vector:JMSRAVectorEnv"),
+        (VARIANTS, "jmsra_env.wrappers:make_env", "jmsra_env.wrappers:make_vector_env"),
         (SESSION_VARIANTS, "jmsra_env.session_env:JMSRASessionEnv", "jmsra_env.session_env:JMSRASessionVectorEnv"),
     )
     for variants, entry, vector_entry in kinds:

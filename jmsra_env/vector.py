@@ -6,7 +6,7 @@
 batch of :class:`~jmsra_env.model.RoundTerms`), advanced with a handful of array operations per
 step and no Python loop over environments. Get one with::
 
-    envs = gymnasium.make_vec("jmsra_env/JMSRA-Box-v0", num_envs=1024,
+    envs = gymnasium.make_vec("jmsra_env/JMSRA-Box-v1", num_envs=1024,
                               vectorization_mode="vector_entry_point")
 """
 
@@ -163,7 +163,6 @@ class JMSRAVectorEnv(VectorEnv):
         self.single_action_space = make_action_space(cfg, action_form)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self._decode = actions.decode_box if action_form == "box" else actions.decode_dict
         self._batch_shape = (num_envs,)
         self._world = self._world_class(cfg, num_envs)
         self._terms: model.RoundTerms | None = None
@@ -324,9 +323,19 @@ class JMSRAVectorEnv(VectorEnv):
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def decode_action(self, actions) -> tuple[np.ndarray, np.ndarray]:
+    def decode_action(self, batch) -> tuple[np.ndarray, np.ndarray]:
         """Validate a batch of actions; return ``(media (M, N), bandwidth_hz (M, N))``."""
-        return self._decode(actions, self.config.n_agents, self.consts.bandwidth_hz, self._batch_shape)
+        if self.action_form == "box":
+            return actions.decode_box(batch, self.observed_terms(), self._batch_shape)
+        return actions.decode_dict(batch, self.config.n_agents, self.consts.bandwidth_hz, self._batch_shape)
+
+    def observed_terms(self) -> model.RoundTerms:
+        """The batched terms ``(M, N)`` the last observation shows (what the Box form decodes on);
+        equal to :meth:`current_terms` when ``csi_delay = 0``."""
+        terms = self.current_terms()
+        if self.config.csi_delay == 0:
+            return terms
+        return model.terms_from_observation(self.consts, self._last_obs)
 
     def current_terms(self) -> model.RoundTerms:
         """The batched model terms ``(M, N)`` the next step will charge (true channel)."""

@@ -1,21 +1,33 @@
-"""Wrappers: the SB3-ready Box action form over a Dict-action environment."""
+"""Wrappers and the registered entry points.
+
+:class:`BoxActionWrapper` gives the SB3-ready Box action form over a Dict-action environment.
+:func:`make_env` / :func:`make_vector_env` are what ``gym.make`` / ``gym.make_vec`` call for every
+registered ID: the environment, optionally wrapped by ``features=`` (:mod:`jmsra_env.features`:
+a flat float32 ``Box`` observation) and ``action_encoding=`` (:mod:`jmsra_env.encoding`, Box IDs
+only), so any library that builds environments from an ID and keyword arguments gets them::
+
+    gym.make("jmsra_env/JMSRA-Box-v1", features="physics", action_encoding="deadline")
+"""
 
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 
 from . import actions
 from .env import make_action_space
 
-__all__ = ["BoxActionWrapper"]
+__all__ = ["BoxActionWrapper", "make_env", "make_vector_env", "OPTION_CHOICES"]
+
+# Env-level options of make_env / make_vector_env and their values (None: the raw form).
+OPTION_CHOICES = {"features": (None, "log", "physics"), "action_encoding": (None, "box", "deadline", "solved")}
 
 
 class BoxActionWrapper(gym.ActionWrapper):
     """Expose a Dict-action :class:`~jmsra_env.JMSRAEnv` with the ``Box(-1, 1, (2N,))`` action form.
 
-    ``a[:N] > 0`` selects KV; ``(a[N:] + 1) / 2`` are the bandwidth shares. Use
-    :func:`jmsra_env.encode_box` to turn an expert's decision into such an action exactly.
+    ``a[:N] > 0`` selects KV; ``a[N:]`` are log-scale weights above the cap floors
+    (:mod:`jmsra_env.actions`), decoded on the round the last observation shows. Use
+    :func:`jmsra_env.encode_box` to turn an expert's decision into such an action.
     """
 
     def __init__(self, env: gym.Env):
@@ -23,11 +35,57 @@ class BoxActionWrapper(gym.ActionWrapper):
         base = env.unwrapped
         if getattr(base, "action_form", None) != "dict":
             raise ValueError("BoxActionWrapper wraps a JMSRAEnv with action_form='dict'")
-        self._n = base.config.n_agents
-        self._total_hz = base.consts.bandwidth_hz
         self.action_space = make_action_space(base.config, "box")
 
     def action(self, action):
-        media, bandwidth_hz = actions.decode_box(action, self._n, self._total_hz)
-        peak = bandwidth_hz.max()
-        return {"media": media, "bandwidth": bandwidth_hz / peak if peak > 0 else np.zeros(self._n)}
+        media, bandwidth_hz = actions.decode_box(action, self.env.unwrapped.observed_terms())
+        return actions.encode_dict(media, bandwidth_hz)
+
+
+def _check_options(features, action_encoding, action_form) -> None:
+    for name, value in (("features", features), ("action_encoding", action_encoding)):
+        if value not in OPTION_CHOICES[name]:
+            raise ValueError(f"{name} must be one of {OPTION_CHOICES[name]}; got {value!r}")
+    if action_encoding not in (None, "box") and action_form != "box":
+        raise ValueError(
+            f"action_encoding={action_encoding!r} applies to the Box action form (a -Box- ID); "
+            f"got action_form={action_form!r}"
+        )
+
+
+def make_env(*args, features: str | None = None, action_encoding: str | None = None, **kwargs) -> gym.Env:
+    """``JMSRAEnv(*args, **kwargs)``, wrapped by ``EncodedAction`` then ``FeatureObservation`` when
+    ``action_encoding`` / ``features`` are given (``None``: the raw environment itself)."""
+    from .env import JMSRAEnv
+
+    _check_options(features, action_encoding, kwargs.get("action_form", "dict"))
+    env: gym.Env = JMSRAEnv(*args, **kwargs)
+    if action_encoding not in (None, "box"):
+        from .encoding import EncodedAction
+
+        env = EncodedAction(env, action_encoding)
+    if features is not None:
+        from .features import FeatureObservation
+
+        env = FeatureObservation(env, features)
+    return env
+
+
+def make_vector_env(
+    num_envs: int = 1, *args, features: str | None = None, action_encoding: str | None = None, **kwargs
+) -> gym.vector.VectorEnv:
+    """:func:`make_env` for ``JMSRAVectorEnv``: the batched env, wrapped by ``VectorEncodedAction``
+    and ``VectorFeatureObservation`` when asked."""
+    from .vector import JMSRAVectorEnv
+
+    _check_options(features, action_encoding, kwargs.get("action_form", "dict"))
+    env: gym.vector.VectorEnv = JMSRAVectorEnv(num_envs, *args, **kwargs)
+    if action_encoding not in (None, "box"):
+        from .encoding import VectorEncodedAction
+
+        env = VectorEncodedAction(env, action_encoding)
+    if features is not None:
+        from .features import VectorFeatureObservation
+
+        env = VectorFeatureObservation(env, features)
+    return env

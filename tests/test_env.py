@@ -13,6 +13,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import jmsra_env
 from jmsra_env import ENV_IDS, BoxActionWrapper, JMSRAEnv, encode_box, encode_dict
 from jmsra_env import model as m
+from jmsra_env.solvers import EXPERT_NAMES, optimal_bandwidth, solve
+from jmsra_env.world import WorldProcess
 
 # SB3 does not support Dict action spaces and says so; the Box twins exist for that reason.
 WARNING_WHITELIST = ("The action space is not based off a numpy array",)
@@ -48,7 +50,7 @@ def test_registration_is_idempotent():
 
 def test_variants_configure_the_scenario():
     assert gym.make("jmsra_env/JMSRA-N8-v0").unwrapped.config.n_agents == 8
-    assert gym.make("jmsra_env/JMSRA-N16-Box-v0").action_space.shape == (32,)
+    assert gym.make("jmsra_env/JMSRA-N16-Box-v1").action_space.shape == (32,)
     stale = gym.make("jmsra_env/JMSRA-StaleCSI-v0").unwrapped.config
     assert stale.csi_delay == 1 and stale.fading_correlation == 0.9
 
@@ -273,7 +275,7 @@ def test_bad_actions_raise_and_the_env_stays_usable(action, field):
     [np.full(8, np.nan), np.ones(7), np.full(8, 1.5), np.full(8, -np.inf), "x"],
 )
 def test_bad_box_actions_raise(action):
-    env = gym.make("jmsra_env/JMSRA-Box-v0")
+    env = gym.make("jmsra_env/JMSRA-Box-v1")
     env.reset(seed=0)
     with pytest.raises(ValueError, match="action"):
         env.step(action)
@@ -289,32 +291,43 @@ def test_bad_constructor_arguments():
         JMSRAEnv(config=[("n_agents", 3)])
 
 
-def _random_decision(rng, n, bandwidth_hz):
-    media = rng.integers(0, 2, n)
-    b = rng.dirichlet(np.ones(n)) * bandwidth_hz
+def _random_decision(rng, shape, bandwidth_hz):
+    media = rng.integers(0, 2, shape)
+    b = rng.dirichlet(np.ones(np.shape(media)[-1]), np.shape(media)[:-1] or None) * bandwidth_hz
     return media, b
+
+
+def _world_terms(n, rounds, seed, **overrides):
+    cfg = jmsra_env.make_config(n_agents=n, **overrides)
+    world = WorldProcess(cfg, rounds)
+    world.reset(np.random.default_rng(seed))
+    return world.true_terms()
 
 
 @pytest.mark.parametrize("n", [1, 4, 16])
 def test_box_encoding_round_trip_preserves_the_latency(n):
-    cfg = jmsra_env.make_config(n_agents=n)
+    terms = _world_terms(n, 200, n)
     rng = np.random.default_rng(n)
-    for _ in range(50):
-        media, b = _random_decision(rng, n, cfg.channel.bandwidth_hz)
-        a = encode_box(media, b)
-        assert a.shape == (2 * n,) and np.all(np.abs(a) <= 1.0)
-        media2, b2 = jmsra_env.decode_box(a, n, cfg.channel.bandwidth_hz)
-        np.testing.assert_array_equal(media2, media)
-        np.testing.assert_allclose(b2, b, rtol=1e-12)
-        d = encode_dict(media, b)
-        media3, b3 = jmsra_env.decode_dict(d, n, cfg.channel.bandwidth_hz)
-        np.testing.assert_array_equal(media3, media)
-        np.testing.assert_allclose(b3, b, rtol=1e-12)
+    media, b = _random_decision(rng, (200, n), terms.bandwidth_hz)
+    a = encode_box(media, b, terms)
+    assert a.shape == (200, 2 * n) and np.all(np.abs(a) <= 1.0)
+    media2, b2 = jmsra_env.decode_box(a, terms)
+    np.testing.assert_array_equal(media2, media)
+    before, after = m.latency(terms, media, b), m.latency(terms, media2, b2)
+    met = ~before.capped
+    np.testing.assert_allclose(b2[met], b[met], rtol=1e-9)
+    np.testing.assert_allclose(after.latency_s[met], before.latency_s[met], rtol=1e-9)
+    # a decision that misses the cap comes back at the cap floor: within 1e-10 of the spare of it
+    np.testing.assert_allclose(after.latency_s, before.latency_s, rtol=1e-7)
+    d = encode_dict(media, b)
+    media3, b3 = jmsra_env.decode_dict(d, n, terms.bandwidth_hz, (200,))
+    np.testing.assert_array_equal(media3, media)
+    np.testing.assert_allclose(b3, b, rtol=1e-12)
 
 
 def test_box_and_dict_envs_charge_the_same_latency_for_the_same_decision():
     dict_env = gym.make("jmsra_env/JMSRA-v0")
-    box_env = gym.make("jmsra_env/JMSRA-Box-v0")
+    box_env = gym.make("jmsra_env/JMSRA-Box-v1")
     wrapped = BoxActionWrapper(gym.make("jmsra_env/JMSRA-v0"))
     assert wrapped.action_space == box_env.action_space
     rng = np.random.default_rng(0)
@@ -322,25 +335,57 @@ def test_box_and_dict_envs_charge_the_same_latency_for_the_same_decision():
         e.reset(seed=9)
     for _ in range(70):
         media, b = _random_decision(rng, 4, 20e6)
+        terms = box_env.unwrapped.observed_terms()
         r_dict = dict_env.step(encode_dict(media, b))[1]
-        r_box = box_env.step(encode_box(media, b))[1]
-        r_wrapped = wrapped.step(encode_box(media, b))[1]
-        r_f32 = None
-        assert r_box == pytest.approx(r_dict, rel=1e-9)
-        assert r_wrapped == pytest.approx(r_dict, rel=1e-9)
-        del r_f32
+        r_box = box_env.step(encode_box(media, b, terms))[1]
+        r_wrapped = wrapped.step(encode_box(media, b, terms))[1]
+        assert r_box == pytest.approx(r_dict, rel=1e-7)  # 1e-9 unless capped (see the round trip)
+        assert r_wrapped == pytest.approx(r_box, rel=1e-12)
 
 
 def test_float32_box_actions_lose_little():
-    cfg = jmsra_env.make_config()
-    env = gym.make("jmsra_env/JMSRA-Box-v0")
+    env = gym.make("jmsra_env/JMSRA-Box-v1")
     env.reset(seed=1)
     terms = env.unwrapped.current_terms()
     media, b = np.array([1, 0, 1, 0]), np.array([8e6, 2e6, 6e6, 4e6])
     exact = m.latency(terms, media, b).latency_s
-    reward = env.step(encode_box(media, b).astype(np.float32))[1]
+    reward = env.step(encode_box(media, b, terms).astype(np.float32))[1]
     assert -reward == pytest.approx(exact, rel=1e-6)
-    assert cfg.channel.bandwidth_hz == b.sum()
+
+
+@pytest.mark.parametrize("name", EXPERT_NAMES)
+def test_float32_cast_of_every_expert_box_action_keeps_its_latency(name):
+    for n in (4, 16) if name != "optimal" else (4, 8):
+        terms = _world_terms(n, 1500, 7)
+        d = solve(name, terms, rng=np.random.default_rng(0))
+        a32 = encode_box(d.media, d.bandwidth_hz, terms).astype(np.float32)
+        media, b = jmsra_env.decode_box(a32, terms)
+        np.testing.assert_array_equal(media, d.media)
+        np.testing.assert_allclose(m.latency(terms, media, b).latency_s, d.latency_s, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["gaussian-std-1", "uniform", "corners"])
+def test_no_box_action_caps_a_round_that_its_media_allow_uncapped(kind):
+    n, rounds = 16, 2000
+    terms = _world_terms(n, rounds, 3)
+    rng = np.random.default_rng(5)
+    if kind == "gaussian-std-1":
+        a = np.clip(rng.normal(size=(rounds, 2 * n)), -1.0, 1.0)
+    elif kind == "uniform":
+        a = rng.uniform(-1.0, 1.0, (rounds, 2 * n))
+    else:
+        a = rng.choice([-1.0, 1.0], (rounds, 2 * n))
+    media, b = jmsra_env.decode_box(a.astype(np.float32), terms)
+    assert np.all(b[m.select_medium(terms.payload_bits, media) > 0] > 0.0)
+    capped = m.latency(terms, media, b).capped
+    _, best = optimal_bandwidth(terms, media)
+    avoidable = best < terms.latency_cap_s * (1 - 1e-9)
+    assert capped.any() and not (capped & avoidable).any()
+
+
+def test_box_v0_ids_point_to_v1():
+    with pytest.raises(gym.error.DeprecatedEnv, match="JMSRA-N8-Box-v1"):
+        gym.make("jmsra_env/JMSRA-N8-Box-v0")
 
 
 def test_render_modes():
@@ -386,7 +431,7 @@ def test_works_under_subproc_vec_env_with_spawn_by_module_prefixed_id():
     # In a spawned child only the pickled env factory is loaded; "module:id" makes gymnasium
     # import jmsra_env (which registers the IDs) before looking the ID up.
     assert "spawn" in multiprocessing.get_all_start_methods()
-    _spawn_rollout("jmsra_env:jmsra_env/JMSRA-Box-v0")
+    _spawn_rollout("jmsra_env:jmsra_env/JMSRA-Box-v1")
 
 
 def test_works_under_subproc_vec_env_with_spawn_from_a_script(tmp_path):
@@ -403,7 +448,7 @@ def test_works_under_subproc_vec_env_with_spawn_from_a_script(tmp_path):
         from stable_baselines3.common.vec_env import SubprocVecEnv
 
         if __name__ == "__main__":
-            venv = make_vec_env("jmsra_env/JMSRA-Box-v0", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv,
+            venv = make_vec_env("jmsra_env/JMSRA-Box-v1", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv,
                                 vec_env_kwargs={"start_method": "spawn"})
             venv.reset()
             _, rewards, _, _ = venv.step(np.zeros((2, 8), dtype=np.float32))

@@ -44,7 +44,7 @@ def _train_tiny(logdir: Path, env_id: str, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    return _train_tiny(tmp_path_factory.mktemp("runs"), "jmsra_env/JMSRA-Box-v0", "tiny-n4")
+    return _train_tiny(tmp_path_factory.mktemp("runs"), "jmsra_env/JMSRA-Box-v1", "tiny-n4")
 
 
 @pytest.fixture(scope="module")
@@ -117,13 +117,12 @@ def test_recorded_rounds_and_latencies_equal_stepping_the_real_env():
     """
     from jmsra_env.policies import make_policy
 
-    env_id = "jmsra_env/JMSRA-StaleCSI-Box-v0"
+    env_id = "jmsra_env/JMSRA-StaleCSI-Box-v1"
     cfg, _ = ev.scenario_from_env_id(env_id, {"episode_rounds": 70})
     rounds = ev.draw_rounds(cfg, 2, seed=11)
     (result,) = ev.evaluate_policies(rounds, [ExpertPolicy("jmsra", cfg)], single_round_budget_s=0.0)
     env = gym.make(env_id, config={"episode_rounds": 70})
     policy = make_policy("jmsra", env)
-    consts = model.model_constants(cfg)
     for e in range(2):
         obs, _ = env.reset(seed=11 + e)
         for t in range(70):
@@ -131,7 +130,7 @@ def test_recorded_rounds_and_latencies_equal_stepping_the_real_env():
             for key, value in obs.items():
                 np.testing.assert_array_equal(value, rounds.obs[key][m], err_msg=key)
             action, _ = policy.predict(obs, deterministic=True)
-            decoded = actions.decode_box(action, cfg.n_agents, consts.bandwidth_hz)
+            decoded = actions.decode_box(action, env.unwrapped.observed_terms())
             obs, reward, _, truncated, _ = env.step(action)
             assert -reward == model.latency(rounds.terms[m], *decoded).latency_s  # exact
             assert -reward == pytest.approx(result.latency_s[m], rel=1e-9, abs=0.0)  # Box encoding rounding
@@ -201,7 +200,7 @@ def test_trained_model_is_evaluated_next_to_the_experts(tmp_path, tiny_model):
     from agents.checkpoint import load_trained_policy
 
     policy = load_trained_policy(tiny_model)
-    env = gym.make("jmsra_env/JMSRA-Box-v0", config={"episode_rounds": 16})
+    env = gym.make("jmsra_env/JMSRA-Box-v1", config={"episode_rounds": 16})
     obs, _ = env.reset(seed=ev.DEFAULT_SEED)  # the evaluation's first episode
     for t in range(16):
         action, _ = policy.predict(obs, deterministic=True)
@@ -246,7 +245,7 @@ def _bad_cases(model_dir: Path | None):
         "unknown env id": (["--env-id", "jmsra_env/JMSRA-N9-v0"], "unknown environment id"),
         "unknown config key": (["--config", "bandwith_hz=1e6"], "bandwith_hz"),
         "model for another N": (
-            ["--model", str(model_dir), "--env-id", "jmsra_env/JMSRA-N8-Box-v0"], "trained for N = 4 agents"
+            ["--model", str(model_dir), "--env-id", "jmsra_env/JMSRA-N8-Box-v1"], "trained for N = 4 agents"
         ),
         "cuda without CUDA": (["--device", "cuda"], "CUDA is not available"),
         "out below a file": (["--out", "BLOCKER/out"], "cannot be written"),

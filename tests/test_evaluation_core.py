@@ -74,7 +74,7 @@ def test_one_statistics_function_gives_training_and_evaluate_py_the_same_numbers
 
     assert evaluate.main(["--policies", "jmsra,nl-only,kv-only", "--no-plots", "--out", str(tmp_path), *SHORT]) == 0
     cli = {r["policy"]: r for r in _read_csv(tmp_path / "summary.csv")}
-    res = compare_with_experts("jmsra_env/JMSRA-Box-v0", {"episode_rounds": 16}, [],
+    res = compare_with_experts("jmsra_env/JMSRA-Box-v1", {"episode_rounds": 16}, [],
                                experts=("jmsra", "nl-only", "kv-only"), episodes=2, seed=ev.HELD_OUT_SEED)
     assert [r["policy"] for r in res.rows] == ["jmsra", "nl-only", "kv-only"]
     for row in res.rows:

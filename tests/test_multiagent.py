@@ -185,7 +185,7 @@ def test_step_after_the_episode_ended_asks_for_reset():
 
 
 def test_factory_reads_ids_variants_and_configs():
-    assert parallel_env("jmsra_env/JMSRA-N8-Box-v0").n_agents == 8
+    assert parallel_env("jmsra_env/JMSRA-N8-Box-v1").n_agents == 8
     assert parallel_env("JMSRA-N16").n_agents == 16
     assert parallel_env(make_config(n_agents=3)).possible_agents == ["agent_0", "agent_1", "agent_2"]
     assert parallel_env({"n_agents": 2}, csi_delay=1).config.csi_delay == 1

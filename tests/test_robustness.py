@@ -138,7 +138,7 @@ def test_no_dict_action_beats_the_exact_optimum(k, media, shares):
 @given(k=st.integers(0, len(ROUNDS) - 1), a=box_st)
 def test_no_box_action_beats_the_exact_optimum(k, a):
     terms, best = ROUNDS[k]
-    x, b = actions.decode_box(np.array(a), N, B)
+    x, b = actions.decode_box(np.array(a), terms)
     charged = float(model.latency(terms, x, b).latency_s)
     assert charged >= best * (1.0 - 1e-9)
 

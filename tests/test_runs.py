@@ -217,7 +217,7 @@ def test_stale_lock_of_a_dead_process_does_not_block(tmp_path, tiny_run):
     "flag, value, message",
     [
         ("--features", "log", "--features 'log'"),
-        ("--env-id", "jmsra_env/JMSRA-N8-Box-v0", "--env-id"),
+        ("--env-id", "jmsra_env/JMSRA-N8-Box-v1", "--env-id"),
         ("--config", "n_agents=8", "--config"),
         ("--learning-rate", "0.1", "--learning-rate 0.1"),
         ("--action-encoding", "box", "--action-encoding"),

@@ -51,7 +51,7 @@ def test_session_variants_configure_the_pool():
         "jmsra_env/JMSRA-Session-TightPool-v0": 256,
         "jmsra_env/JMSRA-Session-LargePool-v0": 4096,
     }
-    env = gym.make("jmsra_env/JMSRA-Session-N8-Box-v0")
+    env = gym.make("jmsra_env/JMSRA-Session-N8-Box-v1")
     assert env.action_space.shape == (16,) and isinstance(env.unwrapped, JMSRASessionEnv)
 
 
@@ -195,7 +195,7 @@ def test_a_batch_of_one_reproduces_the_single_session_env(form, mode):
     def actions():
         a = random_action(rng, 4, (1,))
         if form == "box":
-            box = jmsra_env.encode_box(a["media"], a["bandwidth"])
+            box = jmsra_env.encode_box(a["media"], a["bandwidth"], envs.observed_terms())
             return box, box[0]
         return a, {k: v[0] for k, v in a.items()}
 

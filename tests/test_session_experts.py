@@ -128,7 +128,7 @@ def test_lookahead_equals_clairvoyant_when_the_forecast_is_exact():
 
 
 @pytest.mark.parametrize("name", SESSION_EXPERT_NAMES)
-@pytest.mark.parametrize("id_", ["jmsra_env/JMSRA-Session-v0", "jmsra_env/JMSRA-Session-N8-Box-v0"])
+@pytest.mark.parametrize("id_", ["jmsra_env/JMSRA-Session-v0", "jmsra_env/JMSRA-Session-N8-Box-v1"])
 def test_every_session_expert_plays_a_session_as_a_policy(name, id_):
     env = gym.make(id_, config={"episode_rounds": 6})
     policy = make_policy(name, env, horizon=3)

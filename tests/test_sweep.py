@@ -180,7 +180,7 @@ def test_empty_seed_flag_is_refused_before_ray_starts(tmp_path, capsys, no_ray):
 
 
 def test_grid_file_with_flags_builds_the_cartesian_product(tmp_path):
-    text = ('env_ids = ["jmsra_env/JMSRA-v0", "jmsra_env/JMSRA-N8-Box-v0"]\nrecipes = ["ppo", "bc+ppo"]\n'
+    text = ('env_ids = ["jmsra_env/JMSRA-v0", "jmsra_env/JMSRA-N8-Box-v1"]\nrecipes = ["ppo", "bc+ppo"]\n'
             'seeds = "0..2"\n[hyperparams]\nlearning_rate = [3e-4, 1e-4]\n')
     args = sw.build_parser().parse_args(["--grid", _grid_file(tmp_path, text), "--seeds", "5,7", "--out", "x"])
     cells = sw.validate_grid(sw._grid_from_args(args))

@@ -68,7 +68,7 @@ def test_run_directory_holds_the_agreed_files(trained_run):
         assert sorted(p.name for p in d.iterdir()) == sorted([*unit, "run.json"])
     info = json.loads((trained_run / "run.json").read_text())
     assert info["format"] == ck.RUN_FORMAT and info["kind"] == "final"
-    assert info["env_id"] == "jmsra_env/JMSRA-Box-v0" and info["action_form"] == "box"
+    assert info["env_id"] == "jmsra_env/JMSRA-Box-v1" and info["action_form"] == "box"
     assert info["num_timesteps"] == 512 and info["n_agents"] == 4
     assert jmsra_env.make_config(info["config"]) == jmsra_env.make_config()
     assert {"torch", "stable_baselines3", "gymnasium", "numpy"} <= set(info["versions"])
@@ -78,7 +78,7 @@ def test_run_directory_holds_the_agreed_files(trained_run):
 def test_saved_model_loads_and_predicts_on_raw_observations(trained_run):
     for path in (trained_run, trained_run / "best_model.zip", trained_run / "checkpoints" / "ckpt_256_steps"):
         policy = ck.load_trained_policy(path)
-        assert policy.env_id == "jmsra_env/JMSRA-Box-v0" and policy.action_form == "box"
+        assert policy.env_id == "jmsra_env/JMSRA-Box-v1" and policy.action_form == "box"
         assert policy.config == jmsra_env.make_config()
         env = gym.make(policy.env_id)
         obs, _ = env.reset(seed=1)
@@ -226,7 +226,7 @@ def test_deadline_encoding_of_an_expert_decision_keeps_its_latency():
     consts, obs, terms, d = _expert_rounds()
     code = encode_deadline(d.media, d.bandwidth_hz, terms)
     assert code.shape == (512, 8) and np.all(np.abs(code) <= 1.0)
-    media, bw = actions.decode_box(decode_deadline(code, obs, consts), 4, consts.bandwidth_hz, (512,))
+    media, bw = actions.decode_box(decode_deadline(code, obs, consts), terms)
     np.testing.assert_array_equal(media, d.media)
     lat = model.latency(terms, media, bw).latency_s
     np.testing.assert_allclose(lat, d.latency_s, rtol=5e-3)
@@ -260,8 +260,8 @@ def test_zoo_hyperparameters_cover_every_sb3_ready_id_and_name_importable_wrappe
     text = (Path(__file__).resolve().parents[1] / "hyperparams" / "ppo.yml").read_text()
     keys = set(re.findall(r"^([^\s#][^:]*):", text, flags=re.M)) - {"default"}
     assert keys == {i for i in ENV_IDS if "-Box-" in i}
-    env = gym.make("jmsra_env/JMSRA-Box-v0")
-    for path in re.findall(r"^\s+- (agents\.\S+)$", text, flags=re.M):  # innermost first, as the Zoo does
+    env = gym.make("jmsra_env/JMSRA-Box-v1")
+    for path in re.findall(r"^\s+- ((?:agents|jmsra_env)\.\S+)$", text, flags=re.M):  # innermost first, as the Zoo does
         module, _, name = path.rpartition(".")
         env = getattr(importlib.import_module(module), name)(env)
     obs, _ = env.reset(seed=0)
@@ -277,9 +277,9 @@ def test_evaluation_charges_the_policy_what_the_environment_charges(trained_run)
     trained = ck.load_trained_policy(trained_run)
     policy = TrainedModelPolicy(trained, trained.config)
     overrides = {"episode_rounds": 8}
-    res = compare_with_experts("jmsra_env/JMSRA-Box-v0", overrides, [policy], experts=("jmsra", "nl-only"),
+    res = compare_with_experts("jmsra_env/JMSRA-Box-v1", overrides, [policy], experts=("jmsra", "nl-only"),
                                episodes=2, seed=7)
-    stepped = rollout_episodes("jmsra_env/JMSRA-Box-v0", policy, 2, 7, overrides=overrides)
+    stepped = rollout_episodes("jmsra_env/JMSRA-Box-v1", policy, 2, 7, overrides=overrides)
     # float32 network: a batch of 2 (the rollout) and of 16 rounds round differently (~1e-7)
     np.testing.assert_allclose(stepped.latency_s, res.results[0].latency_s, rtol=1e-5)
     assert res.rounds.n_rounds == 16 and res.row("jmsra")["gap_pct"] == 0.0

@@ -119,7 +119,8 @@ def test_a_batch_of_one_reproduces_the_single_env_exactly(variant, overrides, fo
         dict_action = random_dict_actions(rng, 1, n)
         if form == "dict":
             return dict_action, {k: v[0] for k, v in dict_action.items()}
-        box = jmsra_env.encode_box(dict_action["media"], dict_action["bandwidth"]).astype(np.float32)
+        terms = envs.observed_terms()
+        box = jmsra_env.encode_box(dict_action["media"], dict_action["bandwidth"], terms).astype(np.float32)
         return box, box[0]
 
     obs_s, info_s = single.reset(seed=42)
@@ -407,9 +408,9 @@ def test_native_vec_env_matches_the_batched_env_and_sb3_conventions():
     from agents.native_vec_env import make_native_vec_env
 
     m, rounds = 3, 6
-    venv = make_native_vec_env("jmsra_env/JMSRA-Box-v0", m, seed=4, config={"episode_rounds": rounds},
+    venv = make_native_vec_env("jmsra_env/JMSRA-Box-v1", m, seed=4, config={"episode_rounds": rounds},
                                monitor=False)
-    ref = make_vec("jmsra_env/JMSRA-Box-v0", num_envs=m, config={"episode_rounds": rounds},
+    ref = make_vec("jmsra_env/JMSRA-Box-v1", num_envs=m, config={"episode_rounds": rounds},
                    autoreset_mode=AutoresetMode.SAME_STEP)
     obs = venv.reset()
     obs_r, _ = ref.reset(seed=4)
@@ -438,8 +439,8 @@ def test_native_vec_env_of_one_reproduces_sb3_dummy_vec_env():
     from agents.native_vec_env import make_native_vec_env
 
     config = {"episode_rounds": 7}
-    native = make_native_vec_env("jmsra_env/JMSRA-Box-v0", 1, seed=13, config=config, monitor=False)
-    dummy = DummyVecEnv([lambda: gym.make("jmsra_env/JMSRA-Box-v0", config=config)])
+    native = make_native_vec_env("jmsra_env/JMSRA-Box-v1", 1, seed=13, config=config, monitor=False)
+    dummy = DummyVecEnv([lambda: gym.make("jmsra_env/JMSRA-Box-v1", config=config)])
     dummy.seed(13)
     rng = np.random.default_rng(0)
     obs_n, obs_d = native.reset(), dummy.reset()
@@ -461,7 +462,7 @@ def test_ppo_learns_on_native_vec_env_under_vec_normalize():
 
     from agents.native_vec_env import make_native_vec_env
 
-    venv = make_native_vec_env("jmsra_env/JMSRA-Box-v0", 4, seed=0, config={"episode_rounds": 16})
+    venv = make_native_vec_env("jmsra_env/JMSRA-Box-v1", 4, seed=0, config={"episode_rounds": 16})
     venv = VecNormalize(venv)
     agent = PPO("MultiInputPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
     agent.learn(total_timesteps=256)
@@ -476,7 +477,7 @@ def test_ppo_learns_on_native_vec_env_under_vec_normalize():
 def test_gymnasium_vector_wrappers_work_over_the_default_next_step_mode():
     from gymnasium.wrappers.vector import FlattenObservation, NormalizeObservation, RecordEpisodeStatistics
 
-    envs = make_vec("jmsra_env/JMSRA-Box-v0", num_envs=3, config={"episode_rounds": 5})
+    envs = make_vec("jmsra_env/JMSRA-Box-v1", num_envs=3, config={"episode_rounds": 5})
     wrapped = RecordEpisodeStatistics(NormalizeObservation(FlattenObservation(envs)))
     obs, _ = wrapped.reset(seed=0)
     assert obs.shape == (3, 7 * 4 - 3)  # six (N,) keys and receiver_load (1,)
