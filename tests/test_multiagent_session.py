@@ -149,3 +149,79 @@ def test_torchrl_check_env_specs_on_the_wrapped_session_env():
     from torchrl.envs.utils import check_env_specs
 
     check_env_specs(PettingZooWrapper(parallel_env("JMSRA-Session-v0"), return_state=True, seed=0))
+
+
+# -- MAPPO on sessions ------------------------------------------------------------------------------
+
+
+def test_session_features_of_an_agent_hold_its_own_receiver_state():
+    from agents.marl import FeatureCodec
+
+    ma = parallel_env("JMSRA-Session-v0")
+    ma.reset(seed=0)
+    ma.step({a: np.array([float(a == "agent_1"), 1.0]) for a in ma.agents})  # only agent_1 sends KV
+    codec = FeatureCodec(ma.config)
+    assert codec.n_agent_features == 27 and codec.n_state_features == 23 * 4 + 4
+    f = codec.raw_agent_features(ma.central_observation)
+    assert f.shape == (4, 27)
+    resident = f[:, 20 + 2]  # log10(1 + kv_resident_tokens)
+    assert resident[1] > 0 and resident[[0, 2, 3]].tolist() == [0.0, 0.0, 0.0]
+    assert len(set(f[:, -2].tolist())) == 1 and f[0, -2] > 0  # the pool's usage, broadcast
+    assert codec.state_features(ma.central_observation).shape == (codec.n_state_features,)
+
+
+def test_torchrl_check_env_specs_on_the_mappo_session_env():
+    from torchrl.envs.utils import check_env_specs
+
+    from agents.marl import FeatureCodec, make_torchrl_env
+
+    cfg = parallel_env("JMSRA-Session-v0").config
+    env = make_torchrl_env(cfg, FeatureCodec(cfg), "mappo", seed=0)
+    check_env_specs(env)
+    assert env.observation_spec["agents", "observation"].shape[-1] == 27
+
+
+def test_gamma_defaults_to_zero_for_single_rounds_and_positive_for_sessions():
+    from agents.marl import SESSION_GAMMA, MARLConfig, default_gamma
+
+    assert MARLConfig().gamma is None
+    assert default_gamma(parallel_env("JMSRA-v0").config) == 0.0
+    assert default_gamma(parallel_env("JMSRA-Session-v0").config) == SESSION_GAMMA > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_session_run(tmp_path_factory):
+    from agents.marl import MARLConfig, train
+
+    run_dir = tmp_path_factory.mktemp("marl_session") / "mappo"
+    hp = MARLConfig(
+        total_frames=256, frames_per_batch=128, minibatch_size=64, n_epochs=1, hidden=16, depth=1,
+        eval_rounds=64, eval_every=1, checkpoint_every=0, bc_steps=5, bc_rounds=256,
+    )
+    cfg = parallel_env("JMSRA-Session-v0").config
+    summary = train(cfg, hp, run_dir, device="cpu", env_id="jmsra_env/JMSRA-Session-v0")
+    return run_dir, summary
+
+
+def test_tiny_mappo_run_on_a_session_trains_with_a_discount(tiny_session_run):
+    import json
+
+    run_dir, summary = tiny_session_run
+    meta = json.loads((run_dir / "marl.json").read_text())
+    assert summary["frames"] == 256 and summary["gamma"] == meta["marl"]["gamma"] == 0.9
+    assert meta["features"] == "physics+session" and meta["env_id"] == "jmsra_env/JMSRA-Session-v0"
+    assert 0 < summary["jmsra_latency_s"] < 60 and 0 < summary["eval_latency_s"] < 60
+
+
+def test_tiny_session_mappo_policy_loads_back_and_rolls_a_session(tiny_session_run):
+    from agents.marl import load_marl_policy
+
+    run_dir, _ = tiny_session_run
+    policy = load_marl_policy(run_dir)
+    assert policy.codec.session and policy.kind == "marl" and policy.label == "mappo:mappo"
+    ma = parallel_env("JMSRA-Session-v0")
+    obs, _ = ma.reset(seed=0)
+    while ma.agents:
+        acts = policy.act(obs)
+        obs, rewards, *_ = ma.step({a: np.clip(v, 0.0, 1.0) for a, v in acts.items()})
+    assert rewards["agent_0"] < 0
