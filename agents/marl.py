@@ -88,6 +88,7 @@ __all__ = [
     "behaviour_clone",
     "evaluate_team",
     "TeamEvaluator",
+    "BC_EXPERTS",
     "default_gamma",
     "load_marl_policy",
     "is_marl_run",
@@ -547,10 +548,17 @@ def load_marl_policy(path: str | Path, device: str = "cpu", *, label: str | None
 # Training
 
 
+# The expert behaviour cloning imitates: JMSRA on single rounds; in a session the pool-aware JMSRA
+# (myopic JMSRA overflows the pool and thrashes: 3.9 s vs 2.7 s a round on JMSRA-Session-v0,
+# docs/multiagent.md; the lookahead expert is as good but ~15x slower to solve).
+BC_EXPERTS = {"single": "jmsra", "session": "pool-aware"}
+
+
 def _expert_rounds(cfg: ScenarioConfig, worlds: int, rounds: int, seed: int):
-    """``(obs, true terms, JMSRA's decision)`` of ``rounds`` rounds of ``worlds`` worlds (batches
-    ``(worlds, ...)``). Single rounds: a world process; sessions: episodes of a session vector env
-    rolled with JMSRA's (myopic) decisions, so the receiver states are those JMSRA leads to."""
+    """``(obs, true terms, expert decision)`` of ``rounds`` rounds of ``worlds`` worlds (batches
+    ``(worlds, ...)``) with the expert of :data:`BC_EXPERTS`. Single rounds: a world process;
+    sessions: episodes of a session vector env rolled with the expert's decisions, so the receiver
+    states are those the expert leads to."""
     from jmsra_env.solvers import solve
 
     if not cfg.session.enabled:
@@ -559,18 +567,19 @@ def _expert_rounds(cfg: ScenarioConfig, worlds: int, rounds: int, seed: int):
         world.reset(rng)
         for _ in range(rounds):
             obs, terms = world.observation(), world.true_terms()
-            yield obs, terms, solve("jmsra", terms)
+            yield obs, terms, solve(BC_EXPERTS["single"], terms)
             world.step(rng)
         return
     from jmsra_env import actions
     from jmsra_env.session_env import JMSRASessionVectorEnv
+    from jmsra_env.session_experts import SessionExpertPolicy
 
+    expert = SessionExpertPolicy(BC_EXPERTS["session"], cfg)
     env = JMSRASessionVectorEnv(worlds, cfg)
     obs, _ = env.reset(seed=104729 + seed)
     for _ in range(rounds):
-        terms = env.current_terms()
-        d = solve("jmsra", terms)
-        yield obs, terms, d
+        d = expert.decide(obs)
+        yield obs, env.current_terms(), d
         obs, *_ = env.step(actions.encode_dict(d.media, d.bandwidth_hz))
     env.close()
 
@@ -620,7 +629,8 @@ class TeamEvaluator:
 def behaviour_clone(actor_net, codec: FeatureCodec, hp: MARLConfig, device, log=None) -> float:
     """Regress every agent's deterministic action (``tanh(loc)``) on its part of JMSRA's decision
     (:func:`agents.encoding.expert_policy_action`: medium +-1, finish-time code or share), from
-    its own features only, and its scale towards ``hp.bc_scale``. Returns the last loss.
+    its own features only, and its scale towards ``hp.bc_scale``. Returns the last loss. In a
+    session the expert is the pool-aware JMSRA (:data:`BC_EXPERTS`) on episodes it rolls.
 
     JMSRA's decision depends on the whole team; a decentralised actor learns its best local
     approximation, which MAPPO then improves on the shared reward.
