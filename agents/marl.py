@@ -550,7 +550,7 @@ def load_marl_policy(path: str | Path, device: str = "cpu", *, label: str | None
 
 # The expert behaviour cloning imitates: JMSRA on single rounds; in a session the pool-aware JMSRA
 # (myopic JMSRA overflows the pool and thrashes: 3.9 s vs 2.7 s a round on JMSRA-Session-v0,
-# docs/multiagent.md; the lookahead expert is as good but ~15x slower to solve).
+# docs/multiagent.md; the lookahead expert is as good but over 10x slower to solve).
 BC_EXPERTS = {"single": "jmsra", "session": "pool-aware"}
 
 
