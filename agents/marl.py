@@ -480,6 +480,11 @@ class MARLPolicy(TeamPolicy):
     def policy_actions(self, obs: Mapping[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
         import torch
 
+        if self.codec.session and "kv_resident_tokens" not in obs:
+            raise ValueError(
+                "this policy was trained on a session scenario: it decides on session observations (with "
+                "'kv_resident_tokens', ...); evaluate it on whole session episodes, not on independent rounds"
+            )
         feats = torch.as_tensor(self.codec.agent_features(obs), device=self.device)
         with torch.no_grad():
             loc, scale = self.actor_net(feats)

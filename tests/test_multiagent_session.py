@@ -225,3 +225,13 @@ def test_tiny_session_mappo_policy_loads_back_and_rolls_a_session(tiny_session_r
         acts = policy.act(obs)
         obs, rewards, *_ = ma.step({a: np.clip(v, 0.0, 1.0) for a, v in acts.items()})
     assert rewards["agent_0"] < 0
+
+
+def test_session_policy_refuses_single_round_observations(tiny_session_run):
+    from agents.marl import load_marl_policy
+    from jmsra_env.multiagent import parallel_env as pe
+
+    policy = load_marl_policy(tiny_session_run[0])
+    obs, _ = pe("JMSRA-v0").reset(seed=0)
+    with pytest.raises(ValueError, match="trained on a session scenario"):
+        policy.act(obs)
