@@ -19,9 +19,11 @@ Observation (per agent)
     A ``Dict`` with the central observation's keys. *Per-agent* keys (a trailing agents axis in the
     central observation: ``snr_db``, ``compute_flops``, ``mem_bw_bytes_per_s``, ``load``,
     ``context_tokens``, ``nl_tokens``) hold the agent's own entry, shape ``(1,)``; *broadcast* keys
-    (:data:`BROADCAST_KEYS`, ``receiver_load``; keys added to the central observation later, e.g.
-    a session's pool usage, are broadcast unless they carry an agents axis) are copied to every
-    agent. Because each per-agent array keeps a length-1 agents axis, every model function that
+    (:data:`BROADCAST_KEYS`: ``receiver_load``, and in a session the pool's
+    ``kv_pool_used_fraction`` and ``kv_pool_bytes``; other keys are broadcast unless they carry an
+    agents axis) are copied to every agent. A session scenario (``parallel_env("JMSRA-Session-v0")``)
+    wraps :class:`~jmsra_env.session_env.JMSRASessionEnv`: each agent also observes its own
+    ``new_tokens``, ``unseen_tokens``, ``kv_resident_tokens`` and ``rounds_since_kv``. Because each per-agent array keeps a length-1 agents axis, every model function that
     reads an observation (:func:`jmsra_env.model.terms_from_observation`) works on one agent's
     observation too: it returns that agent's own terms.
 
@@ -39,7 +41,9 @@ State
 Infos
     Per agent: its own ``medium``, ``bandwidth_hz``, ``rate_bps``, ``compute_s``,
     ``transmission_s``, ``finish_s``, ``receiver_s``, and the round's ``latency_s``,
-    ``uncapped_latency_s``, ``capped``, ``answer_s``, ``kv_share`` and ``round``. Reset infos are
+    ``uncapped_latency_s``, ``capped``, ``answer_s``, ``kv_share`` and ``round``; in a session also
+    its own ``evicted`` and the round's ``evictions``, ``kv_pool_used_bytes`` and
+    ``kv_pool_used_fraction``. Reset infos are
     empty dicts (TorchRL builds its info spec from them; the step infos then stay out of its
     tensordicts).
 
