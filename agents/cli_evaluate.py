@@ -87,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAMES",
         help="comma-separated experts/baselines: optimal (N <= 12), jmsra, nl-only, kv-only, nl-only-equal, "
-        "kv-only-equal, threshold-equal, random; 'none' for models only. Default: all (optimal skipped "
-        "for N > 12); for a sweep: nl-only, kv-only, jmsra, optimal",
+        "kv-only-equal, threshold-equal, random; decentralised yardsticks (each agent on its own "
+        "observation): threshold-local, proportional-local; 'none' for models only. Default: all experts and "
+        "baselines (optimal skipped for N > 12); for a sweep: nl-only, kv-only, jmsra, optimal",
     )
     p.add_argument(
         "--oracle",
@@ -101,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="[LABEL=]PATH",
-        help="trained model (run dir, model.zip or checkpoint dir), repeatable",
+        help="trained model (run dir, model.zip or checkpoint dir; a multi-agent run dir of "
+        "jmsra-train-marl, recognised by its marl.json), repeatable",
     )
     p.add_argument("--sweep", default=None, metavar="NAME", help=f"sweep a parameter: {', '.join(ev.SWEEPS)}")
     p.add_argument("--sweep-values", default=None, metavar="V,V,...", help="values of the swept parameter")
@@ -152,10 +154,7 @@ def _prepare(args) -> dict[str, Any]:
         raise ev.EvaluationError("--oracle is for an evaluation, not a sweep")
     names = _parse_policies(args.policies)
     device = _resolve_device(args.device)
-    models = [
-        load_model_policy(path, label=label, device=device, trust_pickle=args.trust_pickle)
-        for label, path in map(_parse_model, args.model)
-    ]
+    models = [_load_model(path, label, device, args.trust_pickle) for label, path in map(_parse_model, args.model)]
 
     if args.env_id is not None:
         cfg, _ = ev.scenario_from_env_id(args.env_id, overrides)
@@ -187,7 +186,8 @@ def _prepare(args) -> dict[str, Any]:
         ev.check_sweep_policies(names, sweep, cfg, plan["values"])
         plan["names"] = names
     else:
-        experts, expert_notes = ev.resolve_experts(names, cfg)
+        experts, expert_notes = ev.resolve_experts(_non_local(names), cfg)
+        experts += _local_policies(names, cfg)
         if args.oracle:
             experts.insert(0, ev.oracle_policy(cfg))
         if any(e.label in labels for e in experts):
@@ -199,6 +199,32 @@ def _prepare(args) -> dict[str, Any]:
     if args.episodes < 2:
         notes.append("one episode: no confidence interval (it needs >= 2 episodes)")
     return plan
+
+
+def _load_model(path: str, label: str | None, device: str, trust_pickle: bool):
+    """A trained model as an evaluation policy: a multi-agent run directory (it holds ``marl.json``,
+    :func:`agents.marl.load_marl_policy`) or a PPO run / model / checkpoint."""
+    if (Path(path) / "marl.json").is_file():
+        from .marl import load_marl_policy
+
+        try:
+            return load_marl_policy(path, device, label=label)
+        except Exception as exc:  # noqa: BLE001 - any failure to load is reported with the path
+            raise ev.EvaluationError(f"cannot load multi-agent run {path!r}: {type(exc).__name__}: {exc}") from exc
+    return load_model_policy(path, label=label, device=device, trust_pickle=trust_pickle)
+
+
+def _non_local(names: list[str] | None) -> list[str] | None:
+    from jmsra_env.multiagent import LOCAL_POLICY_NAMES
+
+    return None if names is None else [n for n in names if n not in LOCAL_POLICY_NAMES]
+
+
+def _local_policies(names: list[str] | None, cfg) -> list:
+    """The decentralised yardsticks asked for by name (``threshold-local``, ``proportional-local``)."""
+    from jmsra_env.multiagent import LOCAL_POLICY_NAMES, make_team_policy
+
+    return [make_team_policy(n, cfg) for n in dict.fromkeys(names or ()) if n in LOCAL_POLICY_NAMES]
 
 
 def _resolve_device(device: str) -> str:

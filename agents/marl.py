@@ -14,15 +14,20 @@ The stack, bottom to top::
 
 * **Observation per agent**: :func:`agents.features.observation_features` ("physics") of the agent's
   own observation (a one-agent observation: its channel, device, load, tokens and the receiver's
-  broadcast), 20 entries, standardised with statistics of rounds drawn at start-up (saved with the
-  run). The MAPPO critic reads ``state``: the same features of the central observation
-  (``18 N + 2``), standardised.
+  broadcast), 20 entries (27 in a session: + :func:`session_features`), standardised with
+  statistics of rounds drawn at start-up (saved with the run). The MAPPO critic reads ``state``:
+  the same features of the central observation (``18 N + 2``; sessions ``23 N + 4``), standardised.
 * **Action per agent** (``Box(-1, 1, (2,))``): ``a[0] > 0`` means KV; ``a[1]`` codes a finish-time
   target ``10 ** (0.5 + 1.5 a[1])`` s and the agent requests the bandwidth that meets it
   (:func:`agents.encoding.deadline_bandwidth_hz`, from its own observation, at most the band), as a
   fraction of the band; the scheduler normalises the requests (``--encoding request``: ``a[1]``
   mapped to a request ``(a[1] + 1) / 2`` directly).
-* **Reward**: the shared ``-T``; rounds are contextual bandits, so ``gamma = 0`` by default.
+* **Reward**: the shared ``-T``; single rounds are contextual bandits, so ``gamma = 0`` by default;
+  in a session a KV message fills the receiver's pool for later rounds: ``gamma = 0.9``
+  (:data:`SESSION_GAMMA`) by default.
+* **Sessions** (``--scenario JMSRA-Session-v0``): the features add the receiver's state
+  (:func:`session_features`: new, unseen and resident tokens, rounds since the last KV message, the
+  pool's usage); training's evaluation rolls whole episodes (:class:`TeamEvaluator`).
 
 A run directory holds ``actor.safetensors`` and ``critic.safetensors`` (torch ``state_dict``s),
 ``marl.json`` (format, algorithm, scenario config, hyperparameters, feature statistics, frames),
@@ -50,6 +55,7 @@ from gymnasium import spaces
 
 from jmsra_env import model
 from jmsra_env.config import ScenarioConfig, make_config, parse_overrides
+from jmsra_env.session import never_rounds as session_never_rounds
 from jmsra_env.multiagent import (
     BROADCAST_KEYS,
     JMSRAParallelEnv,
@@ -74,13 +80,18 @@ __all__ = [
     "MARL_FORMAT",
     "MARLConfig",
     "FeatureCodec",
+    "session_features",
     "AgentFeatureEnv",
     "make_torchrl_env",
     "build_actor_net",
     "MARLPolicy",
     "behaviour_clone",
     "evaluate_team",
+    "TeamEvaluator",
+    "BC_EXPERTS",
+    "default_gamma",
     "load_marl_policy",
+    "is_marl_run",
     "train",
     "main",
 ]
@@ -93,6 +104,14 @@ ACTOR_FILE = "actor.safetensors"
 CRITIC_FILE = "critic.safetensors"
 _FEATURES = "physics"
 _STATS_ROUNDS = 64  # rounds x 256 worlds drawn for the feature statistics
+# Default discount in session scenarios: an effective horizon of ~10 rounds, longer than the
+# session lookahead expert's H = 6 (a cache pays off, or is evicted, within a few rounds).
+SESSION_GAMMA = 0.9
+
+
+def default_gamma(config: ScenarioConfig) -> float:
+    """The discount when ``MARLConfig.gamma`` is None: :data:`SESSION_GAMMA` in a session, else 0."""
+    return SESSION_GAMMA if config.session.enabled else 0.0
 
 
 @dataclass(frozen=True)
@@ -108,7 +127,9 @@ class MARLConfig:
     max_grad_norm: float = 1.0
     clip_epsilon: float = 0.2
     entropy_coef: float = 0.0
-    gamma: float = 0.0  # a round's decision does not change later rounds
+    # None: the scenario's default, 0 for single rounds (a decision does not change later rounds),
+    # SESSION_GAMMA for sessions (a KV message fills the receiver's pool for later rounds)
+    gamma: float | None = None
     lmbda: float = 0.95
     hidden: int = 128  # units per hidden layer (actor and critic)
     depth: int = 2  # hidden layers
@@ -143,7 +164,7 @@ class MARLConfig:
             ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
             ("clip_epsilon", self.clip_epsilon > 0, "> 0"),
             ("entropy_coef", self.entropy_coef >= 0, ">= 0"),
-            ("gamma", 0 <= self.gamma <= 1, "in [0, 1]"),
+            ("gamma", self.gamma is None or 0 <= self.gamma <= 1, "in [0, 1] (or None: the scenario's default)"),
             ("lmbda", 0 <= self.lmbda <= 1, "in [0, 1]"),
             ("bc_steps", isinstance(self.bc_steps, int) and self.bc_steps >= 0, "an integer >= 0"),
             ("bc_rounds", isinstance(self.bc_rounds, int) and self.bc_rounds >= 1, "an integer >= 1"),
@@ -174,8 +195,38 @@ def _agent_batch(obs: Mapping[str, np.ndarray], n_agents: int, per_agent_keys: S
     return out
 
 
+def session_features(obs: Mapping[str, np.ndarray], consts: model.ModelConstants, never: int) -> np.ndarray:
+    """float32 features ``(..., 5 k + 2)`` of a session observation's receiver state (``k`` agents,
+    per-agent block first, as :func:`agents.features.observation_features`): per agent
+    ``log10(1 + x)`` of ``new_tokens``, ``unseen_tokens`` and ``kv_resident_tokens``,
+    ``rounds_since_kv / never`` and the share of the pool the agent's whole cache would take
+    (``context_tokens x kappa / 8 / kv_pool_bytes``); then the pool's used fraction and ``log10`` of
+    its size. The physics features already hold the session's terms (prefill of the new tokens, the
+    KV delta); these add what decides later rounds: what is resident, how old, how full the pool."""
+    pool = np.asarray(obs["kv_pool_bytes"], dtype=np.float64)
+    ctx = np.asarray(obs["context_tokens"], dtype=np.float64)
+    per_agent = [
+        np.log10(1.0 + np.asarray(obs["new_tokens"], dtype=np.float64)),
+        np.log10(1.0 + np.asarray(obs["unseen_tokens"], dtype=np.float64)),
+        np.log10(1.0 + np.asarray(obs["kv_resident_tokens"], dtype=np.float64)),
+        np.asarray(obs["rounds_since_kv"], dtype=np.float64) / never,
+        ctx * (consts.kv_bits_per_token / 8.0) / pool,
+    ]
+    scalars = [np.asarray(obs["kv_pool_used_fraction"], dtype=np.float64)[..., :1], np.log10(pool[..., :1])]
+    feats = np.concatenate([np.stack(per_agent, axis=-1).reshape(*ctx.shape[:-1], -1), *scalars], axis=-1)
+    return feats.astype(np.float32)
+
+
+_SESSION_AGENT_FEATURES, _SESSION_SCALARS = 5, 2
+
+
 class FeatureCodec:
-    """Observation features and the action decoding of the multi-agent policies (train and eval)."""
+    """Observation features and the action decoding of the multi-agent policies (train and eval).
+
+    Features: :func:`agents.features.observation_features` ("physics"); in a session scenario
+    followed by :func:`session_features` (the receiver's state). Standardised with statistics of
+    rounds drawn at start-up (sessions: whole episodes rolled with random media), saved with a run.
+    """
 
     def __init__(self, config: ScenarioConfig, encoding: str = "deadline", stats: Mapping[str, Any] | None = None):
         if encoding not in ENCODINGS:
@@ -183,27 +234,55 @@ class FeatureCodec:
         self.config = config
         self.encoding = encoding
         self.n_agents = config.n_agents
+        self.session = bool(config.session.enabled)
+        self.never = session_never_rounds(config)
         self.consts = model.model_constants(config)
         self.stats = {k: np.asarray(v, dtype=np.float32) for k, v in (stats or self._draw_stats()).items()}
+
+    @property
+    def features(self) -> str:
+        """The feature set's name (saved in ``marl.json``)."""
+        return f"{_FEATURES}+session" if self.session else _FEATURES
 
     def _per_agent_keys(self, obs) -> tuple[str, ...]:
         n = self.n_agents
         return tuple(k for k, v in obs.items() if k not in BROADCAST_KEYS and np.shape(v)[-1:] == (n,))
 
+    def _features(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        f = observation_features(obs, self.consts, _FEATURES)
+        if self.session:
+            f = np.concatenate([f, session_features(obs, self.consts, self.never)], axis=-1)
+        return f
+
     def raw_agent_features(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        return observation_features(_agent_batch(obs, self.n_agents, self._per_agent_keys(obs)), self.consts, _FEATURES)
+        return self._features(_agent_batch(obs, self.n_agents, self._per_agent_keys(obs)))
+
+    def _stat_observations(self):
+        """Observations ``(256, ...)`` of ``_STATS_ROUNDS`` rounds, seeded apart from any run."""
+        rng = np.random.default_rng(12345)  # fixed: the statistics belong to the scenario, not the run
+        if not self.session:
+            world = WorldProcess(self.config, 256)
+            world.reset(rng)
+            for _ in range(_STATS_ROUNDS):
+                yield world.observation()
+                world.step(rng)
+            return
+        from jmsra_env.session_env import JMSRASessionVectorEnv
+
+        env = JMSRASessionVectorEnv(256, self.config)
+        obs, _ = env.reset(seed=12345)
+        for _ in range(min(_STATS_ROUNDS, self.config.episode_rounds)):
+            yield obs
+            media = (rng.random((256, self.n_agents)) < 0.5).astype(np.int8)  # both media, caches and evictions
+            obs, *_ = env.step({"media": media, "bandwidth": np.ones((256, self.n_agents))})
+        env.close()
 
     def _draw_stats(self) -> dict[str, np.ndarray]:
-        world = WorldProcess(self.config, 256)
-        rng = np.random.default_rng(12345)  # fixed: the statistics belong to the scenario, not the run
-        world.reset(rng)
         agent, state = [], []
-        for _ in range(_STATS_ROUNDS):
-            obs = world.observation()
+        for obs in self._stat_observations():
             agent.append(self.raw_agent_features(obs).reshape(-1, self.n_agent_features))
-            state.append(observation_features(obs, self.consts, _FEATURES))
-            world.step(rng)
-        a, s = np.concatenate(agent), np.concatenate(state)
+            state.append(self._features(obs))
+        a, s = np.concatenate(agent).astype(np.float64), np.concatenate(state).astype(np.float64)  # exact sums
         return {
             "agent_mean": a.mean(0), "agent_std": np.maximum(a.std(0), 1e-3),
             "state_mean": s.mean(0), "state_std": np.maximum(s.std(0), 1e-3),
@@ -211,20 +290,22 @@ class FeatureCodec:
 
     @property
     def n_agent_features(self) -> int:
-        return 20  # agents.features "physics" of one agent: 18 + 2
+        """Features of one agent: "physics" 18 + 2 (+ session 5 + 2)."""
+        return 20 + (_SESSION_AGENT_FEATURES + _SESSION_SCALARS if self.session else 0)
 
     @property
     def n_state_features(self) -> int:
-        return 18 * self.n_agents + 2
+        extra = _SESSION_AGENT_FEATURES * self.n_agents + _SESSION_SCALARS if self.session else 0
+        return 18 * self.n_agents + 2 + extra
 
     def agent_features(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Standardised float32 features ``(..., N, 20)``; row ``i`` from agent ``i``'s own observation."""
+        """Standardised float32 features ``(..., N, F)``; row ``i`` from agent ``i``'s own observation."""
         f = self.raw_agent_features(obs)
         return ((f - self.stats["agent_mean"]) / self.stats["agent_std"]).astype(np.float32)
 
     def state_features(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Standardised float32 features of the central observation ``(..., 18 N + 2)``."""
-        f = observation_features(obs, self.consts, _FEATURES)
+        """Standardised float32 features of the central observation ``(..., n_state_features)``."""
+        f = self._features(obs)
         return ((f - self.stats["state_mean"]) / self.stats["state_std"]).astype(np.float32)
 
     def joint_action(self, obs: Mapping[str, np.ndarray], policy_action) -> np.ndarray:
@@ -365,20 +446,45 @@ def _critic_in_keys(algorithm: str):
 
 class MARLPolicy(TeamPolicy):
     """A trained multi-agent actor acting for the team (decentralised: each agent's action from its
-    own features). Deterministic actions are ``tanh(loc)``."""
+    own features). Deterministic actions are ``tanh(loc)``.
+
+    Also an evaluation policy (:class:`jmsra_env.evaluation.Policy`, what ``evaluate.py --model``
+    loads): ``label``, ``kind = "marl"``, ``decide``, ``reset(config, seed)`` (features and the
+    deadline encoding then use the evaluated scenario's constants), ``config`` (the scenario
+    trained on), ``path``, ``env_id`` and ``notes``.
+    """
 
     decentralised = True
+    kind = "marl"
 
-    def __init__(self, actor_net, codec: FeatureCodec, name: str = "mappo", device="cpu"):
+    def __init__(
+        self, actor_net, codec: FeatureCodec, name: str = "mappo", device="cpu", *, path: str = "<memory>",
+        env_id: str | None = None,
+    ):
         super().__init__(codec.config)
         self.actor_net = actor_net.eval()
         self.codec = codec
         self.name = name
         self.device = device
+        self.path = path
+        self.env_id = env_id
+        self.notes: list[str] = []
+
+    def reset(self, config: ScenarioConfig | None = None, seed: int | None = None) -> None:
+        """Before an evaluation on ``config`` (same N): its constants (bandwidth, ...) from now on."""
+        if config is not None:
+            if config.n_agents != self.config.n_agents:
+                raise ValueError(f"this policy acts for N = {self.config.n_agents} agents; got N = {config.n_agents}")
+            self.consts = self.codec.consts = model.model_constants(config)
 
     def policy_actions(self, obs: Mapping[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
         import torch
 
+        if self.codec.session and "kv_resident_tokens" not in obs:
+            raise ValueError(
+                "this policy was trained on a session scenario: it decides on session observations (with "
+                "'kv_resident_tokens', ...); evaluate it on whole session episodes, not on independent rounds"
+            )
         feats = torch.as_tensor(self.codec.agent_features(obs), device=self.device)
         with torch.no_grad():
             loc, scale = self.actor_net(feats)
@@ -412,8 +518,14 @@ def _save_run(directory: Path, actor_net, critic_net, meta: Mapping[str, Any]) -
     atomic_write_bytes(directory / RUN_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
 
 
-def load_marl_policy(path: str | Path, device: str = "cpu") -> MARLPolicy:
-    """The policy of a run directory or one of its checkpoint directories."""
+def is_marl_run(path: str | Path) -> bool:
+    """Whether ``path`` is a multi-agent run (or checkpoint) directory: it holds ``marl.json``."""
+    return (Path(path) / RUN_FILE).is_file()
+
+
+def load_marl_policy(path: str | Path, device: str = "cpu", *, label: str | None = None) -> MARLPolicy:
+    """The policy of a run directory or one of its checkpoint directories (``label`` default:
+    ``<algorithm>:<directory name>``)."""
     import torch
     from safetensors.torch import load_file
 
@@ -432,52 +544,113 @@ def load_marl_policy(path: str | Path, device: str = "cpu") -> MARLPolicy:
     codec = FeatureCodec(cfg, hp.encoding, meta["feature_stats"])
     actor = build_actor_net(codec.n_agent_features, codec.n_agents, hp.hidden, hp.depth, device)
     actor.load_state_dict(load_file(str(path / ACTOR_FILE), device=str(torch.device(device))))
-    return MARLPolicy(actor, codec, name=hp.algorithm, device=device)
+    policy = MARLPolicy(actor, codec, name=hp.algorithm, device=device, path=str(path), env_id=meta.get("env_id"))
+    policy.label = label or f"{hp.algorithm}:{path.resolve().name}"
+    return policy
 
 
 # ---------------------------------------------------------------------------------------------
 # Training
 
 
-def _eval_rounds(cfg: ScenarioConfig, n_rounds: int, seed: int):
-    """Held-out rounds (a WorldProcess seeded apart from training) and JMSRA's latency on them."""
+# The expert behaviour cloning imitates: JMSRA on single rounds; in a session the pool-aware JMSRA
+# (myopic JMSRA overflows the pool and thrashes: 3.9 s vs 2.7 s a round on JMSRA-Session-v0,
+# docs/multiagent.md; the lookahead expert is as good but over 10x slower to solve).
+BC_EXPERTS = {"single": "jmsra", "session": "pool-aware"}
+
+
+def _expert_rounds(cfg: ScenarioConfig, worlds: int, rounds: int, seed: int):
+    """``(obs, true terms, expert decision)`` of ``rounds`` rounds of ``worlds`` worlds (batches
+    ``(worlds, ...)``) with the expert of :data:`BC_EXPERTS`. Single rounds: a world process;
+    sessions: episodes of a session vector env rolled with the expert's decisions, so the receiver
+    states are those the expert leads to."""
     from jmsra_env.solvers import solve
 
-    world = WorldProcess(cfg, n_rounds)  # n_rounds independent worlds, one round each
-    world.reset(np.random.default_rng([seed, 7919]))
-    obs = world.observation()
-    terms = world.true_terms()
-    jmsra = solve("jmsra", terms)
-    return obs, terms, float(np.mean(jmsra.latency_s))
+    if not cfg.session.enabled:
+        world = WorldProcess(cfg, worlds)
+        rng = np.random.default_rng([seed, 104729])
+        world.reset(rng)
+        for _ in range(rounds):
+            obs, terms = world.observation(), world.true_terms()
+            yield obs, terms, solve(BC_EXPERTS["single"], terms)
+            world.step(rng)
+        return
+    from jmsra_env import actions
+    from jmsra_env.session_env import JMSRASessionVectorEnv
+    from jmsra_env.session_experts import SessionExpertPolicy
+
+    expert = SessionExpertPolicy(BC_EXPERTS["session"], cfg)
+    env = JMSRASessionVectorEnv(worlds, cfg)
+    obs, _ = env.reset(seed=104729 + seed)
+    for _ in range(rounds):
+        d = expert.decide(obs)
+        yield obs, env.current_terms(), d
+        obs, *_ = env.step(actions.encode_dict(d.media, d.bandwidth_hz))
+    env.close()
+
+
+class TeamEvaluator:
+    """Held-out mean latency of team policies, and JMSRA's on the same rounds (``jmsra_s``).
+
+    Single-round scenarios: ``n_rounds`` independent rounds drawn once (a world process seeded
+    apart from training), every policy charged on them. Sessions: decisions change later rounds,
+    so ``ceil(n_rounds / episode_rounds)`` whole episodes are rolled in a session vector env
+    seeded ``SELECTION_SEED + seed`` (the same exogenous rounds for every policy); JMSRA is the
+    myopic expert there.
+    """
+
+    def __init__(self, cfg: ScenarioConfig, n_rounds: int, seed: int):
+        from jmsra_env.multiagent import make_team_policy
+
+        self.cfg = cfg
+        self.session = bool(cfg.session.enabled)
+        if self.session:
+            from jmsra_env.evaluation import SELECTION_SEED
+
+            self.episodes = -(-n_rounds // cfg.episode_rounds)
+            self.seed = SELECTION_SEED + seed
+        else:
+            world = WorldProcess(cfg, n_rounds)  # n_rounds independent worlds, one round each
+            world.reset(np.random.default_rng([seed, 7919]))
+            self.obs, self.terms = world.observation(), world.true_terms()
+        self.jmsra_s = self(make_team_policy("jmsra", cfg))
+
+    def __call__(self, policy: TeamPolicy) -> float:
+        if not self.session:
+            return evaluate_team(policy, self.obs, self.terms)
+        from jmsra_env import actions
+        from jmsra_env.session_env import JMSRASessionVectorEnv
+
+        env = JMSRASessionVectorEnv(self.episodes, self.cfg)
+        obs, _ = env.reset(seed=self.seed)
+        total = 0.0
+        for _ in range(self.cfg.episode_rounds):
+            obs, _, _, _, info = env.step(actions.encode_dict(*policy.decide(obs)))
+            total += float(np.sum(info["latency_s"]))
+        env.close()
+        return total / (self.episodes * self.cfg.episode_rounds)
 
 
 def behaviour_clone(actor_net, codec: FeatureCodec, hp: MARLConfig, device, log=None) -> float:
     """Regress every agent's deterministic action (``tanh(loc)``) on its part of JMSRA's decision
     (:func:`agents.encoding.expert_policy_action`: medium +-1, finish-time code or share), from
-    its own features only, and its scale towards ``hp.bc_scale``. Returns the last loss.
+    its own features only, and its scale towards ``hp.bc_scale``. Returns the last loss. In a
+    session the expert is the pool-aware JMSRA (:data:`BC_EXPERTS`) on episodes it rolls.
 
     JMSRA's decision depends on the whole team; a decentralised actor learns its best local
     approximation, which MAPPO then improves on the shared reward.
     """
     import torch
 
-    from jmsra_env.solvers import solve
-
     from .encoding import expert_policy_action
 
     cfg, n = codec.config, codec.n_agents
     worlds = max(1, -(-hp.bc_rounds // cfg.episode_rounds))
-    world = WorldProcess(cfg, worlds)
-    rng = np.random.default_rng([hp.seed, 104729])
-    world.reset(rng)
     feats, targets = [], []
-    for _ in range(min(cfg.episode_rounds, -(-hp.bc_rounds // worlds))):
-        obs, terms = world.observation(), world.true_terms()
-        d = solve("jmsra", terms)
+    for obs, terms, d in _expert_rounds(cfg, worlds, min(cfg.episode_rounds, -(-hp.bc_rounds // worlds)), hp.seed):
         a = expert_policy_action("box" if codec.encoding == "request" else "deadline", d.media, d.bandwidth_hz, terms)
         targets.append(np.stack([a[..., :n], a[..., n:]], axis=-1))  # (M, N, 2)
         feats.append(codec.agent_features(obs))
-        world.step(rng)
     x = torch.as_tensor(np.concatenate(feats), device=device)
     y = torch.as_tensor(np.clip(np.concatenate(targets), -0.98, 0.98), dtype=torch.float32, device=device)
     opt = torch.optim.Adam(actor_net.parameters(), lr=1e-3)
@@ -513,8 +686,12 @@ def train(
     device: str = "auto",
     progress: bool = False,
     log=print,
+    env_id: str | None = None,
 ) -> dict[str, Any]:
-    """Train MAPPO or IPPO; returns a summary (final eval latency, JMSRA's, frames, seconds)."""
+    """Train MAPPO or IPPO; returns a summary (final eval latency, JMSRA's, frames, seconds).
+
+    ``env_id``: the registered ID ``config`` came from, if any (saved for ``evaluate.py``).
+    ``hp.gamma = None`` is resolved by :func:`default_gamma` (and saved resolved)."""
     import torch
     from tensordict.nn import TensorDictModule
     from torch.utils.tensorboard import SummaryWriter
@@ -526,6 +703,8 @@ def train(
 
     from .ppo import resolve_device
 
+    if hp.gamma is None:
+        hp = dataclasses.replace(hp, gamma=default_gamma(config))
     dev = resolve_device(device)
     if dev == "cpu":
         torch.set_num_threads(1)  # small networks: one thread avoids contention (measured 20x faster on 2 cores)
@@ -574,26 +753,27 @@ def train(
     loss.make_value_estimator(ValueEstimators.GAE, gamma=hp.gamma, lmbda=hp.lmbda)
     optim = torch.optim.Adam(loss.parameters(), lr=hp.learning_rate)
 
-    eval_obs, eval_terms, jmsra_s = _eval_rounds(config, hp.eval_rounds, hp.seed)
+    evaluator = TeamEvaluator(config, hp.eval_rounds, hp.seed)
+    jmsra_s = evaluator.jmsra_s
     team = MARLPolicy(actor_net, codec, hp.algorithm, dev)
     writer = SummaryWriter(str(run_dir / "tb"))
     if hp.bc_steps:
         bc_loss = behaviour_clone(actor_net, codec, hp, dev, log if progress else None)
         actor_net.train()
         writer.add_scalar("bc/loss", bc_loss, 0)
-        writer.add_scalar("eval/mean_latency_s", evaluate_team(team, eval_obs, eval_terms), 0)
+        writer.add_scalar("eval/mean_latency_s", evaluator(team), 0)
 
     def meta(frames: int, kind: str) -> dict[str, Any]:
         return {
             "format": MARL_FORMAT, "kind": kind, "frames": frames, "algorithm": hp.algorithm,
             "config": config.to_dict(), "marl": dataclasses.asdict(hp), "n_agents": n,
             "feature_stats": {k: v.tolist() for k, v in codec.stats.items()},
-            "features": _FEATURES, "versions": {**package_versions(), **_marl_versions()},
+            "env_id": env_id, "features": codec.features, "versions": {**package_versions(), **_marl_versions()},
         }
 
     def evaluate() -> float:
         actor_net.eval()
-        mean = evaluate_team(team, eval_obs, eval_terms)
+        mean = evaluator(team)
         actor_net.train()
         return mean
 
@@ -643,6 +823,7 @@ def train(
         "algorithm": hp.algorithm, "frames": frames, "seconds": time.perf_counter() - t0,
         "eval_latency_s": last_eval, "jmsra_latency_s": jmsra_s,
         "gap_to_jmsra_pct": 100.0 * (last_eval / jmsra_s - 1.0), "run_dir": str(run_dir), "device": dev,
+        "gamma": hp.gamma,
     }
 
 
@@ -674,8 +855,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quick", action="store_true", help="20,000 frames (a smoke run)")
     for f in dataclasses.fields(MARLConfig):  # each hyperparameter written once, in MARLConfig
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None, help=f"default {f.default}")
+        if f.name == "gamma":
+            kind, text = float, f"default 0 (single-round scenarios), {SESSION_GAMMA} (sessions)"
+        else:
+            kind, text = type(f.default), f"default {f.default}"
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, help=text)
     return p
+
+
+def _scenario_env_id(scenario: str) -> str | None:
+    """The registered (Dict-action) ID of a ``--scenario`` variant or ID; None if it names none."""
+    from jmsra_env.registration import SESSION_VARIANTS, VARIANTS, env_id, variant_of
+
+    name = scenario.removesuffix("-v0")
+    if name in VARIANTS or name in SESSION_VARIANTS:
+        return env_id(name)
+    try:
+        return env_id(variant_of(scenario if "/" in scenario else f"jmsra_env/{scenario}")[0])
+    except ValueError:
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -692,7 +890,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jmsra-train-marl: error: {exc}", file=sys.stderr)
         return 2
     name = args.run_name or f"{hp.algorithm}-{args.scenario.split('/')[-1]}"
-    summary = train(cfg, hp, Path(args.logdir) / name, device=args.device, progress=True)
+    summary = train(
+        cfg, hp, Path(args.logdir) / name, device=args.device, progress=True, env_id=_scenario_env_id(args.scenario)
+    )
     print(json.dumps(summary, indent=2))
     return 0
 

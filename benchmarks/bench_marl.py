@@ -9,9 +9,14 @@
    trained here with the stated budget (or loaded with ``--mappo-run`` / ``--ippo-run``); a
    centralised PPO run of ``train.py`` joins with ``--ppo-run``. Every policy decides on the same
    rounds, charged by :func:`jmsra_env.model.latency`.
+3. ``--session`` (the default session row, ``--scenario JMSRA-Session-v0``): decisions change later
+   rounds, so every policy rolls the same ``--episodes`` whole episodes in a session vector env
+   (:class:`agents.marl.TeamEvaluator`); the centralised rows are the session experts ``jmsra``
+   (myopic), ``pool-aware`` and ``lookahead``; MAPPO trains with the session discount (0.9).
 
     python benchmarks/bench_marl.py                       # default budget (a few minutes on 2 cores)
     python benchmarks/bench_marl.py --frames 0 --mappo-run runs/mappo-JMSRA-v0
+    python benchmarks/bench_marl.py --session --algorithms mappo --frames 20480 --bc-steps 1000
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jmsra_env import JMSRAEnv, make_config, model  # noqa: E402
+from jmsra_env import model  # noqa: E402
 from jmsra_env.multiagent import make_team_policy, parallel_env  # noqa: E402
 from jmsra_env.world import WorldProcess  # noqa: E402
 
@@ -42,7 +47,7 @@ def steps_per_s(step, reset, n: int) -> float:
 
 def speed_ratio(scenario: str, n: int, repeats: int) -> tuple[float, float, float]:
     ma = parallel_env(scenario)
-    central = JMSRAEnv(ma.config)
+    central = type(ma.central_env)(ma.config)  # JMSRAEnv, or JMSRASessionEnv for a session
     rng = np.random.default_rng(0)
     joint = rng.random((ma.n_agents, 2))
     ma_action = dict(zip(ma.possible_agents, joint.astype(np.float32)))
@@ -79,6 +84,8 @@ class _Central:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenario", default="JMSRA-v0")
+    p.add_argument("--session", action="store_true", help="the default session: --scenario JMSRA-Session-v0")
+    p.add_argument("--episodes", type=int, default=32, help="session episodes of the latency table")
     p.add_argument("--steps", type=int, default=5000, help="steps per speed measurement")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rounds", type=int, default=4096, help="held-out rounds of the latency table")
@@ -92,18 +99,32 @@ def main(argv=None) -> int:
     p.add_argument("--logdir", default="runs/bench_marl")
     p.add_argument("--skip-speed", action="store_true")
     args = p.parse_args(argv)
+    if args.session:
+        args.scenario = "JMSRA-Session-v0"
 
     ma = parallel_env(args.scenario)
     cfg = ma.config
+    session = cfg.session.enabled
     if not args.skip_speed:
         s, m, r = speed_ratio(args.scenario, args.steps, args.repeats)
-        print(f"steps/s  single-agent JMSRAEnv {s:,.0f}   ParallelEnv {m:,.0f}   ratio {r:.2f}x (target >= 0.5x)")
+        central = type(ma.central_env).__name__
+        print(f"steps/s  single-agent {central} {s:,.0f}   ParallelEnv {m:,.0f}   ratio {r:.2f}x (target >= 0.5x)")
 
-    world = WorldProcess(cfg, args.rounds)  # independent held-out rounds, seeded apart from training
-    world.reset(np.random.default_rng([2024, 11]))
-    obs, terms = world.observation(), world.true_terms()
+    if session:
+        from agents.marl import TeamEvaluator
 
-    deciders = {name: make_team_policy(name, cfg) for name in ("threshold", "proportional", "jmsra", "optimal")}
+        # whole episodes, seeded apart from training (seed 2024 + SELECTION_SEED)
+        evaluator = TeamEvaluator(cfg, args.episodes * cfg.episode_rounds, 2024)
+        experts = ("threshold", "proportional", "jmsra", "pool-aware", "lookahead")
+        where = f"{args.episodes} held-out episodes x {cfg.episode_rounds} rounds"
+    else:
+        world = WorldProcess(cfg, args.rounds)  # independent held-out rounds, seeded apart from training
+        world.reset(np.random.default_rng([2024, 11]))
+        obs, terms = world.observation(), world.true_terms()
+        experts = ("threshold", "proportional", "jmsra", "optimal")
+        where = f"{args.rounds} held-out rounds"
+
+    deciders = {name: make_team_policy(name, cfg) for name in experts}
     train_s = {}
     for algo in [a for a in args.algorithms.split(",") if a]:
         from agents.marl import MARLConfig, load_marl_policy, train
@@ -117,9 +138,9 @@ def main(argv=None) -> int:
                 learning_rate=args.learning_rate, checkpoint_every=0, eval_every=5,
             )
             cpu0 = time.process_time()
-            out = train(cfg, hp, Path(args.logdir) / algo, device="auto", progress=True)
+            out = train(cfg, hp, Path(args.logdir) / f"{algo}-{args.scenario}", device="auto", progress=True)
             train_s[algo] = (out["seconds"], time.process_time() - cpu0, out["device"])
-            deciders[algo] = load_marl_policy(Path(args.logdir) / algo)
+            deciders[algo] = load_marl_policy(Path(args.logdir) / f"{algo}-{args.scenario}")
     if args.ppo_run:
         from agents.checkpoint import load_trained_policy
 
@@ -127,10 +148,16 @@ def main(argv=None) -> int:
 
     means = {}
     for name, policy in deciders.items():
-        media, b = policy.decide(obs)
-        means[name] = float(np.mean(model.latency(terms, media, b).latency_s))
+        t0 = time.perf_counter()
+        if session:
+            means[name] = evaluator(policy)
+        else:
+            media, b = policy.decide(obs)
+            means[name] = float(np.mean(model.latency(terms, media, b).latency_s))
+        if session:
+            print(f"  {name}: {time.perf_counter() - t0:.1f} s")
     ref, thr = means["jmsra"], means["threshold"]
-    print(f"\nmean latency on {args.rounds} held-out rounds of {args.scenario} (N = {cfg.n_agents})")
+    print(f"\nmean latency on {where} of {args.scenario} (N = {cfg.n_agents})")
     print(f"{'policy':<20} {'kind':<14} {'mean T (s)':>10} {'vs JMSRA':>9} {'vs threshold':>13}")
     for name, v in means.items():
         kind = "decentralised" if getattr(deciders[name], "decentralised", False) else "centralised"

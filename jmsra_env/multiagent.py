@@ -19,9 +19,11 @@ Observation (per agent)
     A ``Dict`` with the central observation's keys. *Per-agent* keys (a trailing agents axis in the
     central observation: ``snr_db``, ``compute_flops``, ``mem_bw_bytes_per_s``, ``load``,
     ``context_tokens``, ``nl_tokens``) hold the agent's own entry, shape ``(1,)``; *broadcast* keys
-    (:data:`BROADCAST_KEYS`, ``receiver_load``; keys added to the central observation later, e.g.
-    a session's pool usage, are broadcast unless they carry an agents axis) are copied to every
-    agent. Because each per-agent array keeps a length-1 agents axis, every model function that
+    (:data:`BROADCAST_KEYS`: ``receiver_load``, and in a session the pool's
+    ``kv_pool_used_fraction`` and ``kv_pool_bytes``; other keys are broadcast unless they carry an
+    agents axis) are copied to every agent. A session scenario (``parallel_env("JMSRA-Session-v0")``)
+    wraps :class:`~jmsra_env.session_env.JMSRASessionEnv`: each agent also observes its own
+    ``new_tokens``, ``unseen_tokens``, ``kv_resident_tokens`` and ``rounds_since_kv``. Because each per-agent array keeps a length-1 agents axis, every model function that
     reads an observation (:func:`jmsra_env.model.terms_from_observation`) works on one agent's
     observation too: it returns that agent's own terms.
 
@@ -39,7 +41,9 @@ State
 Infos
     Per agent: its own ``medium``, ``bandwidth_hz``, ``rate_bps``, ``compute_s``,
     ``transmission_s``, ``finish_s``, ``receiver_s``, and the round's ``latency_s``,
-    ``uncapped_latency_s``, ``capped``, ``answer_s``, ``kv_share`` and ``round``. Reset infos are
+    ``uncapped_latency_s``, ``capped``, ``answer_s``, ``kv_share`` and ``round``; in a session also
+    its own ``evicted`` and the round's ``evictions``, ``kv_pool_used_bytes`` and
+    ``kv_pool_used_fraction``. Reset infos are
     empty dicts (TorchRL builds its info spec from them; the step infos then stay out of its
     tensordicts).
 
@@ -65,9 +69,11 @@ from gymnasium import spaces
 
 from . import actions, model
 from .config import ScenarioConfig
-from .env import JMSRAEnv
+from .env import JMSRAEnv, resolve_env_config
 from .policies import ExpertPolicy
-from .registration import VARIANTS, variant_of
+from .registration import SESSION_VARIANTS, VARIANTS, variant_of
+from .session_env import JMSRASessionEnv
+from .session_experts import SESSION_EXPERT_NAMES, SessionExpertPolicy
 from .solvers import EXPERT_NAMES, check_name, single_agent_threshold
 
 try:  # optional: the [marl] extra
@@ -92,17 +98,23 @@ __all__ = [
     "proportional_rule",
     "RULES",
     "TEAM_POLICY_NAMES",
+    "LOCAL_POLICY_NAMES",
     "make_team_policy",
 ]
 
 # Central observation keys that the receiver broadcasts to every agent (anything else with a
-# trailing agents axis is per agent). Listed explicitly so that N = 1 stays unambiguous.
-BROADCAST_KEYS: tuple[str, ...] = ("receiver_load",)
+# trailing agents axis is per agent). Listed explicitly so that N = 1 stays unambiguous; the last
+# two exist in session scenarios only (the receiver's KV pool).
+BROADCAST_KEYS: tuple[str, ...] = ("receiver_load", "kv_pool_used_fraction", "kv_pool_bytes")
 
 KV_THRESHOLD = 0.5  # medium score above which an agent sends its KV cache
 _BOUND_TOL = 1e-6  # float32 rounding slack on the [0, 1] bounds
 
 _INFO_PER_AGENT = ("bandwidth_hz", "rate_bps", "compute_s", "transmission_s", "finish_s", "receiver_s")
+_INFO_SHARED = ("latency_s", "uncapped_latency_s", "capped", "answer_s", "kv_share", "round")
+# Sessions add these after the round (absent from single-round infos): per agent, and shared.
+_SESSION_INFO_PER_AGENT = ("evicted",)
+_SESSION_INFO_SHARED = ("evictions", "kv_pool_used_bytes", "kv_pool_used_fraction")
 
 
 def agent_names(n_agents: int) -> list[str]:
@@ -174,8 +186,9 @@ class JMSRAParallelEnv(_ParallelEnvBase):
         render_mode: str | None = None,
         **overrides: Any,
     ):
-        central = JMSRAEnv(config, base_config=base_config, render_mode=render_mode, **overrides)
-        self._setup(central)
+        cfg = resolve_env_config(config, base_config, overrides)
+        central_class = JMSRASessionEnv if cfg.session.enabled else JMSRAEnv
+        self._setup(central_class(cfg, render_mode=render_mode))
 
     @classmethod
     def from_env(cls, central, broadcast_keys: Sequence[str] = BROADCAST_KEYS) -> JMSRAParallelEnv:
@@ -308,9 +321,9 @@ class JMSRAParallelEnv(_ParallelEnvBase):
         return dict(zip(self.possible_agents, split_observation(obs, self.per_agent_keys, self.n_agents)))
 
     def _agent_infos(self, info: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        shared = {k: info[k] for k in ("latency_s", "uncapped_latency_s", "capped", "answer_s", "kv_share", "round")}
+        shared = {k: info[k] for k in (*_INFO_SHARED, *_SESSION_INFO_SHARED) if k in info}
         media = info["media"]
-        per = [(k, info[k].tolist()) for k in _INFO_PER_AGENT]
+        per = [(k, info[k].tolist()) for k in (*_INFO_PER_AGENT, *_SESSION_INFO_PER_AGENT) if k in info]
         per.append(("medium", media.tolist()))
         out = {}
         for agent, i in self._index.items():
@@ -346,24 +359,27 @@ def parallel_env(
 ) -> JMSRAParallelEnv:
     """The multi-agent environment of a scenario, PettingZoo style.
 
-    ``scenario`` is a registered ID (``"jmsra_env/JMSRA-N8-v0"``; the ``-Box`` twins name the same
-    scenario), a variant name (``"JMSRA-N8"``, with or without ``-v0``), a
-    :class:`~jmsra_env.ScenarioConfig` or a mapping of overrides; keyword ``overrides`` apply
-    last. Seed through ``reset(seed=...)``.
+    ``scenario`` is a registered ID (``"jmsra_env/JMSRA-N8-v0"``, ``"jmsra_env/JMSRA-Session-v0"``;
+    the ``-Box`` twins name the same scenario), a variant name (``"JMSRA-N8"``,
+    ``"JMSRA-Session-TightPool"``, with or without ``-v0``), a :class:`~jmsra_env.ScenarioConfig`
+    or a mapping of overrides; keyword ``overrides`` apply last. A session scenario (a session
+    variant, or ``session.enabled``) wraps :class:`~jmsra_env.session_env.JMSRASessionEnv`, any
+    other :class:`~jmsra_env.env.JMSRAEnv`. Seed through ``reset(seed=...)``.
     """
+    variants = {**VARIANTS, **SESSION_VARIANTS}
     base: Mapping[str, Any] | None = None
     config: ScenarioConfig | Mapping[str, Any] | None = None
     if isinstance(scenario, str):
-        base = VARIANTS.get(scenario.removesuffix("-v0"))
+        base = variants.get(scenario.removesuffix("-v0"))
         if base is None:
             try:
                 variant, _ = variant_of(scenario if "/" in scenario else f"jmsra_env/{scenario}")
             except ValueError:
                 raise ValueError(
-                    f"unknown scenario {scenario!r}; give a variant ({', '.join(VARIANTS)}), a registered "
+                    f"unknown scenario {scenario!r}; give a variant ({', '.join(variants)}), a registered "
                     "ID, a ScenarioConfig or a mapping of overrides"
                 ) from None
-            base = VARIANTS[variant]
+            base = variants[variant]
     else:
         config = scenario
     base_config = dict(base) if base is not None else None
@@ -390,6 +406,22 @@ class TeamPolicy:
         self.consts = model.model_constants(config)
         self.broadcast_keys = tuple(broadcast_keys)
         self.agents = agent_names(config.n_agents)
+        self._label: str | None = None
+
+    # The evaluation's policy protocol (jmsra_env.evaluation.Policy): label, kind, decide.
+    @property
+    def label(self) -> str:
+        """The name in evaluation tables (default: :attr:`name`)."""
+        return self._label or self.name
+
+    @label.setter
+    def label(self, value: str) -> None:
+        self._label = value
+
+    @property
+    def kind(self) -> str:
+        """``"decentralised"`` or ``"expert"`` (a centralised expert acting for the team)."""
+        return "decentralised" if self.decentralised else "expert"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, n_agents={self.config.n_agents})"
@@ -485,7 +517,9 @@ class DecentralisedRule(TeamPolicy):
 
 class CentralisedExpert(TeamPolicy):
     """A centralised expert of :mod:`jmsra_env.solvers` (``jmsra``, ``optimal``, ...) acting for the
-    team: it reads everyone's observation (an upper bound on what coordination reaches)."""
+    team: it reads everyone's observation (an upper bound on what coordination reaches). In a
+    session scenario the session experts (``lookahead``, ``pool-aware``, ...,
+    :class:`jmsra_env.session_experts.SessionExpertPolicy`) are available too."""
 
     decentralised = False
 
@@ -493,21 +527,37 @@ class CentralisedExpert(TeamPolicy):
         self, name: str, config: ScenarioConfig, broadcast_keys: Sequence[str] = BROADCAST_KEYS, seed=None
     ):
         super().__init__(config, broadcast_keys)
-        self.name = check_name(name)
-        self.expert = ExpertPolicy(name, config, "dict", seed)
+        if config.session.enabled and name in _SESSION_TEAM_EXPERTS:
+            self.name = name
+            self.expert = SessionExpertPolicy(name, config)
+        else:
+            self.name = check_name(name)
+            self.expert = ExpertPolicy(name, config, "dict", seed)
 
     def agent_actions(self, obs):
         d = self.expert.decide(obs)
         return central_to_joint_action(actions.encode_dict(d.media, d.bandwidth_hz))
 
 
+# Session experts that decide from the observation alone (the clairvoyant one reads the env's future).
+_SESSION_TEAM_EXPERTS = tuple(n for n in SESSION_EXPERT_NAMES if n != "clairvoyant")
 TEAM_POLICY_NAMES: tuple[str, ...] = (*RULES, *EXPERT_NAMES)
+# The decentralised rules under the names evaluate.py lists them by (next to the experts'
+# ``threshold-equal``, which is the same decision as ``threshold-local``).
+LOCAL_POLICY_NAMES: dict[str, str] = {"threshold-local": "threshold", "proportional-local": "proportional"}
 
 
 def make_team_policy(name: str, config: ScenarioConfig, seed: int | None = None) -> TeamPolicy:
-    """A decentralised rule (``threshold``, ``proportional``) or a centralised expert by name."""
+    """A decentralised rule (``threshold``, ``proportional``, or as :data:`LOCAL_POLICY_NAMES`
+    ``threshold-local``, ``proportional-local``, labelled so) or a centralised expert by name (in a
+    session scenario also a session expert: ``lookahead``, ``pool-aware``)."""
     if name in RULES:
         return DecentralisedRule(name, config)
-    if name in EXPERT_NAMES:
+    if name in LOCAL_POLICY_NAMES:
+        rule = DecentralisedRule(LOCAL_POLICY_NAMES[name], config)
+        rule.label = name
+        return rule
+    if name in EXPERT_NAMES or (config.session.enabled and name in _SESSION_TEAM_EXPERTS):
         return CentralisedExpert(name, config, seed=seed)
-    raise ValueError(f"unknown team policy {name!r}; valid: {', '.join(TEAM_POLICY_NAMES)}")
+    valid = (*TEAM_POLICY_NAMES, *LOCAL_POLICY_NAMES, *(_SESSION_TEAM_EXPERTS if config.session.enabled else ()))
+    raise ValueError(f"unknown team policy {name!r}; valid: {', '.join(dict.fromkeys(valid))}")

@@ -381,3 +381,45 @@ def test_cli_rejects_bad_flags_with_exit_2(argv, match, capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.startswith("jmsra-train-marl: error:") and match in err
     assert not any(tmp_path.iterdir())
+
+
+# -- evaluate.py ---------------------------------------------------------------------------------------
+
+
+def _summary_rows(out_dir):
+    import csv
+
+    with open(out_dir / "summary.csv", newline="") as f:
+        return {row["policy"]: row for row in csv.DictReader(f)}
+
+
+def test_evaluate_cli_scores_a_marl_run_next_to_experts_and_yardsticks(tiny_run, tmp_path, capsys):
+    from agents.cli_evaluate import main
+    from agents.marl import load_marl_policy
+    from jmsra_env import evaluation as ev
+
+    run_dir, _ = tiny_run
+    out = tmp_path / "results"
+    argv = ["--model", str(run_dir), "--policies", "jmsra,threshold-equal,threshold-local,proportional-local",
+            "--episodes", "2", "--no-plots", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    rows = _summary_rows(out)
+    assert set(rows) == {"jmsra", "threshold-equal", "threshold-local", "proportional-local", "mappo:mappo"}
+    assert rows["mappo:mappo"]["kind"] == "marl" and rows["proportional-local"]["kind"] == "decentralised"
+    assert rows["threshold-local"]["mean_latency_s"] == rows["threshold-equal"]["mean_latency_s"]
+    # the table's figure is the policy charged on the evaluation's rounds
+    rounds = ev.draw_rounds(make_config(), 2, ev.DEFAULT_SEED)
+    media, b = load_marl_policy(run_dir).decide(rounds.obs)
+    expected = ev.charge(rounds.terms, media, b).latency_s.mean()
+    assert float(rows["mappo:mappo"]["mean_latency_s"]) == pytest.approx(expected, rel=1e-9)
+
+
+def test_evaluate_cli_names_a_broken_marl_run(tmp_path, capsys):
+    from agents.cli_evaluate import main
+
+    bad = tmp_path / "run"
+    bad.mkdir()
+    (bad / "marl.json").write_text("{not json")
+    assert main(["--model", str(bad), "--no-plots", "--no-progress", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load multi-agent run" in err and str(bad) in err
