@@ -33,7 +33,7 @@ def test_parallel_seed_test_passes_on_sessions(scenario):
 
 
 def test_every_session_id_wraps_the_session_env():
-    for scenario in ("JMSRA-Session", "jmsra_env/JMSRA-Session-Box-v0", "JMSRA-Session-LargePool-v0"):
+    for scenario in ("JMSRA-Session", "jmsra_env/JMSRA-Session-Box-v1", "JMSRA-Session-LargePool-v0"):
         assert isinstance(parallel_env(scenario).central_env, JMSRASessionEnv)
     assert isinstance(parallel_env({"session.enabled": True}).central_env, JMSRASessionEnv)
     tight = parallel_env("JMSRA-Session-TightPool")
