@@ -13,6 +13,13 @@ batch and encodes each decision exactly in the policy's action encoding (:mod:`a
 
 PPO then fine-tunes from there with the reward alone. The network, normalisation and saved
 files are exactly those of a run without pre-training.
+
+On a session scenario (docs/sessions.md) a round's observation depends on the media of the
+earlier rounds (what the receiver holds), so :func:`session_expert_dataset` ROLLS the expert
+through whole episodes in the batched session env (one sub-env per episode, the expert deciding on
+the whole batch each step): the observation of step ``t`` is the one the expert saw, created by
+its own earlier decisions. The value target is then the discounted return-to-go of the expert's
+rewards (``gamma`` of the run), not the round's reward alone.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from jmsra_env.world import WorldProcess
 from .encoding import DEFAULT_ENCODING, expert_policy_action
 from .features import observation_features
 
-__all__ = ["BCDataset", "expert_dataset", "pretrain"]
+__all__ = ["BCDataset", "expert_dataset", "session_expert_dataset", "pretrain"]
 
 
 @dataclass
@@ -40,6 +47,8 @@ class BCDataset:
     actions: np.ndarray
     latency_s: np.ndarray
     solve_s: float = 0.0
+    returns: np.ndarray | None = None  # value targets (raw reward units); None: -latency_s (gamma 0)
+    info: dict | None = None  # sessions: per-round info the env returned (evictions, pool usage, ...)
 
     def __len__(self) -> int:
         return len(self.latency_s)
@@ -76,6 +85,53 @@ def expert_dataset(config, n_rounds: int, seed: int, features: str, encoding: st
                      np.asarray(d.latency_s, dtype=np.float64), solve_s)
 
 
+def session_expert_dataset(config, n_episodes: int, seed: int, features: str, encoding: str = DEFAULT_ENCODING,
+                           expert: str = "lookahead", gamma: float = 0.0) -> BCDataset:
+    """``n_episodes`` whole session episodes of ``config`` rolled with the session ``expert``
+    (:func:`jmsra_env.policies.make_policy`), its decision at every step (what it observed).
+
+    Rows are step-major (``row = t * n_episodes + e``). ``returns`` are the expert's discounted
+    returns-to-go ``sum_k gamma^k r_{t+k}`` within the episode.
+    """
+    from jmsra_env import actions as env_actions
+    from jmsra_env.policies import make_policy
+    from jmsra_env.session_env import JMSRASessionVectorEnv
+
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be >= 1; got {n_episodes}")
+    if not config.session.enabled:
+        raise ValueError("session_expert_dataset needs a session scenario (session.enabled)")
+    consts = model.model_constants(config)
+    env = JMSRASessionVectorEnv(int(n_episodes), config=config)
+    policy = make_policy(expert, config=config)
+    feats, acts, lats, infos = [], [], [], {}
+    solve_s = 0.0
+    try:
+        obs, _ = env.reset(seed=int(seed))
+        for _ in range(config.episode_rounds):
+            t0 = time.perf_counter()
+            d = policy.decide(obs)
+            solve_s += time.perf_counter() - t0
+            media, bw = np.asarray(d.media), np.asarray(d.bandwidth_hz)
+            terms = model.terms_from_observation(consts, obs)
+            feats.append(observation_features(obs, consts, features))
+            acts.append(expert_policy_action(encoding, media, bw, terms).astype(np.float32))
+            obs, _, _, _, info = env.step(env_actions.encode_dict(media, bw))
+            lats.append(np.asarray(info["latency_s"], dtype=np.float64))
+            for key in ("evictions", "kv_pool_used_fraction", "media"):
+                infos.setdefault(key, []).append(np.asarray(info[key]))
+    finally:
+        env.close()
+    lat = np.stack(lats)  # (T, E)
+    ret = np.empty_like(lat)
+    acc = np.zeros(lat.shape[1])
+    for t in range(len(lat) - 1, -1, -1):
+        acc = -lat[t] + gamma * acc
+        ret[t] = acc
+    return BCDataset(np.concatenate(feats), np.concatenate(acts), lat.reshape(-1), solve_s, ret.reshape(-1),
+                     {k: np.concatenate(v) for k, v in infos.items()})
+
+
 def pretrain(ppo, data: BCDataset, steps: int, *, batch_size: int = 512, learning_rate: float = 1e-3,
              seed: int = 0, log_every: int = 0, print_fn=None) -> dict[str, float]:
     """Fit ``ppo``'s policy (mean action) and value head to the expert; returns the final losses.
@@ -87,15 +143,20 @@ def pretrain(ppo, data: BCDataset, steps: int, *, batch_size: int = 512, learnin
 
     vn = ppo.get_vec_normalize_env()
     feats = data.features
+    returns = -data.latency_s if data.returns is None else data.returns
     if vn is not None:
         if vn.norm_obs:
             vn.obs_rms.update(feats.astype(np.float64))
         if vn.norm_reward:
-            vn.ret_rms.update(-data.latency_s)
+            vn.ret_rms.update(returns)
         x = np.asarray(vn.normalize_obs(feats), dtype=np.float32)
-        v = np.asarray(vn.normalize_reward(-data.latency_s), dtype=np.float32)
+        if data.returns is None:
+            v = np.asarray(vn.normalize_reward(returns), dtype=np.float32)
+        else:  # the value of normalised rewards: the return over the same scale, unclipped
+            v = np.asarray(returns / np.sqrt(vn.ret_rms.var + vn.epsilon), dtype=np.float32) if vn.norm_reward \
+                else returns.astype(np.float32)
     else:
-        x, v = feats.astype(np.float32), (-data.latency_s).astype(np.float32)
+        x, v = feats.astype(np.float32), returns.astype(np.float32)
     policy = ppo.policy
     device = policy.device
     xs = torch.as_tensor(x, device=device)

@@ -8,6 +8,9 @@ TensorBoard tags (all in raw units):
 ``rounds/gap_to_jmsra_pct``    ``100 (latency / JMSRA latency - 1)`` over the rollout
 ``rounds/kv_share``            share of agents sent as KV cache
 ``rounds/capped_rate``         share of rounds whose latency hit ``latency_cap_s``
+``rounds/evictions``           sessions: mean caches evicted per round (``info["evictions"]``)
+``rounds/evictions_per_episode``  sessions: the same times the episode's rounds
+``rounds/kv_pool_used_fraction``  sessions: mean pool usage after the round
 ``eval/latency_s`` ...         the same for the deterministic policy on the fixed evaluation
                                seeds, plus ``eval/best_gap_to_jmsra_pct`` and the baselines'
                                ``eval/<expert>_latency_s``
@@ -44,6 +47,7 @@ class RoundMetricsCallback(BaseCallback):
     def __init__(self, config, verbose: int = 0):
         super().__init__(verbose)
         self.consts = model.model_constants(config)
+        self.episode_rounds = int(config.episode_rounds)
         self.history: list[dict[str, float]] = []
         self._recorder: RoundRecorder | None = None
 
@@ -75,9 +79,15 @@ class RoundMetricsCallback(BaseCallback):
             "kv_share": float(np.nanmean(data["kv_share"])),
             "capped_rate": float(np.mean(data["capped"])),
         }
+        if "evictions" in data:
+            row["evictions"] = float(np.mean(data["evictions"]))
+            row["evictions_per_episode"] = row["evictions"] * self.episode_rounds
+        if "kv_pool_used_fraction" in data:
+            row["kv_pool_used_fraction"] = float(np.mean(data["kv_pool_used_fraction"]))
         self.history.append(row)
-        for key in ("latency_s", "jmsra_latency_s", "gap_to_jmsra_pct", "kv_share", "capped_rate"):
-            self.logger.record(f"rounds/{key}", row[key])
+        for key in row:
+            if key != "timesteps":
+                self.logger.record(f"rounds/{key}", row[key])
         self.logger.record("time/jmsra_batch_solve_s", solve_s)
 
 

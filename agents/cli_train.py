@@ -99,6 +99,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--bc-rounds", type=int, default=None,
                    help=f"rounds in the behaviour-cloning set (default {t.DEFAULT_BC_ROUNDS:,}; --quick {t.QUICK_BC_ROUNDS:,})")
     g.add_argument("--bc-lr", type=float, default=t.TrainSpec.bc_lr, help="behaviour-cloning step size")
+    g.add_argument("--bc-expert", default=None,
+                   help=f"expert to clone (default: jmsra; on a session ID {t.SESSION_BC_EXPERT!r}, rolled through "
+                        f"whole episodes)")
 
     _add_ppo_flags(p.add_argument_group("PPO hyperparameters (agents.ppo.PPOConfig)"))
 
@@ -124,7 +127,7 @@ def _explicit_options(parser: argparse.ArgumentParser, argv: list[str] | None) -
 
 # flag destination -> TrainSpec field, for the flags that map one to one
 _SAME = ("env_id", "total_timesteps", "n_envs", "vec", "seed", "device", "threads", "logdir", "run_name",
-         "force", "features", "action_encoding", "bc_steps", "bc_rounds", "bc_lr", "checkpoint_freq",
+         "force", "features", "action_encoding", "bc_steps", "bc_rounds", "bc_lr", "bc_expert", "checkpoint_freq",
          "eval_freq", "eval_episodes", "compare_episodes", "verbose")
 
 
@@ -161,9 +164,12 @@ def spec_from_args(args: argparse.Namespace, argv: list[str] | None, parser: arg
     fields = _spec_fields(args, set(vars(args)))
     fields.setdefault("total_timesteps", t.QUICK_TIMESTEPS if args.quick else t.DEFAULT_TIMESTEPS)
     fields.setdefault("bc_steps", t.QUICK_BC_STEPS if args.quick else t.DEFAULT_BC_STEPS)
+    session = t.is_session_scenario(fields.get("env_id", t.TrainSpec.env_id), fields.get("config_overrides"))
+    if session:
+        fields.setdefault("bc_rounds", t.QUICK_SESSION_BC_ROUNDS if args.quick else t.SESSION_BC_ROUNDS)
     fields.setdefault("bc_rounds", t.QUICK_BC_ROUNDS if args.quick else t.DEFAULT_BC_ROUNDS)
     try:
-        fields["ppo"] = t.default_ppo(fields["bc_steps"], **fields.get("ppo", {}))
+        fields["ppo"] = t.default_ppo(fields["bc_steps"], session=session, **fields.get("ppo", {}))
     except ValueError as exc:
         raise t.TrainSpecError(str(exc)) from exc
     return t.TrainSpec(**fields)

@@ -105,11 +105,15 @@ def make_base_vec_env(
     return venv
 
 
+SESSION_INFO_KEYS = ("evictions", "kv_pool_used_fraction")
+
+
 class RoundRecorder(VecEnvWrapper):
     """Record every round's raw observation and the latency charged for it (``info["latency_s"]``).
 
     :meth:`pop` returns and clears what was recorded since the last call: ``obs`` (a dict of
-    ``(R, ...)`` arrays), ``latency_s``, ``capped`` and ``kv_share`` (``(R,)``). At most
+    ``(R, ...)`` arrays), ``latency_s``, ``capped`` and ``kv_share`` (``(R,)``), and on a session
+    env ``evictions`` and ``kv_pool_used_fraction`` (:data:`SESSION_INFO_KEYS`). At most
     ``max_rounds`` rounds are kept (the oldest are dropped).
     """
 
@@ -124,6 +128,7 @@ class RoundRecorder(VecEnvWrapper):
         self._lat: list[np.ndarray] = []
         self._capped: list[np.ndarray] = []
         self._kv: list[np.ndarray] = []
+        self._extra: dict[str, list[np.ndarray]] = {}
         self._count = 0
 
     def reset(self):
@@ -138,10 +143,13 @@ class RoundRecorder(VecEnvWrapper):
             self._lat.append(np.array([float(i["latency_s"]) for i in infos]))
             self._capped.append(np.array([bool(i.get("capped", False)) for i in infos]))
             self._kv.append(np.array([float(i.get("kv_share", np.nan)) for i in infos]))
+            for key in SESSION_INFO_KEYS:  # a session's evictions and pool usage after the round
+                if key in infos[0]:
+                    self._extra.setdefault(key, []).append(np.array([float(i[key]) for i in infos]))
             self._count += len(infos)
             while self._count > self.max_rounds and len(self._lat) > 1:
                 self._count -= len(self._lat[0])
-                for buf in (self._obs, self._lat, self._capped, self._kv):
+                for buf in (self._obs, self._lat, self._capped, self._kv, *self._extra.values()):
                     buf.pop(0)
         self._last_obs = {k: np.array(v, copy=True) for k, v in obs.items()}
         return obs, rewards, dones, infos
@@ -155,6 +163,7 @@ class RoundRecorder(VecEnvWrapper):
             "latency_s": np.concatenate(self._lat),
             "capped": np.concatenate(self._capped),
             "kv_share": np.concatenate(self._kv),
+            **{k: np.concatenate(v) for k, v in self._extra.items()},
         }
         self._clear()
         return out
@@ -166,7 +175,7 @@ class FeatureVecEnv(VecEnvWrapper):
     def __init__(self, venv: VecEnv, config: ScenarioConfig, kind: str = DEFAULT_FEATURES):
         self.kind = kind
         self.consts = model.model_constants(config)
-        f = n_features(config.n_agents, kind)
+        f = n_features(config.n_agents, kind, session=bool(config.session.enabled))
         space = gym.spaces.Box(-np.inf, np.inf, (f,), dtype=np.float32)
         super().__init__(venv, observation_space=space)
 

@@ -9,7 +9,9 @@ from jmsra_env.features import (  # noqa: F401
     VectorFeatureObservation,
     feature_names,
     n_features,
+    is_session_observation,
     observation_features,
+    session_features,
 )
 
 __all__ = [
@@ -18,6 +20,8 @@ __all__ = [
     "n_features",
     "feature_names",
     "observation_features",
+    "session_features",
+    "is_session_observation",
     "FeatureObservation",
     "VectorFeatureObservation",
 ]

@@ -67,7 +67,7 @@ from jmsra_env.world import WorldProcess
 
 from .checkpoint import atomic_write_bytes, package_versions
 from .encoding import deadline_bandwidth_hz
-from .features import observation_features
+from .features import observation_features, session_features
 
 try:
     from pettingzoo import ParallelEnv as _ParallelEnvBase
@@ -195,28 +195,6 @@ def _agent_batch(obs: Mapping[str, np.ndarray], n_agents: int, per_agent_keys: S
     return out
 
 
-def session_features(obs: Mapping[str, np.ndarray], consts: model.ModelConstants, never: int) -> np.ndarray:
-    """float32 features ``(..., 5 k + 2)`` of a session observation's receiver state (``k`` agents,
-    per-agent block first, as :func:`agents.features.observation_features`): per agent
-    ``log10(1 + x)`` of ``new_tokens``, ``unseen_tokens`` and ``kv_resident_tokens``,
-    ``rounds_since_kv / never`` and the share of the pool the agent's whole cache would take
-    (``context_tokens x kappa / 8 / kv_pool_bytes``); then the pool's used fraction and ``log10`` of
-    its size. The physics features already hold the session's terms (prefill of the new tokens, the
-    KV delta); these add what decides later rounds: what is resident, how old, how full the pool."""
-    pool = np.asarray(obs["kv_pool_bytes"], dtype=np.float64)
-    ctx = np.asarray(obs["context_tokens"], dtype=np.float64)
-    per_agent = [
-        np.log10(1.0 + np.asarray(obs["new_tokens"], dtype=np.float64)),
-        np.log10(1.0 + np.asarray(obs["unseen_tokens"], dtype=np.float64)),
-        np.log10(1.0 + np.asarray(obs["kv_resident_tokens"], dtype=np.float64)),
-        np.asarray(obs["rounds_since_kv"], dtype=np.float64) / never,
-        ctx * (consts.kv_bits_per_token / 8.0) / pool,
-    ]
-    scalars = [np.asarray(obs["kv_pool_used_fraction"], dtype=np.float64)[..., :1], np.log10(pool[..., :1])]
-    feats = np.concatenate([np.stack(per_agent, axis=-1).reshape(*ctx.shape[:-1], -1), *scalars], axis=-1)
-    return feats.astype(np.float32)
-
-
 _SESSION_AGENT_FEATURES, _SESSION_SCALARS = 5, 2
 
 
@@ -249,7 +227,7 @@ class FeatureCodec:
         return tuple(k for k, v in obs.items() if k not in BROADCAST_KEYS and np.shape(v)[-1:] == (n,))
 
     def _features(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        f = observation_features(obs, self.consts, _FEATURES)
+        f = observation_features(obs, self.consts, _FEATURES, session=False)
         if self.session:
             f = np.concatenate([f, session_features(obs, self.consts, self.never)], axis=-1)
         return f

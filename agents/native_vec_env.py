@@ -33,7 +33,8 @@ __all__ = ["NativeVecEnv", "make_native_vec_env", "DEFAULT_INFO_KEYS"]
 
 # The per-round scalars copied into each sub-environment's info dict (cheap; the per-agent
 # breakdown arrays can be asked for with ``info_keys``). Keys absent from the step are skipped.
-DEFAULT_INFO_KEYS = ("latency_s", "uncapped_latency_s", "capped", "kv_share", "round", "jmsra_latency_s")
+DEFAULT_INFO_KEYS = ("latency_s", "uncapped_latency_s", "capped", "kv_share", "round", "jmsra_latency_s",
+                     "evictions", "kv_pool_used_fraction")  # (the last two: sessions)
 
 
 class NativeVecEnv(VecEnv):

@@ -38,6 +38,8 @@ __all__ = [
     "train",
     "resume_spec",
     "default_ppo",
+    "is_session_scenario",
+    "SESSION_GAMMA",
     "EVAL_SEED",
     "COMPARE_SEED",
 ]
@@ -56,10 +58,20 @@ COMPARE_SEED = ev.HELD_OUT_SEED  # the final comparison: held out from training 
 RESUME_SEED_OFFSET = 1_000_003  # a resumed session's envs draw rounds the first session did not
 BC_SEED_OFFSET = 7_777_777  # the behaviour-cloning rounds differ from the training rounds
 COMPARE_EXPERTS = ("jmsra", "nl-only", "kv-only")
+# Sessions (docs/sessions.md): a KV message fills the receiver's pool for later rounds, so the
+# discount matters; 0.9 (a horizon of ~10 of the 64 rounds) is the multi-agent trainer's default
+# (agents.marl.SESSION_GAMMA). Single rounds are contextual bandits: gamma 0 (agents.ppo).
+SESSION_GAMMA = 0.9
+SESSION_COMPARE_EXPERTS = ("jmsra", "nl-only", "pool-aware")
+# Behaviour cloning on a session: the best causal expert, rolled through whole episodes
+# (docs/training.md, "Training on sessions": lookahead costs ~0.35 s a batch step).
+SESSION_BC_EXPERT = "lookahead"
+SESSION_BC_ROUNDS = 16_384  # 256 episodes of 64 rounds: ~1 min of lookahead on a loaded 2-core machine
+QUICK_SESSION_BC_ROUNDS = 4_096
 
 # What defines a run: a resumed run keeps these (resume_spec refuses a different value).
 RUN_DEFINING = ("env_id", "config_overrides", "features", "action_encoding", "norm_reward", "ppo",
-                "bc_steps", "bc_rounds", "bc_lr")
+                "bc_steps", "bc_rounds", "bc_lr", "bc_expert")
 
 
 class TrainSpecError(ValueError):
@@ -74,10 +86,24 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def default_ppo(bc_steps: int, **changes: Any) -> PPOConfig:
-    """The PPO defaults of a run: fine-tuning step size and noise after behaviour cloning."""
+def default_ppo(bc_steps: int, *, session: bool = False, **changes: Any) -> PPOConfig:
+    """The PPO defaults of a run: fine-tuning step size and noise after behaviour cloning; on a
+    session scenario the discount :data:`SESSION_GAMMA` (a given ``gamma`` wins)."""
     base = PPOConfig(**BC_FINE_TUNE) if bc_steps > 0 else PPOConfig()
+    if session:
+        base = base.replace(gamma=SESSION_GAMMA)
     return base.replace(**changes)
+
+
+def is_session_scenario(env_id: str, config_overrides: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``env_id`` with ``config_overrides`` is a session scenario (False when they do not
+    resolve: validation reports that later, naming the field)."""
+    from .envs import box_env_id, scenario_config
+
+    try:
+        return bool(scenario_config(box_env_id(env_id), dict(config_overrides or {})).session.enabled)
+    except (ValueError, TypeError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -102,6 +128,7 @@ class TrainSpec:
     bc_steps: int = DEFAULT_BC_STEPS
     bc_rounds: int = DEFAULT_BC_ROUNDS
     bc_lr: float = 1e-3
+    bc_expert: str | None = None  # None: "jmsra"; on a session scenario SESSION_BC_EXPERT (rolled episodes)
     ppo: PPOConfig | None = None  # None: default_ppo(bc_steps)
     checkpoint_freq: int = 100_000  # 0 = none
     eval_freq: int = 50_000  # 0 = none
@@ -111,7 +138,9 @@ class TrainSpec:
     verbose: int = 0  # SB3 verbosity
 
     def ppo_config(self) -> PPOConfig:
-        return self.ppo if self.ppo is not None else default_ppo(self.bc_steps)
+        if self.ppo is not None:
+            return self.ppo
+        return default_ppo(self.bc_steps, session=is_session_scenario(self.env_id, self.config_overrides))
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -457,7 +486,7 @@ class _Run:
             self.eval_cb = JMSRAEvalCallback(
                 plan.env_id, dict(spec.config_overrides), plan.cfg, spec.features, spec.action_encoding,
                 spec.eval_freq, self.run_dir, seeds=range(EVAL_SEED, EVAL_SEED + spec.eval_episodes),
-                print_fn=self.log,
+                print_fn=self.log, **({"experts": SESSION_COMPARE_EXPERTS} if plan.cfg.session.enabled else {}),
             )
             callbacks.append(self.eval_cb)
         if spec.checkpoint_freq > 0:
@@ -468,22 +497,30 @@ class _Run:
 
     def _behaviour_cloning(self) -> bool:
         """Pre-train from JMSRA (the steps a resumed run still owes); False if interrupted."""
-        from .bc import expert_dataset, pretrain
+        from .bc import expert_dataset, pretrain, session_expert_dataset
 
         spec = self.spec
         done = int(self.bc_info.get("steps_done", self.bc_info.get("steps", 0))) if self.plan.resume else 0
         if spec.bc_steps <= done or self.model.num_timesteps > 0:
             return True
         t0 = time.perf_counter()
+        cfg = self.plan.cfg
+        session = bool(cfg.session.enabled)
+        expert = spec.bc_expert or (SESSION_BC_EXPERT if session else "jmsra")
         try:
-            data = expert_dataset(self.plan.cfg, spec.bc_rounds, seed=spec.seed + BC_SEED_OFFSET,
-                                  features=spec.features, encoding=spec.action_encoding)
+            if session:  # whole episodes rolled with the expert (its receiver state)
+                episodes = -(-spec.bc_rounds // cfg.episode_rounds)
+                data = session_expert_dataset(cfg, episodes, seed=spec.seed + BC_SEED_OFFSET, features=spec.features,
+                                              encoding=spec.action_encoding, expert=expert, gamma=self.plan.ppo.gamma)
+            else:
+                data = expert_dataset(cfg, spec.bc_rounds, seed=spec.seed + BC_SEED_OFFSET,
+                                      features=spec.features, encoding=spec.action_encoding, expert=expert)
             stats = pretrain(self.model, data, spec.bc_steps - done, learning_rate=spec.bc_lr, seed=spec.seed + done)
         except KeyboardInterrupt:  # while drawing and solving the rounds
             stats = {"steps_done": 0, "interrupted": True}
         stats["steps_done"] = done + int(stats.get("steps_done", 0))
         interrupted = bool(stats.pop("interrupted", False))
-        self.bc_info = {"steps": spec.bc_steps, "rounds": spec.bc_rounds, "lr": spec.bc_lr,
+        self.bc_info = {"steps": spec.bc_steps, "rounds": spec.bc_rounds, "lr": spec.bc_lr, "expert": expert,
                         "wall_s": round(time.perf_counter() - t0 + self.bc_info.get("wall_s", 0.0), 2), **stats}
         if interrupted:
             self.log(f"\ninterrupted during behaviour cloning after {stats['steps_done']} of {spec.bc_steps} steps: "
@@ -491,7 +528,7 @@ class _Run:
             return False
         for k, v in stats.items():
             self.logger.record(f"bc/{k}", v)
-        self.log(f"behaviour cloning from JMSRA: {spec.bc_steps} steps on {spec.bc_rounds:,} rounds in "
+        self.log(f"behaviour cloning from {expert}: {spec.bc_steps} steps on {spec.bc_rounds:,} rounds in "
                  f"{self.bc_info['wall_s']:.1f} s (action mse {stats.get('bc_action_mse', float('nan')):.4f})")
         try:
             if self.eval_cb is not None:
@@ -590,8 +627,9 @@ def _comparison(model, vn, plan: _Plan, episodes: int) -> tuple[str, dict[str, f
 
     spec = plan.spec
     policy = live_model_policy(model, vn, plan.cfg, spec.features, spec.action_encoding, label="ppo")
-    res = compare_with_experts(plan.env_id, dict(spec.config_overrides), [policy], experts=COMPARE_EXPERTS,
+    experts = SESSION_COMPARE_EXPERTS if plan.cfg.session.enabled else COMPARE_EXPERTS
+    res = compare_with_experts(plan.env_id, dict(spec.config_overrides), [policy], experts=experts,
                                episodes=episodes, seed=COMPARE_SEED, reference="jmsra")
-    figures = {f"compare/{name}_latency_s": res.mean(name) for name in ("ppo", *COMPARE_EXPERTS)}
+    figures = {f"compare/{name}_latency_s": res.mean(name) for name in ("ppo", *experts)}
     figures["compare/ppo_gap_to_jmsra_pct"] = float(res.row("ppo")["gap_pct"])
     return format_table(res, title=f"Held-out comparison ({plan.env_id}, {episodes} episodes):"), figures

@@ -11,6 +11,14 @@ per-agent arrays with a receiver scalar. Two feature sets turn it into a vector 
   payload and receiver work of both media, the power-limited rate ceiling, and each medium's
   finish time on an equal share ``B / N``; then ``log10`` of the answer time. ``18 N + 2`` entries.
 
+On a session observation (docs/sessions.md: it has ``kv_resident_tokens``) the terms above are
+already the session round's (prefill of the new tokens, the NL summary of the unseen tokens, the
+KV delta); :func:`session_features` then appends the receiver's state, which decides the later
+rounds: per agent ``log10(1 + x)`` of ``new_tokens``, ``unseen_tokens`` and
+``kv_resident_tokens``, ``rounds_since_kv`` (divided by ``never`` when given) and the share of the
+pool the agent's whole cache would take; then the pool's used fraction and ``log10`` of its size.
+``5 N + 2`` more entries. The single-round layout is unchanged.
+
 Both are deterministic functions of the observation and the scenario's static config (what every
 expert also uses): no information the environment does not show. Every formula is the model's;
 this module only takes logarithms. The functions accept one observation (arrays ``(N,)``) or a
@@ -32,6 +40,8 @@ __all__ = [
     "n_features",
     "feature_names",
     "observation_features",
+    "session_features",
+    "is_session_observation",
     "FeatureObservation",
     "VectorFeatureObservation",
 ]
@@ -48,10 +58,43 @@ def _log10(x) -> np.ndarray:
     return np.log10(np.clip(x, _LOG_LO, _LOG_HI))
 
 
-def n_features(n_agents: int, kind: str = DEFAULT_FEATURES) -> int:
-    """Length of the feature vector for ``n_agents`` agents."""
+def n_features(n_agents: int, kind: str = DEFAULT_FEATURES, session: bool = False) -> int:
+    """Length of the feature vector for ``n_agents`` agents (``session``: with the session block)."""
     _check_kind(kind)
-    return 6 * n_agents + 1 if kind == "log" else 18 * n_agents + 2
+    base = 6 * n_agents + 1 if kind == "log" else 18 * n_agents + 2
+    return base + (_SESSION_AGENT_FEATURES * n_agents + _SESSION_SCALARS if session else 0)
+
+
+_SESSION_AGENT_FEATURES, _SESSION_SCALARS = 5, 2
+
+
+def is_session_observation(obs: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``obs`` is a session environment's observation (it has ``kv_resident_tokens``)."""
+    return "kv_resident_tokens" in obs
+
+
+def session_features(obs: Mapping[str, np.ndarray], consts: model.ModelConstants, never: int | None = None) -> np.ndarray:
+    """float32 features ``(..., 5 k + 2)`` of a session observation's receiver state (``k`` agents,
+    per-agent block first, as :func:`observation_features`): per agent ``log10(1 + x)`` of
+    ``new_tokens``, ``unseen_tokens`` and ``kv_resident_tokens``, ``rounds_since_kv`` (divided by
+    ``never``, :func:`jmsra_env.session.never_rounds`, when given) and the share of the pool the
+    agent's whole cache would take (``context_tokens x kappa / 8 / kv_pool_bytes``); then the pool's
+    used fraction and ``log10`` of its size. The physics features already hold the session's terms
+    (prefill of the new tokens, the KV delta); these add what decides later rounds: what is
+    resident, how old, how full the pool."""
+    pool = np.asarray(obs["kv_pool_bytes"], dtype=np.float64)
+    ctx = np.asarray(obs["context_tokens"], dtype=np.float64)
+    since = np.asarray(obs["rounds_since_kv"], dtype=np.float64)
+    per_agent = [
+        np.log10(1.0 + np.asarray(obs["new_tokens"], dtype=np.float64)),
+        np.log10(1.0 + np.asarray(obs["unseen_tokens"], dtype=np.float64)),
+        np.log10(1.0 + np.asarray(obs["kv_resident_tokens"], dtype=np.float64)),
+        since / never if never else since,
+        ctx * (consts.kv_bits_per_token / 8.0) / pool,
+    ]
+    scalars = [np.asarray(obs["kv_pool_used_fraction"], dtype=np.float64)[..., :1], np.log10(pool[..., :1])]
+    feats = np.concatenate([np.stack(per_agent, axis=-1).reshape(*ctx.shape[:-1], -1), *scalars], axis=-1)
+    return feats.astype(np.float32)
 
 
 def _check_kind(kind: str) -> None:
@@ -60,9 +103,13 @@ def _check_kind(kind: str) -> None:
 
 
 def observation_features(
-    obs: Mapping[str, np.ndarray], consts: model.ModelConstants, kind: str = DEFAULT_FEATURES
+    obs: Mapping[str, np.ndarray], consts: model.ModelConstants, kind: str = DEFAULT_FEATURES,
+    session: bool | None = None,
 ) -> np.ndarray:
-    """float32 features ``(..., F)`` of a raw observation (one round ``(N,)`` or a batch ``(M, N)``)."""
+    """float32 features ``(..., F)`` of a raw observation (one round ``(N,)`` or a batch ``(M, N)``).
+
+    ``session`` (default: :func:`is_session_observation`) appends :func:`session_features`.
+    """
     _check_kind(kind)
     snr = np.asarray(obs["snr_db"], dtype=np.float64)
     rx_load = np.asarray(obs["receiver_load"], dtype=np.float64)
@@ -101,6 +148,8 @@ def observation_features(
         ]
         scalars.append(_log10(terms.answer_s)[..., None])
     feats = np.concatenate([np.stack(per_agent, axis=-1).reshape(*snr.shape[:-1], -1), *scalars], axis=-1)
+    if is_session_observation(obs) if session is None else session:
+        feats = np.concatenate([feats, session_features(obs, consts)], axis=-1)
     return feats.astype(np.float32)
 
 
@@ -118,7 +167,7 @@ class FeatureObservation(gym.ObservationWrapper):
         base = env.unwrapped
         self.kind = kind
         self.consts = model.model_constants(base.config)
-        f = n_features(base.config.n_agents, kind)
+        f = n_features(base.config.n_agents, kind, session=bool(base.config.session.enabled))
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (f,), dtype=np.float32)
 
     def observation(self, observation):
@@ -140,7 +189,8 @@ class VectorFeatureObservation(gym.vector.VectorObservationWrapper):
         cfg = env.unwrapped.config
         self.kind = kind
         self.consts = model.model_constants(cfg)
-        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (n_features(cfg.n_agents, kind),), np.float32)
+        f = n_features(cfg.n_agents, kind, session=bool(cfg.session.enabled))
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (f,), np.float32)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
 
     def observations(self, observations):
@@ -164,7 +214,11 @@ _PHYSICS_NAMES = (
 )
 
 
-def feature_names(n_agents: int, kind: str = DEFAULT_FEATURES) -> list[str]:
+_SESSION_NAMES = ("log10(1 + new_tokens)", "log10(1 + unseen_tokens)", "log10(1 + kv_resident_tokens)",
+                  "rounds_since_kv", "kv_cache_share_of_pool")
+
+
+def feature_names(n_agents: int, kind: str = DEFAULT_FEATURES, session: bool = False) -> list[str]:
     """The name of every entry of the feature vector, in order (``"agent2: load"``, ...)."""
     _check_kind(kind)
     per_agent = _LOG_NAMES + (_PHYSICS_NAMES if kind == "physics" else ())
@@ -172,4 +226,7 @@ def feature_names(n_agents: int, kind: str = DEFAULT_FEATURES) -> list[str]:
     names.append("receiver_load")
     if kind == "physics":
         names.append("log10 answer_s")
+    if session:
+        names += [f"agent{i}: {f}" for i in range(n_agents) for f in _SESSION_NAMES]
+        names += ["kv_pool_used_fraction", "log10 kv_pool_bytes"]
     return names
