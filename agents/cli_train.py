@@ -94,10 +94,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="how the network's output becomes the env's Box action (agents.encoding)")
     g.add_argument("--no-norm-reward", action="store_true", help="do not normalise rewards")
     g.add_argument("--bc-steps", type=int, default=None,
-                   help=f"behaviour-cloning gradient steps from JMSRA before PPO (0 = pure RL; "
+                   help=f"behaviour-cloning gradient steps from the expert before PPO (0 = pure RL; "
                    f"default {t.DEFAULT_BC_STEPS})")
     g.add_argument("--bc-rounds", type=int, default=None,
-                   help=f"rounds in the behaviour-cloning set (default {t.DEFAULT_BC_ROUNDS:,}; --quick {t.QUICK_BC_ROUNDS:,})")
+                   help=f"rounds in the behaviour-cloning set (default {t.DEFAULT_BC_ROUNDS:,}; --quick {t.QUICK_BC_ROUNDS:,}; "
+                        f"session IDs: {t.SESSION_BC_ROUNDS:,}, --quick {t.QUICK_SESSION_BC_ROUNDS:,}, whole episodes)")
     g.add_argument("--bc-lr", type=float, default=t.TrainSpec.bc_lr, help="behaviour-cloning step size")
     g.add_argument("--bc-expert", default=None,
                    help=f"expert to clone (default: jmsra; on a session ID {t.SESSION_BC_EXPERT!r}, rolled through "

@@ -300,6 +300,13 @@ def _validate(spec: TrainSpec) -> _Plan:
         device = resolve_device(spec.device)
     except ValueError as exc:
         raise TrainSpecError(str(exc)) from exc
+    if spec.bc_expert is not None and spec.bc_steps > 0:
+        from jmsra_env.policies import make_policy
+
+        try:
+            make_policy(spec.bc_expert, config=cfg)
+        except ValueError as exc:
+            raise TrainSpecError(f"--bc-expert: {exc}") from exc
     resume = _validate_resume(spec) if spec.resume is not None else None
     name = spec.run_name if spec.run_name is not None else runs.default_run_name(env_id, spec.seed)
     try:

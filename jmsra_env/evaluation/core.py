@@ -398,6 +398,9 @@ def _episode_envs(cfg: ScenarioConfig, episodes: int, vectorization: str):
     from ..env import JMSRAEnv
     from ..vector import JMSRAVectorEnv
 
+    if cfg.session.enabled:
+        from ..session_env import JMSRASessionEnv as JMSRAEnv
+        from ..session_env import JMSRASessionVectorEnv as JMSRAVectorEnv
     if vectorization == "sync":
         import gymnasium as gym
 
