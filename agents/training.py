@@ -66,7 +66,7 @@ SESSION_COMPARE_EXPERTS = ("jmsra", "nl-only", "pool-aware")
 # Behaviour cloning on a session: the best causal expert, rolled through whole episodes
 # (docs/training.md, "Training on sessions": lookahead costs ~0.35 s a batch step).
 SESSION_BC_EXPERT = "lookahead"
-SESSION_BC_ROUNDS = 16_384  # 256 episodes of 64 rounds: ~1 min of lookahead on a loaded 2-core machine
+SESSION_BC_ROUNDS = 32_768  # 512 episodes of 64 rounds: ~2-5 min of lookahead (docs/sessions.md, "Training on sessions")
 QUICK_SESSION_BC_ROUNDS = 4_096
 
 # What defines a run: a resumed run keeps these (resume_spec refuses a different value).

@@ -20,7 +20,7 @@ run, so a fixed wall budget gives the largest step count that fits; the figures 
 
 Usage::
 
-    python benchmarks/bench_session_train.py --timesteps 600000 --wall-s 1380 --out runs/bench_session.json
+    python benchmarks/bench_session_train.py --timesteps 300000 --out runs/bench_session.json   # the docs figures
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ EXPERTS = ("jmsra", "nl-only", "pool-aware", "lookahead")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--env-id", default="jmsra_env/JMSRA-Session-v0")
-    p.add_argument("--timesteps", type=int, default=600_000)
+    p.add_argument("--timesteps", type=int, default=300_000)
     p.add_argument("--wall-s", type=float, default=0.0, help="stop PPO after this many seconds of the run (0 = none)")
     p.add_argument("--n-envs", type=int, default=8)
     p.add_argument("--vec", default="native")
