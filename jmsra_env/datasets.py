@@ -60,7 +60,7 @@ def dataset_root(root: str | os.PathLike | None) -> Iterator[None]:
         yield
         return
     old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = os.fspath(root)
+    os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(os.fspath(root))  # Minari mis-joins relative roots
     try:
         yield
     finally:
