@@ -301,7 +301,7 @@ def _world_terms(n, rounds, seed, **overrides):
     cfg = jmsra_env.make_config(n_agents=n, **overrides)
     world = WorldProcess(cfg, rounds)
     world.reset(np.random.default_rng(seed))
-    return world.true_terms(m.model_constants(cfg))
+    return world.true_terms()
 
 
 @pytest.mark.parametrize("n", [1, 4, 16])

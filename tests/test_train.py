@@ -261,7 +261,7 @@ def test_zoo_hyperparameters_cover_every_sb3_ready_id_and_name_importable_wrappe
     keys = set(re.findall(r"^([^\s#][^:]*):", text, flags=re.M)) - {"default"}
     assert keys == {i for i in ENV_IDS if "-Box-" in i}
     env = gym.make("jmsra_env/JMSRA-Box-v1")
-    for path in re.findall(r"^\s+- (agents\.\S+)$", text, flags=re.M):  # innermost first, as the Zoo does
+    for path in re.findall(r"^\s+- ((?:agents|jmsra_env)\.\S+)$", text, flags=re.M):  # innermost first, as the Zoo does
         module, _, name = path.rpartition(".")
         env = getattr(importlib.import_module(module), name)(env)
     obs, _ = env.reset(seed=0)
