@@ -174,3 +174,12 @@ def test_sweep_pool_defaults_to_the_session_scenario():
 def test_bad_session_evaluation_input_exits_2_naming_the_problem(argv, message, tmp_path, capsys):
     assert evaluate.main([*argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_training_comparison_on_a_session_id_rolls_whole_episodes():
+    from agents.evaluation import compare_with_experts
+
+    res = compare_with_experts("jmsra_env/JMSRA-Session-Box-v1", dict(TIGHT), [], experts=("jmsra",),
+                               episodes=EPISODES, seed=SEED)
+    np.testing.assert_array_equal(res.results[0].latency_s, _stepped("jmsra")["latency_s"])
+    assert res.row("jmsra")["evictions_per_episode"] == _stepped("jmsra")["evictions"].sum() / EPISODES
