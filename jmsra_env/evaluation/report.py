@@ -330,9 +330,9 @@ def print_sweep(rows: Sequence[Mapping[str, Any]], title: str, value_fmt) -> Non
         if r["policy"] not in policies:
             policies.append(r["policy"])
         cell[(r["value"], r["policy"])] = r
-    table = Table(
-        title=Text(title), caption=Text("mean E2E latency [s] ± 95% CI (t over episodes)"), caption_justify="left"
-    )
+    session = bool(rows) and "evictions_per_episode" in rows[0]
+    caption = "mean E2E latency [s] ± 95% CI (t over episodes)" + (" (evictions per episode)" if session else "")
+    table = Table(title=Text(title), caption=Text(caption), caption_justify="left")
     table.add_column("value")
     for p in policies:
         table.add_column(Text(p), justify="right")
@@ -344,7 +344,10 @@ def print_sweep(rows: Sequence[Mapping[str, Any]], title: str, value_fmt) -> Non
                 cells.append("-")
             else:
                 ci = r["ci95_s"]
-                cells.append(f"{r['mean_latency_s']:.3f}" + (f" ±{ci:.3f}" if math.isfinite(ci) else ""))
+                cells.append(
+                    f"{r['mean_latency_s']:.3f}" + (f" ±{ci:.3f}" if math.isfinite(ci) else "")
+                    + (f" ({r['evictions_per_episode']:.1f})" if session else "")
+                )
         table.add_row(Text(value_fmt(v)), *(Text(c) for c in cells))
     _print_table(table)
 
