@@ -179,16 +179,26 @@ def compare_with_experts(
     ``env_id`` may carry either action form (the scenario is what counts). ``expert_results`` from
     an earlier call on the same rounds are reused instead of solving again (the periodic
     evaluation's rounds never change). The reference is JMSRA when evaluated, else the optimum, else
-    the first policy.
+    the first policy. A session scenario is rolled episode by episode (:func:`ev.evaluate_scenario`;
+    ``rounds`` then records the episodes only: no observations, no terms).
     """
     cfg, _ = ev.scenario_from_env_id(env_id, overrides)
-    rounds = ev.draw_rounds(cfg, episodes, seed)
-    results = ev.evaluate_policies(rounds, list(policies), single_round_budget_s=0.0)
+    if ev.is_session(cfg):
+        rounds = ev.Rounds(cfg, seed, episodes, cfg.episode_rounds, {}, None)
+
+        def charge(pols):
+            return ev.evaluate_scenario(cfg, pols, episodes, seed, single_round_budget_s=0.0)
+    else:
+        rounds = ev.draw_rounds(cfg, episodes, seed)
+
+        def charge(pols):
+            return ev.evaluate_policies(rounds, pols, single_round_budget_s=0.0)
+    results = charge(list(policies))
     if expert_results is None:
         expert_policies, _ = ev.resolve_experts(
             [e for e in experts if e not in {r.label for r in results}], cfg
         )
-        expert_results = ev.evaluate_policies(rounds, expert_policies, single_round_budget_s=0.0)
+        expert_results = charge(expert_policies)
     results += list(expert_results)
     labels = [r.label for r in results]
     if reference is None:
