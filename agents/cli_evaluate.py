@@ -7,6 +7,8 @@ Examples::
     jmsra-evaluate --model runs/ppo-n4 --policies jmsra,optimal,nl-only,kv-only
     jmsra-evaluate --sweep bandwidth --episodes 20
     jmsra-evaluate --sweep load --config bandwidth_hz=10e6
+    jmsra-evaluate --env-id jmsra_env/JMSRA-Session-v0 --episodes 200   # whole episodes, session experts
+    jmsra-evaluate --sweep pool --episodes 64                            # KV pool per agent (sessions)
 
 The library behind it is :mod:`jmsra_env.evaluation` (rounds, policies, statistics, sweeps, report);
 trained models plug in through :mod:`agents.evaluation`. See docs/evaluation.md.
@@ -38,6 +40,11 @@ outputs (in --out):
   everything succeeded (never a mix of old and new files); files of the same result set that this
   run no longer produces (e.g. plots after --no-plots) are removed and listed; other result sets in
   the folder (an evaluation next to sweeps) are kept.
+
+sessions (--env-id jmsra_env/JMSRA-Session-v0, ...): whole episodes are rolled per policy on the same
+  exogenous rounds (episode e = env.reset(seed=SEED + e); each policy has its own receiver); the
+  summary adds evictions_per_episode and pool_used_fraction; clairvoyant (kind bound) reads the
+  environment's true future rounds.
 
 statistics: mean with a 95 % Student t interval over per-episode means (episodes are independent);
   gap = mean / mean(reference) - 1 with a paired t interval; reference = optimal, else jmsra.
@@ -89,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated experts/baselines: optimal (N <= 12), jmsra, nl-only, kv-only, nl-only-equal, "
         "kv-only-equal, threshold-equal, random; decentralised yardsticks (each agent on its own "
         "observation): threshold-local, proportional-local; 'none' for models only. Default: all experts and "
-        "baselines (optimal skipped for N > 12); for a sweep: nl-only, kv-only, jmsra, optimal",
+        "baselines (optimal skipped for N > 12); for a sweep: nl-only, kv-only, jmsra, optimal. On a session "
+        "scenario (JMSRA-Session-*): jmsra, pool-aware, lookahead, clairvoyant, nl-only, kv-only (all by "
+        "default; a sweep: nl-only, jmsra, pool-aware, lookahead, clairvoyant)",
     )
     p.add_argument(
         "--oracle",
@@ -159,6 +168,9 @@ def _prepare(args) -> dict[str, Any]:
     if args.env_id is not None:
         cfg, _ = ev.scenario_from_env_id(args.env_id, overrides)
         env_id = args.env_id
+    elif sweep is not None and sweep.session_only and not models:
+        cfg, _ = ev.scenario_from_env_id(ev.DEFAULT_SESSION_ENV_ID, overrides)
+        env_id = ev.DEFAULT_SESSION_ENV_ID
     elif models:
         first = models[0]
         env_id = first.env_id or "?"
@@ -169,6 +181,11 @@ def _prepare(args) -> dict[str, Any]:
     else:
         cfg, _ = ev.scenario_from_env_id(ev.DEFAULT_ENV_ID, overrides)
         env_id = ev.DEFAULT_ENV_ID
+    if args.oracle and ev.is_session(cfg):
+        raise ev.EvaluationError(
+            "--oracle (the single-round optimum on the fresh channel) is for single-round scenarios; on a "
+            "session scenario the bound is the 'clairvoyant' expert (in the default list)"
+        )
     notes: list[str] = []
     for m in models:
         # In a sweep N may change with the value; the models are matched per value there.
@@ -260,8 +277,11 @@ def _versions() -> dict[str, str]:
 
 def _run_evaluation(args, plan) -> dict[str, bytes | str]:
     cfg, progress = plan["cfg"], (False if args.no_progress else None)
-    rounds = ev.draw_rounds(cfg, args.episodes, args.seed, progress=progress)
-    results = ev.evaluate_policies(rounds, plan["policies"], progress=progress)
+    session = ev.is_session(cfg)
+    # A session scenario is rolled episode by episode (the receiver's memory links the rounds);
+    # a single-round one is drawn once and charged (evaluate_scenario picks the path).
+    results = ev.evaluate_scenario(cfg, plan["policies"], args.episodes, args.seed, progress=progress)
+    rounds_per_episode = cfg.episode_rounds
     summary = ev.summarise(results)
     timing = ev.timing_rows(results)
     title = (
@@ -273,15 +293,21 @@ def _run_evaluation(args, plan) -> dict[str, bytes | str]:
         "95% CI: Student t over per-episode means; gap: mean / mean(" + (ref or "-") + ") - 1 with a paired t CI; "
         "p50/p95 over all rounds; decide = batched wall time / rounds, single = one un-batched decision"
     )
+    if session:
+        caption += (
+            "; whole episodes rolled per policy on the same exogenous rounds (each policy with its own "
+            "receiver); evictions/ep: evictions per episode; pool used: mean fraction of the KV pool in use "
+            "after a round"
+        )
     rep.print_summary(summary, timing, title, caption)
 
     files: dict[str, bytes | str] = {}
-    files["summary.csv"] = rep.csv_text(summary, ev.SUMMARY_COLUMNS)
+    files["summary.csv"] = rep.csv_text(summary, ev.summary_columns(summary))
     files["timing.csv"] = rep.csv_text(timing, ev.TIMING_COLUMNS)
     per_round = [
-        {"episode": m // rounds.rounds_per_episode, "round": m % rounds.rounds_per_episode,
+        {"episode": m // rounds_per_episode, "round": m % rounds_per_episode,
          **{r.label: r.latency_s[m] for r in results}}
-        for m in range(rounds.n_rounds)
+        for m in range(args.episodes * rounds_per_episode)
     ]
     files["rounds.csv"] = rep.csv_text(per_round, ["episode", "round", *[r.label for r in results]])
     by_label = {t["policy"]: t for t in timing}
@@ -294,6 +320,7 @@ def _run_evaluation(args, plan) -> dict[str, bytes | str]:
             "rounds_per_episode": cfg.episode_rounds,
             "episode_seeds": f"{args.seed}..{args.seed + args.episodes - 1}",
             "reference": ref,
+            **({"evaluation": "whole episodes rolled per policy (session scenario)"} if session else {}),
             "statistics": caption,
             "policies": [{**row, **by_label[row["policy"]]} for row in summary],
             "models": [
@@ -335,7 +362,7 @@ def _run_sweep(args, plan) -> dict[str, bytes | str]:
     rep.print_sweep(rows, title.replace("\n", ": "), fmt)
     for line in ev.sweep_findings(rows, sweep):
         print(line)
-    files: dict[str, bytes | str] = {f"sweep_{sweep.name}.csv": rep.csv_text(rows, ev.SWEEP_COLUMNS)}
+    files: dict[str, bytes | str] = {f"sweep_{sweep.name}.csv": rep.csv_text(rows, ev.sweep_columns(rows))}
     if not args.no_plots:
         files[f"sweep_{sweep.name}.png"] = rep.sweep_png(
             rows, title, sweep.parameter, log_x=sweep.log_x, categorical=sweep.categorical,

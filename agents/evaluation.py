@@ -179,31 +179,31 @@ def compare_with_experts(
     ``env_id`` may carry either action form (the scenario is what counts). ``expert_results`` from
     an earlier call on the same rounds are reused instead of solving again (the periodic
     evaluation's rounds never change). The reference is JMSRA when evaluated, else the optimum, else
-    the first policy.
+    the first policy. A session scenario is rolled episode by episode (:func:`ev.evaluate_scenario`;
+    ``rounds`` then records the episodes only: no observations, no terms).
     """
     cfg, _ = ev.scenario_from_env_id(env_id, overrides)
-    if cfg.session.enabled:  # decisions change later rounds: roll whole episodes (same exogenous rounds)
+    if ev.is_session(cfg):
         rounds = ev.Rounds(cfg, seed, episodes, cfg.episode_rounds, {}, None)
-        evaluate = lambda ps: [ev.rollout_episodes(cfg, p, episodes, seed) for p in ps]  # noqa: E731
+
+        def charge(pols):
+            return ev.evaluate_scenario(cfg, pols, episodes, seed, single_round_budget_s=0.0)
     else:
         rounds = ev.draw_rounds(cfg, episodes, seed)
-        evaluate = lambda ps: ev.evaluate_policies(rounds, ps, single_round_budget_s=0.0)  # noqa: E731
-    results = evaluate(list(policies))
+
+        def charge(pols):
+            return ev.evaluate_policies(rounds, pols, single_round_budget_s=0.0)
+    results = charge(list(policies))
     if expert_results is None:
-        names = [e for e in experts if e not in {r.label for r in results}]
-        expert_results = evaluate([_expert(e, cfg) for e in names] if cfg.session.enabled else ev.resolve_experts(names, cfg)[0])
+        expert_policies, _ = ev.resolve_experts(
+            [e for e in experts if e not in {r.label for r in results}], cfg
+        )
+        expert_results = charge(expert_policies)
     results += list(expert_results)
     labels = [r.label for r in results]
     if reference is None:
         reference = next((x for x in ("jmsra", "optimal") if x in labels), labels[0])
     return Comparison(rounds, results, ev.summarise(results, reference))
-
-
-def _expert(name: str, cfg: ScenarioConfig):
-    """A session expert as an evaluation policy (labelled by its name)."""
-    from jmsra_env.policies import make_policy
-
-    return make_policy(name, config=cfg)
 
 
 def format_table(comparison: Comparison, title: str | None = None) -> str:

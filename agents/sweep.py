@@ -438,8 +438,39 @@ def read_scalars(run_dir: str | os.PathLike, tags: Sequence[str] = CURVE_TAGS) -
     return {tag: tuple(sorted(points.items())) for tag, points in out.items()}
 
 
+TRIAL_RESULT_FILE = "trial_result.json"  # in a trial's run directory, written last
+
+
+def _finished_trial(cell: TrialCell, run_dir: Path) -> TrialResult | None:
+    """The result a finished trial of ``cell`` left in ``run_dir``, or None.
+
+    Tune may re-run a trial that finished just as the sweep was interrupted (its completion not yet
+    in the saved experiment state); the trial then returns what it already computed instead of
+    training again."""
+    path = run_dir / TRIAL_RESULT_FILE
+    try:
+        saved = json.loads(path.read_text())
+        result = TrialResult.from_dict(saved["result"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return result if saved.get("cell") == json.loads(json.dumps(cell.to_dict())) else None
+
+
 def run_trial(cell: TrialCell, run_dir: Path, *, threads: int = 1) -> TrialResult:
-    """Train ``cell`` into ``run_dir``, evaluate it on held-out rounds, read its learning curves."""
+    """Train ``cell`` into ``run_dir``, evaluate it on held-out rounds, read its learning curves.
+
+    Idempotent: a trial that already finished in ``run_dir`` returns its saved result."""
+    done = _finished_trial(cell, run_dir)
+    if done is not None:
+        return done
+    result = _train_and_evaluate(cell, run_dir, threads=threads)
+    from jmsra_env.evaluation.report import atomic_write
+
+    atomic_write(run_dir / TRIAL_RESULT_FILE, json.dumps({"cell": cell.to_dict(), "result": result.to_dict()}))
+    return result
+
+
+def _train_and_evaluate(cell: TrialCell, run_dir: Path, *, threads: int) -> TrialResult:
     t0 = time.perf_counter()
     train_step(cell, run_dir, threads=threads)
     t1 = time.perf_counter()

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -61,7 +60,7 @@ def dataset_root(root: str | os.PathLike | None) -> Iterator[None]:
         yield
         return
     old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = os.fspath(Path(root).expanduser().resolve())  # Minari mis-joins relative roots
+    os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(os.fspath(root))  # Minari mis-joins relative roots
     try:
         yield
     finally:

@@ -155,16 +155,15 @@ def expert_policy_action(encoding: str, media, bandwidth_hz, terms: model.RoundT
     return encode_deadline(media, bandwidth_hz, terms)
 
 
-class EncodedAction(gym.Wrapper):
-    """Decode the policy's actions with an encoding on a single JMSRA env with the Box action form
-    (``gym.make(box_id, action_encoding=...)``; RL Zoo's ``env_wrapper``)."""
+class _DecodesActions:
+    """What :class:`EncodedAction` and :class:`VectorEncodedAction` share: decode the policy's
+    action with the encoding on the last observation the env returned."""
 
-    def __init__(self, env: gym.Env, encoding: str = DEFAULT_ENCODING):
-        super().__init__(env)
+    def _setup(self, env, encoding: str) -> None:
         check_encoding(encoding)
         base = env.unwrapped
         if getattr(base, "action_form", None) != "box":
-            raise ValueError("EncodedAction wraps a JMSRA env with action_form='box' (a -Box- ID)")
+            raise ValueError(f"{type(self).__name__} wraps a JMSRA env with action_form='box' (a -Box- ID)")
         self.encoding = encoding
         self.consts = model.model_constants(base.config)
         self._last_obs = None
@@ -181,7 +180,16 @@ class EncodedAction(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-class VectorEncodedAction(gym.vector.VectorWrapper):
+class EncodedAction(_DecodesActions, gym.Wrapper):
+    """Decode the policy's actions with an encoding on a single JMSRA env with the Box action form
+    (``gym.make(box_id, action_encoding=...)``; RL Zoo's ``env_wrapper``)."""
+
+    def __init__(self, env: gym.Env, encoding: str = DEFAULT_ENCODING):
+        gym.Wrapper.__init__(self, env)
+        self._setup(env, encoding)
+
+
+class VectorEncodedAction(_DecodesActions, gym.vector.VectorWrapper):
     """:class:`EncodedAction` on a gymnasium vector env of JMSRA environments (Box form), decoding
     each sub-environment's action on its last observation."""
 
@@ -191,22 +199,5 @@ class VectorEncodedAction(gym.vector.VectorWrapper):
         return self.env.autoreset_mode
 
     def __init__(self, env: gym.vector.VectorEnv, encoding: str = DEFAULT_ENCODING):
-        super().__init__(env)
-        check_encoding(encoding)
-        base = env.unwrapped
-        if getattr(base, "action_form", None) != "box":
-            raise ValueError("VectorEncodedAction wraps a JMSRA vector env with action_form='box' (a -Box- ID)")
-        self.encoding = encoding
-        self.consts = model.model_constants(base.config)
-        self._last_obs = None
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self._last_obs = obs
-        return obs, info
-
-    def step(self, actions_):
-        env_action = to_env_action(self.encoding, actions_, self._last_obs, self.consts)
-        obs, rewards, terminations, truncations, infos = self.env.step(env_action)
-        self._last_obs = obs
-        return obs, rewards, terminations, truncations, infos
+        gym.vector.VectorWrapper.__init__(self, env)
+        self._setup(env, encoding)

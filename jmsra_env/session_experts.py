@@ -306,6 +306,14 @@ class SessionExpertPolicy(ExpertPolicy):
         self.never = session.never_rounds(config)
         self._future = future
 
+    @property
+    def kind(self) -> str:
+        """For the evaluation: ``bound`` (clairvoyant reads the future), ``baseline`` (one medium
+        for all) or ``expert``."""
+        if self.name == "clairvoyant":
+            return "bound"
+        return "baseline" if self.name in ("nl-only", "kv-only") else "expert"
+
     def __repr__(self) -> str:
         return f"SessionExpertPolicy({self.name!r}, n_agents={self.config.n_agents}, horizon={self.horizon})"
 

@@ -64,6 +64,12 @@ def test_the_dataset_root_is_the_argument_and_the_environment_is_restored(tmp_pa
         collect_dataset("nl-only", n_episodes=1, config=CONFIG, root=tmp_path / "here")
 
 
+def test_a_relative_root_works(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    collect_dataset("kv-only", n_episodes=1, config=CONFIG, root="rel/minari")
+    assert load_dataset("jmsra_env/JMSRA-Box/kv-only-v0", root="rel/minari").total_steps == 8
+
+
 def test_behaviour_cloning_from_a_minari_dataset(tmp_path):
     # The snippet of docs/libraries.md ("Behaviour cloning from a Minari dataset"), verbatim.
     from jmsra_env.encoding import encode_deadline

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -317,3 +318,19 @@ def test_report_folder_is_replaced_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["a.csv"]
     assert (tmp_path / "report" / "a.csv").read_text() == "2\n"
+
+
+def test_a_finished_trial_run_again_returns_its_saved_result_without_training(resumed_sweep, monkeypatch):
+    out = resumed_sweep["out"]
+    cell = sw.validate_grid(sw.grid_from_mapping(json.loads((out / sw.GRID_FILE).read_text())))[0]
+    run_dir = out / "runs" / cell.name
+    saved = json.loads((run_dir / sw.TRIAL_RESULT_FILE).read_text())
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished trial was trained again")
+
+    monkeypatch.setattr(sw, "train_step", no_training)
+    assert sw.run_trial(cell, run_dir).to_dict() == sw.TrialResult.from_dict(saved["result"]).to_dict()
+    other = dataclasses.replace(cell, seed=cell.seed + 100)
+    with pytest.raises(AssertionError, match="trained again"):
+        sw.run_trial(other, run_dir)  # another cell's saved result is not reused

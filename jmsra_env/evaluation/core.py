@@ -10,15 +10,22 @@ charges). A policy decides on all recorded observations in batched calls and is 
 :func:`charge`: :func:`jmsra_env.model.latency` of its decision as the environment decodes it, the
 environment's reward bit for bit.
 
-**Whole episodes.** Where decisions change later rounds (a receiver that keeps state between
-rounds), rounds cannot be drawn ahead: :func:`rollout_episodes` steps a vector environment, one
-sub-environment per episode, and lets the policy decide on the batch of observations each step. For
-the single-round scenarios both paths give the same per-round latencies (a test checks it).
+**Whole episodes.** Where decisions change later rounds (sessions: the receiver keeps state between
+rounds, docs/sessions.md), rounds cannot be drawn ahead: :func:`rollout_episodes` steps a vector
+environment of the scenario's kind, one sub-environment per episode, and lets the policy decide on
+the batch of observations each step. Common random numbers still hold: the world does not depend
+on the actions, so with the same seed every policy meets the same exogenous rounds (each with its
+own receivers). :func:`evaluate_scenario` picks the path: rollouts for a session scenario, rounds
+drawn once otherwise. For the single-round scenarios both paths give the same per-round latencies
+(a test checks it).
 
 **The policy protocol** (:class:`Policy`): ``label`` and ``kind`` attributes, ``decide(obs) ->
 (media, bandwidth_hz)`` on a batch of observations (a Dict of ``(M, ...)`` arrays, or one
 observation), and an optional ``reset(config, seed)`` called before every evaluation with the
-evaluated scenario and the evaluation's seed. The experts are :class:`jmsra_env.policies.ExpertPolicy`;
+evaluated scenario and the evaluation's seed, and an optional ``bind_env(envs)`` that
+:func:`rollout_episodes` calls with the vector environment of the episodes before it resets it (for
+a policy that reads the environment: the session's ``clairvoyant`` bound, :class:`EnvBoundExpert`).
+The experts are :class:`jmsra_env.policies.ExpertPolicy`;
 trained models plug in from ``agents.evaluation`` (``jmsra_env`` never imports ``agents``).
 """
 
@@ -42,6 +49,7 @@ __all__ = [
     "EvaluationError",
     "OPTIMAL_MAX_AGENTS",
     "DEFAULT_ENV_ID",
+    "DEFAULT_SESSION_ENV_ID",
     "TRAIN_SEED",
     "SELECTION_SEED",
     "HELD_OUT_SEED",
@@ -54,6 +62,11 @@ __all__ = [
     "decide_in_chunks",
     "evaluate_policies",
     "rollout_episodes",
+    "evaluate_scenario",
+    "is_session",
+    "EnvBoundExpert",
+    "episodes_future",
+    "session_expert",
     "expert_names",
     "resolve_experts",
     "oracle_policy",
@@ -64,6 +77,7 @@ __all__ = [
 # The exhaustive optimum costs 2^N (P2) solves per round: beyond this N it is refused here.
 OPTIMAL_MAX_AGENTS = 12
 DEFAULT_ENV_ID = "jmsra_env/JMSRA-v0"
+DEFAULT_SESSION_ENV_ID = "jmsra_env/JMSRA-Session-v0"  # the scenario of a session-only sweep (pool)
 
 # Seeds, defined once for training and evaluation (episode e of an evaluation uses SEED + e):
 TRAIN_SEED = 0  # train.py's default --seed: its training envs start here
@@ -104,12 +118,11 @@ def scenario_from_env_id(env_id: str, overrides: Mapping[str, Any] | None = None
     """
     import gymnasium as gym
 
-    from ..registration import ENV_IDS
+    from ..registration import ENV_IDS, SESSION_ENV_IDS
 
     if env_id not in gym.registry or not str(env_id).startswith("jmsra_env/"):
-        raise EvaluationError(
-            f"unknown environment id {env_id!r}.{did_you_mean(env_id, ENV_IDS)} Registered: {list(ENV_IDS)}"
-        )
+        ids = [*ENV_IDS, *SESSION_ENV_IDS]
+        raise EvaluationError(f"unknown environment id {env_id!r}.{did_you_mean(env_id, ids)} Registered: {ids}")
     kwargs = gym.spec(env_id).kwargs
     try:
         cfg = make_config(kwargs.get("base_config") or {})
@@ -159,20 +172,115 @@ def _reset(policy, cfg: ScenarioConfig, seed: int) -> None:
         reset(cfg, seed)
 
 
-def expert_names() -> tuple[str, ...]:
-    """The expert and baseline names :func:`jmsra_env.solvers.solve` accepts."""
+def is_session(cfg: ScenarioConfig) -> bool:
+    """Whether ``cfg`` is a session scenario (the receiver keeps state: evaluated by rollouts)."""
+    return bool(cfg.session.enabled)
+
+
+def expert_names(cfg: ScenarioConfig | None = None) -> tuple[str, ...]:
+    """The expert and baseline names of a scenario: :func:`jmsra_env.solvers.solve`'s, or for a
+    session scenario the session experts' (:data:`jmsra_env.session_experts.SESSION_EXPERT_NAMES`)."""
+    if cfg is not None and is_session(cfg):
+        from ..session_experts import SESSION_EXPERT_NAMES
+
+        return tuple(SESSION_EXPERT_NAMES)
     from ..solvers import EXPERT_NAMES
 
     return tuple(EXPERT_NAMES)
 
 
+class EnvBoundExpert:
+    """A session expert that reads the evaluated environment: ``clairvoyant``, the lookahead
+    rollout handed the true future rounds (kind ``bound``: a bound for causal policies, not one).
+
+    It is bound by :func:`rollout_episodes`, which calls ``bind_env(envs)`` with the vector
+    environment of the episodes (after ``reset(config, seed)``, before resetting the environment);
+    the true future then comes from the sub-environments' world processes (:func:`episodes_future`).
+    Rounds drawn once (:func:`evaluate_policies`) have no environment: it refuses them.
+    """
+
+    kind = "bound"
+
+    def __init__(self, name: str, cfg: ScenarioConfig, horizon: int | None = None):
+        from ..session_experts import DEFAULT_HORIZON
+
+        self.label = self.name = name
+        self.config = cfg
+        self.horizon = DEFAULT_HORIZON if horizon is None else horizon
+        self._policy = None
+
+    def __repr__(self) -> str:
+        return f"EnvBoundExpert({self.name!r}, n_agents={self.config.n_agents}, horizon={self.horizon})"
+
+    def reset(self, config: ScenarioConfig, seed: int | None = None) -> None:
+        self.config = config
+        self._policy = None
+
+    def bind_env(self, envs) -> None:
+        from ..session_experts import SessionExpertPolicy
+
+        self._policy = SessionExpertPolicy(self.name, self.config, "dict", self.horizon, episodes_future(envs))
+
+    def decide(self, obs):
+        if self._policy is None:
+            raise EvaluationError(
+                f"{self.label!r} reads the true future rounds of the evaluated environment: evaluate it "
+                "with rollout_episodes / evaluate_scenario (they bind it), not on rounds drawn once"
+            )
+        return self._policy.decide(obs)
+
+
+def episodes_future(envs):
+    """``future(horizon) -> (rounds, counted)`` over the episodes of a vector environment of
+    session environments: the batched :class:`~jmsra_env.session_env.JMSRASessionVectorEnv`, or a
+    Gymnasium ``SyncVectorEnv`` of :class:`~jmsra_env.session_env.JMSRASessionEnv` (the sub-envs'
+    true futures stacked, row ``e`` = sub-environment ``e``)."""
+    from ..policies import _session_future
+    from ..session_experts import RoundInputs
+
+    subs = getattr(envs, "envs", None)
+    if subs is None:
+        return _session_future(envs)
+    parts = [_session_future(e) for e in subs]
+
+    def future(horizon: int):
+        outs = [f(horizon) for f in parts]
+        rounds = []
+        for h in range(len(outs[0][0])):
+            fields = {}
+            for name in RoundInputs.__dataclass_fields__:
+                values = [getattr(o[0][h], name) for o in outs]
+                fields[name] = None if values[0] is None else np.concatenate(values, axis=0)
+            rounds.append(RoundInputs(**fields))
+        return rounds, np.concatenate([o[1] for o in outs], axis=1)
+
+    return future
+
+
+def session_expert(name: str, cfg: ScenarioConfig, horizon: int | None = None):
+    """A session expert as an evaluation policy (``clairvoyant``: an :class:`EnvBoundExpert`)."""
+    from ..policies import make_policy
+    from ..session_experts import SESSION_EXPERT_NAMES
+
+    if name not in SESSION_EXPERT_NAMES:
+        raise EvaluationError(
+            f"unknown session expert {name!r}.{did_you_mean(name, SESSION_EXPERT_NAMES)} "
+            f"Session experts: {list(SESSION_EXPERT_NAMES)}"
+        )
+    if name == "clairvoyant":
+        return EnvBoundExpert(name, cfg, horizon)
+    return make_policy(name, config=cfg, action_form="dict", horizon=horizon)
+
+
 def resolve_experts(names: Sequence[str] | None, cfg: ScenarioConfig) -> tuple[list, list[str]]:
-    """Expert policies for ``names`` (None: every expert and baseline) and notes for the user.
+    """Expert policies for ``names`` (None: every expert and baseline; on a session scenario the
+    session experts, :func:`session_expert`) and notes for the user.
 
     ``optimal`` is refused for ``N > OPTIMAL_MAX_AGENTS`` when asked for by name and skipped with a
     note when it comes from the default list.
     """
-    valid = expert_names()
+    valid = expert_names(cfg)
+    session = is_session(cfg)
     notes: list[str] = []
     explicit = names is not None
     seen: set[str] = set()
@@ -180,12 +288,16 @@ def resolve_experts(names: Sequence[str] | None, cfg: ScenarioConfig) -> tuple[l
     for name in list(valid) if names is None else list(names):
         if name not in valid:
             raise EvaluationError(
-                f"unknown policy {name!r}.{did_you_mean(name, valid)} Experts and baselines: "
-                f"{list(valid)}; trained models are given with --model PATH"
+                f"unknown policy {name!r}.{did_you_mean(name, valid)} Experts and baselines"
+                f"{' of a session scenario' if session else ''}: {list(valid)}; trained models are given "
+                "with --model PATH"
             )
         if name in seen:
             continue
         seen.add(name)
+        if session:
+            policies.append(session_expert(name, cfg))
+            continue
         if name == "optimal" and cfg.n_agents > OPTIMAL_MAX_AGENTS:
             msg = (
                 f"'optimal' (exhaustive search over 2^N media vectors) is limited to N <= "
@@ -395,18 +507,20 @@ _ROLLOUT_KEYS = ("latency_s", "capped", "media")
 
 
 def _episode_envs(cfg: ScenarioConfig, episodes: int, vectorization: str):
-    from ..env import JMSRAEnv
-    from ..vector import JMSRAVectorEnv
+    """One sub-environment per episode, of the scenario's kind (session or single round)."""
+    if is_session(cfg):
+        from ..session_env import JMSRASessionEnv as Env
+        from ..session_env import JMSRASessionVectorEnv as VectorEnv
+    else:
+        from ..env import JMSRAEnv as Env
+        from ..vector import JMSRAVectorEnv as VectorEnv
 
-    if cfg.session.enabled:
-        from ..session_env import JMSRASessionEnv as JMSRAEnv
-        from ..session_env import JMSRASessionVectorEnv as JMSRAVectorEnv
     if vectorization == "sync":
         import gymnasium as gym
 
-        return gym.vector.SyncVectorEnv([lambda: JMSRAEnv(cfg, action_form="dict")] * episodes)
+        return gym.vector.SyncVectorEnv([lambda: Env(cfg, action_form="dict")] * episodes)
     if vectorization == "vector":
-        return JMSRAVectorEnv(episodes, cfg, action_form="dict")
+        return VectorEnv(episodes, cfg, action_form="dict")
     raise EvaluationError(f"vectorization must be 'sync' or 'vector'; got {vectorization!r}")
 
 
@@ -430,13 +544,21 @@ def rollout_episodes(
     One vector environment holds one sub-environment per episode; every step the policy decides on
     the batch of observations, the decision is sent as a Dict action, and each round's latency,
     capped flag, media and every other per-round info field (``result.info``, e.g. a session's
-    evictions) are collected, flattened episode-major like :func:`draw_rounds`.
+    ``evictions`` and ``kv_pool_used_fraction``) are collected, flattened episode-major like
+    :func:`draw_rounds`. The environment is the scenario's: :class:`~jmsra_env.env.JMSRAEnv`, or
+    for a session scenario :class:`~jmsra_env.session_env.JMSRASessionEnv` (the receiver's memory
+    links the rounds). The policy decides on the whole batch of episodes at once every round (a
+    batched expert such as the session ``lookahead`` makes one call per round). A policy with a
+    ``bind_env`` method gets the vector environment first (:class:`EnvBoundExpert`).
 
-    ``vectorization="sync"`` (default): Gymnasium's ``SyncVectorEnv`` of ``JMSRAEnv``; its
-    ``reset(seed=seed)`` starts sub-environment ``e`` with ``seed + e``, so the episodes are those of
-    :func:`draw_rounds` (same seed for every policy: the same exogenous rounds).
-    ``vectorization="vector"``: the batched :class:`jmsra_env.vector.JMSRAVectorEnv`, one generator
-    for the batch (fastest; its episodes differ from :func:`draw_rounds` for more than one episode).
+    ``vectorization="sync"`` (default): Gymnasium's ``SyncVectorEnv`` of the scenario's environment;
+    its ``reset(seed=seed)`` starts sub-environment ``e`` with ``seed + e``, so episode ``e`` is the
+    one ``env.reset(seed=seed + e)`` starts (those of :func:`draw_rounds` for a single-round
+    scenario), the same for every policy: the same exogenous rounds.
+    ``vectorization="vector"``: the batched :class:`~jmsra_env.vector.JMSRAVectorEnv` (or
+    :class:`~jmsra_env.session_env.JMSRASessionVectorEnv`), one generator for the batch (fastest;
+    the same seed still gives every policy the same rounds, but for more than one episode they are
+    other episodes than ``env.reset(seed=seed + e)``'s).
     """
     _check_episodes_seed(episodes, seed)
     cfg = scenario_from_env_id(scenario, overrides)[0] if isinstance(scenario, str) else scenario
@@ -444,13 +566,18 @@ def rollout_episodes(
         cfg = make_config(cfg, **dict(overrides))
     envs = _episode_envs(cfg, episodes, vectorization)
     _reset(policy, cfg, seed)
+    bind = getattr(policy, "bind_env", None)
+    if callable(bind):
+        bind(envs)
+    oracle = getattr(policy, "oracle", False)
     steps: dict[str, list[np.ndarray]] = {}
     spent = 0.0
     try:
         obs, _ = envs.reset(seed=seed)
         for _ in range(cfg.episode_rounds):
+            true_terms = _current_terms(envs) if oracle else None
             t0 = time.perf_counter()
-            media, bandwidth_hz = _decide(policy, obs, _current_terms(envs))
+            media, bandwidth_hz = _decide(policy, obs, true_terms)
             spent += time.perf_counter() - t0
             obs, _, _, _, info = envs.step(actions.encode_dict(media, bandwidth_hz))
             for key, value in info.items():
@@ -467,3 +594,32 @@ def rollout_episodes(
         per_round["media"].astype(np.int8), spent / n, None,
         {k: v for k, v in per_round.items() if k not in _ROLLOUT_KEYS},
     )
+
+
+def evaluate_scenario(
+    cfg: ScenarioConfig,
+    policies: Sequence,
+    episodes: int,
+    seed: int,
+    *,
+    progress: bool | None = False,
+    single_round_budget_s: float = 0.25,
+    vectorization: str = "sync",
+) -> list[PolicyResult]:
+    """Every policy on the same ``episodes`` episodes of ``cfg`` from ``seed``.
+
+    A session scenario (:func:`is_session`) is rolled (:func:`rollout_episodes`, one rollout per
+    policy on the same exogenous rounds, each policy with its own receivers); any other is drawn
+    once and charged (:func:`draw_rounds`, :func:`evaluate_policies`; ``vectorization`` is not
+    used). ``single_round_budget_s`` times one un-batched decision on drawn rounds only.
+    """
+    labels = [p.label for p in policies]
+    if len(set(labels)) != len(labels):
+        raise EvaluationError(f"policy labels must be unique; got {labels}")
+    if not is_session(cfg):
+        rounds = draw_rounds(cfg, episodes, seed, progress=progress)
+        return evaluate_policies(rounds, policies, progress=progress, single_round_budget_s=single_round_budget_s)
+    return [
+        rollout_episodes(cfg, p, episodes, seed, vectorization=vectorization)
+        for p in progress_iter(policies, progress, desc="policies (whole episodes)", unit="policy")
+    ]

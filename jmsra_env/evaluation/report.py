@@ -51,6 +51,8 @@ SUMMARY_HEADERS = {
     "gap_pct": "gap [%]",
     "kv_share": "KV share",
     "capped_rate": "capped",
+    "evictions_per_episode": "evictions/ep",  # session rollouts only
+    "pool_used_fraction": "pool used",  # session rollouts only
     "decision_ms_per_round": "decide [ms/round]",
     "single_round_decision_ms": "single [ms]",
 }
@@ -226,7 +228,9 @@ def _fmt(col: str, value: Any, row: Mapping[str, Any] | None = None) -> str:
         digits = 2 if abs(value) >= 1 else 3 if abs(value) >= 0.01 else 4
         s = f"{value:+.{digits}f}"
         return s + (f" ±{ci:.{digits}f}" if ci is not None and math.isfinite(ci) else "")
-    if col in ("kv_share", "capped_rate"):
+    if col == "evictions_per_episode":
+        return f"{value:.2f}"
+    if col in ("kv_share", "capped_rate", "pool_used_fraction"):
         return f"{value:.3f}"
     if col in ("decision_ms_per_round", "single_round_decision_ms"):
         return f"{value:.3g}"
@@ -235,7 +239,11 @@ def _fmt(col: str, value: Any, row: Mapping[str, Any] | None = None) -> str:
 
 def _display_rows(summary: Sequence[Mapping[str, Any]], timing: Sequence[Mapping[str, Any]] | None):
     by_label = {t["policy"]: t for t in (timing or [])}
-    cols = [c for c in SUMMARY_HEADERS if timing or c not in ("decision_ms_per_round", "single_round_decision_ms")]
+    cols = [
+        c for c in SUMMARY_HEADERS
+        if (timing or c not in ("decision_ms_per_round", "single_round_decision_ms"))
+        and (c not in ("evictions_per_episode", "pool_used_fraction") or any(c in r for r in summary))
+    ]
     out = []
     for row in summary:
         merged = {**row, **by_label.get(row["policy"], {})}
@@ -322,9 +330,9 @@ def print_sweep(rows: Sequence[Mapping[str, Any]], title: str, value_fmt) -> Non
         if r["policy"] not in policies:
             policies.append(r["policy"])
         cell[(r["value"], r["policy"])] = r
-    table = Table(
-        title=Text(title), caption=Text("mean E2E latency [s] ± 95% CI (t over episodes)"), caption_justify="left"
-    )
+    session = bool(rows) and "evictions_per_episode" in rows[0]
+    caption = "mean E2E latency [s] ± 95% CI (t over episodes)" + (" (evictions per episode)" if session else "")
+    table = Table(title=Text(title), caption=Text(caption), caption_justify="left")
     table.add_column("value")
     for p in policies:
         table.add_column(Text(p), justify="right")
@@ -336,7 +344,10 @@ def print_sweep(rows: Sequence[Mapping[str, Any]], title: str, value_fmt) -> Non
                 cells.append("-")
             else:
                 ci = r["ci95_s"]
-                cells.append(f"{r['mean_latency_s']:.3f}" + (f" ±{ci:.3f}" if math.isfinite(ci) else ""))
+                cells.append(
+                    f"{r['mean_latency_s']:.3f}" + (f" ±{ci:.3f}" if math.isfinite(ci) else "")
+                    + (f" ({r['evictions_per_episode']:.1f})" if session else "")
+                )
         table.add_row(Text(value_fmt(v)), *(Text(c) for c in cells))
     _print_table(table)
 

@@ -5,7 +5,9 @@ The 95 % confidence interval of a mean is a Student t interval over the per-epis
 optimum, else JMSRA, unless one is named) is ``mean / mean_ref - 1`` with a paired t interval over
 the per-episode differences (common random numbers make it tight). p50 and p95 pool all rounds; KV
 share is the fraction of agent-rounds sent as KV cache, capped rate the fraction of rounds at
-``latency_cap_s``.
+``latency_cap_s``. Rollouts of a session scenario add :data:`SESSION_COLUMNS`: evictions per
+episode (the environment's ``info["evictions"]`` summed over an episode, averaged over episodes)
+and the mean pool usage (``info["kv_pool_used_fraction"]`` after each round, averaged over rounds).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from .core import EXPERTS, EvaluationError, PolicyResult
 
-__all__ = ["SUMMARY_COLUMNS", "TIMING_COLUMNS", "reference_label", "summarise", "timing_rows", "t_halfwidth"]
+__all__ = ["SUMMARY_COLUMNS", "SESSION_COLUMNS", "summary_columns", "TIMING_COLUMNS", "reference_label", "summarise", "timing_rows", "t_halfwidth"]
 
 SUMMARY_COLUMNS = (
     "policy",
@@ -37,7 +39,21 @@ SUMMARY_COLUMNS = (
     "kv_share",
     "capped_rate",
 )
+# Added by summarise when every result comes from a session rollout (info has the evictions).
+SESSION_COLUMNS = ("evictions_per_episode", "pool_used_fraction")
 TIMING_COLUMNS = ("policy", "decision_ms_per_round", "single_round_decision_ms")
+
+
+def summary_columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """The CSV columns of summary rows: :data:`SUMMARY_COLUMNS`, plus :data:`SESSION_COLUMNS`
+    when the rows have them (session rollouts); single-round summaries are unchanged."""
+    if rows and all(c in rows[0] for c in SESSION_COLUMNS):
+        return SUMMARY_COLUMNS + SESSION_COLUMNS
+    return SUMMARY_COLUMNS
+
+
+def _is_session_result(r: PolicyResult) -> bool:
+    return "evictions" in r.info and "kv_pool_used_fraction" in r.info
 
 
 def t_halfwidth(samples: np.ndarray) -> float:
@@ -65,7 +81,8 @@ def _per_episode_means(r: PolicyResult) -> np.ndarray:
 
 
 def summarise(results: Sequence[PolicyResult], reference: str | None = None) -> list[dict[str, Any]]:
-    """One summary row per policy (columns :data:`SUMMARY_COLUMNS`), gaps paired per episode.
+    """One summary row per policy (columns :data:`SUMMARY_COLUMNS`, and :data:`SESSION_COLUMNS`
+    for session rollouts), gaps paired per episode.
 
     ``reference`` names the gap reference (default :func:`reference_label`). Every result must
     cover the same episodes (the same rounds, for the paired gap).
@@ -78,6 +95,7 @@ def summarise(results: Sequence[PolicyResult], reference: str | None = None) -> 
     if len(shapes) > 1:
         raise EvaluationError(f"results cover different rounds (episodes, rounds): {sorted(shapes)}")
     ref_ep = _per_episode_means(by_label[ref]) if ref is not None else None
+    session = bool(results) and all(_is_session_result(r) for r in results)
     rows = []
     for r in results:
         ep = _per_episode_means(r)
@@ -108,6 +126,9 @@ def summarise(results: Sequence[PolicyResult], reference: str | None = None) -> 
                 "capped_rate": float(np.mean(r.capped)),
             }
         )
+        if session:
+            rows[-1]["evictions_per_episode"] = float(np.sum(r.info["evictions"])) / r.episodes
+            rows[-1]["pool_used_fraction"] = float(np.mean(r.info["kv_pool_used_fraction"]))
     return rows
 
 
