@@ -126,7 +126,7 @@ class TrainSpec:
     action_encoding: str = DEFAULT_ENCODING
     norm_reward: bool = True
     bc_steps: int = DEFAULT_BC_STEPS
-    bc_rounds: int = DEFAULT_BC_ROUNDS
+    bc_rounds: int | None = None  # None: DEFAULT_BC_ROUNDS, or SESSION_BC_ROUNDS on a session scenario
     bc_lr: float = 1e-3
     bc_expert: str | None = None  # None: "jmsra"; on a session scenario SESSION_BC_EXPERT (rolled episodes)
     ppo: PPOConfig | None = None  # None: default_ppo(bc_steps)
@@ -136,6 +136,11 @@ class TrainSpec:
     compare_episodes: int = 16  # 0 = no final comparison
     progress_bar: bool = True
     verbose: int = 0  # SB3 verbosity
+
+    def __post_init__(self) -> None:
+        if self.bc_rounds is None:  # whole episodes of lookahead on sessions: far fewer rounds
+            session = is_session_scenario(self.env_id, self.config_overrides)
+            object.__setattr__(self, "bc_rounds", SESSION_BC_ROUNDS if session else DEFAULT_BC_ROUNDS)
 
     def ppo_config(self) -> PPOConfig:
         if self.ppo is not None:

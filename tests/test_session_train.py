@@ -153,3 +153,11 @@ def test_an_unknown_bc_expert_is_a_clear_error(tmp_path, capsys):
     assert exc.value.code == 2
     assert "--bc-expert" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_the_behaviour_cloning_set_size_defaults_per_scenario_in_the_python_api():
+    from agents import training as t
+
+    assert t.TrainSpec(env_id="jmsra_env/JMSRA-Session-v0").bc_rounds == t.SESSION_BC_ROUNDS
+    assert t.TrainSpec(env_id="jmsra_env/JMSRA-Box-v1").bc_rounds == t.DEFAULT_BC_ROUNDS
+    assert t.TrainSpec(env_id="jmsra_env/JMSRA-Session-v0", bc_rounds=640).bc_rounds == 640
