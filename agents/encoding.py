@@ -7,31 +7,11 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from jmsra_env import model
-from jmsra_env.encoding import (  # noqa: F401
-    ACTION_ENCODINGS,
-    DEFAULT_ENCODING,
-    EncodedAction,
-    VectorEncodedAction,
-    check_encoding,
-    deadline_bandwidth_hz,
-    decode_deadline,
-    encode_deadline,
-    expert_policy_action,
-    to_env_action,
-)
+from jmsra_env import encoding as _encoding
+from jmsra_env.encoding import *  # noqa: F401,F403 - the re-export is the point
+from jmsra_env.encoding import DEFAULT_ENCODING, check_encoding, to_env_action
 
-__all__ = [
-    "ACTION_ENCODINGS",
-    "DEFAULT_ENCODING",
-    "decode_deadline",
-    "deadline_bandwidth_hz",
-    "encode_deadline",
-    "to_env_action",
-    "expert_policy_action",
-    "EncodedActionVecEnv",
-    "EncodedAction",
-    "VectorEncodedAction",
-]
+__all__ = [*_encoding.__all__, "EncodedActionVecEnv"]
 
 
 class EncodedActionVecEnv(VecEnvWrapper):

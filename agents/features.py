@@ -2,26 +2,7 @@
 SB3 needed); re-exported here so that training code and RL Zoo configs naming
 ``agents.features.FeatureObservation`` keep working."""
 
-from jmsra_env.features import (  # noqa: F401
-    DEFAULT_FEATURES,
-    FEATURE_SETS,
-    FeatureObservation,
-    VectorFeatureObservation,
-    feature_names,
-    n_features,
-    is_session_observation,
-    observation_features,
-    session_features,
-)
+from jmsra_env import features as _features
+from jmsra_env.features import *  # noqa: F401,F403 - the re-export is the point
 
-__all__ = [
-    "FEATURE_SETS",
-    "DEFAULT_FEATURES",
-    "n_features",
-    "feature_names",
-    "observation_features",
-    "session_features",
-    "is_session_observation",
-    "FeatureObservation",
-    "VectorFeatureObservation",
-]
+__all__ = list(_features.__all__)
