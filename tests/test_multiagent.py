@@ -31,14 +31,15 @@ def _joint(actions, agents):
 # -- PettingZoo API ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scenario", ["JMSRA-v0", "jmsra_env/JMSRA-N8-v0", "JMSRA-StaleCSI"])
+@pytest.mark.parametrize("scenario", ["JMSRA-v0", "jmsra_env/JMSRA-N8-v0", "JMSRA-StaleCSI", "JMSRA-Session-v0",
+                                      "jmsra_env/JMSRA-Session-TightPool-v0", "JMSRA-Session-N8"])
 def test_parallel_api_test_passes(scenario):
     from pettingzoo.test import parallel_api_test
 
     parallel_api_test(parallel_env(scenario), num_cycles=ROUNDS + 2)
 
 
-@pytest.mark.parametrize("scenario", ["JMSRA-v0", "JMSRA-StaleCSI"])
+@pytest.mark.parametrize("scenario", ["JMSRA-v0", "JMSRA-StaleCSI", "JMSRA-Session-v0", "JMSRA-Session-TightPool"])
 def test_parallel_seed_test_passes(scenario):
     from pettingzoo.test import parallel_seed_test
 

@@ -15,21 +15,9 @@ from jmsra_env.multiagent import (
 from jmsra_env.session_env import SESSION_OBS_KEYS, JMSRASessionEnv
 
 ROUNDS = 64  # one episode of the default session scenarios
-SESSION_IDS = ["JMSRA-Session-v0", "jmsra_env/JMSRA-Session-TightPool-v0", "JMSRA-Session-N8"]
 
 
-@pytest.mark.parametrize("scenario", SESSION_IDS)
-def test_parallel_api_test_passes_on_sessions(scenario):
-    from pettingzoo.test import parallel_api_test
-
-    parallel_api_test(parallel_env(scenario), num_cycles=ROUNDS + 2)
-
-
-@pytest.mark.parametrize("scenario", ["JMSRA-Session-v0", "JMSRA-Session-TightPool"])
-def test_parallel_seed_test_passes_on_sessions(scenario):
-    from pettingzoo.test import parallel_seed_test
-
-    parallel_seed_test(lambda: parallel_env(scenario), num_cycles=ROUNDS)
+# The PettingZoo API and seed tests on the session scenarios are in tests/test_multiagent.py.
 
 
 def test_every_session_id_wraps_the_session_env():
