@@ -68,6 +68,7 @@ from jmsra_env.world import WorldProcess
 from .checkpoint import atomic_write_bytes, package_versions
 from .encoding import deadline_bandwidth_hz
 from .features import observation_features, session_features
+from .training import SESSION_GAMMA  # the session discount, shared with the single-agent trainer
 
 try:
     from pettingzoo import ParallelEnv as _ParallelEnvBase
@@ -104,9 +105,6 @@ ACTOR_FILE = "actor.safetensors"
 CRITIC_FILE = "critic.safetensors"
 _FEATURES = "physics"
 _STATS_ROUNDS = 64  # rounds x 256 worlds drawn for the feature statistics
-# Default discount in session scenarios: an effective horizon of ~10 rounds, longer than the
-# session lookahead expert's H = 6 (a cache pays off, or is evicted, within a few rounds).
-SESSION_GAMMA = 0.9
 
 
 def default_gamma(config: ScenarioConfig) -> float:

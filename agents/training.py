@@ -59,8 +59,8 @@ RESUME_SEED_OFFSET = 1_000_003  # a resumed session's envs draw rounds the first
 BC_SEED_OFFSET = 7_777_777  # the behaviour-cloning rounds differ from the training rounds
 COMPARE_EXPERTS = ("jmsra", "nl-only", "kv-only")
 # Sessions (docs/sessions.md): a KV message fills the receiver's pool for later rounds, so the
-# discount matters; 0.9 (a horizon of ~10 of the 64 rounds) is the multi-agent trainer's default
-# (agents.marl.SESSION_GAMMA). Single rounds are contextual bandits: gamma 0 (agents.ppo).
+# discount matters; 0.9: a horizon of ~10 of the 64 rounds, longer than the lookahead expert's
+# H = 6 (agents.marl uses the same). Single rounds are contextual bandits: gamma 0 (agents.ppo).
 SESSION_GAMMA = 0.9
 SESSION_COMPARE_EXPERTS = ("jmsra", "nl-only", "pool-aware")
 # Behaviour cloning on a session: the best causal expert, rolled through whole episodes
