@@ -65,6 +65,8 @@ from typing import Any
 
 import numpy as np
 
+from jmsra_env.evaluation.report import atomic_write
+
 __all__ = [
     "RUN_FORMAT",
     "POLICY_FORMAT",
@@ -156,19 +158,8 @@ def deferred_signals(redeliver: bool = True) -> Iterator[None]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` to ``path`` atomically (:func:`jmsra_env.evaluation.report.atomic_write`)."""
+    atomic_write(path, data)
 
 
 def _model_bytes(model) -> bytes:
