@@ -1,8 +1,9 @@
 """Wrappers and the registered entry points.
 
 :class:`BoxActionWrapper` gives the SB3-ready Box action form over a Dict-action environment.
-:func:`make_env` / :func:`make_vector_env` are what ``gym.make`` / ``gym.make_vec`` call for every
-registered ID: the environment, optionally wrapped by ``features=`` (:mod:`jmsra_env.features`:
+:func:`make_env` / :func:`make_vector_env` (and :func:`make_session_env` /
+:func:`make_session_vector_env` for the session IDs) are what ``gym.make`` / ``gym.make_vec`` call
+for every registered ID: the environment, optionally wrapped by ``features=`` (:mod:`jmsra_env.features`:
 a flat float32 ``Box`` observation) and ``action_encoding=`` (:mod:`jmsra_env.encoding`, Box IDs
 only), so any library that builds environments from an ID and keyword arguments gets them::
 
@@ -14,9 +15,20 @@ from __future__ import annotations
 import gymnasium as gym
 
 from . import actions
-from .env import make_action_space
+from .encoding import EncodedAction, VectorEncodedAction
+from .env import JMSRAEnv, make_action_space
+from .features import FeatureObservation, VectorFeatureObservation
+from .session_env import JMSRASessionEnv, JMSRASessionVectorEnv
+from .vector import JMSRAVectorEnv
 
-__all__ = ["BoxActionWrapper", "make_env", "make_vector_env", "OPTION_CHOICES"]
+__all__ = [
+    "BoxActionWrapper",
+    "make_env",
+    "make_vector_env",
+    "make_session_env",
+    "make_session_vector_env",
+    "OPTION_CHOICES",
+]
 
 # Env-level options of make_env / make_vector_env and their values (None: the raw form).
 OPTION_CHOICES = {"features": (None, "log", "physics"), "action_encoding": (None, "box", "deadline", "solved")}
@@ -53,22 +65,35 @@ def _check_options(features, action_encoding, action_form) -> None:
         )
 
 
+def _make(env_class, args, features, action_encoding, kwargs) -> gym.Env:
+    _check_options(features, action_encoding, kwargs.get("action_form", "dict"))
+    env: gym.Env = env_class(*args, **kwargs)
+    if action_encoding not in (None, "box"):
+        env = EncodedAction(env, action_encoding)
+    if features is not None:
+        env = FeatureObservation(env, features)
+    return env
+
+
+def _make_vector(env_class, num_envs, args, features, action_encoding, kwargs) -> gym.vector.VectorEnv:
+    _check_options(features, action_encoding, kwargs.get("action_form", "dict"))
+    env: gym.vector.VectorEnv = env_class(num_envs, *args, **kwargs)
+    if action_encoding not in (None, "box"):
+        env = VectorEncodedAction(env, action_encoding)
+    if features is not None:
+        env = VectorFeatureObservation(env, features)
+    return env
+
+
 def make_env(*args, features: str | None = None, action_encoding: str | None = None, **kwargs) -> gym.Env:
     """``JMSRAEnv(*args, **kwargs)``, wrapped by ``EncodedAction`` then ``FeatureObservation`` when
     ``action_encoding`` / ``features`` are given (``None``: the raw environment itself)."""
-    from .env import JMSRAEnv
+    return _make(JMSRAEnv, args, features, action_encoding, kwargs)
 
-    _check_options(features, action_encoding, kwargs.get("action_form", "dict"))
-    env: gym.Env = JMSRAEnv(*args, **kwargs)
-    if action_encoding not in (None, "box"):
-        from .encoding import EncodedAction
 
-        env = EncodedAction(env, action_encoding)
-    if features is not None:
-        from .features import FeatureObservation
-
-        env = FeatureObservation(env, features)
-    return env
+def make_session_env(*args, features: str | None = None, action_encoding: str | None = None, **kwargs) -> gym.Env:
+    """:func:`make_env` for a session (``JMSRASessionEnv``; the session IDs' entry point)."""
+    return _make(JMSRASessionEnv, args, features, action_encoding, kwargs)
 
 
 def make_vector_env(
@@ -76,16 +101,12 @@ def make_vector_env(
 ) -> gym.vector.VectorEnv:
     """:func:`make_env` for ``JMSRAVectorEnv``: the batched env, wrapped by ``VectorEncodedAction``
     and ``VectorFeatureObservation`` when asked."""
-    from .vector import JMSRAVectorEnv
+    return _make_vector(JMSRAVectorEnv, num_envs, args, features, action_encoding, kwargs)
 
-    _check_options(features, action_encoding, kwargs.get("action_form", "dict"))
-    env: gym.vector.VectorEnv = JMSRAVectorEnv(num_envs, *args, **kwargs)
-    if action_encoding not in (None, "box"):
-        from .encoding import VectorEncodedAction
 
-        env = VectorEncodedAction(env, action_encoding)
-    if features is not None:
-        from .features import VectorFeatureObservation
-
-        env = VectorFeatureObservation(env, features)
-    return env
+def make_session_vector_env(
+    num_envs: int = 1, *args, features: str | None = None, action_encoding: str | None = None, **kwargs
+) -> gym.vector.VectorEnv:
+    """:func:`make_vector_env` for sessions (``JMSRASessionVectorEnv``; the session IDs' vector
+    entry point)."""
+    return _make_vector(JMSRASessionVectorEnv, num_envs, args, features, action_encoding, kwargs)
