@@ -182,37 +182,49 @@ def encode_deadline(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
     """Deadline-encoded actions for decisions ``(media, bandwidth_hz)`` on ``terms`` (float64).
 
     The decoder grants each agent the bandwidth ``b_i`` that meets its target ``F_i`` and then
-    normalises the ``b_i`` to the band, so only their ratios count: the targets encode
-    :func:`charged_split_hz` (``spread="slack"``: a split charged the same latency) divided by a
-    common factor ``k >= 1``, the least that leaves every agent with a payload at least the
-    decoder's shortest transmission time (``MIN_SLACK`` of a 0.1 s target; ``k = 1`` almost
-    always). Each target is then the agent's finish time on its share over ``k`` (or
-    ``slack / MIN_SLACK`` where the decoder reads the slack off its floor). With an optimal split
-    and ``k = 1`` every agent with a payload targets the round's finish time. Exact up to float64
-    rounding whenever no target exceeds 100 s.
+    normalises the ``b_i`` to the band, so only their ratios count: the targets encode the split
+    divided by a common factor ``k >= 1``, the least that leaves every agent with a payload at
+    least the decoder's shortest transmission time (``MIN_SLACK`` of a 0.1 s target; ``k = 1``
+    almost always). Each target is then the agent's finish time on its share over ``k`` (or
+    ``slack / MIN_SLACK`` where the decoder reads the slack off its floor). The decision's own
+    split is encoded (it decodes back to itself, up to float64 rounding) unless an agent without
+    a payload holds bandwidth or a target would exceed 100 s; such a round is encoded by
+    :func:`charged_split_hz` (``spread="slack"``), a split charged the same latency on ``terms``.
+    With an optimal split every agent with a payload targets the round's finish time.
     """
     kv = (np.asarray(media) != 0).astype(np.int8)
-    split = charged_split_hz(kv, bandwidth_hz, terms, spread="slack")
+    own = actions.shares_to_bandwidth_hz(np.asarray(bandwidth_hz, dtype=np.float64), terms.bandwidth_hz)
+    code, ok = _deadline_code(kv, own, terms)
+    if not ok.all():
+        other, _ = _deadline_code(kv, charged_split_hz(kv, own, terms, spread="slack"), terms)
+        code = np.where(ok[..., None], code, other)
+    return np.concatenate([2.0 * kv - 1.0, code], axis=-1)
+
+
+def _deadline_code(kv, split, terms: model.RoundTerms) -> tuple[np.ndarray, np.ndarray]:
+    """The deadline code ``(..., N)`` of a split and whether it decodes back to it (per row)."""
     payload = model.select_medium(terms.payload_bits, kv)
     compute = terms.prefill_s + model.select_medium(terms.extra_compute_s, kv)
-    pay = (payload > 0.0) & (split > 0.0)
+    pay = payload > 0.0
     shortest_s = _MIN_SLACK * 10.0 ** (_LOG10_CENTER - _LOG10_SCALE) * (1.0 + 1e-9)
     # the k at which each agent's transmission time on split / k is the shortest one
     fastest = _bandwidth_for_slack_hz(payload, np.full_like(split, shortest_s), terms.gain_hz)
     with np.errstate(divide="ignore", invalid="ignore"):
-        k_each = np.where(pay & (fastest > 0.0), split / np.where(fastest > 0.0, fastest, 1.0), 1.0)
+        k_each = np.where(pay & (fastest > 0.0) & (split > 0.0), split / np.where(fastest > 0.0, fastest, 1.0), 1.0)
     k = np.maximum(np.max(k_each, axis=-1, keepdims=True), 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         slack = model.transmission_time_s(payload, model.rate_bps(split / k, terms.gain_hz))
-    ok = pay & np.isfinite(slack)
-    level = np.max(np.where(ok, compute + slack, 0.0), axis=-1, keepdims=True)
-    finish = np.where(ok, compute + slack, np.maximum(level, 1.0))
+    live = pay & np.isfinite(slack)
+    level = np.max(np.where(live, compute + slack, 0.0), axis=-1, keepdims=True)
+    finish = np.where(live, compute + slack, np.maximum(level, 1.0))
     # The decoder transmits over max(F - A, MIN_SLACK F): a slack below MIN_SLACK F is the target
     # F = slack / MIN_SLACK (below the agent's compute time).
-    small = ok & (slack < _MIN_SLACK * finish)
+    small = live & (slack < _MIN_SLACK * finish)
     finish = np.where(small, slack / _MIN_SLACK, finish)
     code = (np.log10(np.clip(finish, 1e-3, 1e3)) - _LOG10_CENTER) / _LOG10_SCALE
-    return np.concatenate([2.0 * kv - 1.0, np.clip(code, -1.0, 1.0)], axis=-1)
+    idle_hz = model.sum_over_agents(np.where(pay, 0.0, split))
+    ok = (idle_hz <= 0.0) & np.all(~pay | (live & (np.abs(code) <= 1.0)), axis=-1)
+    return np.clip(code, -1.0, 1.0), ok
 
 
 def decode_solved(action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
@@ -229,23 +241,36 @@ def decode_solved(action, obs: Mapping[str, np.ndarray], consts: model.ModelCons
 
 
 def encode_solved(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
-    """``"solved"``-encoded actions for decisions: ``log10`` of each agent's bandwidth under
-    :func:`charged_split_hz` (a split charged the same latency) over the (P2) optimum for the same
-    media, shifted so that the smallest and largest are symmetric about 0 and clipped to [-1, 1]
-    (0 for an optimal split, which therefore round-trips exactly; agents without payload get 0).
-    Exact whenever those ratios span at most a factor 100."""
+    """``"solved"``-encoded actions for decisions: ``log10`` of each agent's bandwidth over the
+    (P2) optimum for the same media, shifted so that the smallest and largest are symmetric about
+    0 (0 for an optimal split, which therefore round-trips exactly; agents without payload get 0).
+    The decision's own split is encoded when those ratios span at most a factor 100 and no agent
+    without a payload holds bandwidth; otherwise :func:`charged_split_hz` (a split charged the
+    same latency on ``terms``), clipped to [-1, 1]."""
     kv = (np.asarray(media) != 0).astype(np.int8)
     best, _ = optimal_bandwidth(terms, kv)
-    b = charged_split_hz(kv, bandwidth_hz, terms)
-    pay = (best > 0.0) & (b > 0.0)
+    own = actions.shares_to_bandwidth_hz(np.asarray(bandwidth_hz, dtype=np.float64), terms.bandwidth_hz)
+    code, ok = _solved_code(own, best)
+    if not ok.all():
+        other, _ = _solved_code(charged_split_hz(kv, own, terms), best)
+        code = np.where(ok[..., None], code, other)
+    return np.concatenate([2.0 * kv - 1.0, code], axis=-1)
+
+
+def _solved_code(split, best) -> tuple[np.ndarray, np.ndarray]:
+    """The solved code ``(..., N)`` of a split and whether it decodes back to it (per row)."""
+    pay = best > 0.0
+    live = pay & (split > 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(pay, np.log10(b / np.where(pay, best, 1.0)), 0.0)
-    hi = np.max(np.where(pay, ratio, -np.inf), axis=-1, keepdims=True)
-    lo = np.min(np.where(pay, ratio, np.inf), axis=-1, keepdims=True)
+        ratio = np.where(live, np.log10(split / np.where(live, best, 1.0)), 0.0)
+    hi = np.max(np.where(live, ratio, -np.inf), axis=-1, keepdims=True)
+    lo = np.min(np.where(live, ratio, np.inf), axis=-1, keepdims=True)
     mid = np.where(np.isfinite(hi) & np.isfinite(lo), 0.5 * (hi + lo), 0.0)
-    ratio = np.where(pay, ratio - mid, 0.0)
+    ratio = np.where(live, ratio - mid, 0.0)
     ratio = np.where(np.abs(ratio) < 1e-12, 0.0, ratio)  # rounding noise of an optimal split: exactly 0
-    return np.concatenate([2.0 * kv - 1.0, np.clip(ratio, -1.0, 1.0)], axis=-1)
+    idle_hz = model.sum_over_agents(np.where(pay, 0.0, split))
+    ok = (idle_hz <= 0.0) & np.all(live == pay, axis=-1) & np.all(np.abs(ratio) <= 1.0, axis=-1)
+    return np.clip(ratio, -1.0, 1.0), ok
 
 
 def to_env_action(encoding: str, action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:

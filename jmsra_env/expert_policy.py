@@ -159,6 +159,11 @@ class ExpertPolicy:
         env_action = encoding.to_env_action(self.action_encoding, action, obs, self.consts)
         got = model.latency(terms, *actions.decode_box(env_action, terms))
         bad = np.abs(got.latency_s - plain.latency_s) > ENCODING_RTOL * np.abs(plain.latency_s)
+        if self.config.csi_delay > 0:
+            # the env charges the true channel: the same split, not only the same observed latency
+            tx = (plain.transmission_s > 0.0) & np.isfinite(plain.finish_s)
+            off = np.abs(got.finish_s - plain.finish_s) > ENCODING_RTOL * np.abs(plain.finish_s)
+            bad = bad | np.any(tx & off, axis=-1)
         if np.any(bad):
             rows = np.flatnonzero(np.reshape(bad, -1)).tolist()
             raise ValueError(
