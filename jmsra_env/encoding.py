@@ -51,6 +51,7 @@ __all__ = [
     "decode_solved",
     "encode_solved",
     "to_env_action",
+    "policy_action",
     "expert_policy_action",
     "EncodedAction",
     "VectorEncodedAction",
@@ -83,7 +84,7 @@ def deadline_bandwidth_hz(media, code, obs: Mapping[str, np.ndarray], consts: mo
 
 def decode_deadline(action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
     """Env Box actions (float64, ``(..., 2N)``) for deadline-encoded actions on raw observations."""
-    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    a = policy_action(action, obs)
     n = a.shape[-1] // 2
     media = (a[..., :n] > 0.0).astype(np.int8)
     b = deadline_bandwidth_hz(media, a[..., n:], obs, consts)
@@ -231,7 +232,7 @@ def decode_solved(action, obs: Mapping[str, np.ndarray], consts: model.ModelCons
     """Env Box actions (float64) for ``"solved"``-encoded actions: the media of ``a[:N]``, the
     (P2)-optimal split for them on the observed round, agent ``i``'s bandwidth scaled by
     ``10 ** a[N + i]`` and the split renormalised to the band (``a[N:] = 0``: the optimum)."""
-    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    a = policy_action(action, obs)
     n = a.shape[-1] // 2
     media = (a[..., :n] > 0.0).astype(np.int8)
     terms = model.terms_from_observation(consts, obs)
@@ -273,11 +274,21 @@ def _solved_code(split, best) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(ratio, -1.0, 1.0), ok
 
 
+def policy_action(action, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """A policy's Box action ``(..., 2N)`` for the raw observation(s) ``obs``, validated
+    (:func:`jmsra_env.actions.action_array`: finite real numbers of that shape, else a
+    ``ValueError`` naming ``action``) and clipped to [-1, 1] (the encodings' domain)."""
+    snr_shape = np.shape(obs["snr_db"])
+    shape = (*snr_shape[:-1], 2 * snr_shape[-1])
+    return np.clip(actions.action_array(action, "action", shape), -1.0, 1.0)
+
+
 def to_env_action(encoding: str, action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
-    """The env's Box action for a policy action under ``encoding``."""
+    """The env's Box action for a policy action under ``encoding`` (validated:
+    :func:`policy_action`)."""
     check_encoding(encoding)
     if encoding == "box":
-        return np.clip(np.asarray(action), -1.0, 1.0)
+        return policy_action(action, obs)
     if encoding == "solved":
         return decode_solved(action, obs, consts)
     return decode_deadline(action, obs, consts)

@@ -182,3 +182,88 @@ def test_make_policy_takes_an_encoding_without_an_env():
         make_policy("optimal", config=env.unwrapped.config, action_encoding="nope")
     with pytest.raises(ValueError, match="Box action form"):
         make_policy("optimal", config=env.unwrapped.config, action_form="dict", action_encoding="deadline")
+
+
+# -- every action form and wrapper refuses what is not finite real numbers of the right shape ---
+
+BAD_ENTRIES = {
+    "nan": np.nan,
+    "inf": -np.inf,
+    "huge int": 10**400,
+    "complex": 0.5 + 1j,
+    "numeric string": "0.5",
+    "object": object(),
+    "None": None,
+}
+
+
+def _action_forms():
+    """(label, env, field, make_bad(env, value)) for every action form and wrapper."""
+
+    def box_bad(space, value, m=None):
+        a = space.sample().astype(object)
+        a.flat[1] = value
+        return a
+
+    def dict_bad(space, value):
+        a = dict(space.sample())
+        b = np.asarray(a["bandwidth"]).astype(object)
+        b.flat[0] = value
+        return {"media": a["media"], "bandwidth": b}
+
+    forms = []
+    for id_ in ("jmsra_env/JMSRA-v0", "jmsra_env/JMSRA-Session-v0"):
+        forms.append((f"{id_} dict", gym.make(id_), "bandwidth", dict_bad))
+        forms.append((f"{id_} dict vector", _vec(id_, 2), "bandwidth", dict_bad))
+        forms.append((f"{id_} BoxActionWrapper", jmsra_env.BoxActionWrapper(gym.make(id_)), "action", box_bad))
+    for id_ in ("jmsra_env/JMSRA-Box-v1", "jmsra_env/JMSRA-Session-Box-v1"):
+        forms.append((f"{id_} box", gym.make(id_), "action", box_bad))
+        forms.append((f"{id_} box vector", _vec(id_, 2), "action", box_bad))
+        for enc in ("deadline", "solved"):
+            forms.append((f"{id_} {enc}", gym.make(id_, action_encoding=enc, features="log"), "action", box_bad))
+            forms.append((f"{id_} {enc} vector", _vec(id_, 2, action_encoding=enc), "action", box_bad))
+    return forms
+
+
+@pytest.mark.parametrize("label,env,field,make_bad", _action_forms(), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_action_form_refuses_non_real_entries_naming_the_field(label, env, field, make_bad):
+    obs, _ = env.reset(seed=0)
+    space = env.action_space
+    for name, value in BAD_ENTRIES.items():
+        with pytest.raises(ValueError, match=f"'{field}'"):
+            env.step(make_bad(space, value))
+    wrong = {"media": space.sample()["media"], "bandwidth": np.ones(3)} if field == "bandwidth" else np.zeros(3)
+    with pytest.raises(ValueError, match=f"'{field}' must have shape"):
+        env.step(wrong)
+    env.step(space.sample())  # the env is still usable after the refusals
+
+
+def test_the_sb3_encoding_wrapper_refuses_non_real_actions():
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agents.encoding import EncodedActionVecEnv
+
+    cfg = gym.make("jmsra_env/JMSRA-Box-v1").unwrapped.config
+    venv = EncodedActionVecEnv(DummyVecEnv([lambda: gym.make("jmsra_env/JMSRA-Box-v1")] * 2), cfg, "deadline")
+    venv.reset()
+    for value in BAD_ENTRIES.values():
+        a = np.zeros((2, 8), dtype=object)
+        a[1, 3] = value
+        with pytest.raises(ValueError, match="'action'"):
+            venv.step_async(a)
+    with pytest.raises(ValueError, match="'action' must have shape"):
+        venv.step_async(np.zeros((2, 7)))
+    venv.step_async(np.zeros((2, 8)))
+    venv.step_wait()
+
+
+@pytest.mark.parametrize("value", [10**400, 1j, "0.5", None])
+def test_a_multiagent_action_of_non_real_entries_names_the_agent(value):
+    from jmsra_env.multiagent import parallel_env
+
+    ma = parallel_env("JMSRA-v0")
+    ma.reset(seed=0)
+    acts = {a: np.array([0.0, 0.5]) for a in ma.agents}
+    acts["agent_2"] = np.array([0.0, value], dtype=object)
+    with pytest.raises(ValueError, match="'agent_2'"):
+        ma.step(acts)
