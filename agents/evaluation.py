@@ -124,17 +124,18 @@ def load_model_policy(
 
 
 class LivePredictor:
-    """``predict`` of a model being trained, with its live observation normalisation."""
+    """``predict`` of a model being trained, with its live observation normalisation (``session``:
+    the scenario's ``config.session.enabled``, whether the features have the session block)."""
 
-    def __init__(self, model_, vecnormalize, consts, features: str, encoding: str):
+    def __init__(self, model_, vecnormalize, consts, features: str, encoding: str, session: bool | None = None):
         self.model, self.vecnormalize, self.consts = model_, vecnormalize, consts
-        self.features, self.encoding = features, encoding
+        self.features, self.encoding, self.session = features, encoding, session
 
     def predict(self, obs, deterministic: bool = True):
         from .encoding import to_env_action
         from .features import observation_features
 
-        x = observation_features(obs, self.consts, self.features)
+        x = observation_features(obs, self.consts, self.features, self.session)
         if self.vecnormalize is not None:
             x = self.vecnormalize.normalize_obs(x)
         return to_env_action(self.encoding, self.model.predict(x, deterministic=True)[0], obs, self.consts), None
@@ -144,7 +145,9 @@ def live_model_policy(
     model_, vecnormalize, config: ScenarioConfig, features: str, encoding: str, label: str = "ppo"
 ) -> TrainedModelPolicy:
     """A model being trained (SB3 PPO and its live ``VecNormalize``) as an evaluation policy."""
-    predictor = LivePredictor(model_, vecnormalize, model.model_constants(config), features, encoding)
+    predictor = LivePredictor(
+        model_, vecnormalize, model.model_constants(config), features, encoding, bool(config.session.enabled)
+    )
     return TrainedModelPolicy(predictor, config, label)
 
 

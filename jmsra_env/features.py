@@ -42,6 +42,7 @@ __all__ = [
     "observation_features",
     "session_features",
     "is_session_observation",
+    "RawObservationMemory",
     "FeatureObservation",
     "VectorFeatureObservation",
 ]

@@ -267,3 +267,28 @@ def test_a_multiagent_action_of_non_real_entries_names_the_agent(value):
     acts["agent_2"] = np.array([0.0, value], dtype=object)
     with pytest.raises(ValueError, match="'agent_2'"):
         ma.step(acts)
+
+
+def test_experts_see_through_the_sb3_training_stack():
+    """make_policy on agents.envs.make_train_env's VecEnv (encoding, features, VecNormalize): the
+    expert decides on the raw observation behind the (unnormalised) features and acts in the
+    stack's encoding, charged what the plain VecEnv charges for the same decisions."""
+    from agents.envs import RoundRecorder, find_wrapper, make_base_vec_env, make_train_env
+
+    id_ = "jmsra_env/JMSRA-Session-Box-v1"
+    venv = make_train_env(id_, 2, seed=4, features="physics", action_encoding="solved")
+    plain = make_base_vec_env(id_, 2, seed=4)
+    policy, reference = make_policy("pool-aware", venv), make_policy("pool-aware", plain)
+    assert policy.action_encoding == "solved" and policy.feature_source is not None
+    recorder = find_wrapper(venv, RoundRecorder)
+    venv.reset()
+    obs_plain = plain.reset()
+    for _ in range(3):
+        with pytest.raises(ValueError, match="last feature observation"):
+            policy.predict(venv.normalize_obs(venv.get_original_obs()))  # normalised: not the features
+        action, _ = policy.predict(venv.get_original_obs())
+        venv.step(action)
+        obs_plain, _, _, infos = plain.step(reference.predict(obs_plain)[0])
+        np.testing.assert_allclose(
+            recorder.pop()["latency_s"], [i["latency_s"] for i in infos], rtol=ENCODING_RTOL, atol=0.0
+        )

@@ -442,6 +442,7 @@ class PolicyResult:
     decision_s_per_round: float = float("nan")  # wall time of the decisions / M
     single_round_s: float | None = None  # wall time of one un-batched decision
     info: dict[str, np.ndarray] = field(default_factory=dict)  # other per-round info (rollouts)
+    session: bool = False  # rolled on a session scenario (config.session.enabled): info has its keys
 
     @property
     def rounds_per_episode(self) -> int:
@@ -592,7 +593,7 @@ def rollout_episodes(
         policy.label, policy.kind, episodes,
         per_round["latency_s"].astype(np.float64), per_round["capped"].astype(bool),
         per_round["media"].astype(np.int8), spent / n, None,
-        {k: v for k, v in per_round.items() if k not in _ROLLOUT_KEYS},
+        {k: v for k, v in per_round.items() if k not in _ROLLOUT_KEYS}, bool(cfg.session.enabled),
     )
 
 
