@@ -33,6 +33,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from jmsra_env import model
 from jmsra_env.evaluation import SELECTION_SEED
+from jmsra_env.solvers import solve
 
 from . import checkpoint
 from .envs import RoundRecorder, find_wrapper
@@ -62,8 +63,6 @@ class RoundMetricsCallback(BaseCallback):
         return True
 
     def _on_rollout_end(self) -> None:
-        from jmsra_env.solvers import solve
-
         data = self._recorder.pop()
         if data is None:
             return

@@ -47,6 +47,8 @@ __all__ = [
     "decode_deadline",
     "deadline_bandwidth_hz",
     "encode_deadline",
+    "express_deadline",
+    "express_decision",
     "charged_split_hz",
     "decode_solved",
     "encode_solved",
@@ -180,7 +182,26 @@ def _equal_slack_split_hz(payload_bits, max_slack_s, total_hz, gain_hz) -> np.nd
 
 
 def encode_deadline(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
-    """Deadline-encoded actions for decisions ``(media, bandwidth_hz)`` on ``terms`` (float64).
+    """Deadline-encoded actions for decisions: every agent's target is the round's finish time
+    (the behaviour-cloning target: one number per round, easy to learn).
+
+    With an optimal split (all agents with a payload finish together) this decodes back to the
+    same split, hence the same latency, up to the decoder's resolution (an agent whose
+    transmission takes less than ``MIN_SLACK`` of the round, e.g. a compute-bound NL agent, is
+    granted slightly less: ~1e-3 of the latency at worst). :func:`express_deadline` is exact for
+    every decision it can express.
+    """
+    br = model.latency(terms, media, bandwidth_hz)
+    finish = np.max(np.where(np.isfinite(br.finish_s), br.finish_s, 1e3), axis=-1)
+    code = (np.log10(np.clip(finish, 1e-3, 1e3)) - _LOG10_CENTER) / _LOG10_SCALE
+    n = np.shape(media)[-1]
+    dead = np.broadcast_to(np.clip(code, -1.0, 1.0)[..., None], (*np.shape(code), n))
+    return np.concatenate([2.0 * (np.asarray(media) != 0) - 1.0, dead], axis=-1)
+
+
+def express_deadline(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
+    """Deadline-encoded actions charged exactly what the env charges for the decisions
+    ``(media, bandwidth_hz)`` on ``terms`` (float64; what the expert policies return).
 
     The decoder grants each agent the bandwidth ``b_i`` that meets its target ``F_i`` and then
     normalises the ``b_i`` to the band, so only their ratios count: the targets encode the split
@@ -295,13 +316,26 @@ def to_env_action(encoding: str, action, obs: Mapping[str, np.ndarray], consts: 
 
 
 def expert_policy_action(encoding: str, media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
-    """An expert decision as a policy action under ``encoding`` (behaviour-cloning targets)."""
+    """An expert decision as a policy action under ``encoding`` (behaviour-cloning targets:
+    :func:`encode_deadline`'s one target per round)."""
     check_encoding(encoding)
     if encoding == "box":
         return encode_box(media, bandwidth_hz, terms)
     if encoding == "solved":
         return encode_solved(media, bandwidth_hz, terms)
     return encode_deadline(media, bandwidth_hz, terms)
+
+
+def express_decision(encoding: str, media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
+    """A decision as an action under ``encoding`` charged exactly the decision's latency
+    (:func:`express_deadline`, :func:`encode_solved`, :func:`jmsra_env.actions.encode_box`; what
+    the expert policies return), wherever the encoding can express it."""
+    check_encoding(encoding)
+    if encoding == "box":
+        return encode_box(media, bandwidth_hz, terms)
+    if encoding == "solved":
+        return encode_solved(media, bandwidth_hz, terms)
+    return express_deadline(media, bandwidth_hz, terms)
 
 
 class _DecodesActions:

@@ -150,7 +150,7 @@ class ExpertPolicy:
         terms = self.observed_terms(obs)
         if self.action_encoding is None:  # the env decodes on the round the observation shows
             return actions.encode_box(decision.media, decision.bandwidth_hz, terms)
-        action = encoding.expert_policy_action(self.action_encoding, decision.media, decision.bandwidth_hz, terms)
+        action = encoding.express_decision(self.action_encoding, decision.media, decision.bandwidth_hz, terms)
         self._check_expressed(decision, action, obs, terms)
         return action
 

@@ -40,25 +40,91 @@ _FORMS = ACTION_FORMS
 
 
 def env_views(env) -> tuple[Any, str | None]:
-    """``(feature_layer, action_encoding)`` of an environment's wrapper chain: the first layer
-    that turns observations into features (:class:`jmsra_env.features.FeatureObservation`, its
-    vector twin, ``agents.envs.FeatureVecEnv``) or None, and the action encoding of the first
-    layer that decodes one (:class:`jmsra_env.encoding.EncodedAction`, its vector twin,
+    """``(feature_source, action_encoding)`` of an environment's wrapper chain.
+
+    ``feature_source`` is the layer that turns observations into features
+    (:class:`jmsra_env.features.FeatureObservation`, its vector twin, ``agents.envs.FeatureVecEnv``;
+    for a vector env of wrapped sub-environments, ``SyncVectorEnv`` or SB3's ``DummyVecEnv``, their
+    layers stacked) or None; ``action_encoding`` is that of the layer that decodes one
+    (:class:`jmsra_env.encoding.EncodedAction`, its vector twin,
     ``agents.encoding.EncodedActionVecEnv``) or None. Layers say what they are with a class
-    attribute ``jmsra_view``; the chain is followed through ``.env`` (Gymnasium) and ``.venv``
-    (Stable-Baselines3)."""
-    feature_layer, action_encoding = None, None
+    attribute ``jmsra_view``; the chain is followed through ``.env`` (Gymnasium), ``.venv``
+    (Stable-Baselines3) and ``.envs`` (the sub-environments). Sub-environments in other processes
+    are asked through ``get_attr`` (SB3) or their spec (Gymnasium); their features cannot be seen
+    through (``ValueError``)."""
     layer, depth = env, 0
+    features, encoding = None, None
     while layer is not None and depth < 256:
         view = getattr(type(layer), "jmsra_view", None)
-        if view == "features" and feature_layer is None:
-            feature_layer = layer
-        elif view == "action_encoding" and action_encoding is None:
-            action_encoding = layer.encoding
+        if view == "features" and features is None:
+            features = layer
+        elif view == "action_encoding" and encoding is None:
+            encoding = layer.encoding
         attrs = getattr(layer, "__dict__", {})
-        layer = attrs.get("env", attrs.get("venv"))
+        subs = attrs.get("envs")
+        if isinstance(subs, (list, tuple)) and subs and "env" not in attrs and "venv" not in attrs:
+            views = [env_views(sub) for sub in subs]
+            if encoding is None:
+                encoding = _agreed([v[1] for v in views], "action_encoding")
+            if features is None and any(v[0] is not None for v in views):
+                if not all(v[0] is not None for v in views):
+                    raise ValueError("some sub-environments have features= and others not: make_policy cannot decide")
+                features = _StackedFeatures([v[0] for v in views])
+            return features, encoding
+        nxt = attrs.get("env", attrs.get("venv"))
+        if nxt is None:
+            remote = _remote_views(layer)
+            if remote is not None:
+                if remote[0] and features is None:
+                    raise ValueError(
+                        f"the sub-environments of {type(layer).__name__} run in other processes with features=: an "
+                        "expert cannot see the raw observations; use a SyncVectorEnv / DummyVecEnv or no features="
+                    )
+                encoding = encoding if encoding is not None else remote[1]
+        layer = nxt
         depth += 1
-    return feature_layer, action_encoding
+    return features, encoding
+
+
+def _agreed(values, name: str):
+    if len(set(values)) > 1:
+        raise ValueError(f"the sub-environments differ in {name}: {sorted(map(str, set(values)))}")
+    return values[0]
+
+
+def _remote_views(layer) -> tuple[bool, str | None] | None:
+    """``(has_features, action_encoding)`` of sub-environments in other processes: from a
+    Gymnasium vector env's spec, or SB3's ``get_attr``; None for a local environment."""
+    if hasattr(layer, "remotes") and callable(getattr(layer, "get_attr", None)):  # SB3 SubprocVecEnv
+        def ask(attr):
+            try:
+                return layer.get_attr(attr)[0]
+            except Exception:  # noqa: BLE001 - no such attribute in the sub-environment
+                return None
+
+        return ask("raw_observation_of") is not None, ask("encoding")
+    kwargs = getattr(getattr(layer, "spec", None), "kwargs", None)
+    if hasattr(layer, "num_envs") and isinstance(kwargs, Mapping) and not hasattr(layer, "config"):
+        return kwargs.get("features") is not None, kwargs.get("action_encoding")
+    return None
+
+
+class _StackedFeatures:
+    """The feature layers of a vector env's sub-environments as one source of raw observations:
+    row ``i`` of the batch is sub-environment ``i``'s."""
+
+    def __init__(self, layers):
+        self.layers = layers
+
+    def raw_observation_of(self, features) -> Mapping[str, np.ndarray]:
+        rows = np.asarray(features)
+        if rows.ndim < 1 or rows.shape[0] != len(self.layers):
+            raise ValueError(
+                f"obs must be the batch of the {len(self.layers)} sub-environments' latest feature observations; "
+                f"got shape {rows.shape}"
+            )
+        raws = [layer.raw_observation_of(row) for layer, row in zip(self.layers, rows)]
+        return {k: np.stack([np.asarray(r[k]) for r in raws]) for k in raws[0]}
 
 
 def _find_config(env) -> ScenarioConfig | None:

@@ -40,6 +40,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 import gymnasium as gym
+from gymnasium.utils import seeding
 
 from .. import actions, model
 from ..config import ScenarioConfig, make_config
@@ -383,8 +384,6 @@ def _check_episodes_seed(episodes, seed) -> None:
 
 def draw_rounds(cfg: ScenarioConfig, episodes: int, seed: int, *, progress: bool | None = False) -> Rounds:
     """Draw ``episodes`` episodes; episode ``e`` is the one ``env.reset(seed=seed + e)`` starts."""
-    from gymnasium.utils import seeding
-
     _check_episodes_seed(episodes, seed)
     n_rounds = cfg.episode_rounds
     world = WorldProcess(cfg, 1)
