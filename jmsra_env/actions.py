@@ -65,7 +65,9 @@ def action_array(value, name: str, shape: tuple[int, ...], *, finite: bool = Tru
     try:
         raw = np.asarray(value)
     except (TypeError, ValueError, OverflowError) as exc:  # ragged lists, odd array-likes
-        raise ValueError(f"action field '{name}' must be an array of real numbers with shape {shape}; got {value!r}") from exc
+        raise ValueError(
+            f"action field '{name}' must be an array of real numbers with shape {shape}; got {_short(value)}"
+        ) from exc
     if raw.dtype.kind not in "biuf":
         what = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "objects or integers beyond float64"}
         raise ValueError(

@@ -155,7 +155,8 @@ class ExpertPolicy:
         return action
 
     def _check_expressed(self, decision: Decision, action, obs, terms: model.RoundTerms) -> None:
-        plain = model.latency(terms, *actions.decode_box(actions.encode_box(decision.media, decision.bandwidth_hz, terms), terms))
+        box = actions.encode_box(decision.media, decision.bandwidth_hz, terms)  # the plain env's action
+        plain = model.latency(terms, *actions.decode_box(box, terms))
         env_action = encoding.to_env_action(self.action_encoding, action, obs, self.consts)
         got = model.latency(terms, *actions.decode_box(env_action, terms))
         bad = np.abs(got.latency_s - plain.latency_s) > ENCODING_RTOL * np.abs(plain.latency_s)
