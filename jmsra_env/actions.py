@@ -91,10 +91,7 @@ def shares_to_bandwidth_hz(shares: np.ndarray, total_bandwidth_hz: float) -> np.
         total = sum_over_agents(shares)[..., None]  # > 0 exactly when a share is (even subnormal)
     pos = total > 0.0
     total = xp.where(pos, total, 1.0)
-    if xp.is_torch:
-        lo, hi = 2.0 ** (xp.torch.finfo(total.dtype).minexp // 2), 2.0 ** (xp.torch.finfo(total.dtype).maxexp // 2)
-    else:
-        lo, hi = _RESCALE_BELOW, _RESCALE_ABOVE
+    lo, hi = (_RESCALE_BELOW, _RESCALE_ABOVE) if total.dtype == np.float64 else (2.0**-60, 2.0**60)
     if xp.numel(total) and (total.max() > hi or total.min() < lo):  # inf too
         shares = xp.ldexp(shares, -xp.frexp(xp.where(pos, max_over_agents(shares)[..., None], 1.0))[1])
         total = xp.where(pos, sum_over_agents(shares)[..., None], 1.0)

@@ -45,6 +45,7 @@ __all__ = [
     "ACTION_ENCODINGS",
     "DEFAULT_ENCODING",
     "decode_deadline",
+    "deadline_decision",
     "deadline_bandwidth_hz",
     "encode_deadline",
     "decode_solved",
@@ -83,13 +84,19 @@ def deadline_bandwidth_hz(media, code, obs: Mapping[str, np.ndarray], consts: mo
 
 def decode_deadline(action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
     """Env Box actions (float64, ``(..., 2N)``) for deadline-encoded actions on raw observations."""
+    media, b = deadline_decision(action, obs, consts)
+    return encode_box(media, b, model.terms_from_observation(consts, obs))
+
+
+def deadline_decision(action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants):
+    """``(media, bandwidth_hz)`` of deadline-encoded actions on raw observations (NumPy or torch):
+    what :func:`decode_deadline` encodes as the env's Box action."""
     xp = namespace(action)
     a = xp.clip(xp.as_float(action), -1.0, 1.0)
     n = a.shape[-1] // 2
     media = xp.astype(a[..., :n] > 0.0, xp.int8)
     b = deadline_bandwidth_hz(media, a[..., n:], obs, consts)
-    terms = model.terms_from_observation(consts, obs)
-    return encode_box(media, actions.shares_to_bandwidth_hz(b, consts.bandwidth_hz), terms)
+    return media, actions.shares_to_bandwidth_hz(b, consts.bandwidth_hz)
 
 
 def encode_deadline(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:

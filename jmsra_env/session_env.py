@@ -191,3 +191,17 @@ class JMSRASessionVectorEnv(JMSRAVectorEnv):
 
     def _after_round(self, media, info) -> None:
         self._receiver.advance(self._world, media, self._round, info)
+
+
+def make_session_vector_env(num_envs: int = 1, *args: Any, backend: str = "numpy", **kwargs: Any):
+    """The vector entry point of the session IDs: :class:`JMSRASessionVectorEnv`, or with
+    ``backend="torch"`` the torch vector env (:class:`jmsra_env.core.torch_env.TorchVectorEnv`,
+    which takes ``device=``, ``dtype=``, ``features=`` and ``action_encoding=``)."""
+    if backend == "torch":
+        from .core.torch_env import TorchVectorEnv
+
+        kwargs.setdefault("action_form", "dict")
+        return TorchVectorEnv(num_envs, *args, **kwargs, **_SESSION_ON)
+    if backend != "numpy":
+        raise ValueError(f"backend must be 'numpy' or 'torch'; got {backend!r}")
+    return JMSRASessionVectorEnv(num_envs, *args, **kwargs)
