@@ -210,14 +210,18 @@ def encode_box(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
     weights are those of the shares themselves.
     """
     _check_terms(terms, "encode_box")
-    media, b = _check_decision(media, bandwidth_hz)
-    kv = (media != 0).astype(np.int8)
+    xp = namespace(media, bandwidth_hz)
+    if not xp.is_torch:  # torch: the decoders' own decisions, already valid
+        media, b = _check_decision(media, bandwidth_hz)
+    else:
+        b = bandwidth_hz
+    kv = xp.astype(media != 0, xp.int8)
     b = shares_to_bandwidth_hz(b, terms.bandwidth_hz)
     floor, spare = _cap_floor_and_spare(terms, kv)
     ok = spare > 0.0
-    excess = np.where(ok, np.maximum(b - np.where(ok, floor, 0.0), 0.0), b)
-    peak = excess.max(axis=-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        code = 1.0 + np.log10(excess / peak) / BOX_LOG10_RANGE
-    code = np.where(peak > 0.0, np.clip(np.nan_to_num(code, nan=-1.0, neginf=-1.0), -1.0, 1.0), 1.0)
-    return np.concatenate([2.0 * kv - 1.0, code], axis=-1)
+    excess = xp.where(ok, xp.maximum(b - xp.where(ok, floor, 0.0), 0.0), b)
+    peak = xp.amax(excess, axis=-1, keepdims=True)
+    with xp.errstate(divide="ignore", invalid="ignore"):
+        code = 1.0 + xp.log10(excess / peak) / BOX_LOG10_RANGE
+    code = xp.where(peak > 0.0, xp.clip(xp.nan_to_num(code, nan=-1.0, neginf=-1.0), -1.0, 1.0), 1.0)
+    return xp.concatenate([2.0 * kv - 1.0, code], axis=-1)

@@ -69,12 +69,16 @@ def check_encoding(encoding: str) -> None:
         raise ValueError(f"action encoding must be one of {ACTION_ENCODINGS}; got {encoding!r}")
 
 
-def deadline_bandwidth_hz(media, code, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
+def deadline_bandwidth_hz(
+    media, code, obs: Mapping[str, np.ndarray], consts: model.ModelConstants, terms: model.RoundTerms | None = None
+) -> np.ndarray:
     """Per agent, the bandwidth (Hz, at most ``B``, not normalised) that meets the finish-time
-    target coded by ``code`` in [-1, 1] with medium ``media``; each agent's from its own entries."""
+    target coded by ``code`` in [-1, 1] with medium ``media``; each agent's from its own entries.
+    ``terms``: the observation's terms when the caller has them (else rebuilt from ``obs``)."""
     xp = namespace(code)
     finish_s = xp.power(10.0, _LOG10_CENTER + _LOG10_SCALE * xp.clip(code, -1.0, 1.0))
-    terms = model.terms_from_observation(consts, obs)
+    if terms is None:
+        terms = model.terms_from_observation(consts, obs)
     compute_s = terms.prefill_s + model.select_medium(terms.extra_compute_s, media)
     payload = model.select_medium(terms.payload_bits, media)
     slack = xp.maximum(finish_s - compute_s, _MIN_SLACK * finish_s)
@@ -88,14 +92,17 @@ def decode_deadline(action, obs: Mapping[str, np.ndarray], consts: model.ModelCo
     return encode_box(media, b, model.terms_from_observation(consts, obs))
 
 
-def deadline_decision(action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants):
+def deadline_decision(
+    action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants, terms: model.RoundTerms | None = None
+):
     """``(media, bandwidth_hz)`` of deadline-encoded actions on raw observations (NumPy or torch):
-    what :func:`decode_deadline` encodes as the env's Box action."""
+    what :func:`decode_deadline` encodes as the env's Box action (``terms``: the observation's
+    terms when the caller has them)."""
     xp = namespace(action)
     a = xp.clip(xp.as_float(action), -1.0, 1.0)
     n = a.shape[-1] // 2
     media = xp.astype(a[..., :n] > 0.0, xp.int8)
-    b = deadline_bandwidth_hz(media, a[..., n:], obs, consts)
+    b = deadline_bandwidth_hz(media, a[..., n:], obs, consts, terms)
     return media, actions.shares_to_bandwidth_hz(b, consts.bandwidth_hz)
 
 

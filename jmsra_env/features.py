@@ -107,7 +107,7 @@ def _check_kind(kind: str) -> None:
 
 def observation_features(
     obs: Mapping[str, np.ndarray], consts: model.ModelConstants, kind: str = DEFAULT_FEATURES,
-    session: bool | None = None,
+    session: bool | None = None, terms: model.RoundTerms | None = None,
 ) -> np.ndarray:
     """float32 features ``(..., F)`` of a raw observation (one round ``(N,)`` or a batch ``(M, N)``).
 
@@ -127,7 +127,8 @@ def observation_features(
     ]
     scalars = [rx_load[..., :1]]
     if kind == "physics":
-        terms = model.terms_from_observation(consts, obs)
+        if terms is None:  # the observation's terms, unless the caller has them
+            terms = model.terms_from_observation(consts, obs)
         n = snr.shape[-1]
         equal_rate = model.rate_bps(xp.full(snr.shape, consts.bandwidth_hz / n), terms.gain_hz)
         finish = [

@@ -259,16 +259,20 @@ class TorchVectorEnv(VectorEnv):
         a = _checked(xp, batch, "action", (m, 2 * n))
         if not bool((a.abs() <= 1.0 + 1e-6).all()):
             raise ValueError("action field 'action' must lie in [-1, 1]")
-        if self.action_encoding == "deadline":  # the decision itself (the NumPy env's Box round trip skipped)
-            return encoding.deadline_decision(a, self._raw_obs, self.consts)
-        return actions.box_decision(a, self.core.observed_terms(self._raw_obs))
+        if self.action_encoding == "deadline":  # as the NumPy env: the decision, as its Box action
+            media, b = encoding.deadline_decision(a, self._raw_obs, self.consts, self._obs_terms)
+            a = actions.encode_box(media, b, self._obs_terms)
+        return actions.box_decision(a, self._obs_terms)
 
     def _observe(self):
         obs = self.core.observe()
         self._raw_obs = obs
+        self._obs_terms = self.core.observed_terms(obs)  # what the features and the decoders read
         if self.features is None:
             return obs
-        return features.observation_features(obs, self.consts, self.features, session=self.core.session)
+        return features.observation_features(
+            obs, self.consts, self.features, session=self.core.session, terms=self._obs_terms
+        )
 
     def _jmsra_latency_s(self):
         from ..backend import to_numpy
