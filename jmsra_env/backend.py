@@ -42,17 +42,45 @@ __all__ = [
 BACKENDS = ("numpy", "torch")
 
 
-def _numpy_namespace() -> types.SimpleNamespace:
-    ns = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("_")})
+class _NumpyNamespace(types.SimpleNamespace):
+    """NumPy's names (the very functions) plus the backend's few extras; pickles as the one
+    instance :data:`NUMPY`."""
+
+    def __reduce__(self):
+        return (_the_numpy_namespace, ())
+
+
+def _the_numpy_namespace():
+    return NUMPY
+
+
+def _np_random(rng, shape):
+    return rng.random(shape)
+
+
+def _np_standard_normal(rng, shape):
+    return rng.standard_normal(shape)
+
+
+def _np_astype(x, dtype):
+    return np.asarray(x).astype(dtype)
+
+
+def _np_as_float(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+def _numpy_namespace() -> _NumpyNamespace:
+    ns = _NumpyNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("_")})
     ns.name = "numpy"
     ns.float = np.float64  # the floating dtype of the backend: NumPy computes in float64
     ns.device = None
     ns.is_torch = False
-    ns.random = lambda rng, shape: rng.random(shape)
-    ns.standard_normal = lambda rng, shape: rng.standard_normal(shape)
-    ns.astype = lambda x, dtype: np.asarray(x).astype(dtype)
-    ns.numel = lambda x: np.size(x)
-    ns.as_float = lambda x: np.asarray(x, dtype=np.float64)
+    ns.random = _np_random
+    ns.standard_normal = _np_standard_normal
+    ns.astype = _np_astype
+    ns.numel = np.size
+    ns.as_float = _np_as_float
     ns.to_host = np.asarray
     return ns
 
@@ -127,6 +155,9 @@ class TorchNamespace:
     newaxis = None
     pi = math.pi
     inf = math.inf
+
+    def __reduce__(self):
+        return (torch_namespace, (str(self.device), self.float))
 
     def __init__(self, device, dtype):
         import torch

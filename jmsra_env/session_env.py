@@ -10,17 +10,12 @@ come from :func:`jmsra_env.session.session_terms`, the state changes by
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-from gymnasium import spaces
-from gymnasium.vector.utils import batch_space
 
-from . import model, session
 from .config import ScenarioConfig
-from .env import JMSRAEnv, make_observation_space
+from .env import SESSION_OBS_KEYS, JMSRAEnv, make_session_observation_space
 from .vector import JMSRAVectorEnv
 from .session_world import SessionReceiver, SessionWorldProcess, max_context_tokens
 
@@ -34,38 +29,6 @@ __all__ = [
     "max_context_tokens",
 ]
 
-SESSION_OBS_KEYS = (
-    "new_tokens",
-    "unseen_tokens",
-    "kv_resident_tokens",
-    "rounds_since_kv",
-    "kv_pool_used_fraction",
-    "kv_pool_bytes",
-)
-
-
-def make_session_observation_space(cfg: ScenarioConfig) -> spaces.Dict:
-    """The Dict observation space of a session scenario: the single-round keys (with contexts up
-    to :func:`max_context_tokens`) and :data:`SESSION_OBS_KEYS`."""
-    n = cfg.n_agents
-    top = float(max_context_tokens(cfg))
-
-    def box(lo, hi, shape=(n,)):
-        return spaces.Box(low=float(lo), high=float(hi), shape=shape, dtype=np.float64)
-
-    base = dict(make_observation_space(cfg).spaces)
-    base["context_tokens"] = box(cfg.workload.context_min_tokens, top)
-    base["nl_tokens"] = box(0.0, top)
-    base["new_tokens"] = box(
-        min(cfg.session.new_tokens_min, cfg.workload.context_min_tokens),
-        max(cfg.session.new_tokens_max, cfg.workload.context_max_tokens),
-    )
-    base["unseen_tokens"] = box(0.0, top)
-    base["kv_resident_tokens"] = box(0.0, top)
-    base["rounds_since_kv"] = box(0.0, session.never_rounds(cfg))
-    base["kv_pool_used_fraction"] = box(0.0, 1.0, (1,))
-    base["kv_pool_bytes"] = box(0.0, cfg.kv_pool_bytes, (1,))
-    return spaces.Dict(base)
 
 
 # A session env is a session whatever its config says (applied after every other override).
@@ -109,11 +72,11 @@ class JMSRASessionEnv(JMSRAEnv):
     """The JMSRA environment as a session: the receiver's memory links the rounds.
 
     Everything of :class:`~jmsra_env.env.JMSRAEnv` holds (actions, reward ``-T``, info, seeding,
-    arguments; ``session.enabled`` is switched on); what changes is below.
+    arguments; ``session.enabled`` is switched on, and the core keeps the receiver's state);
+    what changes is below.
     """
 
     __doc__ = (__doc__ or "") + _SESSION_DOC
-    _world_class = SessionWorldProcess
 
     def __init__(
         self,
@@ -128,33 +91,6 @@ class JMSRASessionEnv(JMSRAEnv):
             config, base_config=base_config, action_form=action_form, render_mode=render_mode,
             **overrides, **_SESSION_ON,
         )
-        self.observation_space = make_session_observation_space(self.config)
-        self._receiver = SessionReceiver(self.config, 1)
-
-    @property
-    def receiver_state(self) -> session.SessionState:
-        """The receiver's state (batch of one) before the next step."""
-        return self._receiver.state
-
-    def _on_reset(self) -> None:
-        self._receiver.reset()
-
-    def _next_terms(self) -> model.RoundTerms:
-        return self._receiver.terms(self._world)[0]
-
-    def _after_round(self, media, info) -> None:
-        batch: dict[str, Any] = {}
-        self._receiver.advance(self._world, media[None], self._round, batch)
-        info["evicted"] = batch["evicted"][0]
-        info["evictions"] = int(batch["evictions"][0])
-        info["kv_pool_used_bytes"] = float(batch["kv_pool_used_bytes"][0])
-        info["kv_pool_used_fraction"] = float(batch["kv_pool_used_fraction"][0])
-
-    def _observation(self) -> dict[str, np.ndarray]:
-        obs = self._receiver.observe(self._world, self._round, self._world.observation())
-        obs = {k: v[0] for k, v in obs.items()}
-        self._last_obs = obs
-        return obs
 
 
 class JMSRASessionVectorEnv(JMSRAVectorEnv):
@@ -166,31 +102,8 @@ class JMSRASessionVectorEnv(JMSRAVectorEnv):
     ``kv_pool_used_bytes`` and ``kv_pool_used_fraction`` ``(M,)``.
     """
 
-    _world_class = SessionWorldProcess
-
     def __init__(self, num_envs: int = 1, config=None, *, base_config=None, **kwargs: Any):
         super().__init__(num_envs, config, base_config=base_config, **kwargs, **_SESSION_ON)
-        self.single_observation_space = make_session_observation_space(self.config)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self._receiver = SessionReceiver(self.config, self.num_envs)
-
-    @property
-    def receiver_state(self) -> session.SessionState:
-        """The receivers' state (batch ``(M,)``) before the next step."""
-        return self._receiver.state
-
-    def _observe(self) -> dict[str, np.ndarray]:
-        return self._receiver.observe(self._world, self._round, self._world.observation())
-
-    def _reset_worlds(self, rng, mask) -> None:
-        self._world.reset(rng, mask)
-        self._receiver.reset(mask)
-
-    def _next_terms(self) -> model.RoundTerms:
-        return self._receiver.terms(self._world)
-
-    def _after_round(self, media, info) -> None:
-        self._receiver.advance(self._world, media, self._round, info)
 
 
 def make_session_vector_env(num_envs: int = 1, *args: Any, backend: str = "numpy", **kwargs: Any):
