@@ -179,3 +179,25 @@ def test_cuda_is_refused_without_cuda():
         return
     with pytest.raises(ValueError, match="CUDA"):
         _vec("jmsra_env/JMSRA-Box-v1", m=4, device="cuda")
+
+
+@pytest.mark.parametrize("id_", ["jmsra_env/JMSRA-Box-v1", "jmsra_env/JMSRA-Session-Box-v1"])
+def test_torchrl_env_passes_check_env_specs_and_is_seeded(id_):
+    from torchrl.envs.utils import check_env_specs
+
+    from jmsra_env.core.torchrl_env import JMSRATorchRLEnv
+
+    check_env_specs(JMSRATorchRLEnv(id_, num_envs=4, seed=0, episode_rounds=3))
+
+    def rollout(seed):
+        env = JMSRATorchRLEnv(id_, num_envs=4, seed=seed, episode_rounds=3)
+        torch.manual_seed(0)  # the random actions of rollout()
+        return env.rollout(7, break_when_any_done=False)
+
+    a, b, c = rollout(1), rollout(1), rollout(2)
+    assert torch.equal(a["next", "observation"], b["next", "observation"])
+    assert not torch.equal(a["next", "observation"], c["next", "observation"])
+    assert int(a["next", "done"].sum()) == 2 * 4  # rounds 3 and 6 end every episode
+    assert bool((a["next", "reward"] < 0).all())
+    with pytest.raises(ValueError, match="Box ID"):
+        JMSRATorchRLEnv("jmsra_env/JMSRA-v0")
