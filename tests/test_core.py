@@ -201,3 +201,28 @@ def test_torchrl_env_passes_check_env_specs_and_is_seeded(id_):
     assert bool((a["next", "reward"] < 0).all())
     with pytest.raises(ValueError, match="Box ID"):
         JMSRATorchRLEnv("jmsra_env/JMSRA-v0")
+
+
+@pytest.mark.parametrize("id_", ["jmsra_env/JMSRA-v0", "jmsra_env/JMSRA-Session-v0"])
+def test_batched_team_env_charges_the_central_decision(id_):
+    from jmsra_env.core.multiagent import TorchTeamEnv
+
+    team = TorchTeamEnv(id_, num_envs=6, device="cpu", dtype=torch.float64)
+    agent_obs, state = team.reset(seed=4)
+    n = team.n_agents
+    assert agent_obs.shape == (6, n, team.n_agent_features) and state.shape == (6, team.n_state_features)
+    # each agent's block is its own slice of the central features; the broadcast part is shared
+    k = 18
+    assert torch.equal(agent_obs[:, 1, :k], state[:, k : 2 * k])
+    assert torch.equal(agent_obs[:, 0, -1], agent_obs[:, n - 1, -1])
+    acts = torch.rand(6, n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    terms = team.venv.core.terms
+    media = (acts[..., 0] > 0.5).to(torch.int8)
+    b = jmsra_env.actions.shares_to_bandwidth_hz(acts[..., 1], team.config.channel.bandwidth_hz)
+    want = model.latency(terms, media, b).latency_s
+    _, _, reward, done, info = team.step(acts)
+    assert torch.allclose(-reward[:, 0], want, rtol=1e-12) and torch.equal(reward[:, 0], reward[:, -1])
+    with pytest.raises(ValueError, match="shape"):
+        team.step(torch.zeros(6, n, 3))
+    with pytest.raises(ValueError, match="finite"):
+        team.step(torch.full((6, n, 2), float("nan")))
