@@ -75,8 +75,8 @@ def section_b(episodes: int, seed: int, horizon: int | None) -> None:
     for label, pool in pools:
         cells = [label]
         for name in names:
-            lat, ev, _ = rollout(name, episodes, seed, {"session.kv_pool_bytes": pool}, horizon)
-            cells.append(f"{lat.mean():.3f} ({ev.mean():.1f})")
+            lat, evictions, _ = rollout(name, episodes, seed, {"session.kv_pool_bytes": pool}, horizon)
+            cells.append(f"{lat.mean():.3f} ({evictions.mean():.1f})")
         rows.append(tuple(cells))
     _table(
         f"(b) pool sweep, mean latency per round in s (evictions per episode), {episodes} episodes each",
