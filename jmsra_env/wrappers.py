@@ -15,10 +15,12 @@ from __future__ import annotations
 import gymnasium as gym
 
 from . import actions
+from .core.torch_env import TorchVectorEnv
 from .encoding import EncodedAction, VectorEncodedAction
 from .env import JMSRAEnv, make_action_space
 from .features import FeatureObservation, VectorFeatureObservation
 from .session_env import JMSRASessionEnv, JMSRASessionVectorEnv
+from .session_env import make_session_vector_env as _session_vector_entry
 from .vector import JMSRAVectorEnv
 
 __all__ = [
@@ -97,16 +99,34 @@ def make_session_env(*args, features: str | None = None, action_encoding: str | 
 
 
 def make_vector_env(
-    num_envs: int = 1, *args, features: str | None = None, action_encoding: str | None = None, **kwargs
+    num_envs: int = 1, *args, features: str | None = None, action_encoding: str | None = None,
+    backend: str = "numpy", **kwargs
 ) -> gym.vector.VectorEnv:
     """:func:`make_env` for ``JMSRAVectorEnv``: the batched env, wrapped by ``VectorEncodedAction``
-    and ``VectorFeatureObservation`` when asked."""
+    and ``VectorFeatureObservation`` when asked. ``backend="torch"`` (with ``device=`` and
+    ``dtype=``) gives the torch vector env (:class:`jmsra_env.core.torch_env.TorchVectorEnv`),
+    which applies the options on the device itself."""
+    if backend == "torch":
+        kwargs.setdefault("action_form", "dict")
+        return TorchVectorEnv(num_envs, *args, features=features, action_encoding=action_encoding, **kwargs)
+    _check_backend(backend)
     return _make_vector(JMSRAVectorEnv, num_envs, args, features, action_encoding, kwargs)
 
 
 def make_session_vector_env(
-    num_envs: int = 1, *args, features: str | None = None, action_encoding: str | None = None, **kwargs
+    num_envs: int = 1, *args, features: str | None = None, action_encoding: str | None = None,
+    backend: str = "numpy", **kwargs
 ) -> gym.vector.VectorEnv:
-    """:func:`make_vector_env` for sessions (``JMSRASessionVectorEnv``; the session IDs' vector
-    entry point)."""
+    """:func:`make_vector_env` for sessions (``JMSRASessionVectorEnv``, or the torch vector env
+    with ``backend="torch"``; the session IDs' vector entry point)."""
+    if backend == "torch":
+        return _session_vector_entry(
+            num_envs, *args, backend="torch", features=features, action_encoding=action_encoding, **kwargs
+        )
+    _check_backend(backend)
     return _make_vector(JMSRASessionVectorEnv, num_envs, args, features, action_encoding, kwargs)
+
+
+def _check_backend(backend) -> None:
+    if backend != "numpy":
+        raise ValueError(f"backend must be 'numpy' or 'torch'; got {backend!r}")

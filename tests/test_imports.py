@@ -20,14 +20,10 @@ PACKAGES = ("jmsra_env", "agents")
 # Edges still pending the core rewrite (issue #17, the lead engineer's files): remove each one as
 # soon as its cycle is gone (test_pending_edges_exist fails once an edge disappears). Nothing
 # else may be added here.
-_PENDING: set[tuple[str, str]] = {
-    # model.terms_from_observation imports session lazily; session imports model (the lead
-    # engineer's core rewrite makes model array-generic and session-free)
-    ("jmsra_env.model", "jmsra_env.session"),
-}
+_PENDING: set[tuple[str, str]] = set()
 
 # Modules below the environment (pure functions over arrays) and the environment itself.
-_BELOW_ENV = ("config", "model", "world", "session", "solvers", "bandwidth", "actions")
+_BELOW_ENV = ("config", "backend", "model", "world", "session", "session_world", "solvers", "bandwidth", "actions")
 _ENV = ("env", "vector", "session_env")
 # What lies above the environment: the experts as policies, the evaluation, the trainers.
 _ABOVE_ENV = ("policies", "expert_policy", "session_experts", "evaluation", "multiagent", "datasets")
