@@ -23,7 +23,11 @@ import numpy as np
 
 from jmsra_env import actions, evaluation as ev, model
 from jmsra_env.config import ScenarioConfig
+from jmsra_env.encoding import to_env_action
 from jmsra_env.evaluation.report import plain_table
+from jmsra_env.features import observation_features
+
+from .checkpoint import load_trained_policy
 
 __all__ = [
     "DEFAULT_EXPERTS",
@@ -105,8 +109,6 @@ def load_model_policy(
     :func:`agents.checkpoint.load_trained_policy`).
     Any failure is an :class:`jmsra_env.evaluation.EvaluationError` naming the path.
     """
-    from .checkpoint import load_trained_policy
-
     p = Path(path)
     if not p.exists():
         raise ev.EvaluationError(f"model path {str(path)!r} does not exist")
@@ -132,9 +134,6 @@ class LivePredictor:
         self.features, self.encoding, self.session = features, encoding, session
 
     def predict(self, obs, deterministic: bool = True):
-        from .encoding import to_env_action
-        from .features import observation_features
-
         x = observation_features(obs, self.consts, self.features, self.session)
         if self.vecnormalize is not None:
             x = self.vecnormalize.normalize_obs(x)
