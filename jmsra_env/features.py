@@ -72,7 +72,9 @@ _SESSION_AGENT_FEATURES, _SESSION_SCALARS = 5, 2
 
 
 def is_session_observation(obs: Mapping[str, np.ndarray]) -> bool:
-    """Whether ``obs`` is a session environment's observation (it has ``kv_resident_tokens``)."""
+    """Whether ``obs`` has the keys of a session environment's observation (``kv_resident_tokens``).
+    Not how the package decides whether a scenario is a session: ``config.session.enabled`` (and
+    ``model.ModelConstants.session``) say so."""
     return "kv_resident_tokens" in obs
 
 
@@ -112,9 +114,8 @@ def observation_features(
 ) -> np.ndarray:
     """float32 features ``(..., F)`` of a raw observation (one round ``(N,)`` or a batch ``(M, N)``).
 
-    ``session`` (the scenario's ``config.session.enabled``) appends :func:`session_features`;
-    pass it. ``None`` (the default, kept for old callers) falls back on
-    :func:`is_session_observation`.
+    ``session`` appends :func:`session_features`; ``None`` (the default): the scenario's, as its
+    constants say (``consts.session``, from ``config.session.enabled``).
     """
     _check_kind(kind)
     xp = namespace(obs["snr_db"])
@@ -156,7 +157,7 @@ def observation_features(
         ]
         scalars.append(_log10(terms.answer_s)[..., None])
     feats = xp.concatenate([xp.stack(per_agent, axis=-1).reshape(*snr.shape[:-1], -1), *scalars], axis=-1)
-    if is_session_observation(obs) if session is None else session:
+    if consts.session if session is None else session:
         feats = xp.concatenate([feats, session_features(obs, consts)], axis=-1)
     return xp.astype(feats, xp.float32)
 

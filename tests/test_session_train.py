@@ -143,8 +143,10 @@ def test_session_features_append_the_receiver_state_and_keep_the_single_round_la
     assert full.shape == (n_features(n, "physics", session=True),) == (len(feature_names(n, session=True)),)
     np.testing.assert_array_equal(full[: n_features(n, "physics")], observation_features(obs, consts, session=False))
     assert np.all(np.isfinite(full))
-    single = jmsra_env.JMSRAEnv(scenario_from_env_id("jmsra_env/JMSRA-v0", {})[0]).reset(seed=0)[0]
-    assert observation_features(single, consts).shape == (n_features(n, "physics"),)
+    single_cfg = scenario_from_env_id("jmsra_env/JMSRA-v0", {})[0]
+    single = jmsra_env.JMSRAEnv(single_cfg).reset(seed=0)[0]
+    # the session block follows the scenario (its constants), not the observation's keys
+    assert observation_features(single, model.model_constants(single_cfg)).shape == (n_features(n, "physics"),)
 
 
 def test_an_unknown_bc_expert_is_a_clear_error(tmp_path, capsys):
