@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import actions, encoding, model
+from .backend import to_numpy
 from .config import ScenarioConfig
 from .solvers import Decision, check_name, solve
 
@@ -131,10 +132,11 @@ class ExpertPolicy:
     __call__ = predict
 
     def raw_observation(self, obs) -> Mapping[str, Any]:
-        """The raw Dict observation behind ``obs``: ``obs`` itself, or for a feature vector the
-        observation the env's feature wrapper turned into it (``feature_source``)."""
+        """The raw Dict observation behind ``obs`` (as NumPy arrays): ``obs`` itself, or for a
+        feature vector the observation the env's feature wrapper turned into it
+        (``feature_source``)."""
         if isinstance(obs, Mapping):
-            return obs
+            return {k: to_numpy(v) for k, v in obs.items()}  # torch tensors (the torch backend): NumPy
         if self.feature_source is None:
             raise ValueError(
                 "obs must be the environment's Dict observation; for an env made with features=, build the "

@@ -50,8 +50,9 @@ def env_views(env) -> tuple[Any, str | None]:
     ``agents.encoding.EncodedActionVecEnv``) or None. Layers say what they are with a class
     attribute ``jmsra_view``; the chain is followed through ``.env`` (Gymnasium), ``.venv``
     (Stable-Baselines3) and ``.envs`` (the sub-environments). Sub-environments in other processes
-    are asked through ``get_attr`` (SB3) or their spec (Gymnasium); their features cannot be seen
-    through (``ValueError``)."""
+    are asked through ``get_attr`` (SB3) or their spec (Gymnasium); an env that applies the options
+    itself (the torch vector env) says its ``action_encoding``. Features that hide the raw
+    observation from the process (other processes, the torch env's own) are a ``ValueError``."""
     layer, depth = env, 0
     features, encoding = None, None
     while layer is not None and depth < 256:
@@ -72,7 +73,14 @@ def env_views(env) -> tuple[Any, str | None]:
                 features = _StackedFeatures([v[0] for v in views])
             return features, encoding
         nxt = attrs.get("env", attrs.get("venv"))
-        if nxt is None:
+        if nxt is None and view is None and "action_encoding" in attrs:  # an env applying the options itself
+            if attrs.get("features") is not None and features is None:  # (the torch vector env)
+                raise ValueError(
+                    f"{type(layer).__name__} applies features= itself: an expert cannot see the raw observations; "
+                    "make the env without features= (or with backend='numpy')"
+                )
+            encoding = encoding if encoding is not None else attrs["action_encoding"]
+        elif nxt is None:
             remote = _remote_views(layer)
             if remote is not None:
                 if remote[0] and features is None:

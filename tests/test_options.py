@@ -350,3 +350,23 @@ def test_express_deadline_is_exact_where_the_one_target_bc_encoding_is_not():
     one_target = np.abs(charged(encode_deadline(d.media, d.bandwidth_hz, terms)) / d.latency_s - 1.0)
     assert exact.max() <= ENCODING_RTOL
     assert one_target.max() > 10 * ENCODING_RTOL and one_target.max() < 2e-3
+
+
+def test_experts_see_the_encoding_of_the_torch_vector_env():
+    """The torch vector env applies action_encoding= itself: make_policy reads it there, takes
+    the tensors of its observations, and refuses the torch env's own features (no raw
+    observation to decide on)."""
+    import torch
+
+    torch_env = _vec("jmsra_env/JMSRA-Box-v1", 4, backend="torch", dtype=torch.float64, action_encoding="deadline")
+    plain = _vec("jmsra_env/JMSRA-Box-v1", 4, backend="torch", dtype=torch.float64)  # the same draws
+    policy, reference = make_policy("jmsra", torch_env), make_policy("jmsra", plain)
+    assert policy.action_encoding == "deadline"
+    obs, _ = torch_env.reset(seed=2)
+    obs_plain, _ = plain.reset(seed=2)
+    for _ in range(3):
+        obs, _, _, _, info = torch_env.step(policy.predict(obs)[0])
+        obs_plain, _, _, _, info_plain = plain.step(reference.predict(obs_plain)[0])
+        np.testing.assert_allclose(info["latency_s"].numpy(), info_plain["latency_s"].numpy(), rtol=ENCODING_RTOL)
+    with pytest.raises(ValueError, match="applies features= itself"):
+        make_policy("jmsra", _vec("jmsra_env/JMSRA-Box-v1", 2, backend="torch", features="log"))
