@@ -27,7 +27,7 @@ from jmsra_env.encoding import to_env_action
 from jmsra_env.evaluation.report import plain_table
 from jmsra_env.features import observation_features
 
-from .checkpoint import load_trained_policy
+from . import checkpoint
 
 __all__ = [
     "DEFAULT_EXPERTS",
@@ -113,7 +113,7 @@ def load_model_policy(
     if not p.exists():
         raise ev.EvaluationError(f"model path {str(path)!r} does not exist")
     try:
-        trained = load_trained_policy(p, device=device, trust_pickle=trust_pickle)
+        trained = checkpoint.load_trained_policy(p, device=device, trust_pickle=trust_pickle)
     except Exception as exc:  # noqa: BLE001 - any failure to load is reported with the path
         raise ev.EvaluationError(f"cannot load model {str(path)!r}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(getattr(trained, "config", None), ScenarioConfig):
