@@ -407,3 +407,48 @@ def check_finite_tensors(tensors: Mapping[str, Any], path: str | os.PathLike) ->
         t = torch.as_tensor(t)
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise field_error(path, name, "holds NaN or infinite values")
+
+
+# ---------------------------------------------------------------------------------------------
+# The multi-agent run format (marl.json + actor.safetensors)
+
+
+def validate_marl_network(hp: Mapping[str, Any], n_features: int, path: str | os.PathLike,
+                          field: str = "marl") -> None:
+    """The actor's ``hidden`` / ``depth`` within the size limits (before the network is built)."""
+    hidden = _int_in(path, f"{field}.hidden", hp.get("hidden"), 1, MAX_LAYER_UNITS)
+    depth = _int_in(path, f"{field}.depth", hp.get("depth"), 1, MAX_HIDDEN_LAYERS)
+    n_params = mlp_parameters([n_features] + [hidden] * depth + [4])
+    if n_params > MAX_POLICY_PARAMETERS:
+        raise field_error(path, f"{field}.hidden", f"hidden={hidden} x depth={depth} describes {n_params} "
+                                                   f"parameters; at most {MAX_POLICY_PARAMETERS} are loaded")
+
+
+def validate_feature_stats(stats: Any, sizes: Mapping[str, int], path: str | os.PathLike,
+                           field: str = "feature_stats") -> dict[str, list[float]]:
+    """Standardisation statistics: each ``<name>_mean`` finite, each ``<name>_std`` finite and > 0,
+    of the sizes given (``{"agent_mean": F, ...}``)."""
+    stats = _dict(path, field, stats)
+    out = {}
+    for key, n in sizes.items():
+        if key not in stats:
+            raise field_error(path, f"{field}.{key}", "is missing")
+        positive = key.endswith("_std")
+        out[key] = _finite_list(path, f"{field}.{key}", stats[key], n, minimum=0.0 if positive else None,
+                                strict=positive)
+    return out
+
+
+def check_tensor_shapes(header: Mapping[str, tuple[str, tuple[int, ...]]], expected: Mapping[str, tuple[int, ...]],
+                        path: str | os.PathLike) -> None:
+    """The safetensors header holds exactly the ``expected`` float32 tensors and shapes."""
+    for name in sorted(set(header) - set(expected)):
+        raise field_error(path, f"header.{name}", "is a tensor the network does not have")
+    for name, shape in expected.items():
+        if name not in header:
+            raise field_error(path, f"header.{name}", "is missing (the network needs it)")
+        dtype, got = header[name]
+        if dtype != "F32":
+            raise field_error(path, f"header.{name}.dtype", f"must be F32; got {dtype}")
+        if tuple(got) != tuple(shape):
+            raise field_error(path, f"header.{name}.shape", f"is {list(got)} but the network has {list(shape)}")
