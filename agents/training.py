@@ -37,6 +37,8 @@ __all__ = [
     "TrainingInterrupted",
     "train",
     "resume_spec",
+    "validate_spec",
+    "check_values",
     "default_ppo",
     "is_session_scenario",
     "SESSION_GAMMA",
@@ -362,7 +364,14 @@ class _Plan:
     run_name: str
 
 
-def _validate(spec: TrainSpec) -> _Plan:
+def validate_spec(spec: TrainSpec, *, check_paths: bool = True) -> None:
+    """Every check :func:`train` makes before it creates anything (``TrainSpecError`` naming the
+    flag); ``check_paths=False`` skips the ``--logdir`` check (a sweep checks its trials' flags
+    before their folders exist)."""
+    _validate(spec, check_paths=check_paths)
+
+
+def _validate(spec: TrainSpec, *, check_paths: bool = True) -> _Plan:
     from . import runs
     from .encoding import ACTION_ENCODINGS
     from .envs import VEC_KINDS, box_env_id, scenario_config
@@ -422,7 +431,7 @@ def _validate(spec: TrainSpec) -> _Plan:
     name = spec.run_name if spec.run_name is not None else runs.default_run_name(env_id, spec.seed)
     try:
         runs.check_run_name(name)
-        if resume is None:
+        if resume is None and check_paths:
             runs.check_logdir(spec.logdir)
     except runs.RunDirError as exc:
         raise TrainSpecError(str(exc)) from exc
