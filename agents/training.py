@@ -265,6 +265,17 @@ def _saved_fields(info: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _checked_saved_fields(point) -> dict[str, Any]:
+    """:func:`_saved_fields` of a resume point; a malformed ``run.json`` is a TrainSpecError naming it."""
+    from . import checkpoint as ck
+
+    try:
+        return _saved_fields(point.run_info)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise TrainSpecError(f"--resume: {point.run_dir / ck.RUN_FILE}: malformed run description "
+                             f"({type(exc).__name__}: {exc})") from None
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What a training run produced."""
@@ -306,7 +317,7 @@ def resume_spec(path: str, **changes: Any) -> TrainSpec:
         point = runs.find_resume_point(path)
     except (FileNotFoundError, ValueError) as exc:
         raise TrainSpecError(f"--resume: {exc}") from exc
-    saved = _saved_fields(point.run_info)
+    saved = _checked_saved_fields(point)
     if isinstance(changes.get("ppo"), Mapping):  # PPO field changes, as the CLI gives them
         changes["ppo"] = saved["ppo"].replace(**changes["ppo"])
     for key, value in changes.items():
@@ -445,7 +456,7 @@ def _validate_resume(spec: TrainSpec):
         point = runs.find_resume_point(spec.resume)
     except (FileNotFoundError, ValueError) as exc:
         raise TrainSpecError(f"--resume: {exc}") from exc
-    saved = _saved_fields(point.run_info)
+    saved = _checked_saved_fields(point)
     for key in RUN_DEFINING:
         value = getattr(spec, key) if key != "ppo" else spec.ppo_config()
         if _differs(key, value, saved):

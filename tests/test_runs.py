@@ -489,3 +489,16 @@ def test_resume_after_a_signal_in_mid_rollout_stops_at_the_target_exactly(tmp_pa
     assert second.status == "final" and second.num_timesteps == 256  # not 296
     assert ck.load_trained_policy(tmp_path / "r").num_timesteps == 256
     assert json.loads((tmp_path / "r" / "run.json").read_text())["num_timesteps"] == 256
+
+
+def test_resume_of_a_run_with_a_malformed_run_json_is_refused_by_name(tmp_path, tiny_run, capsys):
+    run = _copy(tiny_run, tmp_path / "r")
+    for unit_dir in (run, *(run / "checkpoints").iterdir()):
+        info = json.loads((unit_dir / "run.json").read_text())
+        info["ppo"] = {"bogus": 1}
+        (unit_dir / "run.json").write_text(json.dumps(info))
+    with pytest.raises(SystemExit) as exc:
+        main(["--resume", str(run), "--total-timesteps", "256"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "run.json" in err and "Traceback" not in err
