@@ -39,6 +39,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from jmsra_env import evaluation as ev
+
+from .evaluation import load_model_policy
+
 __all__ = [
     "SweepError",
     "RECIPES",
@@ -506,12 +512,6 @@ def eval_step(cell: TrialCell, run_dir: Path) -> dict[str, Any]:
     ``cell.eval_seed`` (the very episodes the report charges the experts on), by the one evaluation
     path of ``evaluate.py`` (:func:`jmsra_env.evaluation.evaluate_scenario`): a single-round
     scenario's rounds are drawn and charged, a session model is rolled on whole episodes."""
-    import numpy as np
-
-    from jmsra_env import evaluation as ev
-
-    from .evaluation import load_model_policy
-
     cfg, _ = ev.scenario_from_env_id(cell.env_id)
     policy = load_model_policy(run_dir, label=cell.recipe)
     ev.check_policy_fits(policy, cfg)
