@@ -199,11 +199,24 @@ def _check_terms(terms, fn: str) -> None:
         )
 
 
+# The cap floors of the last round asked for: encoding a decision as a Box action and decoding
+# that action again (an encoding wrapper, then the env) ask for the same round's floors with the
+# same media; the second call reuses them (NumPy only; the terms object and the media must match).
+_FLOOR_MEMO: list = [None]
+
+
 def _cap_floor_and_spare(terms: model.RoundTerms, media):
     """Cap floors and the bandwidth left above them, ``(..., N)`` and ``(..., 1)``; the spare is
     ``-inf`` (or <= 0) when the media admit no uncapped split."""
+    memo = _FLOOR_MEMO[0]
+    host = isinstance(media, np.ndarray)
+    if host and memo is not None and memo[0] is terms and memo[1].shape == media.shape and np.array_equal(memo[1], media):
+        return memo[2], memo[3]
     floor = cap_floor_hz(terms, media)
-    return floor, terms.bandwidth_hz - sum_over_agents(floor)[..., None]
+    spare = terms.bandwidth_hz - sum_over_agents(floor)[..., None]
+    if host:
+        _FLOOR_MEMO[0] = (terms, media.copy(), floor, spare)
+    return floor, spare
 
 
 def _check_decision(media, bandwidth_hz):

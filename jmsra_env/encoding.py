@@ -91,10 +91,15 @@ def deadline_bandwidth_hz(
     return xp.minimum(xp.where(xp.isfinite(b), b, consts.bandwidth_hz), consts.bandwidth_hz)
 
 
-def decode_deadline(action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
-    """Env Box actions (float64, ``(..., 2N)``) for deadline-encoded actions on raw observations."""
-    media, b = deadline_decision(policy_action(action, obs), obs, consts)
-    return encode_box(media, b, model.terms_from_observation(consts, obs))
+def decode_deadline(
+    action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants, terms: model.RoundTerms | None = None
+) -> np.ndarray:
+    """Env Box actions (float64, ``(..., 2N)``) for deadline-encoded actions on raw observations
+    (``terms``: the observation's terms when the caller has them, else rebuilt from ``obs``)."""
+    if terms is None:
+        terms = model.terms_from_observation(consts, obs)
+    media, b = deadline_decision(policy_action(action, obs), obs, consts, terms)
+    return encode_box(media, b, terms)
 
 
 def deadline_decision(
@@ -321,15 +326,18 @@ def policy_action(action, obs: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.clip(actions.action_array(action, "action", shape), -1.0, 1.0)
 
 
-def to_env_action(encoding: str, action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
+def to_env_action(
+    encoding: str, action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants,
+    terms: model.RoundTerms | None = None,
+) -> np.ndarray:
     """The env's Box action for a policy action under ``encoding`` (validated:
-    :func:`policy_action`)."""
+    :func:`policy_action`; ``terms``: the observation's terms when the caller has them)."""
     check_encoding(encoding)
     if encoding == "box":
         return policy_action(action, obs)
     if encoding == "solved":
         return decode_solved(action, obs, consts)
-    return decode_deadline(action, obs, consts)
+    return decode_deadline(action, obs, consts, terms)
 
 
 def expert_policy_action(encoding: str, media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
@@ -377,7 +385,9 @@ class _DecodesActions:
         return obs, info
 
     def step(self, action):
-        env_action = to_env_action(self.encoding, action, self._last_obs, self.consts)
+        # the env's own terms of the observed round (what terms_from_observation would rebuild)
+        terms = self.env.unwrapped.observed_terms()
+        env_action = to_env_action(self.encoding, action, self._last_obs, self.consts, terms)
         obs, reward, terminated, truncated, info = self.env.step(env_action)
         self._last_obs = obs
         return obs, reward, terminated, truncated, info

@@ -58,7 +58,9 @@ _LOG_LO, _LOG_HI = 1e-12, 1e15
 
 def _log10(x) -> np.ndarray:
     xp = namespace(x)
-    return xp.log10(xp.clip(x, _LOG_LO, _LOG_HI))
+    if xp.is_torch:
+        return xp.log10(xp.clip(x, _LOG_LO, _LOG_HI))
+    return np.log10(np.minimum(np.maximum(x, _LOG_LO), _LOG_HI))  # np.clip's values, two ufunc calls
 
 
 def n_features(n_agents: int, kind: str = DEFAULT_FEATURES, session: bool = False) -> int:
@@ -208,7 +210,8 @@ class FeatureObservation(RawObservationMemory, gym.ObservationWrapper):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (f,), dtype=np.float32)
 
     def observation(self, observation):
-        return self._remember(observation, observation_features(observation, self.consts, self.kind, self.session))
+        terms = self.env.unwrapped.observed_terms() if self.kind == "physics" else None  # the env's own
+        return self._remember(observation, observation_features(observation, self.consts, self.kind, self.session, terms))
 
 
 class VectorFeatureObservation(RawObservationMemory, gym.vector.VectorObservationWrapper):
@@ -231,11 +234,13 @@ class VectorFeatureObservation(RawObservationMemory, gym.vector.VectorObservatio
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (f,), np.float32)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
 
-    def _features(self, observations):
-        return observation_features(observations, self.consts, self.kind, self.session)
+    def _features(self, observations, terms=None):
+        return observation_features(observations, self.consts, self.kind, self.session, terms)
 
     def observations(self, observations):
-        return self._remember(observations, self._features(observations))
+        # the current round's: the env's own terms of it (what terms_from_observation rebuilds)
+        terms = self.env.unwrapped.observed_terms() if self.kind == "physics" else None
+        return self._remember(observations, self._features(observations, terms))
 
     def step(self, actions):
         obs, rewards, terminations, truncations, infos = self.env.step(actions)
