@@ -107,10 +107,10 @@ class RunLock:
         self.release()
 
 
-def lock_run_dir(run_dir: str | os.PathLike) -> RunLock:
-    """Lock ``run_dir`` for this process; :class:`RunDirError` naming the holder if it is in use."""
-    run_dir = Path(run_dir)
-    path = run_dir / LOCK_FILE
+def hold_lock_file(path: Path) -> int | None:
+    """Take an exclusive ``fcntl.flock`` on ``path`` (created if need be) and write who holds it
+    (pid, host, since) into it; the descriptor, or None when another live process holds it. The
+    kernel drops the lock when the descriptor is closed or the process ends, however it ends."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -118,17 +118,27 @@ def lock_run_dir(run_dir: str | os.PathLike) -> RunLock:
         os.close(fd)
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise
-        raise RunDirError(
-            f"run directory {run_dir} is in use by a live training process ({_holder(path)}); "
-            f"wait for it to end or stop it first"
-        ) from None
+        return None
     holder = {"pid": os.getpid(), "host": os.uname().nodename, "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+    return fd
+
+
+def lock_run_dir(run_dir: str | os.PathLike) -> RunLock:
+    """Lock ``run_dir`` for this process; :class:`RunDirError` naming the holder if it is in use."""
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    fd = hold_lock_file(path)
+    if fd is None:
+        raise RunDirError(
+            f"run directory {run_dir} is in use by a live training process ({lock_holder(path)}); "
+            f"wait for it to end or stop it first"
+        )
     return RunLock(run_dir, fd)
 
 
-def _holder(lock_path: Path) -> str:
+def lock_holder(lock_path: Path) -> str:
     try:
         info = json.loads(lock_path.read_text())
         return f"pid {info['pid']} on {info['host']} since {info['since']}"
