@@ -422,7 +422,7 @@ def test_a_second_sweep_into_a_locked_out_is_refused(tmp_path, capsys, no_ray):
     try:
         assert sw.main(["--resume", "--out", str(out), "--quiet"]) == 2
         err = capsys.readouterr().err
-        assert "in use by a running sweep" in err and f"pid\": {os.getpid()}" in err
+        assert "in use by a running sweep" in err and f"pid {os.getpid()} on" in err
         assert sorted(p.name for p in out.iterdir()) == [sw.LOCK_FILE, sw.GRID_FILE]
     finally:
         os.close(fd)
