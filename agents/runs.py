@@ -57,6 +57,7 @@ RUN_ENTRIES = frozenset({
     ck.MODEL_FILE, ck.VECNORM_FILE, ck.WEIGHTS_FILE, ck.POLICY_FILE, ck.RUN_FILE, ck.BEST_MODEL_FILE,
     ck.BEST_VECNORM_FILE, ck.BEST_PREFIX + ck.WEIGHTS_FILE, ck.BEST_PREFIX + ck.POLICY_FILE, ck.CHECKPOINT_DIR,
     "evaluations.json", "tb", LOCK_FILE,
+    "trial_result.json",  # a sweep trial's result (agents.sweep.TRIAL_RESULT_FILE)
 })
 
 

@@ -502,3 +502,12 @@ def test_resume_of_a_run_with_a_malformed_run_json_is_refused_by_name(tmp_path, 
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "run.json" in err and "Traceback" not in err
+
+
+def test_force_replaces_a_sweep_trials_run_with_its_result_file(tmp_path, tiny_run):
+    run = _copy(tiny_run, tmp_path / "runs" / "trial")
+    (run / "trial_result.json").write_text("{}")  # what agents.sweep writes next to a trial's run
+    lock = runs.open_run_dir(tmp_path / "runs", "trial", force=True)
+    lock.commit()
+    lock.release()
+    assert [p.name for p in run.iterdir()] == [runs.LOCK_FILE]
