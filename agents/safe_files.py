@@ -83,8 +83,8 @@ def _json_depth(data: bytes) -> int:
     arr = np.frombuffer(stripped, dtype=np.uint8)
     if arr.size == 0:
         return 0
-    step = (np.isin(arr, (0x5B, 0x7B))).astype(np.int64) - (np.isin(arr, (0x5D, 0x7D))).astype(np.int64)
-    return int(np.cumsum(step).max(initial=0))
+    step = ((arr == 0x5B) | (arr == 0x7B)).astype(np.int8) - ((arr == 0x5D) | (arr == 0x7D)).astype(np.int8)
+    return int(np.cumsum(step, dtype=np.int32).max(initial=0))
 
 
 def loads_json_limited(data: bytes, source: str | os.PathLike, what: str = "JSON file",
