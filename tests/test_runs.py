@@ -511,3 +511,13 @@ def test_force_replaces_a_sweep_trials_run_with_its_result_file(tmp_path, tiny_r
     lock.commit()
     lock.release()
     assert [p.name for p in run.iterdir()] == [runs.LOCK_FILE]
+
+
+def test_force_refuses_a_run_name_of_the_wrong_kind(tmp_path, tiny_run, capsys):
+    run = _copy(tiny_run, tmp_path / "runs" / "odd")
+    (run / "evaluations.json").unlink(missing_ok=True)
+    (run / "evaluations.json").mkdir()
+    (run / "evaluations.json" / "mine.txt").write_text("data")
+    with pytest.raises(runs.RunDirError, match="evaluations.json"):
+        runs.open_run_dir(tmp_path / "runs", "odd", force=True)
+    assert (run / "evaluations.json" / "mine.txt").read_text() == "data"
