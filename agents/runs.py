@@ -57,6 +57,7 @@ RUN_ENTRIES = frozenset({
     ck.MODEL_FILE, ck.VECNORM_FILE, ck.WEIGHTS_FILE, ck.POLICY_FILE, ck.RUN_FILE, ck.BEST_MODEL_FILE,
     ck.BEST_VECNORM_FILE, ck.BEST_PREFIX + ck.WEIGHTS_FILE, ck.BEST_PREFIX + ck.POLICY_FILE, ck.CHECKPOINT_DIR,
     "evaluations.json", "tb", LOCK_FILE,
+    "trial_result.json",  # a sweep trial's result (agents.sweep.TRIAL_RESULT_FILE)
 })
 
 
@@ -215,9 +216,19 @@ def _only_a_lock(path: Path) -> bool:
     return entries[0].stat().st_size <= 4096
 
 
+_RUN_FOLDERS = frozenset({ck.CHECKPOINT_DIR, "tb"})
+
+
 def _foreign_entries(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir()
-                  if p.name not in RUN_ENTRIES and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    """What in ``path`` a run does not write: other names, or a run's name of the wrong kind (a
+    folder called ``model.zip``, a file called ``tb``)."""
+    out = []
+    for p in path.iterdir():
+        if p.name.startswith(".") and p.name.endswith(".tmp"):
+            continue  # an interrupted save's temporary file or folder
+        if p.name not in RUN_ENTRIES or p.is_symlink() or p.is_dir() != (p.name in _RUN_FOLDERS):
+            out.append(p.name)
+    return sorted(out)
 
 
 def open_run_dir(logdir: str | os.PathLike, name: str, force: bool = False) -> RunLock:

@@ -502,3 +502,22 @@ def test_resume_of_a_run_with_a_malformed_run_json_is_refused_by_name(tmp_path, 
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "run.json" in err and "Traceback" not in err
+
+
+def test_force_replaces_a_sweep_trials_run_with_its_result_file(tmp_path, tiny_run):
+    run = _copy(tiny_run, tmp_path / "runs" / "trial")
+    (run / "trial_result.json").write_text("{}")  # what agents.sweep writes next to a trial's run
+    lock = runs.open_run_dir(tmp_path / "runs", "trial", force=True)
+    lock.commit()
+    lock.release()
+    assert [p.name for p in run.iterdir()] == [runs.LOCK_FILE]
+
+
+def test_force_refuses_a_run_name_of_the_wrong_kind(tmp_path, tiny_run, capsys):
+    run = _copy(tiny_run, tmp_path / "runs" / "odd")
+    (run / "evaluations.json").unlink(missing_ok=True)
+    (run / "evaluations.json").mkdir()
+    (run / "evaluations.json" / "mine.txt").write_text("data")
+    with pytest.raises(runs.RunDirError, match="evaluations.json"):
+        runs.open_run_dir(tmp_path / "runs", "odd", force=True)
+    assert (run / "evaluations.json" / "mine.txt").read_text() == "data"

@@ -3,14 +3,12 @@ ValueError naming the file and the field, before anything they claim is allocate
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import struct
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load as st_load
