@@ -70,7 +70,7 @@ SESSION_BC_ROUNDS = 32_768  # 512 episodes of 64 rounds: ~2-5 min of lookahead (
 QUICK_SESSION_BC_ROUNDS = 4_096
 
 # What defines a run: a resumed run keeps these (resume_spec refuses a different value).
-RUN_DEFINING = ("env_id", "config_overrides", "features", "action_encoding", "norm_reward", "ppo",
+RUN_DEFINING = ("backend", "env_id", "config_overrides", "features", "action_encoding", "norm_reward", "ppo",
                 "bc_steps", "bc_rounds", "bc_lr", "bc_expert")
 
 
@@ -86,9 +86,14 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def default_ppo(bc_steps: int, *, session: bool = False, **changes: Any) -> PPOConfig:
+def default_ppo(bc_steps: int, *, session: bool = False, backend: str = "sb3", **changes: Any) -> PPOConfig:
     """The PPO defaults of a run: fine-tuning step size and noise after behaviour cloning; on a
-    session scenario the discount :data:`SESSION_GAMMA` (a given ``gamma`` wins)."""
+    session scenario the discount :data:`SESSION_GAMMA` (a given ``gamma`` wins). ``backend="torch"``:
+    :func:`agents.torch_ppo.default_torch_ppo` (a :class:`~agents.torch_ppo.TorchPPOConfig`)."""
+    if backend == "torch":
+        from .torch_ppo import default_torch_ppo
+
+        return default_torch_ppo(bc_steps, session=session, **changes)
     base = PPOConfig(**BC_FINE_TUNE) if bc_steps > 0 else PPOConfig()
     if session:
         base = base.replace(gamma=SESSION_GAMMA)
@@ -136,6 +141,7 @@ class TrainSpec:
     compare_episodes: int = 16  # 0 = no final comparison
     progress_bar: bool = True
     verbose: int = 0  # SB3 verbosity
+    backend: str = "sb3"  # "sb3" (the reference) or "torch" (agents.torch_ppo: env, rollouts, updates on one device)
 
     def __post_init__(self) -> None:
         if self.bc_rounds is None:  # whole episodes of lookahead on sessions: far fewer rounds
@@ -144,8 +150,13 @@ class TrainSpec:
 
     def ppo_config(self) -> PPOConfig:
         if self.ppo is not None:
+            if self.backend == "torch" and type(self.ppo) is PPOConfig:  # its fields; the torch levers default
+                from .torch_ppo import TorchPPOConfig
+
+                return TorchPPOConfig.from_dict(self.ppo.to_dict())
             return self.ppo
-        return default_ppo(self.bc_steps, session=is_session_scenario(self.env_id, self.config_overrides))
+        return default_ppo(self.bc_steps, session=is_session_scenario(self.env_id, self.config_overrides),
+                           backend=self.backend)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -167,11 +178,20 @@ def _saved_fields(info: Mapping[str, Any]) -> dict[str, Any]:
     out.update(env_id=info.get("requested_env_id", info["env_id"]), features=info["features"],
                action_encoding=info.get("action_encoding", "box"),
                config_overrides=dict(info.get("config_overrides", {})),
-               ppo=PPOConfig.from_dict(info["ppo"]),
+               ppo=_ppo_class(args.get("backend", "sb3")).from_dict(info["ppo"]),
                total_timesteps=int(info.get("total_timesteps", DEFAULT_TIMESTEPS)))
+    out["backend"] = args.get("backend", "sb3")  # runs made before the torch backend: SB3
     bc = info.get("bc", {})
     out.setdefault("bc_steps", bc.get("steps", 0) if bc else 0)
     return out
+
+
+def _ppo_class(backend: str) -> type:
+    if backend == "torch":
+        from .torch_ppo import TorchPPOConfig
+
+        return TorchPPOConfig
+    return PPOConfig
 
 
 @dataclass(frozen=True)
@@ -280,6 +300,7 @@ def _validate(spec: TrainSpec) -> _Plan:
     from .features import FEATURE_SETS
     from .ppo import resolve_device
 
+    _validate_backend(spec)
     if not isinstance(spec.total_timesteps, int) or spec.total_timesteps <= 0:
         raise TrainSpecError(f"--total-timesteps must be a positive integer; got {spec.total_timesteps}")
     for name in ("n_envs", "threads"):
@@ -319,6 +340,21 @@ def _validate(spec: TrainSpec) -> _Plan:
     except runs.RunDirError as exc:
         raise TrainSpecError(str(exc)) from exc
     return _Plan(spec, env_id, cfg, spec.ppo_config(), device, resume, name)
+
+
+def _validate_backend(spec: TrainSpec) -> None:
+    """The backend and the settings that only one backend has (before anything is created)."""
+    from .torch_ppo import BACKENDS, TORCH_ONLY_FIELDS, TorchPPOConfig
+
+    if spec.backend not in BACKENDS:
+        raise TrainSpecError(f"--backend must be one of {BACKENDS}; got {spec.backend!r}")
+    if spec.backend == "torch" and spec.vec != TrainSpec.vec:
+        raise TrainSpecError(f"--vec {spec.vec!r} applies to the sb3 backend only; the torch backend steps its own "
+                             f"batched env (size it with --n-envs)")
+    if spec.backend == "sb3" and isinstance(spec.ppo, TorchPPOConfig):
+        changed = [f for f in TORCH_ONLY_FIELDS if getattr(spec.ppo, f) != getattr(TorchPPOConfig(), f)]
+        raise TrainSpecError(f"{_flag(changed[0]) if changed else 'a TorchPPOConfig'} applies to the torch backend "
+                             f"only (--backend torch)")
 
 
 def _validate_resume(spec: TrainSpec):
@@ -396,6 +432,10 @@ def train(spec: TrainSpec, *, log: Callable[[str], None] | None = print) -> Trai
                 + "".join(f"\n  passed over {r}" for r in plan.resume.passed_over))
         caught: dict[str, int | None] = {"signal": None}
         with _stop_on_signals(caught):
+            if spec.backend == "torch":
+                from .torch_ppo import TorchRun
+
+                return TorchRun(plan, lock.run_dir, log, caught).run()
             return _Run(plan, lock.run_dir, log, caught).run()
 
 
@@ -635,10 +675,18 @@ class _Run:
 def _comparison(model, vn, plan: _Plan, episodes: int) -> tuple[str, dict[str, float]]:
     """The held-out comparison table (seeds COMPARE_SEED+) and its figures (the evaluation core's
     statistics, the same as evaluate.py's)."""
-    from .evaluation import compare_with_experts, format_table, live_model_policy
+    from .evaluation import live_model_policy
 
     spec = plan.spec
     policy = live_model_policy(model, vn, plan.cfg, spec.features, spec.action_encoding, label="ppo")
+    return comparison_table(policy, plan, episodes)
+
+
+def comparison_table(policy, plan: _Plan, episodes: int) -> tuple[str, dict[str, float]]:
+    """The held-out comparison of an evaluation ``policy`` labelled ``ppo`` (both backends)."""
+    from .evaluation import compare_with_experts, format_table
+
+    spec = plan.spec
     experts = SESSION_COMPARE_EXPERTS if plan.cfg.session.enabled else COMPARE_EXPERTS
     res = compare_with_experts(plan.env_id, dict(spec.config_overrides), [policy], experts=experts,
                                episodes=episodes, seed=COMPARE_SEED, reference="jmsra")
