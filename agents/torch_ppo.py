@@ -37,10 +37,12 @@ import numpy as np
 from .ppo import PPOConfig, _hp
 
 __all__ = ["BACKENDS", "TORCH_N_ENVS", "TorchPPOConfig", "default_torch_ppo", "ActorCritic", "RunningNorm",
-           "make_torch_vec_env", "TorchRun", "TORCH_ONLY_FIELDS"]
+           "make_torch_vec_env", "TorchRun", "TORCH_ONLY_FIELDS",
+           "TORCH_QUICK_TIMESTEPS"]
 
 BACKENDS = ("sb3", "torch")
 TORCH_N_ENVS = 1024  # the torch backend's default --n-envs
+TORCH_QUICK_TIMESTEPS = 500_000  # the torch backend's --quick budget
 BC_BATCH = 2048  # behaviour-cloning minibatch (rows)
 OBS_CLIP = 10.0  # VecNormalize's defaults: the saved statistics load through agents.checkpoint.ObsNormalizer
 OBS_EPS = 1e-8

@@ -237,6 +237,11 @@ def resume_spec(path: str, **changes: Any) -> TrainSpec:
         raise TrainSpecError(f"--resume: {exc}") from exc
     saved = _saved_fields(point.run_info)
     if isinstance(changes.get("ppo"), Mapping):  # PPO field changes, as the CLI gives them
+        known = {f.name for f in dataclasses.fields(saved["ppo"])}
+        alien = [k for k, v in changes["ppo"].items() if k not in known and v is not None]
+        if alien:
+            raise TrainSpecError(f"--resume: {_flag(alien[0])} applies to the torch backend only; the run uses the "
+                                 f"{saved['backend']} backend")
         changes["ppo"] = saved["ppo"].replace(**changes["ppo"])
     for key, value in changes.items():
         if key in RUN_DEFINING and _differs(key, value, saved):
