@@ -566,45 +566,35 @@ def _expert_rounds(cfg: ScenarioConfig, worlds: int, rounds: int, seed: int):
 
 
 class TeamEvaluator:
-    """Held-out mean latency of team policies, and JMSRA's on the same rounds (``jmsra_s``).
+    """Held-out mean latency of team policies, and JMSRA's on the same rounds (``jmsra_s``), through
+    the one evaluation path (:mod:`jmsra_env.evaluation`).
 
-    Single-round scenarios: ``n_rounds`` independent rounds drawn once (a world process seeded
-    apart from training), every policy charged on them. Sessions: decisions change later rounds,
-    so ``ceil(n_rounds / episode_rounds)`` whole episodes are rolled in a session vector env
-    seeded ``SELECTION_SEED + seed`` (the same exogenous rounds for every policy); JMSRA is the
-    myopic expert there.
+    ``ceil(n_rounds / episode_rounds)`` episodes from ``SELECTION_SEED + seed``: single-round
+    scenarios draw them once (:func:`jmsra_env.evaluation.draw_rounds`) and charge every policy on
+    them (:func:`jmsra_env.evaluation.evaluate_policies`); sessions roll whole episodes in the
+    session vector env (:func:`jmsra_env.evaluation.rollout_episodes`, the same exogenous rounds for
+    every policy); JMSRA is the myopic expert there.
     """
 
     def __init__(self, cfg: ScenarioConfig, n_rounds: int, seed: int):
+        from jmsra_env import evaluation as ev
         from jmsra_env.multiagent import make_team_policy
 
         self.cfg = cfg
         self.session = bool(cfg.session.enabled)
-        if self.session:
-            from jmsra_env.evaluation import SELECTION_SEED
-
-            self.episodes = -(-n_rounds // cfg.episode_rounds)
-            self.seed = SELECTION_SEED + seed
-        else:
-            world = WorldProcess(cfg, n_rounds)  # n_rounds independent worlds, one round each
-            world.reset(np.random.default_rng([seed, 7919]))
-            self.obs, self.terms = world.observation(), world.true_terms()
+        self.episodes = max(1, -(-n_rounds // cfg.episode_rounds))
+        self.seed = ev.SELECTION_SEED + seed
+        self._rounds = None if self.session else ev.draw_rounds(cfg, self.episodes, self.seed)
         self.jmsra_s = self(make_team_policy("jmsra", cfg))
 
     def __call__(self, policy: TeamPolicy) -> float:
-        if not self.session:
-            return evaluate_team(policy, self.obs, self.terms)
-        from jmsra_env import actions
-        from jmsra_env.session_env import JMSRASessionVectorEnv
+        from jmsra_env import evaluation as ev
 
-        env = JMSRASessionVectorEnv(self.episodes, self.cfg)
-        obs, _ = env.reset(seed=self.seed)
-        total = 0.0
-        for _ in range(self.cfg.episode_rounds):
-            obs, _, _, _, info = env.step(actions.encode_dict(*policy.decide(obs)))
-            total += float(np.sum(info["latency_s"]))
-        env.close()
-        return total / (self.episodes * self.cfg.episode_rounds)
+        if self._rounds is not None:
+            (result,) = ev.evaluate_policies(self._rounds, [policy], single_round_budget_s=0.0)
+        else:
+            result = ev.rollout_episodes(self.cfg, policy, self.episodes, self.seed, vectorization="vector")
+        return float(np.mean(result.latency_s))
 
 
 def behaviour_clone(actor_net, codec: FeatureCodec, hp: MARLConfig, device, log=None) -> float:
@@ -649,9 +639,11 @@ def behaviour_clone(actor_net, codec: FeatureCodec, hp: MARLConfig, device, log=
 
 
 def evaluate_team(policy: TeamPolicy, obs, terms) -> float:
-    """Mean latency (s) of a team policy on rounds ``(obs, terms)`` (the model charges them)."""
-    media, b = policy.decide(obs)
-    return float(np.mean(model.latency(terms, media, b).latency_s))
+    """Mean latency (s) of a team policy on rounds ``(obs, terms)``, charged as the environment
+    charges a decision (:func:`jmsra_env.evaluation.charge`)."""
+    from jmsra_env import evaluation as ev
+
+    return float(np.mean(ev.charge(terms, *policy.decide(obs)).latency_s))
 
 
 def train(

@@ -14,6 +14,12 @@
 (c) PPO training: SB3 PPO (identical hyperparameters, VecNormalize) on ``NativeVecEnv`` against
     ``DummyVecEnv`` over ``gym.make`` of the Box env; target >= 1.5x env-steps/s including updates.
     (c2) the same comparison through ``train.py``'s own stack (``--vec native`` vs ``--vec dummy``).
+(d) options: the vector env at M = 1024 with ``features="physics", action_encoding="deadline"``
+    (the training stack's observation and action) against the plain vector step; target <= 1.3x.
+(e) torch backend on the CPU (``gym.make_vec(..., backend="torch", device="cpu")``), float32 and
+    float64, at M = 4096, with and without the options, against ``CartPoleVectorEnv`` at M = 4096;
+    target >= 0.2x (float32, plain). On a machine with CUDA also (f): the torch backend on the GPU
+    at M = 65,536 in env-steps/s (the card is named).
 
 Timings are the best of several interleaved repeats (the machine is shared).
 """
@@ -157,6 +163,70 @@ def bench_vector(sizes: tuple[int, ...], env_steps: int, repeats: int) -> dict[i
     return out
 
 
+# -- (d) options cost, (e) torch backend ----------------------------------------------------
+
+
+def bench_options(m: int, env_steps: int, repeats: int) -> dict[str, float]:
+    box = "jmsra_env/JMSRA-Box-v1"
+    plain = gym.make_vec(box, num_envs=m, vectorization_mode="vector_entry_point")
+    opts = gym.make_vec(box, num_envs=m, vectorization_mode="vector_entry_point",
+                        features="physics", action_encoding="deadline")
+    steps = max(64, (env_steps // m) // 64 * 64)
+    action = np.zeros((m, plain.single_action_space.shape[0]), dtype=np.float32)
+    r = _best_rate({"plain": _vector_loop(plain, action, steps), "options": _vector_loop(opts, action, steps)}, repeats)
+    _table(
+        "(d) options cost at M = %d, env-steps/s (best of %d)" % (m, repeats),
+        ("what", "env-steps/s", "cost vs plain", "target"),
+        [("Box-v1 plain", f"{r['plain']:,.0f}", "1.00", "-"),
+         ("features=physics, action_encoding=deadline", f"{r['options']:,.0f}",
+          f"{r['plain'] / r['options']:.2f}x", "<= 1.3x")],
+    )
+    return r
+
+
+def _torch_loop(envs, action, steps):
+    def run():
+        envs.reset(seed=0)
+        for _ in range(steps):
+            envs.step(action)
+        if envs.unwrapped.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+        return steps * envs.num_envs
+
+    return run
+
+
+def bench_torch(m: int, steps: int, repeats: int, device: str = "cpu") -> dict[str, float]:
+    import torch
+    from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+    fns = {}
+    for dtype in (torch.float32, torch.float64):
+        for opts in (False, True):
+            kw = dict(features="physics", action_encoding="deadline") if opts else {}
+            envs = gym.make_vec(JMSRA_BOX_ID, num_envs=m, vectorization_mode="vector_entry_point",
+                                backend="torch", device=device, dtype=dtype, **kw)
+            action = torch.zeros((m, envs.single_action_space.shape[0]), device=envs.unwrapped.device)
+            fns[(str(dtype).split(".")[1], opts)] = _torch_loop(envs, action, steps)
+    cp_m = min(m, 4096)
+    cp = CartPoleVectorEnv(num_envs=cp_m)
+    fns["cartpole"] = _vector_loop(cp, np.ones(cp_m, dtype=np.int64), max(1, steps * m // cp_m))
+    r = _best_rate(fns, repeats)
+    card = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    rows = [(f"torch {dt}{' + physics/deadline' if o else ''}", f"{r[(dt, o)]:,.0f}",
+             f"{r[(dt, o)] / r['cartpole']:.3f}", ">= 0.2" if (dt, o) == ("float32", False) and device == "cpu" else "-")
+            for dt, o in [k for k in r if k != "cartpole"]]
+    _table(
+        f"({'f' if device != 'cpu' else 'e'}) torch backend at M = {m:,} on {card}, env-steps/s "
+        f"(CartPoleVectorEnv M = {cp_m}: {r['cartpole']:,.0f}; best of {repeats})",
+        ("what", "env-steps/s", "ratio to CartPoleVectorEnv", "target"),
+        rows,
+    )
+    return r
+
+
 # -- (c) PPO training -----------------------------------------------------------------------
 
 # The project's PPO defaults (agents.ppo.PPOConfig), with SB3's MultiInputPolicy on the raw Dict
@@ -278,19 +348,30 @@ def bench_train_stack(n_envs: int, total_steps: int, repeats: int) -> dict[str, 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", choices=("a", "b", "c"), action="append", help="run only these sections")
+    p.add_argument("--only", choices=("a", "b", "c", "d", "e", "f"), action="append", help="run only these sections")
     p.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--ppo-envs", type=int, default=16)
     p.add_argument("--ppo-steps", type=int, default=20_480)
     args = p.parse_args(argv)
-    sections = set(args.only or ("a", "b", "c"))
+    sections = set(args.only or ("a", "b", "c", "d", "e", "f"))
     repeats = 2 if args.quick else args.repeats
     print(f"gymnasium {gym.__version__}, numpy {np.__version__}, jmsra_env {jmsra_env.__version__}")
     if "a" in sections:
         bench_single(2_000 if args.quick else 20_000, repeats)
     if "b" in sections:
         bench_vector((64, 1024), 100_000 if args.quick else 1_000_000, repeats)
+    if "d" in sections:
+        bench_options(1024, 100_000 if args.quick else 1_000_000, repeats)
+    if "e" in sections:
+        bench_torch(4096, 20 if args.quick else 130, repeats)
+    if "f" in sections:
+        import torch
+
+        if torch.cuda.is_available():
+            bench_torch(65_536, 20 if args.quick else 200, repeats, device="cuda")
+        else:
+            print("\n(f) no CUDA device here: the GPU figure is measured on a machine with one")
     if "c" in sections:
         bench_ppo(args.ppo_envs, 4_096 if args.quick else args.ppo_steps, 1 if args.quick else 2)
         bench_train_stack(args.ppo_envs, 4_096 if args.quick else args.ppo_steps, 1 if args.quick else 2)

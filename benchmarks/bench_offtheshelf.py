@@ -66,23 +66,24 @@ def _stop_after(minutes: float):
 
 
 def evaluate(model, setup: str, episodes: int) -> dict[str, float]:
-    """The deterministic policy and JMSRA on the same held-out rounds."""
-    env = gym.make(ENV_ID, jmsra_in_info=True, **SETUPS[setup])
-    lat, ref, capped = [], [], []
-    for e in range(episodes):
-        obs, _ = env.reset(seed=20_000 + e)
-        done = False
-        while not done:
-            action, _ = model.predict(obs, deterministic=True)
-            obs, reward, terminated, truncated, info = env.step(action)
-            lat.append(-reward)
-            ref.append(info["jmsra_latency_s"])
-            capped.append(info["capped"])
-            done = terminated or truncated
+    """The deterministic policy and JMSRA on the same held-out rounds (seeds 20000+), through the
+    one evaluation path (:func:`agents.evaluation.compare_with_experts`)."""
+    from agents.evaluation import TrainedModelPolicy, compare_with_experts, live_model_policy
+    from jmsra_env import evaluation as ev
+
+    cfg, _ = ev.scenario_from_env_id(ENV_ID)
+    opts = SETUPS[setup]
+    if opts:
+        policy = live_model_policy(model, None, cfg, opts["features"], opts["action_encoding"], label=setup)
+    else:  # the Dict observation as is, the env's Box action
+        policy = TrainedModelPolicy(model, cfg, setup)
+    cmp = compare_with_experts(ENV_ID, None, [policy], experts=("jmsra",), episodes=episodes, seed=20_000)
+    ours, ref = cmp.row(setup), cmp.row("jmsra")
+    capped = next(r for r in cmp.results if r.label == setup).capped
     return {
-        "latency_s": float(np.mean(lat)),
-        "jmsra_latency_s": float(np.mean(ref)),
-        "ratio_to_jmsra": float(np.mean(lat) / np.mean(ref)),
+        "latency_s": float(ours["mean_latency_s"]),
+        "jmsra_latency_s": float(ref["mean_latency_s"]),
+        "ratio_to_jmsra": float(ours["mean_latency_s"]) / float(ref["mean_latency_s"]),
         "eval_capped_rate": float(np.mean(capped)),
     }
 

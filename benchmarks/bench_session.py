@@ -24,7 +24,7 @@ import numpy as np
 from bench_env import _best_rate, _single_env_loop, _table, _vector_loop
 
 import jmsra_env  # noqa: F401  (registers the environments)
-from jmsra_env.policies import make_policy
+from jmsra_env import evaluation as ev
 from jmsra_env.session_experts import SESSION_EXPERT_NAMES
 
 SESSION_ID = "jmsra_env/JMSRA-Session-v0"
@@ -35,20 +35,15 @@ LARGE_POOL_BYTES = 4096 * MIB  # never binds at N = 4 (2.125 GiB at most)
 
 def rollout(name: str, episodes: int, seed: int, config=None, horizon=None):
     """Latency per round ``(episodes, E)`` and evictions per episode ``(episodes,)`` of expert
-    ``name``, all episodes at once, and the wall time."""
-    envs = gym.make_vec(SESSION_ID, num_envs=episodes, vectorization_mode="vector_entry_point",
-                        config=dict(config or {}))
-    policy = make_policy(name, envs, horizon=horizon)
-    obs, _ = envs.reset(seed=seed)
-    rounds = envs.config.episode_rounds
-    lat = np.empty((episodes, rounds))
-    ev = np.zeros(episodes)
+    ``name``, all episodes at once in one session vector env (the one evaluation path,
+    :func:`jmsra_env.evaluation.rollout_episodes`), and the wall time."""
+    cfg, _ = ev.scenario_from_env_id(SESSION_ID, dict(config or {}))
+    policy = ev.session_expert(name, cfg, horizon)
     t0 = time.perf_counter()
-    for t in range(rounds):
-        obs, reward, _, _, info = envs.step(policy.predict(obs)[0])
-        lat[:, t] = -reward
-        ev += info["evictions"]
-    return lat, ev, time.perf_counter() - t0
+    r = ev.rollout_episodes(cfg, policy, episodes, seed, vectorization="vector")
+    wall = time.perf_counter() - t0
+    lat = r.latency_s.reshape(episodes, cfg.episode_rounds)
+    return lat, r.info["evictions"].reshape(episodes, -1).sum(axis=1), wall
 
 
 def _ci(x: np.ndarray) -> str:
@@ -61,10 +56,10 @@ def section_a(episodes: int, seed: int, horizon: int | None) -> dict:
     res = {name: rollout(name, episodes, seed, horizon=horizon) for name in SESSION_EXPERT_NAMES}
     ref = res["jmsra"][0].mean(axis=1)
     rows = []
-    for name, (lat, ev, wall) in res.items():
+    for name, (lat, evictions, wall) in res.items():
         per_ep = lat.mean(axis=1)
         ratio = per_ep / ref
-        rows.append((name, _ci(per_ep), _ci(ratio), f"{ev.mean():.2f}", f"{wall:.1f}"))
+        rows.append((name, _ci(per_ep), _ci(ratio), f"{evictions.mean():.2f}", f"{wall:.1f}"))
     _table(
         f"(a) {SESSION_ID}: {episodes} episodes x 64 rounds, same exogenous rounds for every expert",
         ("expert", "latency/round (s, 95% CI)", "ratio to myopic jmsra (paired)", "evictions/episode", "wall s"),
@@ -80,8 +75,8 @@ def section_b(episodes: int, seed: int, horizon: int | None) -> None:
     for label, pool in pools:
         cells = [label]
         for name in names:
-            lat, ev, _ = rollout(name, episodes, seed, {"session.kv_pool_bytes": pool}, horizon)
-            cells.append(f"{lat.mean():.3f} ({ev.mean():.1f})")
+            lat, evictions, _ = rollout(name, episodes, seed, {"session.kv_pool_bytes": pool}, horizon)
+            cells.append(f"{lat.mean():.3f} ({evictions.mean():.1f})")
         rows.append(tuple(cells))
     _table(
         f"(b) pool sweep, mean latency per round in s (evictions per episode), {episodes} episodes each",

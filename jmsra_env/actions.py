@@ -33,11 +33,13 @@ that does not is encoded as the split that puts those agents exactly at the cap:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
 
 from . import model
+from .backend import namespace
 from .model import max_over_agents, sum_over_agents
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "shares_to_bandwidth_hz",
     "BOX_LOG10_RANGE",
     "cap_floor_hz",
+    "box_decision",
 ]
 
 BOX_LOG10_RANGE = 5.0  # c in w = 10^(c a): ten decades over [-1, 1] (experts need ~9.5, measured)
@@ -83,15 +86,17 @@ def shares_to_bandwidth_hz(shares: np.ndarray, total_bandwidth_hz: float) -> np.
     granted bandwidths are finite, non-negative and sum to ``total_bandwidth_hz`` up to rounding
     (~N ulp) for every input.
     """
-    with np.errstate(over="ignore"):  # an overflowing sum is rescaled below
+    xp = namespace(shares)
+    with xp.errstate(over="ignore"):  # an overflowing sum is rescaled below
         total = sum_over_agents(shares)[..., None]  # > 0 exactly when a share is (even subnormal)
     pos = total > 0.0
-    total = np.where(pos, total, 1.0)
-    if total.size and (total.max() > _RESCALE_ABOVE or total.min() < _RESCALE_BELOW):  # inf too
-        shares = np.ldexp(shares, -np.frexp(np.where(pos, max_over_agents(shares)[..., None], 1.0))[1])
-        total = np.where(pos, sum_over_agents(shares)[..., None], 1.0)
+    total = xp.where(pos, total, 1.0)
+    lo, hi = (_RESCALE_BELOW, _RESCALE_ABOVE) if total.dtype == np.float64 else (2.0**-60, 2.0**60)
+    if xp.numel(total) and (total.max() > hi or total.min() < lo):  # inf too
+        shares = xp.ldexp(shares, -xp.frexp(xp.where(pos, max_over_agents(shares)[..., None], 1.0))[1])
+        total = xp.where(pos, sum_over_agents(shares)[..., None], 1.0)
     b = (total_bandwidth_hz * shares) / total
-    return np.where(pos, b, total_bandwidth_hz / shares.shape[-1])
+    return xp.where(pos, b, total_bandwidth_hz / shares.shape[-1])
 
 
 def decode_dict(action, n_agents: int, total_bandwidth_hz: float, batch_shape: tuple[int, ...] = ()):
@@ -130,13 +135,21 @@ def decode_box(action, terms: model.RoundTerms, batch_shape: tuple[int, ...] | N
     a = _as_array(action, "action", shape)
     if not (np.abs(a) <= 1.0 + 1e-6).all():  # also rejects NaN
         _reject(a, "action", "lie in [-1, 1]")
-    media = (a[..., :n] > 0.0).astype(np.int8)
-    weights = np.power(10.0, BOX_LOG10_RANGE * (np.minimum(a[..., n:], 1.0) - 1.0))  # (0, 1]
+    return box_decision(a, terms)
+
+
+def box_decision(a, terms: model.RoundTerms):
+    """``(media, bandwidth_hz)`` of valid Box actions ``a`` (``(..., 2N)`` in [-1, 1], NumPy or
+    torch): the decoding of :func:`decode_box` without its validation."""
+    xp = namespace(a)
+    n = terms.n_agents
+    media = xp.astype(a[..., :n] > 0.0, xp.int8)
+    weights = xp.power(10.0, BOX_LOG10_RANGE * (xp.minimum(a[..., n:], 1.0) - 1.0))  # (0, 1]
     floor, spare = _cap_floor_and_spare(terms, media)
     share = weights / sum_over_agents(weights)[..., None]
     ok = spare > 0.0
-    fixed = np.where(ok, floor, 0.0) + np.where(ok, spare, 0.0) * share
-    return media, np.where(ok, fixed, terms.bandwidth_hz * share)
+    fixed = xp.where(ok, floor, 0.0) + xp.where(ok, spare, 0.0) * share
+    return media, xp.where(ok, fixed, terms.bandwidth_hz * share)
 
 
 def cap_floor_hz(terms: model.RoundTerms, media) -> np.ndarray:
@@ -145,10 +158,11 @@ def cap_floor_hz(terms: model.RoundTerms, media) -> np.ndarray:
     compute = terms.prefill_s + model.select_medium(terms.extra_compute_s, media)
     payload = model.select_medium(terms.payload_bits, media)
     receiver = sum_over_agents(model.select_medium(terms.receiver_s, media))
+    xp = namespace(payload)
     slack = (terms.latency_cap_s - receiver - terms.answer_s)[..., None] - compute
     late = slack <= 0.0
-    floor = model.inverse_rate_hz(payload / np.where(late, 1.0, slack), terms.gain_hz)
-    return np.where(payload > 0.0, np.where(late, np.inf, floor), 0.0)
+    floor = model.inverse_rate_hz(payload / xp.where(late, 1.0, slack), terms.gain_hz)
+    return xp.where(payload > 0.0, xp.where(late, math.inf, floor), 0.0)
 
 
 def _check_terms(terms, fn: str) -> None:
@@ -196,14 +210,18 @@ def encode_box(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:
     weights are those of the shares themselves.
     """
     _check_terms(terms, "encode_box")
-    media, b = _check_decision(media, bandwidth_hz)
-    kv = (media != 0).astype(np.int8)
+    xp = namespace(media, bandwidth_hz)
+    if not xp.is_torch:  # torch: the decoders' own decisions, already valid
+        media, b = _check_decision(media, bandwidth_hz)
+    else:
+        b = bandwidth_hz
+    kv = xp.astype(media != 0, xp.int8)
     b = shares_to_bandwidth_hz(b, terms.bandwidth_hz)
     floor, spare = _cap_floor_and_spare(terms, kv)
     ok = spare > 0.0
-    excess = np.where(ok, np.maximum(b - np.where(ok, floor, 0.0), 0.0), b)
-    peak = excess.max(axis=-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        code = 1.0 + np.log10(excess / peak) / BOX_LOG10_RANGE
-    code = np.where(peak > 0.0, np.clip(np.nan_to_num(code, nan=-1.0, neginf=-1.0), -1.0, 1.0), 1.0)
-    return np.concatenate([2.0 * kv - 1.0, code], axis=-1)
+    excess = xp.where(ok, xp.maximum(b - xp.where(ok, floor, 0.0), 0.0), b)
+    peak = xp.amax(excess, axis=-1, keepdims=True)
+    with xp.errstate(divide="ignore", invalid="ignore"):
+        code = 1.0 + xp.log10(excess / peak) / BOX_LOG10_RANGE
+    code = xp.where(peak > 0.0, xp.clip(xp.nan_to_num(code, nan=-1.0, neginf=-1.0), -1.0, 1.0), 1.0)
+    return xp.concatenate([2.0 * kv - 1.0, code], axis=-1)

@@ -39,11 +39,13 @@ import numpy as np
 
 from . import actions, model
 from .actions import encode_box
+from .backend import namespace
 
 __all__ = [
     "ACTION_ENCODINGS",
     "DEFAULT_ENCODING",
     "decode_deadline",
+    "deadline_decision",
     "deadline_bandwidth_hz",
     "encode_deadline",
     "decode_solved",
@@ -67,26 +69,41 @@ def check_encoding(encoding: str) -> None:
         raise ValueError(f"action encoding must be one of {ACTION_ENCODINGS}; got {encoding!r}")
 
 
-def deadline_bandwidth_hz(media, code, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
+def deadline_bandwidth_hz(
+    media, code, obs: Mapping[str, np.ndarray], consts: model.ModelConstants, terms: model.RoundTerms | None = None
+) -> np.ndarray:
     """Per agent, the bandwidth (Hz, at most ``B``, not normalised) that meets the finish-time
-    target coded by ``code`` in [-1, 1] with medium ``media``; each agent's from its own entries."""
-    finish_s = np.power(10.0, _LOG10_CENTER + _LOG10_SCALE * np.clip(code, -1.0, 1.0))
-    terms = model.terms_from_observation(consts, obs)
+    target coded by ``code`` in [-1, 1] with medium ``media``; each agent's from its own entries.
+    ``terms``: the observation's terms when the caller has them (else rebuilt from ``obs``)."""
+    xp = namespace(code)
+    finish_s = xp.power(10.0, _LOG10_CENTER + _LOG10_SCALE * xp.clip(code, -1.0, 1.0))
+    if terms is None:
+        terms = model.terms_from_observation(consts, obs)
     compute_s = terms.prefill_s + model.select_medium(terms.extra_compute_s, media)
     payload = model.select_medium(terms.payload_bits, media)
-    slack = np.maximum(finish_s - compute_s, _MIN_SLACK * finish_s)
+    slack = xp.maximum(finish_s - compute_s, _MIN_SLACK * finish_s)
     b = model.inverse_rate_hz(payload / slack, terms.gain_hz)
-    return np.minimum(np.where(np.isfinite(b), b, consts.bandwidth_hz), consts.bandwidth_hz)
+    return xp.minimum(xp.where(xp.isfinite(b), b, consts.bandwidth_hz), consts.bandwidth_hz)
 
 
 def decode_deadline(action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants) -> np.ndarray:
     """Env Box actions (float64, ``(..., 2N)``) for deadline-encoded actions on raw observations."""
-    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    media, b = deadline_decision(action, obs, consts)
+    return encode_box(media, b, model.terms_from_observation(consts, obs))
+
+
+def deadline_decision(
+    action, obs: Mapping[str, np.ndarray], consts: model.ModelConstants, terms: model.RoundTerms | None = None
+):
+    """``(media, bandwidth_hz)`` of deadline-encoded actions on raw observations (NumPy or torch):
+    what :func:`decode_deadline` encodes as the env's Box action (``terms``: the observation's
+    terms when the caller has them)."""
+    xp = namespace(action)
+    a = xp.clip(xp.as_float(action), -1.0, 1.0)
     n = a.shape[-1] // 2
-    media = (a[..., :n] > 0.0).astype(np.int8)
-    b = deadline_bandwidth_hz(media, a[..., n:], obs, consts)
-    terms = model.terms_from_observation(consts, obs)
-    return encode_box(media, actions.shares_to_bandwidth_hz(b, consts.bandwidth_hz), terms)
+    media = xp.astype(a[..., :n] > 0.0, xp.int8)
+    b = deadline_bandwidth_hz(media, a[..., n:], obs, consts, terms)
+    return media, actions.shares_to_bandwidth_hz(b, consts.bandwidth_hz)
 
 
 def encode_deadline(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:

@@ -10,19 +10,34 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from . import actions, model
+from . import actions, model, session
 from .config import ScenarioConfig, make_config
-from .world import SNR_MAX_DB, SNR_MIN_DB, WorldProcess
+from .core import Core
+from .session_world import max_context_tokens
+from .solvers import solve
+from .world import SNR_MAX_DB, SNR_MIN_DB
 
 __all__ = [
     "JMSRAEnv",
     "make_observation_space",
+    "make_session_observation_space",
+    "observation_space_of",
+    "SESSION_OBS_KEYS",
     "make_action_space",
     "resolve_env_config",
     "check_env_arguments",
     "enclosing_time_limit",
     "ACTION_FORMS",
 ]
+
+SESSION_OBS_KEYS = (
+    "new_tokens",
+    "unseen_tokens",
+    "kv_resident_tokens",
+    "rounds_since_kv",
+    "kv_pool_used_fraction",
+    "kv_pool_bytes",
+)
 
 ACTION_FORMS = ("dict", "box")
 
@@ -48,6 +63,35 @@ def make_observation_space(cfg: ScenarioConfig) -> spaces.Dict:
             "receiver_load": box(0.0, wl.load_max, (1,)),
         }
     )
+
+
+def make_session_observation_space(cfg: ScenarioConfig) -> spaces.Dict:
+    """The Dict observation space of a session scenario: the single-round keys (with contexts up
+    to :func:`max_context_tokens`) and :data:`SESSION_OBS_KEYS`."""
+    n = cfg.n_agents
+    top = float(max_context_tokens(cfg))
+
+    def box(lo, hi, shape=(n,)):
+        return spaces.Box(low=float(lo), high=float(hi), shape=shape, dtype=np.float64)
+
+    base = dict(make_observation_space(cfg).spaces)
+    base["context_tokens"] = box(cfg.workload.context_min_tokens, top)
+    base["nl_tokens"] = box(0.0, top)
+    base["new_tokens"] = box(
+        min(cfg.session.new_tokens_min, cfg.workload.context_min_tokens),
+        max(cfg.session.new_tokens_max, cfg.workload.context_max_tokens),
+    )
+    base["unseen_tokens"] = box(0.0, top)
+    base["kv_resident_tokens"] = box(0.0, top)
+    base["rounds_since_kv"] = box(0.0, session.never_rounds(cfg))
+    base["kv_pool_used_fraction"] = box(0.0, 1.0, (1,))
+    base["kv_pool_bytes"] = box(0.0, cfg.kv_pool_bytes, (1,))
+    return spaces.Dict(base)
+
+
+def observation_space_of(cfg: ScenarioConfig) -> spaces.Dict:
+    """The observation space of a scenario: the session's for a session, else the round's."""
+    return make_session_observation_space(cfg) if cfg.session.enabled else make_observation_space(cfg)
 
 
 def make_action_space(cfg: ScenarioConfig, action_form: str) -> spaces.Space:
@@ -174,7 +218,6 @@ class JMSRAEnv(gym.Env[dict, Any]):
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
-    _world_class = WorldProcess  # what draws the rounds (a session env draws growing contexts)
 
     def __init__(
         self,
@@ -191,11 +234,10 @@ class JMSRAEnv(gym.Env[dict, Any]):
         self.action_form = action_form
         self.render_mode = render_mode
         self.consts = model.model_constants(cfg)
-        self.observation_space = make_observation_space(cfg)
+        self.observation_space = observation_space_of(cfg)
         self.action_space = make_action_space(cfg, action_form)
-        self._world = self._world_class(cfg, 1)
-        self._terms: model.RoundTerms | None = None
-        self._round = 0
+        self.core = Core(cfg, 1)  # the batched round, as a batch of one
+        self._terms: model.RoundTerms | None = None  # the core's current terms, unbatched
         self._episode_rounds = cfg.episode_rounds  # the episode's length (see ``reset``)
         self._last_info: dict[str, Any] | None = None
         self._last_obs: dict[str, np.ndarray] | None = None
@@ -206,10 +248,8 @@ class JMSRAEnv(gym.Env[dict, Any]):
         super().reset(seed=seed)
         limit = enclosing_time_limit(self)
         self._episode_rounds = self.config.episode_rounds if limit is None else limit
-        self._world.reset(self.np_random)
-        self._round = 0
-        self._on_reset()
-        self._terms = self._next_terms()
+        self.core.reset(self.np_random)
+        self._terms = self.core.terms[0]
         self._last_info = None
         obs = self._observation()
         return obs, {"round": 0}
@@ -223,14 +263,16 @@ class JMSRAEnv(gym.Env[dict, Any]):
         info = breakdown_info(br)
         info["round"] = self._round
         if self.config.jmsra_in_info:
-            from .solvers import solve
-
             info["jmsra_latency_s"] = float(solve("jmsra", terms).latency_s)
-        self._after_round(media, info)
+        batch: dict[str, Any] = {}
+        self.core.advance(self.np_random, media[None], batch)
+        if self.core.session:  # the round's evictions and the pool after it
+            info["evicted"] = batch["evicted"][0]
+            info["evictions"] = int(batch["evictions"][0])
+            info["kv_pool_used_bytes"] = float(batch["kv_pool_used_bytes"][0])
+            info["kv_pool_used_fraction"] = float(batch["kv_pool_used_fraction"][0])
         self._last_info = info
-        self._world.step(self.np_random)
-        self._round += 1
-        self._terms = self._next_terms()
+        self._terms = self.core.terms[0]
         truncated = self._round >= self._episode_rounds
         return self._observation(), -info["latency_s"], False, truncated, info
 
@@ -268,21 +310,23 @@ class JMSRAEnv(gym.Env[dict, Any]):
         return self._terms
 
     def _observation(self) -> dict[str, np.ndarray]:
-        obs = {k: v[0] for k, v in self._world.observation().items()}
+        obs = {k: v[0] for k, v in self.core.observe().items()}
         self._last_obs = obs
         return obs
 
-    # Hooks of the round's life cycle (a session env keeps the receiver's state through them).
+    @property
+    def receiver_state(self) -> session.SessionState | None:
+        """Sessions: the receiver's state (batch of one) before the next step; else None."""
+        return None if self.core.receiver is None else self.core.receiver.state
 
-    def _on_reset(self) -> None:
-        """After the world drew a new episode."""
+    # The core's parts under the names the experts read (the session's world, the round counter).
+    @property
+    def _world(self):
+        return self.core.world
 
-    def _next_terms(self) -> model.RoundTerms:
-        """The terms of the round the world is now at (what the next step charges)."""
-        return self._world.env_terms(0)
-
-    def _after_round(self, media: np.ndarray, info: dict[str, Any]) -> None:
-        """After a round was charged with ``media``, before the world moves on."""
+    @property
+    def _round(self) -> int:
+        return int(self.core.round[0])
 
 
 def enclosing_time_limit(env: gym.Env, depth: int = 16) -> int | None:

@@ -33,6 +33,7 @@ import gymnasium as gym
 import numpy as np
 
 from . import model
+from .backend import namespace
 
 __all__ = [
     "FEATURE_SETS",
@@ -55,7 +56,8 @@ _LOG_LO, _LOG_HI = 1e-12, 1e15
 
 
 def _log10(x) -> np.ndarray:
-    return np.log10(np.clip(x, _LOG_LO, _LOG_HI))
+    xp = namespace(x)
+    return xp.log10(xp.clip(x, _LOG_LO, _LOG_HI))
 
 
 def n_features(n_agents: int, kind: str = DEFAULT_FEATURES, session: bool = False) -> int:
@@ -82,19 +84,20 @@ def session_features(obs: Mapping[str, np.ndarray], consts: model.ModelConstants
     used fraction and ``log10`` of its size. The physics features already hold the session's terms
     (prefill of the new tokens, the KV delta); these add what decides later rounds: what is
     resident, how old, how full the pool."""
-    pool = np.asarray(obs["kv_pool_bytes"], dtype=np.float64)
-    ctx = np.asarray(obs["context_tokens"], dtype=np.float64)
-    since = np.asarray(obs["rounds_since_kv"], dtype=np.float64)
+    xp = namespace(obs["kv_pool_bytes"], obs["context_tokens"])
+    pool = xp.as_float(obs["kv_pool_bytes"])
+    ctx = xp.as_float(obs["context_tokens"])
+    since = xp.as_float(obs["rounds_since_kv"])
     per_agent = [
-        np.log10(1.0 + np.asarray(obs["new_tokens"], dtype=np.float64)),
-        np.log10(1.0 + np.asarray(obs["unseen_tokens"], dtype=np.float64)),
-        np.log10(1.0 + np.asarray(obs["kv_resident_tokens"], dtype=np.float64)),
+        xp.log10(1.0 + xp.as_float(obs["new_tokens"])),
+        xp.log10(1.0 + xp.as_float(obs["unseen_tokens"])),
+        xp.log10(1.0 + xp.as_float(obs["kv_resident_tokens"])),
         since / never if never else since,
         ctx * (consts.kv_bits_per_token / 8.0) / pool,
     ]
-    scalars = [np.asarray(obs["kv_pool_used_fraction"], dtype=np.float64)[..., :1], np.log10(pool[..., :1])]
-    feats = np.concatenate([np.stack(per_agent, axis=-1).reshape(*ctx.shape[:-1], -1), *scalars], axis=-1)
-    return feats.astype(np.float32)
+    scalars = [xp.as_float(obs["kv_pool_used_fraction"])[..., :1], xp.log10(pool[..., :1])]
+    feats = xp.concatenate([xp.stack(per_agent, axis=-1).reshape(*ctx.shape[:-1], -1), *scalars], axis=-1)
+    return xp.astype(feats, xp.float32)
 
 
 def _check_kind(kind: str) -> None:
@@ -104,28 +107,30 @@ def _check_kind(kind: str) -> None:
 
 def observation_features(
     obs: Mapping[str, np.ndarray], consts: model.ModelConstants, kind: str = DEFAULT_FEATURES,
-    session: bool | None = None,
+    session: bool | None = None, terms: model.RoundTerms | None = None,
 ) -> np.ndarray:
     """float32 features ``(..., F)`` of a raw observation (one round ``(N,)`` or a batch ``(M, N)``).
 
     ``session`` (default: :func:`is_session_observation`) appends :func:`session_features`.
     """
     _check_kind(kind)
-    snr = np.asarray(obs["snr_db"], dtype=np.float64)
-    rx_load = np.asarray(obs["receiver_load"], dtype=np.float64)
+    xp = namespace(obs["snr_db"])
+    snr = xp.as_float(obs["snr_db"])
+    rx_load = xp.as_float(obs["receiver_load"])
     per_agent = [
         snr / 10.0,
         _log10(obs["compute_flops"]),
         _log10(obs["mem_bw_bytes_per_s"]),
-        np.asarray(obs["load"], dtype=np.float64),
+        xp.as_float(obs["load"]),
         _log10(obs["context_tokens"]),
-        _log10(np.maximum(np.asarray(obs["nl_tokens"], dtype=np.float64), 1.0)),
+        _log10(xp.maximum(xp.as_float(obs["nl_tokens"]), 1.0)),
     ]
     scalars = [rx_load[..., :1]]
     if kind == "physics":
-        terms = model.terms_from_observation(consts, obs)
+        if terms is None:  # the observation's terms, unless the caller has them
+            terms = model.terms_from_observation(consts, obs)
         n = snr.shape[-1]
-        equal_rate = model.rate_bps(np.full(snr.shape, consts.bandwidth_hz / n), terms.gain_hz)
+        equal_rate = model.rate_bps(xp.full(snr.shape, consts.bandwidth_hz / n), terms.gain_hz)
         finish = [
             terms.prefill_s
             + terms.extra_compute_s[..., m]
@@ -147,10 +152,10 @@ def observation_features(
             _log10(equal_rate),
         ]
         scalars.append(_log10(terms.answer_s)[..., None])
-    feats = np.concatenate([np.stack(per_agent, axis=-1).reshape(*snr.shape[:-1], -1), *scalars], axis=-1)
+    feats = xp.concatenate([xp.stack(per_agent, axis=-1).reshape(*snr.shape[:-1], -1), *scalars], axis=-1)
     if is_session_observation(obs) if session is None else session:
-        feats = np.concatenate([feats, session_features(obs, consts)], axis=-1)
-    return feats.astype(np.float32)
+        feats = xp.concatenate([feats, session_features(obs, consts)], axis=-1)
+    return xp.astype(feats, xp.float32)
 
 
 class FeatureObservation(gym.ObservationWrapper):

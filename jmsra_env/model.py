@@ -1,7 +1,9 @@
 """The analytical latency model (docs/model.md): every formula, once, as pure array functions.
 
-All functions broadcast over NumPy arrays, so the same code serves one round (arrays of shape
-``(N,)``) and a batch of rounds (``(M, N)``). Units: s, bit, Hz, FLOP/s, byte/s, dB.
+All functions broadcast over arrays, so the same code serves one round (arrays of shape
+``(N,)``) and a batch of rounds (``(M, N)``), and they are written against the array namespace of
+their inputs (:mod:`jmsra_env.backend`): NumPy arrays give NumPy results (float64, the reference),
+torch tensors give tensors on the same device and dtype. Units: s, bit, Hz, FLOP/s, byte/s, dB.
 
 Media are encoded as integers: ``NL = 0`` (natural-language tokens), ``KV = 1`` (KV cache).
 Arrays with a trailing axis of length 2 hold a term for both media, indexed by that code.
@@ -15,6 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .backend import namespace
 from .config import DEVICE_CATALOG, ScenarioConfig
 
 __all__ = [
@@ -54,6 +57,8 @@ __all__ = [
     "max_over_agents",
     "transmission_time_s",
     "terms_from_observation",
+    "unit_terms",
+    "scale_terms",
 ]
 
 NL = 0
@@ -78,7 +83,8 @@ def effective_mem_bw_bytes_per_s(peak_bytes_per_s, load, efficiency):
 
 def decode_time_per_token_s(params, weight_bits, flops, mem_bw_bytes_per_s):
     """tau_dec = max(2P / F', P w_bits / 8 / W'): one decoded token, compute- or memory-bound."""
-    return np.maximum(2.0 * params / flops, params * (weight_bits / 8.0) / mem_bw_bytes_per_s)
+    xp = namespace(flops, mem_bw_bytes_per_s)
+    return xp.maximum(2.0 * params / flops, params * (weight_bits / 8.0) / mem_bw_bytes_per_s)
 
 
 def prefill_time_s(params, n_tokens, flops):
@@ -102,7 +108,8 @@ def kv_bits_per_token(n_layers: int, n_kv_heads: int, head_dim: int, kv_bits: in
 
 def nl_tokens(context_tokens, nl_ratio):
     """K = ceil(rho L): length of the natural-language summary of a context of ``L`` tokens."""
-    return np.ceil(np.multiply(nl_ratio, context_tokens))
+    xp = namespace(nl_ratio, context_tokens)
+    return xp.ceil(xp.multiply(nl_ratio, context_tokens))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +118,8 @@ def nl_tokens(context_tokens, nl_ratio):
 
 def pathloss_db(distance_m, const_db=128.1, slope_db=37.6):
     """3GPP macro path loss ``const + slope log10(d / 1 km)`` in dB."""
-    return const_db + slope_db * np.log10(np.asarray(distance_m) / 1000.0)
+    xp = namespace(distance_m)
+    return const_db + slope_db * xp.log10(xp.asarray(distance_m) / 1000.0)
 
 
 def full_band_snr_db(
@@ -119,11 +127,12 @@ def full_band_snr_db(
     const_db=128.1, slope_db=37.6,
 ):
     """SNR (dB) of an agent alone on the full band: p g / (N0 B) with g = 10^(-(PL + X)/10) |h|^2."""
+    xp = namespace(distance_m, shadowing_db, fading_power)
     return (
         tx_power_dbm
         - pathloss_db(distance_m, const_db, slope_db)
         - shadowing_db
-        + 10.0 * np.log10(fading_power)
+        + 10.0 * xp.log10(fading_power)
         - noise_dbm_per_hz
         - 10.0 * math.log10(bandwidth_hz)
     )
@@ -131,12 +140,14 @@ def full_band_snr_db(
 
 def gain_hz_from_snr_db(snr_db, bandwidth_hz):
     """a = p g / N0 (Hz), from the full-band SNR: a = B 10^(SNR/10)."""
-    return bandwidth_hz * np.power(10.0, np.multiply(snr_db, 0.1))
+    xp = namespace(snr_db)
+    return bandwidth_hz * xp.power(10.0, xp.multiply(snr_db, 0.1))
 
 
 def snr_db_from_gain_hz(gain_hz, bandwidth_hz):
     """Inverse of :func:`gain_hz_from_snr_db`."""
-    return 10.0 * np.log10(np.divide(gain_hz, bandwidth_hz))
+    xp = namespace(gain_hz, bandwidth_hz)
+    return 10.0 * xp.log10(xp.divide(gain_hz, bandwidth_hz))
 
 
 def rate_bps(bandwidth_hz, gain_hz):
@@ -150,26 +161,30 @@ def rate_bps(bandwidth_hz, gain_hz):
     in ``b`` up to float64 rounding (a few ulp). The common case costs two reductions more than the
     plain formula.
     """
-    b = np.asarray(bandwidth_hz, dtype=np.float64)
+    xp = namespace(bandwidth_hz, gain_hz)
+    b = xp.as_float(bandwidth_hz)
     pos = b > 0.0
-    b_safe = np.where(pos, b, 1.0)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    b_safe = xp.where(pos, b, 1.0)
+    with xp.errstate(over="ignore", invalid="ignore", divide="ignore"):
         x = gain_hz / b_safe
         # log1p keeps full precision when b >> a (log2(1 + x) loses it for small x)
-        r = b_safe * (np.log1p(x) / LN2)
-        if x.size and not (x.min() >= _SAFE_RATIO and np.isfinite(r).all()):
-            r = _rate_extremes_bps(b_safe, np.asarray(gain_hz, dtype=np.float64), x, r)
-    return np.where(pos, r, 0.0)
+        r = b_safe * (xp.log1p(x) / LN2)
+        # torch: always the safe path (no host sync; it equals the plain formula where that is fine)
+        if xp.is_torch or (x.size and not (x.min() >= _SAFE_RATIO and np.isfinite(r).all())):
+            r = _rate_extremes_bps(xp, b_safe, xp.as_float(gain_hz), x, r)
+    return xp.where(pos, r, 0.0)
 
 
-def _rate_extremes_bps(b, a, x, r):
+def _rate_extremes_bps(xp, b, a, x, r):
     """:func:`rate_bps` where ``a / b`` overflowed, underflowed or is tiny, or ``r`` overflowed."""
-    over = np.isinf(x)
-    r = np.where(over, b * ((np.log(a) - np.log(b)) / LN2), r)
+    over = xp.isinf(x)
+    tiny = _FLOAT64_TINY if not xp.is_torch else xp.torch.finfo(x.dtype).tiny
+    with xp.errstate(divide="ignore", invalid="ignore"):
+        r = xp.where(over, b * ((xp.log(a) - xp.log(b)) / LN2), r)
     ceiling = rate_ceiling_bps(a)
-    r = np.fmin(r, ceiling)  # fmin: inf * 0 (b = inf) is NaN, whose limit is the ceiling
+    r = xp.fmin(r, ceiling)  # fmin: inf * 0 (b = inf) is NaN, whose limit is the ceiling
     # a / b subnormal: x has lost its precision, but r = a/ln2 (1 - x/2 ...) is the ceiling
-    return np.where(x < _FLOAT64_TINY, ceiling, r)
+    return xp.where(x < tiny, ceiling, r)
 
 
 _FLOAT64_MAX = float(np.finfo(np.float64).max)
@@ -180,8 +195,10 @@ _SAFE_RATIO = 1e-14  # a / b above this: b log1p(a/b) / ln 2 cannot round above 
 def rate_ceiling_bps(gain_hz):
     """sup_b r(b) = a / ln 2: the power-limited ceiling, approached as b grows (saturates at the
     largest float64 for a > ~1.2e308 instead of overflowing)."""
-    with np.errstate(over="ignore"):
-        return np.minimum(np.asarray(gain_hz, dtype=np.float64) / LN2, _FLOAT64_MAX)
+    xp = namespace(gain_hz)
+    top = _FLOAT64_MAX if not xp.is_torch else xp.torch.finfo(xp.float).max
+    with xp.errstate(over="ignore"):
+        return xp.minimum(xp.as_float(gain_hz) / LN2, top)
 
 
 def inverse_rate_hz(rate_bps_, gain_hz):
@@ -244,10 +261,16 @@ def spectral_efficiency_step(u, log_ceiling_ratio):
     ``u`` > 0 and ``L`` of the same shape. Below u = 0.05, F and F' come from their Taylor series
     (evaluated only on those elements).
     """
-    em = -np.expm1(-u)
-    du = (u + np.log(em) - np.log(u) - log_ceiling_ratio) / np.maximum(1.0 / em - 1.0 / u, 0.5)
+    xp = namespace(u)
+    em = -xp.expm1(-u)
+    du = (u + xp.log(em) - xp.log(u) - log_ceiling_ratio) / xp.maximum(1.0 / em - 1.0 / u, 0.5)
     small = u < _SERIES_BELOW
-    if small.any():
+    if xp.is_torch:  # no host sync: the series on every element, selected
+        u2 = u * u
+        f = 0.5 * u + u2 * (1.0 / 24.0 - u2 * (1.0 / 2880.0 - u2 / 181440.0))
+        fp = 0.5 + u * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0))
+        du = xp.where(small, (f - log_ceiling_ratio) / fp, du)
+    elif small.any():
         us = u[small]
         u2 = us * us
         f = 0.5 * us + u2 * (1.0 / 24.0 - u2 * (1.0 / 2880.0 - u2 / 181440.0))
@@ -258,8 +281,9 @@ def spectral_efficiency_step(u, log_ceiling_ratio):
 
 def spectral_efficiency_nats(log_ceiling_ratio):
     """u = ln(1 + a/b) at which the rate is ``exp(-L)`` times the ceiling a / ln 2 (L > 0)."""
-    L = np.asarray(log_ceiling_ratio, dtype=np.float64)
-    u = L + np.log1p(L)
+    xp = namespace(log_ceiling_ratio)
+    L = xp.as_float(log_ceiling_ratio)
+    u = L + xp.log1p(L)
     for _ in range(_NEWTON_STEPS):
         u = spectral_efficiency_step(u, L)[0]
     return u
@@ -267,7 +291,8 @@ def spectral_efficiency_nats(log_ceiling_ratio):
 
 def bandwidth_from_spectral_efficiency_hz(u, gain_hz):
     """b = a / (e^u - 1): the bandwidth at which the spectral efficiency is ``u`` nat/s/Hz."""
-    return np.divide(gain_hz, np.expm1(u))
+    xp = namespace(u, gain_hz)
+    return xp.divide(gain_hz, xp.expm1(u))
 
 
 def inverse_rate_elasticity(u):
@@ -296,17 +321,16 @@ def required_snr(rate_bps_, bandwidth_hz):
 
 def inverse_rate_newton_hz(rate_bps_, gain_hz):
     """Bandwidth b >= 0 with r(b) = ``rate_bps_`` (0 for rate 0, inf at or above the ceiling)."""
-    r, a = np.broadcast_arrays(
-        np.asarray(rate_bps_, dtype=np.float64), np.asarray(gain_hz, dtype=np.float64)
-    )
+    xp = namespace(rate_bps_, gain_hz)
+    r, a = xp.broadcast_arrays(xp.as_float(rate_bps_), xp.as_float(gain_hz))
     if r.ndim == 0:  # the Newton helpers work on arrays
         return inverse_rate_newton_hz(r[None], a[None])[0]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    with xp.errstate(divide="ignore", invalid="ignore", over="ignore"):
         c = r * LN2 / a
         ok = (r > 0.0) & (c < 1.0) & (a > 0.0)
-        L = -np.log(np.where(ok, c, 0.5))
+        L = -xp.log(xp.where(ok, c, 0.5))
         b = bandwidth_from_spectral_efficiency_hz(spectral_efficiency_nats(L), a)
-    return np.where(r <= 0.0, 0.0, np.where(ok, b, np.inf))
+    return xp.where(r <= 0.0, 0.0, xp.where(ok, b, math.inf))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,6 +353,7 @@ class ModelConstants:
     answer_tokens: int
     bandwidth_hz: float
     latency_cap_s: float
+    session: bool = False  # the scenario is a session (its observations carry the receiver's state)
 
 
 @lru_cache(maxsize=256)
@@ -350,6 +375,7 @@ def model_constants(cfg: ScenarioConfig) -> ModelConstants:
         answer_tokens=w.answer_tokens,
         bandwidth_hz=cfg.channel.bandwidth_hz,
         latency_cap_s=cfg.latency_cap_s,
+        session=bool(cfg.session.enabled),
     )
 
 
@@ -393,8 +419,9 @@ class RoundTerms:
 
 def _pair(nl, kv) -> np.ndarray:
     """Stack the NL and KV values of a term on a new trailing axis (faster than np.stack)."""
-    nl = np.asarray(nl)
-    out = np.empty((*nl.shape, 2))
+    xp = namespace(nl, kv)
+    nl = xp.asarray(nl)
+    out = xp.empty((*nl.shape, 2))
     out[..., 0] = nl
     out[..., 1] = kv
     return out
@@ -432,16 +459,15 @@ def round_terms(
     ``context_tokens`` (a single round).
     """
     c = consts
-    L = np.asarray(context_tokens, dtype=np.float64)
-    K = np.asarray(nl_tokens_, dtype=np.float64)
-    L_pre = L if prefill_tokens is None else np.asarray(prefill_tokens, dtype=np.float64)
-    L_kv = L if kv_tokens is None else np.asarray(kv_tokens, dtype=np.float64)
-    u = np.asarray(load, dtype=np.float64)
-    f_eff = effective_compute_flops(np.asarray(compute_flops, dtype=np.float64), u, c.compute_efficiency)
-    w_eff = effective_mem_bw_bytes_per_s(
-        np.asarray(mem_bw_bytes_per_s, dtype=np.float64), u, c.memory_efficiency
-    )
-    u_r = np.asarray(receiver_load, dtype=np.float64)
+    xp = namespace(snr_db, load, context_tokens, compute_flops)
+    L = xp.as_float(context_tokens)
+    K = xp.as_float(nl_tokens_)
+    L_pre = L if prefill_tokens is None else xp.as_float(prefill_tokens)
+    L_kv = L if kv_tokens is None else xp.as_float(kv_tokens)
+    u = xp.as_float(load)
+    f_eff = effective_compute_flops(xp.as_float(compute_flops), u, c.compute_efficiency)
+    w_eff = effective_mem_bw_bytes_per_s(xp.as_float(mem_bw_bytes_per_s), u, c.memory_efficiency)
+    u_r = xp.as_float(receiver_load)
     f_r = effective_compute_flops(c.receiver_peak_flops, u_r, c.compute_efficiency)
     w_r = effective_mem_bw_bytes_per_s(c.receiver_mem_bw_bytes_per_s, u_r, c.memory_efficiency)
     f_r_ = f_r[..., None]
@@ -452,13 +478,14 @@ def round_terms(
     payload = _pair(K * c.nl_bits_per_token, L_kv * c.kv_bits_per_token)
     receiver = _pair(prefill_time_s(c.params, K, f_r_), L_kv * (c.kv_bits_per_token / 8.0) / w_r_)
     answer = c.answer_tokens * decode_time_per_token_s(c.params, c.weight_bits, f_r, w_r)
-    gain = gain_hz_from_snr_db(np.asarray(snr_db, dtype=np.float64), c.bandwidth_hz)
+    gain = gain_hz_from_snr_db(xp.as_float(snr_db), c.bandwidth_hz)
     return RoundTerms(prefill, extra, payload, receiver, answer, gain, c.bandwidth_hz, c.latency_cap_s)
 
 
 def select_medium(both, media):
     """Pick the NL (0) or KV (1) value of a ``(..., N, 2)`` term for media ``(..., N)``."""
-    return np.where(np.asarray(media) != 0, both[..., 1], both[..., 0])
+    xp = namespace(both, media)
+    return xp.where(xp.asarray(media) != 0, both[..., 1], both[..., 0])
 
 
 @dataclass(frozen=True)
@@ -480,10 +507,11 @@ class LatencyBreakdown:
 
 def transmission_time_s(payload_bits, rate):
     """D / r, with 0 for no payload and inf for a payload at zero rate."""
+    xp = namespace(payload_bits, rate)
     pos = rate > 0.0
-    with np.errstate(over="ignore"):  # a subnormal rate: D / r overflows to inf (never sent)
-        t = np.where(pos, payload_bits / np.where(pos, rate, 1.0), np.inf)
-    return np.where(payload_bits > 0.0, t, 0.0)
+    with xp.errstate(over="ignore"):  # a subnormal rate: D / r overflows to inf (never sent)
+        t = xp.where(pos, payload_bits / xp.where(pos, rate, 1.0), math.inf)
+    return xp.where(payload_bits > 0.0, t, 0.0)
 
 
 _WIDE_BATCH = 2048  # elements from which a reduction over a short agents axis goes row by row
@@ -493,6 +521,8 @@ def sum_over_agents(x: np.ndarray) -> np.ndarray:
     """``x.sum(axis=-1)``; on wide batches summed agent by agent (a reduction along a short,
     contiguous last axis is slow in NumPy). Small inputs, a batch of one included, always take the
     plain path, so a single round and a batch of one agree bit for bit."""
+    if not isinstance(x, np.ndarray):  # torch: one reduction
+        return x.sum(-1)
     if x.size < _WIDE_BATCH or x.ndim < 2:
         return x.sum(axis=-1)
     return np.add.reduce(np.moveaxis(x, -1, 0).copy(), axis=0)
@@ -500,6 +530,8 @@ def sum_over_agents(x: np.ndarray) -> np.ndarray:
 
 def max_over_agents(x: np.ndarray) -> np.ndarray:
     """``x.max(axis=-1)``, fast on wide batches (exact: the maximum does not depend on order)."""
+    if not isinstance(x, np.ndarray):  # torch
+        return x.amax(-1)
     if x.size < _WIDE_BATCH or x.ndim < 2:
         return x.max(axis=-1)
     return np.maximum.reduce(np.moveaxis(x, -1, 0).copy(), axis=0)
@@ -507,19 +539,20 @@ def max_over_agents(x: np.ndarray) -> np.ndarray:
 
 def latency(terms: RoundTerms, media, bandwidth_hz) -> LatencyBreakdown:
     """T(x, b) = max_i [S_i + C_i + D_i / r_i(b_i)] + sum_i R_i + G tau_dec,r, capped at the cap."""
-    x = np.asarray(media)
-    b = np.asarray(bandwidth_hz, dtype=np.float64)
+    xp = namespace(terms.prefill_s, media, bandwidth_hz)
+    x = xp.asarray(media)
+    b = xp.as_float(bandwidth_hz)
     kv = x != 0
-    compute = terms.prefill_s + np.where(kv, terms.extra_compute_s[..., 1], terms.extra_compute_s[..., 0])
-    payload = np.where(kv, terms.payload_bits[..., 1], terms.payload_bits[..., 0])
-    rx = np.where(kv, terms.receiver_s[..., 1], terms.receiver_s[..., 0])
+    compute = terms.prefill_s + xp.where(kv, terms.extra_compute_s[..., 1], terms.extra_compute_s[..., 0])
+    payload = xp.where(kv, terms.payload_bits[..., 1], terms.payload_bits[..., 0])
+    rx = xp.where(kv, terms.receiver_s[..., 1], terms.receiver_s[..., 0])
     r = rate_bps(b, terms.gain_hz)
     tx = transmission_time_s(payload, r)
     finish = compute + tx
     t = max_over_agents(finish) + sum_over_agents(rx) + terms.answer_s
     capped = t > terms.latency_cap_s
     return LatencyBreakdown(
-        latency_s=np.minimum(t, terms.latency_cap_s),
+        latency_s=xp.minimum(t, terms.latency_cap_s),
         uncapped_latency_s=t,
         capped=capped,
         media=x,
@@ -533,18 +566,67 @@ def latency(terms: RoundTerms, media, bandwidth_hz) -> LatencyBreakdown:
     )
 
 
+def unit_terms(
+    consts: ModelConstants, snr_db, compute_flops, mem_bw_bytes_per_s, load, new_tokens, receiver_load
+) -> RoundTerms:
+    """A session round's terms per token (docs/sessions.md): :func:`round_terms` with the sender's
+    prefill of its ``new_tokens`` and *one* token of NL summary and of KV delta.
+
+    Everything but the prefill, the answer and the channel is linear in those token counts, so
+    :func:`scale_terms` turns these into the round's terms for any receiver state. The
+    environments compute them once per chunk of rounds (they do not depend on the actions).
+    """
+    xp = namespace(new_tokens, snr_db)
+    one = xp.ones(xp.shape(new_tokens))
+    return round_terms(
+        consts, snr_db, compute_flops, mem_bw_bytes_per_s, load, one, one, receiver_load,
+        prefill_tokens=new_tokens, kv_tokens=one,
+    )
+
+
+def scale_terms(unit: RoundTerms, nl_tokens_, kv_delta_tokens) -> RoundTerms:
+    """The terms of a round from its :func:`unit_terms`: NL terms times the summary's ``K``
+    tokens, KV terms times the ``L - kv`` tokens the receiver lacks (arrays ``(..., N)``)."""
+    xp = namespace(unit.prefill_s)
+    tokens = xp.empty(unit.extra_compute_s.shape)
+    tokens[..., 0] = nl_tokens_
+    tokens[..., 1] = kv_delta_tokens
+    return RoundTerms(
+        unit.prefill_s,
+        unit.extra_compute_s * tokens,
+        unit.payload_bits * tokens,
+        unit.receiver_s * tokens,
+        unit.answer_s,
+        unit.gain_hz,
+        unit.bandwidth_hz,
+        unit.latency_cap_s,
+    )
+
+
 def terms_from_observation(consts: ModelConstants, obs) -> RoundTerms:
     """The model terms of the round(s) an environment observation describes.
 
     ``obs`` is the environment's Dict observation (one round, or a batch with a leading axis, as a
-    vectorised env returns it). With ``csi_delay = 0`` these are exactly the terms the environment
-    charges: the observation is a sufficient statistic. A session observation (with
-    ``new_tokens`` and ``kv_resident_tokens``, docs/sessions.md) gives the session's terms.
+    vectorised env returns it; NumPy arrays or torch tensors). With ``csi_delay = 0`` these are
+    exactly the terms the environment charges: the observation is a sufficient statistic. For a
+    session scenario (``consts.session``, docs/sessions.md) they are the session's terms: the
+    prefill of ``new_tokens``, the NL summary of ``nl_tokens`` and the KV delta
+    ``context_tokens - kv_resident_tokens``.
     """
-    if "new_tokens" in obs:
-        from .session import session_terms_from_observation  # sessions build on this module
-
-        return session_terms_from_observation(consts, obs)
+    xp = namespace(obs["snr_db"])
+    receiver_load = xp.as_float(obs["receiver_load"])[..., 0]
+    if consts.session:
+        if "new_tokens" not in obs:
+            raise ValueError(
+                "terms_from_observation: the constants are a session scenario's but the observation "
+                "has no session keys (new_tokens, kv_resident_tokens); pass the constants of its scenario"
+            )
+        unit = unit_terms(
+            consts, obs["snr_db"], obs["compute_flops"], obs["mem_bw_bytes_per_s"], obs["load"],
+            obs["new_tokens"], receiver_load,
+        )
+        kv_delta = xp.subtract(obs["context_tokens"], obs["kv_resident_tokens"], dtype=xp.float64)
+        return scale_terms(unit, obs["nl_tokens"], kv_delta)
     return round_terms(
         consts,
         obs["snr_db"],
@@ -553,5 +635,5 @@ def terms_from_observation(consts: ModelConstants, obs) -> RoundTerms:
         obs["load"],
         obs["context_tokens"],
         obs["nl_tokens"],
-        np.asarray(obs["receiver_load"], dtype=np.float64)[..., 0],
+        receiver_load,
     )

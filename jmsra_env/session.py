@@ -19,12 +19,14 @@ Nothing here draws random numbers or imports the environment.
 from __future__ import annotations
 
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
 from . import model
+from .backend import NUMPY, namespace
 from .config import ScenarioConfig
 
 __all__ = [
@@ -69,11 +71,12 @@ class SessionState:
 
     def where(self, mask, other: SessionState) -> SessionState:
         """Rows of ``other`` where ``mask`` (batch shape) is true, of ``self`` elsewhere."""
-        m = np.asarray(mask, dtype=bool)[..., None]
+        xp = namespace(self.seen_tokens)
+        m = xp.asarray(mask, dtype=xp.bool_)[..., None]
         return SessionState(
-            np.where(m, other.seen_tokens, self.seen_tokens),
-            np.where(m, other.kv_tokens, self.kv_tokens),
-            np.where(m, other.last_kv_round, self.last_kv_round),
+            xp.where(m, other.seen_tokens, self.seen_tokens),
+            xp.where(m, other.kv_tokens, self.kv_tokens),
+            xp.where(m, other.last_kv_round, self.last_kv_round),
             self.kv_pool_bytes,
             self.kv_bytes_per_token,
         )
@@ -87,20 +90,21 @@ class SessionState:
 
 
 def initial_state(
-    cfg: ScenarioConfig, batch_shape: tuple[int, ...] = (), kv_pool_bytes: float | None = None
+    cfg: ScenarioConfig, batch_shape: tuple[int, ...] = (), kv_pool_bytes: float | None = None, xp=NUMPY
 ) -> SessionState:
     """An empty receiver (nothing seen, nothing resident) for every session of the batch.
 
-    ``kv_pool_bytes`` defaults to the scenario's (``cfg.kv_pool_bytes``).
+    ``kv_pool_bytes`` defaults to the scenario's (``cfg.kv_pool_bytes``); ``xp`` is the array
+    namespace of the state (:mod:`jmsra_env.backend`; NumPy by default).
     """
     shape = (*batch_shape, cfg.n_agents)
     pool = cfg.kv_pool_bytes if kv_pool_bytes is None else float(kv_pool_bytes)
     if not pool > 0.0:  # inf allowed: an unbounded pool
         raise ValueError(f"kv_pool_bytes must be > 0; got {kv_pool_bytes!r}")
     return SessionState(
-        np.zeros(shape),
-        np.zeros(shape),
-        np.full(shape, NEVER_ROUND, dtype=np.int64),
+        xp.zeros(shape),
+        xp.zeros(shape),
+        xp.full(shape, NEVER_ROUND, dtype=xp.int64),
         pool,
         model.model_constants(cfg).kv_bits_per_token / 8.0,
     )
@@ -108,42 +112,13 @@ def initial_state(
 
 def session_nl_tokens(context_tokens, seen_tokens, nl_ratio):
     """K = ceil(rho (L - seen)): the NL summary of what the receiver has not seen."""
-    return model.nl_tokens(np.subtract(context_tokens, seen_tokens), nl_ratio)
+    xp = namespace(context_tokens, seen_tokens)
+    return model.nl_tokens(xp.subtract(context_tokens, seen_tokens), nl_ratio)
 
 
-def unit_terms(
-    consts: model.ModelConstants, snr_db, compute_flops, mem_bw_bytes_per_s, load, new_tokens, receiver_load
-) -> model.RoundTerms:
-    """A session round's terms per token: :func:`jmsra_env.model.round_terms` with the sender's
-    prefill of its ``new_tokens`` and *one* token of NL summary and of KV delta.
-
-    Everything but the prefill, the answer and the channel is linear in those token counts, so
-    :func:`scale_terms` turns these into the round's terms for any receiver state. The
-    environments compute them once per chunk of rounds (they do not depend on the actions).
-    """
-    one = np.ones(np.shape(new_tokens))
-    return model.round_terms(
-        consts, snr_db, compute_flops, mem_bw_bytes_per_s, load, one, one, receiver_load,
-        prefill_tokens=new_tokens, kv_tokens=one,
-    )
-
-
-def scale_terms(unit: model.RoundTerms, nl_tokens_, kv_delta_tokens) -> model.RoundTerms:
-    """The terms of a round from its :func:`unit_terms`: NL terms times the summary's ``K``
-    tokens, KV terms times the ``L - kv`` tokens the receiver lacks (arrays ``(..., N)``)."""
-    tokens = np.empty(unit.extra_compute_s.shape)
-    tokens[..., 0] = nl_tokens_
-    tokens[..., 1] = kv_delta_tokens
-    return model.RoundTerms(
-        unit.prefill_s,
-        unit.extra_compute_s * tokens,
-        unit.payload_bits * tokens,
-        unit.receiver_s * tokens,
-        unit.answer_s,
-        unit.gain_hz,
-        unit.bandwidth_hz,
-        unit.latency_cap_s,
-    )
+# A session round's per-token terms and their scaling are the model's (sessions build on it).
+unit_terms = model.unit_terms
+scale_terms = model.scale_terms
 
 
 def session_terms(
@@ -164,21 +139,18 @@ def session_terms(
 
     Arrays ``(..., N)`` as ``state``; ``receiver_load`` ``(...)``.
     """
-    L = np.asarray(context_tokens, dtype=np.float64)
+    L = namespace(context_tokens).as_float(context_tokens)
     unit = unit_terms(consts, snr_db, compute_flops, mem_bw_bytes_per_s, load, new_tokens, receiver_load)
     return scale_terms(unit, session_nl_tokens(L, state.seen_tokens, nl_ratio), L - state.kv_tokens)
 
 
 def session_terms_from_observation(consts: model.ModelConstants, obs: Mapping[str, np.ndarray]) -> model.RoundTerms:
-    """The terms of the session round(s) a session observation describes (what
-    :func:`jmsra_env.model.terms_from_observation` returns for one): exactly what the session
-    environment charges with ``csi_delay = 0``."""
-    unit = unit_terms(
-        consts, obs["snr_db"], obs["compute_flops"], obs["mem_bw_bytes_per_s"], obs["load"],
-        obs["new_tokens"], np.asarray(obs["receiver_load"], dtype=np.float64)[..., 0],
-    )
-    kv_delta = np.subtract(obs["context_tokens"], obs["kv_resident_tokens"], dtype=np.float64)
-    return scale_terms(unit, obs["nl_tokens"], kv_delta)
+    """The terms of the session round(s) a session observation describes: exactly what the session
+    environment charges with ``csi_delay = 0`` (:func:`jmsra_env.model.terms_from_observation` for
+    the constants of a session scenario)."""
+    if not consts.session:
+        consts = dataclasses.replace(consts, session=True)
+    return model.terms_from_observation(consts, obs)
 
 
 def transition(state: SessionState, media, context_tokens, round_index) -> tuple[SessionState, np.ndarray]:
@@ -189,26 +161,27 @@ def transition(state: SessionState, media, context_tokens, round_index) -> tuple
     usage exceeds its size, the cache with the oldest ``last_kv`` (ties: lowest index) is evicted:
     ``kv = seen = 0``. Returns ``(new state, evicted (..., N) bool)``.
     """
-    L = np.asarray(context_tokens, dtype=np.float64)
-    kv_send = np.asarray(media) != model.NL
-    kv = np.where(kv_send, L, state.kv_tokens)
-    shape = kv.shape
-    seen = np.empty(shape)
+    xp = namespace(state.kv_tokens, context_tokens, media)
+    L = xp.as_float(context_tokens)
+    kv_send = xp.asarray(media) != model.NL
+    kv = xp.where(kv_send, L, state.kv_tokens)
+    shape = tuple(kv.shape)
+    seen = xp.empty(shape)
     seen[...] = L
-    t = np.asarray(round_index, dtype=np.int64)
-    last = np.where(kv_send, t[..., None] if t.ndim else t, state.last_kv_round)
-    evicted = np.zeros(shape, dtype=bool)
+    t = xp.asarray(round_index, dtype=xp.int64)
+    last = xp.where(kv_send, t[..., None] if t.ndim else t, state.last_kv_round)
+    evicted = xp.zeros(shape, dtype=xp.bool_)
     n = shape[-1]
-    agents = np.arange(n)
+    agents = xp.arange(n)
     for _ in range(n):
         used = model.sum_over_agents(kv) * state.kv_bytes_per_token
         over = used > state.kv_pool_bytes
         if not over.any():  # the usual case: one sum and one test
             break
-        oldest = np.argmin(np.where(kv > 0.0, last, _NO_CACHE), axis=-1)  # first index on ties
+        oldest = xp.argmin(xp.where(kv > 0.0, last, _NO_CACHE), axis=-1)  # first index on ties
         hit = over[..., None] & (agents == oldest[..., None])
-        kv = np.where(hit, 0.0, kv)
-        seen = np.where(hit, 0.0, seen)
+        kv = xp.where(hit, 0.0, kv)
+        seen = xp.where(hit, 0.0, seen)
         evicted |= hit
     new = SessionState(seen, kv, last, state.kv_pool_bytes, state.kv_bytes_per_token)
     if not over.any():
@@ -224,9 +197,10 @@ def never_rounds(cfg: ScenarioConfig) -> int:
 
 def rounds_since_kv(state: SessionState, round_index, never: int) -> np.ndarray:
     """Rounds since each agent's last KV message at round ``round_index``; ``never`` if none."""
-    t = np.asarray(round_index, dtype=np.int64)
+    xp = namespace(state.last_kv_round)
+    t = xp.asarray(round_index, dtype=xp.int64)
     since = (t[..., None] if t.ndim else t) - state.last_kv_round  # huge for NEVER_ROUND
-    return np.minimum(since, never).astype(np.float64)
+    return xp.astype(xp.minimum(since, never), xp.float)
 
 
 def state_from_observation(

@@ -22,8 +22,9 @@ from gymnasium.vector.utils import batch_space
 
 from . import actions, model
 from .config import ScenarioConfig
-from .env import check_env_arguments, make_action_space, make_observation_space, resolve_env_config
-from .world import WorldProcess
+from .core import Core
+from .env import check_env_arguments, make_action_space, observation_space_of, resolve_env_config
+from .solvers import solve
 
 __all__ = ["JMSRAVectorEnv", "batch_breakdown_info"]
 
@@ -121,7 +122,6 @@ class JMSRAVectorEnv(VectorEnv):
         "render_fps": 4,
         "autoreset_mode": AutoresetMode.NEXT_STEP,  # per instance: see ``autoreset_mode``
     }
-    _world_class = WorldProcess  # what draws the rounds (a session env draws growing contexts)
 
     def __init__(
         self,
@@ -159,14 +159,12 @@ class JMSRAVectorEnv(VectorEnv):
         self.action_form = action_form
         self.render_mode = render_mode
         self.consts = model.model_constants(cfg)
-        self.single_observation_space = make_observation_space(cfg)
+        self.single_observation_space = observation_space_of(cfg)
         self.single_action_space = make_action_space(cfg, action_form)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._batch_shape = (num_envs,)
-        self._world = self._world_class(cfg, num_envs)
-        self._terms: model.RoundTerms | None = None
-        self._round = np.zeros(num_envs, dtype=np.int64)
+        self.core = Core(cfg, num_envs)  # the batched round: world, receivers (sessions), counters
         self._autoreset: np.ndarray | None = None  # NEXT_STEP: who resets at the next step
         self._ended: np.ndarray | None = None  # DISABLED: who ended and awaits reset(reset_mask)
         self._last_info: dict[str, Any] | None = None
@@ -195,22 +193,20 @@ class JMSRAVectorEnv(VectorEnv):
                 )
         if mask is not None and mask.all():  # a full reset (as the single env's: same draws)
             mask = None
-        self._reset_worlds(self.np_random, mask)
+        self.core.reset(self.np_random, mask)
         if mask is None:
-            self._round[:] = 0
             self._autoreset = self._ended = None
         else:
-            self._round[mask] = 0
             self._autoreset = _clear(self._autoreset, mask)
             self._ended = _clear(self._ended, mask)
-        self._terms = self._next_terms()
         self._last_info = None
         obs = self._observation()
         flags = np.ones(self.num_envs, dtype=np.bool_) if mask is None else mask.copy()
-        return obs, {"round": self._round.copy(), "_round": flags}
+        return obs, {"round": self.core.round.copy(), "_round": flags}
 
     def step(self, actions):
-        if self._terms is None:
+        core = self.core
+        if core.terms is None:
             raise RuntimeError("call reset() before step()")
         if self._ended is not None:  # DISABLED: as Gymnasium documents, this fails
             raise RuntimeError(
@@ -221,25 +217,22 @@ class JMSRAVectorEnv(VectorEnv):
         resetting = self._autoreset  # NEXT_STEP: sub-environments that ended at the last step
         if resetting is not None and resetting.all():
             return self._reset_step()
-        br = model.latency(self._terms, media, bandwidth_hz)
+        br = core.charge(media, bandwidth_hz)
         info = batch_breakdown_info(br)
-        info["round"] = self._round.copy()
+        info["round"] = core.round.copy()
         if self.config.jmsra_in_info:
-            info["jmsra_latency_s"] = _jmsra_latency_s(self._terms)
-        self._after_round(media, info)
+            info["jmsra_latency_s"] = np.asarray(solve("jmsra", core.terms).latency_s, dtype=np.float64)
         rewards = -br.latency_s
         rng = self.np_random
-        self._world.step(rng)
-        self._round += 1
+        core.advance(rng, media, info)
         played = np.ones(self.num_envs, dtype=np.bool_)
         if resetting is not None:  # some (not all) start over instead of playing
-            self._reset_worlds(rng, resetting)
-            self._round[resetting] = 0
+            core.reset(rng, resetting)
             info["round"][resetting] = 0
             rewards[resetting] = 0.0
             played = ~resetting
-        truncated = self._round >= self.config.episode_rounds
-        obs = self._observe()
+        truncated = core.round >= self.config.episode_rounds
+        obs = core.observe()
         for key in tuple(info):
             info["_" + key] = played
         info["_round"] = np.ones(self.num_envs, dtype=np.bool_)
@@ -251,7 +244,6 @@ class JMSRAVectorEnv(VectorEnv):
                 self._ended = truncated.copy()
             else:
                 self._autoreset = truncated
-        self._terms = self._next_terms()
         self._last_obs = obs
         self._last_info = info
         terminations = np.zeros(self.num_envs, dtype=np.bool_)
@@ -259,10 +251,8 @@ class JMSRAVectorEnv(VectorEnv):
 
     def _reset_step(self):
         """NEXT_STEP, every sub-environment ended at the last step: start them all over."""
-        self._reset_worlds(self.np_random, None)
-        self._round[:] = 0
+        self.core.reset(self.np_random, None)
         self._autoreset = None
-        self._terms = self._next_terms()
         self._last_info = None
         obs = self._observation()
         m = self.num_envs
@@ -295,9 +285,8 @@ class JMSRAVectorEnv(VectorEnv):
         info["_final_obs"] = finished
         info["final_info"] = final_info
         info["_final_info"] = finished
-        self._reset_worlds(self.np_random, None if finished.all() else finished)
-        self._round[finished] = 0
-        return self._observe()
+        self.core.reset(self.np_random, None if finished.all() else finished)
+        return self.core.observe()
 
     def render(self) -> tuple[Any, ...] | None:
         """One frame per sub-environment: its last round (``"ansi"`` text or ``"rgb_array"``)."""
@@ -332,38 +321,37 @@ class JMSRAVectorEnv(VectorEnv):
     def observed_terms(self) -> model.RoundTerms:
         """The batched terms ``(M, N)`` the last observation shows (what the Box form decodes on);
         equal to :meth:`current_terms` when ``csi_delay = 0``."""
-        terms = self.current_terms()
-        if self.config.csi_delay == 0:
-            return terms
-        return model.terms_from_observation(self.consts, self._last_obs)
+        self.current_terms()
+        return self.core.observed_terms(self._last_obs)
 
     def current_terms(self) -> model.RoundTerms:
         """The batched model terms ``(M, N)`` the next step will charge (true channel)."""
-        if self._terms is None:
+        if self.core.terms is None:
             raise RuntimeError("call reset() first")
-        return self._terms
+        return self.core.terms
+
+    @property
+    def receiver_state(self):
+        """Sessions: the receivers' state (batch ``(M,)``) before the next step; else None."""
+        return None if self.core.receiver is None else self.core.receiver.state
+
+    # The core's parts under the names the experts read (the session's world, the round counters).
+    @property
+    def _world(self):
+        return self.core.world
+
+    @property
+    def _round(self):
+        return self.core.round
+
+    @property
+    def _terms(self):
+        return self.core.terms
 
     def _observation(self) -> dict[str, np.ndarray]:
-        obs = self._observe()
+        obs = self.core.observe()
         self._last_obs = obs
         return obs
-
-    # Hooks of the round's life cycle (a session env keeps the receivers' state through them).
-
-    def _observe(self) -> dict[str, np.ndarray]:
-        """The batch's observation of the rounds the worlds are now at (fresh arrays)."""
-        return self._world.observation()
-
-    def _reset_worlds(self, rng: np.random.Generator, mask: np.ndarray | None) -> None:
-        """Start new episodes in every world (``mask`` None) or in those of ``mask``."""
-        self._world.reset(rng, mask)
-
-    def _next_terms(self) -> model.RoundTerms:
-        """The terms of the rounds the worlds are now at (what the next step charges)."""
-        return self._world.true_terms()
-
-    def _after_round(self, media: np.ndarray, info: dict[str, Any]) -> None:
-        """After a round was charged with ``media`` (every row), before the worlds move on."""
 
 
 def _clear(flags: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
@@ -372,10 +360,3 @@ def _clear(flags: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
         return None
     flags = flags & ~mask
     return flags if flags.any() else None
-
-
-def _jmsra_latency_s(terms: model.RoundTerms) -> np.ndarray:
-    """The JMSRA expert's latency on each round of the batch (one batched solve)."""
-    from .solvers import solve
-
-    return np.asarray(solve("jmsra", terms).latency_s, dtype=np.float64)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import model
+from .backend import NUMPY
 from .config import ScenarioConfig
 
 __all__ = ["WorldProcess", "WorldState", "OBS_KEYS", "SNR_MIN_DB", "SNR_MAX_DB"]
@@ -85,26 +86,32 @@ class WorldState:
     mem_bw_bytes_per_s: np.ndarray  # (M, N) peak memory bandwidth of each sender's device
 
     @classmethod
-    def zeros(cls, n_envs: int, n_agents: int, csi_delay: int) -> WorldState:
+    def zeros(cls, n_envs: int, n_agents: int, csi_delay: int, xp=NUMPY) -> WorldState:
         shape = (n_envs, n_agents)
         return cls(
-            walk_m=np.zeros(shape),
-            ar=np.zeros((n_envs, 3 * n_agents)),
-            loads=np.zeros((n_envs, n_agents + 1)),
-            snr_tail=np.zeros((csi_delay, n_envs, n_agents)),
-            device_index=np.zeros(shape, dtype=np.int64),
-            compute_flops=np.zeros(shape),
-            mem_bw_bytes_per_s=np.zeros(shape),
+            walk_m=xp.zeros(shape),
+            ar=xp.zeros((n_envs, 3 * n_agents)),
+            loads=xp.zeros((n_envs, n_agents + 1)),
+            snr_tail=xp.zeros((csi_delay, n_envs, n_agents)),
+            device_index=xp.zeros(shape, dtype=xp.int64),
+            compute_flops=xp.zeros(shape),
+            mem_bw_bytes_per_s=xp.zeros(shape),
         )
 
 
 class WorldProcess:
-    """``n_envs`` independent worlds of one scenario, advanced together, a chunk of rounds ahead."""
+    """``n_envs`` independent worlds of one scenario, advanced together, a chunk of rounds ahead.
 
-    def __init__(self, cfg: ScenarioConfig, n_envs: int = 1, chunk_rounds: int | None = None):
+    ``xp`` is the array namespace the worlds live in (:mod:`jmsra_env.backend`): NumPy by default
+    (draws from a NumPy ``Generator``), or a torch namespace (draws from a ``torch.Generator`` on
+    its device, in its dtype); the code is the same.
+    """
+
+    def __init__(self, cfg: ScenarioConfig, n_envs: int = 1, chunk_rounds: int | None = None, xp=NUMPY):
         if not _is_count(n_envs):
             raise ValueError(f"n_envs must be an integer >= 1; got {n_envs!r}")
         self.cfg = cfg
+        self.xp = xp
         self.n_envs = n_envs
         self.n_agents = n = cfg.n_agents
         self.consts = model.model_constants(cfg)
@@ -115,8 +122,8 @@ class WorldProcess:
         self.chunk_rounds = chunk_rounds
         ch = cfg.channel
         devices = cfg.workload.sender_profiles
-        self._dev_flops = np.array([d.peak_flops for d in devices], dtype=np.float64)
-        self._dev_mem_bw = np.array([d.mem_bw_bytes_per_s for d in devices], dtype=np.float64)
+        self._dev_flops = xp.asarray(np.array([d.peak_flops for d in devices], dtype=np.float64))
+        self._dev_mem_bw = xp.asarray(np.array([d.mem_bw_bytes_per_s for d in devices], dtype=np.float64))
         self._step_m = ch.speed_mps * cfg.round_interval_s
         self._noise_dbm_per_hz = ch.noise_psd_dbm_per_hz + ch.noise_figure_db
         self._delay = cfg.csi_delay
@@ -124,10 +131,11 @@ class WorldProcess:
         rho_s, rho_h = cfg.shadowing_correlation, cfg.fading_correlation
         innov_h = math.sqrt(max(0.0, 1.0 - rho_h**2)) * _SQRT_HALF
         innov_s = math.sqrt(max(0.0, 1.0 - rho_s**2)) * ch.shadowing_sigma_db
-        self._ar_coef = np.repeat([rho_s, rho_h, rho_h], n)
-        self._ar_innov = np.repeat([innov_s, innov_h, innov_h], n)
-        self._ar_scale0 = np.repeat([ch.shadowing_sigma_db, _SQRT_HALF, _SQRT_HALF], n)
-        self.state = WorldState.zeros(n_envs, n, self._delay)
+        self._ar_coef = xp.asarray(np.repeat([rho_s, rho_h, rho_h], n))
+        self._ar_innov = xp.asarray(np.repeat([innov_s, innov_h, innov_h], n))
+        self._ar_scale0 = xp.asarray(np.repeat([ch.shadowing_sigma_db, _SQRT_HALF, _SQRT_HALF], n))
+        self._all = xp.arange(n_envs)
+        self.state = WorldState.zeros(n_envs, n, self._delay, xp)
         # The current chunk: time-major (C, M, ...) arrays; round t of the chunk is index t.
         self._rounds: dict[str, np.ndarray] = {}  # per-round observed arrays, nl_ratio, ...
         self._terms: model.RoundTerms | None = None
@@ -142,12 +150,13 @@ class WorldProcess:
 
     def reset(self, rng: np.random.Generator, mask: np.ndarray | None = None) -> None:
         """Draw a fresh episode for every world (or only those where ``mask`` is true)."""
+        xp = self.xp
         if mask is None or self._terms is None:
             self._t = 0
-            self._generate(rng, np.arange(self.n_envs), fresh=True)
+            self._generate(rng, self._all, fresh=True)
             return
-        idx = np.flatnonzero(np.asarray(mask, dtype=bool))
-        if idx.size:
+        idx = xp.flatnonzero(xp.asarray(mask, dtype=xp.bool_))
+        if xp.numel(idx):
             self._generate(rng, idx, fresh=True)
 
     def step(self, rng: np.random.Generator) -> None:
@@ -155,7 +164,7 @@ class WorldProcess:
         self._t += 1
         if self._t >= self.chunk_rounds:
             self._t = 0
-            self._generate(rng, np.arange(self.n_envs), fresh=False)
+            self._generate(rng, self._all, fresh=False)
 
     def _generate(self, rng: np.random.Generator, idx: np.ndarray, fresh: bool) -> None:
         """Draw rounds ``t .. C-1`` of the chunk for worlds ``idx`` (a new episode if ``fresh``)."""
@@ -182,17 +191,18 @@ class WorldProcess:
     def _initial_state(self, rng: np.random.Generator, idx: np.ndarray):
         """A new episode for worlds ``idx``: draws the senders' devices (kept in the state) and
         returns the first round's ``(walk (K, N), ar (K, 3N), loads (K, N + 1))``."""
-        k, n = idx.size, self.n_agents
+        xp = self.xp
+        k, n = xp.numel(idx), self.n_agents
         ch, wl = self.cfg.channel, self.cfg.workload
-        u0 = rng.random((4, k, n))  # [distance | agents' loads | device | receiver's load (agent 0)]
-        z0 = rng.standard_normal((k, 3 * n))
+        u0 = xp.random(rng, (4, k, n))  # [distance | agents' loads | device | receiver's load (agent 0)]
+        z0 = xp.standard_normal(rng, (k, 3 * n))
         walk0 = ch.distance_min_m + (ch.distance_max_m - ch.distance_min_m) * u0[0]
         ar0 = z0 * self._ar_scale0  # stationary start
-        loads0 = np.empty((k, n + 1))
+        loads0 = xp.empty((k, n + 1))
         loads0[:, :n] = wl.load_max * u0[1]
         loads0[:, n] = wl.load_max * u0[3, :, 0]
         n_dev = len(self._dev_flops)
-        dev = np.minimum((u0[2] * n_dev).astype(np.int64), n_dev - 1)
+        dev = xp.minimum(xp.astype(u0[2] * n_dev, xp.int64), n_dev - 1)
         self.state.device_index[idx] = dev
         self.state.compute_flops[idx] = self._dev_flops[dev]
         self.state.mem_bw_bytes_per_s[idx] = self._dev_mem_bw[dev]
@@ -201,26 +211,30 @@ class WorldProcess:
     def _advance(self, rng: np.random.Generator, walk0, ar0, loads0, steps: int):
         """Advance the random processes ``steps`` rounds from ``(walk0, ar0, loads0)``; returns
         the ``steps + 1`` rounds (the start first) of each, time-major."""
+        xp = self.xp
         k, n = walk0.shape
         umax = self.cfg.workload.load_max
         # Innovations, each contiguous: distance walk, AR(1) [shadowing | fading re | im], loads.
-        walk_steps = rng.standard_normal((steps, k, n)) * self._step_m
-        noise = rng.standard_normal((steps, k, 3 * n)) * self._ar_innov
-        load_noise = rng.standard_normal((steps, k, n + 1)) * self.cfg.workload.load_step
-        walk = np.empty((steps + 1, k, n))
-        ar = np.empty((steps + 1, k, 3 * n))
-        loads = np.empty((steps + 1, k, n + 1))
+        walk_steps = xp.standard_normal(rng, (steps, k, n)) * self._step_m
+        noise = xp.standard_normal(rng, (steps, k, 3 * n)) * self._ar_innov
+        load_noise = xp.standard_normal(rng, (steps, k, n + 1)) * self.cfg.workload.load_step
+        walk = xp.empty((steps + 1, k, n))
+        ar = xp.empty((steps + 1, k, 3 * n))
+        loads = xp.empty((steps + 1, k, n + 1))
         walk[0], ar[0], loads[0] = walk0, ar0, loads0
         coef = self._ar_coef
+        if xp.is_torch:  # the walk is a cumulative sum; the clipped loads need the loop
+            walk[1:] = walk0 + xp.cumsum(walk_steps, axis=0)
         for s in range(steps):  # round by round over contiguous (worlds, agents) slices
-            np.add(walk[s], walk_steps[s], out=walk[s + 1])
+            if not xp.is_torch:
+                np.add(walk[s], walk_steps[s], out=walk[s + 1])
             nxt = ar[s + 1]
-            np.multiply(ar[s], coef, out=nxt)
+            xp.multiply(ar[s], coef, out=nxt)
             nxt += noise[s]
             lo = loads[s + 1]
-            np.add(loads[s], load_noise[s], out=lo)
-            np.maximum(lo, 0.0, out=lo)
-            np.minimum(lo, umax, out=lo)
+            xp.add(loads[s], load_noise[s], out=lo)
+            xp.maximum(lo, 0.0, out=lo)
+            xp.minimum(lo, umax, out=lo)
         return walk, ar, loads
 
     def _channel(self, walk, ar, idx: np.ndarray, fresh: bool, rounds: int):
@@ -229,10 +243,10 @@ class WorldProcess:
         ``walk`` and ``ar`` cover the pre-rolled rounds too (``csi_delay`` of them on a fresh
         episode); the observed SNR is ``csi_delay`` rounds older than the charged one.
         """
-        n, ch = self.n_agents, self.cfg.channel
+        xp, n, ch = self.xp, self.n_agents, self.cfg.channel
         fading_re, fading_im = ar[..., n : 2 * n], ar[..., 2 * n :]
-        power = np.maximum(fading_re * fading_re + fading_im * fading_im, 1e-300)
-        snr = np.clip(
+        power = xp.maximum(fading_re * fading_re + fading_im * fading_im, 1e-300)
+        snr = xp.clip(
             model.full_band_snr_db(
                 self._fold(walk), ar[..., :n], power, ch.tx_power_dbm, self._noise_dbm_per_hz,
                 ch.bandwidth_hz, ch.pathloss_const_db, ch.pathloss_exponent_db,
@@ -242,7 +256,7 @@ class WorldProcess:
         )
         if not self._delay:
             return snr, snr
-        history = snr if fresh else np.concatenate([self.state.snr_tail[:, idx], snr], axis=0)
+        history = snr if fresh else xp.concatenate([self.state.snr_tail[:, idx], snr], axis=0)
         self.state.snr_tail[:, idx] = history[-self._delay :]
         return snr[snr.shape[0] - rounds :], history[:rounds]
 
@@ -255,18 +269,18 @@ class WorldProcess:
         integers) and ``"nl_ratio"`` (``rho``, uniform); any further array a subclass returns is
         kept in the chunk too and read back with :meth:`round_arrays`.
         """
-        wl = self.cfg.workload
-        u = rng.random((2, rounds, idx.size, self.n_agents))
+        xp, wl = self.xp, self.cfg.workload
+        u = xp.random(rng, (2, rounds, xp.numel(idx), self.n_agents))
         span = wl.context_max_tokens - wl.context_min_tokens + 1
-        ctx = wl.context_min_tokens + np.minimum(np.floor(u[0] * span), span - 1)
+        ctx = wl.context_min_tokens + xp.minimum(xp.floor(u[0] * span), span - 1)
         ratio = wl.nl_ratio_min + (wl.nl_ratio_max - wl.nl_ratio_min) * u[1]
         return {"context_tokens": ctx, "nl_ratio": ratio}
 
     def _round_arrays(self, idx, snr, snr_obs, loads, work):
         """The per-round arrays kept in the chunk and the terms charged, from the drawn pieces."""
         n = self.n_agents
-        agent_loads = np.ascontiguousarray(loads[..., :n])
-        receiver_loads = np.ascontiguousarray(loads[..., n:])
+        agent_loads = self.xp.ascontiguousarray(loads[..., :n])
+        receiver_loads = self.xp.ascontiguousarray(loads[..., n:])
         ctx = work["context_tokens"]
         nl = model.nl_tokens(ctx, work["nl_ratio"])
         arrays = {
@@ -284,17 +298,18 @@ class WorldProcess:
 
     def _store(self, idx, start, arrays, terms) -> None:
         """Write generated rounds into the chunk. New arrays, so earlier views stay valid."""
-        if start == 0 and idx.size == self.n_envs:
+        xp = self.xp
+        if start == 0 and xp.numel(idx) == self.n_envs:
             self._rounds = arrays
             self._terms = terms
             return
         for key, value in arrays.items():
-            arr = self._rounds[key].copy()
+            arr = xp.copy(self._rounds[key])
             arr[start:, idx] = value
             self._rounds[key] = arr
         fields = {}
         for name in model.TERM_ARRAY_FIELDS:
-            arr = getattr(self._terms, name).copy()
+            arr = xp.copy(getattr(self._terms, name))
             arr[start:, idx] = getattr(terms, name)
             fields[name] = arr
         self._terms = model.RoundTerms(
@@ -305,14 +320,15 @@ class WorldProcess:
         """Fold an unbounded walk into [d_min, d_max] (reflection at both ends)."""
         ch = self.cfg.channel
         lo, width = ch.distance_min_m, ch.distance_max_m - ch.distance_min_m
+        xp = self.xp
         if width <= 0.0:
-            return np.full_like(walk, lo)
+            return xp.full_like(walk, lo)
         # position within one period 2w, as a fraction; then the triangle wave w - |y - w|
         y = (walk - lo) * (0.5 / width)
-        y -= np.floor(y)
+        y -= xp.floor(y)
         y *= 2.0 * width
         y -= width
-        np.abs(y, out=y)
+        xp.abs(y, out=y)
         return (lo + width) - y
 
     # -- views -------------------------------------------------------------------------------
@@ -321,15 +337,16 @@ class WorldProcess:
         """What the decision maker sees this round (fresh arrays, batch axis first), keys
         :data:`OBS_KEYS`."""
         t, r, s = self._t, self._rounds, self.state
-        return {key: (getattr(s, key) if per_episode else r[key][t]).copy() for key, per_episode in _OBS_SOURCES}
+        cp = self.xp.copy
+        return {key: cp(getattr(s, key) if per_episode else r[key][t]) for key, per_episode in _OBS_SOURCES}
 
     def round_arrays(self) -> dict[str, np.ndarray]:
         """Every per-round array of the current round (fresh copies, batch axis first): the
         observed ones and the workload's draws, ``nl_ratio`` included."""
         if self._terms is None:
             raise RuntimeError("call reset() first")
-        t = self._t
-        return {key: value[t].copy() for key, value in self._rounds.items()}
+        t, cp = self._t, self.xp.copy
+        return {key: cp(value[t]) for key, value in self._rounds.items()}
 
     def true_terms(self) -> model.RoundTerms:
         """The model terms of the current round with the *current* channel: what is charged.

@@ -72,12 +72,22 @@ def make_env(*args, features: str | None = None, action_encoding: str | None = N
 
 
 def make_vector_env(
-    num_envs: int = 1, *args, features: str | None = None, action_encoding: str | None = None, **kwargs
+    num_envs: int = 1, *args, features: str | None = None, action_encoding: str | None = None,
+    backend: str = "numpy", **kwargs
 ) -> gym.vector.VectorEnv:
     """:func:`make_env` for ``JMSRAVectorEnv``: the batched env, wrapped by ``VectorEncodedAction``
-    and ``VectorFeatureObservation`` when asked."""
+    and ``VectorFeatureObservation`` when asked. ``backend="torch"`` (with ``device=`` and
+    ``dtype=``) gives the torch vector env (:class:`jmsra_env.core.torch_env.TorchVectorEnv`),
+    which applies the options on the device itself."""
     from .vector import JMSRAVectorEnv
 
+    if backend == "torch":
+        from .core.torch_env import TorchVectorEnv
+
+        kwargs.setdefault("action_form", "dict")
+        return TorchVectorEnv(num_envs, *args, features=features, action_encoding=action_encoding, **kwargs)
+    if backend != "numpy":
+        raise ValueError(f"backend must be 'numpy' or 'torch'; got {backend!r}")
     _check_options(features, action_encoding, kwargs.get("action_form", "dict"))
     env: gym.vector.VectorEnv = JMSRAVectorEnv(num_envs, *args, **kwargs)
     if action_encoding not in (None, "box"):

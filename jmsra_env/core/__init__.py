@@ -1,0 +1,112 @@
+"""The functional core: one batched round, on NumPy or torch, that every view of the env runs.
+
+A :class:`Core` holds ``M`` worlds of one scenario (its *params*, the frozen
+:class:`~jmsra_env.config.ScenarioConfig`) and their explicit state (:class:`CoreState`: the
+world process's state and drawn rounds, the receivers' :class:`~jmsra_env.session.SessionState`
+for a session scenario, the round counters). The round is written here once:
+
+* :meth:`Core.reset` draws new episodes (all worlds, or those of a mask);
+* :meth:`Core.observe` is what the decision maker sees (a Dict of ``(M, ...)`` arrays);
+* :meth:`Core.charge` is the latency of a decision on the round's true terms
+  (:func:`jmsra_env.model.latency`);
+* :meth:`Core.advance` applies the receivers' transition (sessions), moves the worlds on one
+  round and counts it.
+
+Whether the scenario is a session is a property of the params (``config.session.enabled``), never
+of an observation's keys. The arrays live in the namespace ``xp`` (:mod:`jmsra_env.backend`):
+NumPy (the reference, the default; the same draws in the same order as every release, so every
+registered ID is bit-identical) or torch on a device (draws from a ``torch.Generator`` there).
+
+Views are thin adapters over it: the Gymnasium env (a batch of one), the NumPy vector env, the
+torch vector env (:mod:`jmsra_env.core.torch_env`), the TorchRL env
+(:mod:`jmsra_env.core.torchrl_env`) and the PettingZoo view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .. import model, session
+from ..backend import NUMPY
+from ..config import ScenarioConfig
+from ..session_world import SessionReceiver, SessionWorldProcess
+from ..world import WorldProcess, WorldState
+
+__all__ = ["Core", "CoreState"]
+
+
+@dataclass
+class CoreState:
+    """The explicit state of ``M`` environments (a view on the core's arrays)."""
+
+    world: WorldState  # distance walks, AR(1) channel processes, loads, devices, CSI history
+    receiver: session.SessionState | None  # sessions only: seen / resident KV / last KV round (M, N)
+    round: Any  # (M,) int64 rounds played in the current episode
+    chunk_index: int  # the current round's index in the drawn chunk of rounds
+
+
+class Core:
+    """``num_envs`` environments of one scenario, stepped together (see the module docstring)."""
+
+    def __init__(self, config: ScenarioConfig, num_envs: int = 1, xp=NUMPY):
+        self.params = config
+        self.xp = xp
+        self.num_envs = num_envs
+        self.session = bool(config.session.enabled)
+        self.consts = model.model_constants(config)
+        world_class = SessionWorldProcess if self.session else WorldProcess
+        self.world = world_class(config, num_envs, xp=xp)
+        self.receiver = SessionReceiver(config, num_envs, xp) if self.session else None
+        self.round = xp.zeros(num_envs, dtype=xp.int64)
+        self.terms: model.RoundTerms | None = None
+
+    @property
+    def state(self) -> CoreState:
+        return CoreState(
+            self.world.state, None if self.receiver is None else self.receiver.state, self.round, self.world._t
+        )
+
+    def reset(self, rng, mask=None) -> None:
+        """New episodes in every world (``mask`` None) or in those of ``mask``."""
+        self.world.reset(rng, mask)
+        if self.receiver is not None:
+            self.receiver.reset(mask)
+        if mask is None:
+            self.round[...] = 0
+        else:
+            self.round[self.xp.asarray(mask)] = 0
+        self.terms = self._true_terms()
+
+    def observe(self) -> dict[str, Any]:
+        """The observation of the current round (fresh arrays, batch axis first)."""
+        obs = self.world.observation()
+        if self.receiver is not None:
+            obs = self.receiver.observe(self.world, self.round, obs)
+        return obs
+
+    def charge(self, media, bandwidth_hz) -> model.LatencyBreakdown:
+        """The latency of a decision on the current round (true channel)."""
+        if self.terms is None:
+            raise RuntimeError("call reset() before step()")
+        return model.latency(self.terms, media, bandwidth_hz)
+
+    def advance(self, rng, media, info: dict[str, Any]) -> None:
+        """After a round was charged with ``media``: the receivers' transition (sessions: its
+        evictions and pool usage go into ``info``), then every world moves on one round."""
+        if self.receiver is not None:
+            self.receiver.advance(self.world, media, self.round, info)
+        self.world.step(rng)
+        self.round += 1
+        self.terms = self._true_terms()
+
+    def observed_terms(self, obs) -> model.RoundTerms:
+        """The terms a policy rebuilds from ``obs`` (the current ones when ``csi_delay = 0``)."""
+        if self.params.csi_delay == 0:
+            return self.terms
+        return model.terms_from_observation(self.consts, obs)
+
+    def _true_terms(self) -> model.RoundTerms:
+        if self.receiver is not None:
+            return self.receiver.terms(self.world)
+        return self.world.true_terms()
