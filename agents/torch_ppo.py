@@ -97,13 +97,17 @@ def default_torch_ppo(bc_steps: int, *, session: bool = False, **changes: Any) -
 
 
 def make_torch_vec_env(env_id: str, num_envs: int, config, *, device: str, features: str, action_encoding: str):
-    """The torch vector env of ``env_id`` on ``device`` (float32 observations ``(M, F)``)."""
+    """The functional core's torch vector env of ``env_id`` on ``device`` (float32 feature
+    observations ``(M, F)``, ``SameStep`` autoreset), with ``n_features`` and ``n_actions`` set."""
+    import gymnasium as gym
     import torch
 
-    from ._numpy_torch_vec import NumpyTorchVecEnv  # temporary, until the core's torch backend lands
-
-    return NumpyTorchVecEnv(env_id, num_envs, config, device=device, dtype=torch.float32, features=features,
-                            action_encoding=action_encoding)
+    env = gym.make_vec(env_id, num_envs=int(num_envs), vectorization_mode="vector_entry_point", backend="torch",
+                       device=str(device), dtype=torch.float32, config=config, features=features,
+                       action_encoding=action_encoding, autoreset_mode="SameStep")
+    env.n_features = int(env.single_observation_space.shape[0])
+    env.n_actions = int(env.single_action_space.shape[0])
+    return env
 
 
 # ---------------------------------------------------------------------------------------------
