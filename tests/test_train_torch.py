@@ -116,12 +116,13 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path):
 
 def test_learning_moves_the_gap_to_jmsra_down_on_a_tiny_budget(tmp_path):
     """Pure PPO from a random network on JMSRA-v0: the deterministic policy's gap to JMSRA on the
-    evaluation seeds falls by a third within 49,152 env-steps (a few seconds)."""
+    evaluation seeds falls by a third within 49,152 env-steps (measured: +54.7 % -> +22.7 %)."""
     from agents.training import default_ppo
 
     spec = _spec(tmp_path, "learn", n_envs=512, total_timesteps=49_152, eval_freq=49_152, eval_episodes=4,
-                 checkpoint_freq=0, seed=0, threads=2,
-                 ppo=default_ppo(0, backend="torch", n_steps=8, batch_size=1024, n_epochs=4, net_arch=(64, 64)))
+                 checkpoint_freq=0, seed=0,
+                 ppo=default_ppo(0, backend="torch", n_steps=8, batch_size=1024, n_epochs=4, net_arch=(64, 64),
+                                 learning_rate=3e-3, desired_kl=0.0))
     result = train(spec, log=None)
     curve = json.loads((result.run_dir / "evaluations.json").read_text())["evaluations"]
     assert [r["timesteps"] for r in curve] == [0, 49_152]
