@@ -124,12 +124,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def _add_backend_flags(p: argparse.ArgumentParser) -> None:
-    from agents.torch_ppo import BACKENDS, TORCH_N_ENVS, TORCH_ONLY_FIELDS, TORCH_QUICK_TIMESTEPS, TorchPPOConfig
+    from agents.torch_ppo import (BACKENDS, TORCH_BC_LR, TORCH_BC_STEPS, TORCH_N_ENVS, TORCH_ONLY_FIELDS, TORCH_QUICK_BC_STEPS,
+                                  TORCH_QUICK_TIMESTEPS, TorchPPOConfig)
 
     g = p.add_argument_group(
         "backend", f"--backend torch: env, rollouts and updates in one torch process on --device (agents.torch_ppo); "
-        f"its defaults differ: --n-envs {TORCH_N_ENVS}, --quick {TORCH_QUICK_TIMESTEPS:,} steps, PPO settings in "
-        f"agents.torch_ppo.TORCH_DEFAULTS (docs/training.md, 'The torch backend')")
+        f"its defaults differ: --n-envs {TORCH_N_ENVS}, --bc-steps {TORCH_BC_STEPS}, --bc-lr {TORCH_BC_LR}, --quick {TORCH_QUICK_TIMESTEPS:,} "
+        f"steps after {TORCH_QUICK_BC_STEPS} cloning steps, PPO settings in agents.torch_ppo.TORCH_DEFAULTS (docs/training.md, 'The torch backend')")
     g.add_argument("--backend", choices=BACKENDS, default=None,
                    help="sb3 (default; the reference) or torch (with --resume: the run's)")
     _add_ppo_flags(g, [f for f in dataclasses.fields(TorchPPOConfig) if f.name in TORCH_ONLY_FIELDS])
@@ -140,7 +141,8 @@ def _backend_fields(args: argparse.Namespace, argv: list[str] | None, parser: ar
     """Check the flags against the backend (TrainSpecError naming the flag) and apply the torch
     backend's defaults to ``fields`` (a new run's TrainSpec fields)."""
     from agents import training as t
-    from agents.torch_ppo import TORCH_N_ENVS, TORCH_ONLY_FIELDS, TORCH_QUICK_TIMESTEPS
+    from agents.torch_ppo import (TORCH_BC_LR, TORCH_BC_ROUNDS, TORCH_BC_STEPS, TORCH_N_ENVS, TORCH_ONLY_FIELDS,
+                                  TORCH_QUICK_BC_ROUNDS, TORCH_QUICK_BC_STEPS, TORCH_QUICK_TIMESTEPS)
 
     explicit = _explicit_options(parser, argv)
     backend = args.backend or "sb3"
@@ -154,8 +156,14 @@ def _backend_fields(args: argparse.Namespace, argv: list[str] | None, parser: ar
         fields["backend"] = "torch"
         if "n_envs" not in explicit:
             fields["n_envs"] = TORCH_N_ENVS
-        if args.quick and "total_timesteps" not in explicit:
-            fields["total_timesteps"] = TORCH_QUICK_TIMESTEPS
+        if "bc_lr" not in explicit:
+            fields["bc_lr"] = TORCH_BC_LR
+        recipe = ({"total_timesteps": TORCH_QUICK_TIMESTEPS, "bc_steps": TORCH_QUICK_BC_STEPS,
+                   "bc_rounds": TORCH_QUICK_BC_ROUNDS} if args.quick else
+                  {"bc_steps": TORCH_BC_STEPS, "bc_rounds": TORCH_BC_ROUNDS})
+        if t.is_session_scenario(fields.get("env_id", t.TrainSpec.env_id), fields.get("config_overrides")):
+            del recipe["bc_rounds"]  # whole episodes of lookahead: the SB3 path's session set
+        fields.update({k: v for k, v in recipe.items() if k not in explicit})
 
 
 def _explicit_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:

@@ -5,7 +5,8 @@ machine even when the absolute figures do not):
 
 1. training throughput: env-steps/s of PPO (no behaviour cloning, no evaluation), SB3 recipe
    (``--n-envs 8 --vec dummy``, its defaults) and the torch backend (its defaults), and the ratio;
-2. time to quality: each backend's recipe with behaviour cloning, the wall time (cloning included)
+2. time to quality: each backend's ``--quick`` recipe (behaviour cloning, then PPO) with a budget of
+   ``--sb3-timesteps`` / ``--torch-timesteps``, the wall time (cloning included)
    at which the deterministic policy's gap to JMSRA on the evaluation seeds first reaches
    ``--target-gap-pct``, and the held-out gap of the final policy (``--compare-episodes``
    episodes from seed 20000, never used in training or model selection);
@@ -34,23 +35,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jmsra_env  # noqa: E402,F401 - registers the environments
-from agents.training import TrainSpec, default_ppo, is_session_scenario, train  # noqa: E402
+from agents.training import train  # noqa: E402
 
 _EVAL = re.compile(r"\[eval @\s*([\d,]+) steps\] latency ([\d.]+) s, gap to JMSRA ([+-][\d.]+) %")
 
 
 def _run(backend: str, args, logdir: str, name: str, *, bc: bool, timesteps: int, eval_freq: int,
          compare: int, n_envs: int | None = None, device: str = "cpu") -> dict:
-    """One training run; returns its figures and, from its log, the wall time of each evaluation."""
-    session = is_session_scenario(args.env_id)
-    bc_steps = (args.torch_bc_steps if backend == "torch" else args.sb3_bc_steps) if bc else 0
-    bc_rounds = args.bc_rounds if not session else None
-    n_envs = n_envs or (args.torch_n_envs if backend == "torch" else 8)
-    spec = TrainSpec(env_id=args.env_id, backend=backend, total_timesteps=timesteps, n_envs=n_envs, seed=args.seed,
-                     device=device, threads=args.threads, logdir=logdir, run_name=name, bc_steps=bc_steps,
-                     eval_freq=eval_freq, eval_episodes=args.eval_episodes, compare_episodes=compare,
-                     checkpoint_freq=0, progress_bar=False, **({"bc_rounds": bc_rounds} if bc_rounds else {}),
-                     ppo=default_ppo(bc_steps, session=session, backend=backend))
+    """One run of ``train.py [--backend torch] [--quick]`` (each backend's own recipe: with ``bc``
+    its --quick cloning, else none); returns its figures and, from its log, when each evaluation
+    ended (wall seconds since the start, cloning included)."""
+    from agents.cli_train import build_parser, spec_from_args
+
+    argv = ["--env-id", args.env_id, "--seed", str(args.seed), "--threads", str(args.threads), "--logdir", logdir,
+            "--run-name", name, "--device", device, "--checkpoint-freq", "0", "--no-progress-bar",
+            "--eval-freq", str(eval_freq), "--eval-episodes", str(args.eval_episodes),
+            "--compare-episodes", str(compare), "--total-timesteps", str(timesteps),
+            *(["--quick"] if bc else ["--bc-steps", "0"]), *(["--backend", "torch"] if backend == "torch" else []),
+            *(["--n-envs", str(n_envs)] if n_envs else [])]
+    parser = build_parser()
+    spec = spec_from_args(parser.parse_args(argv), argv, parser)
     t0 = time.perf_counter()
     evals: list[tuple[float, int, float]] = []
 
@@ -92,26 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env-id", default="jmsra_env/JMSRA-v0")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (both backends)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (both backends; on a shared machine 2 threads ran 10x slower than 1)")
     p.add_argument("--sb3-throughput-steps", type=int, default=16_384)
     p.add_argument("--torch-throughput-steps", type=int, default=262_144)
-    p.add_argument("--torch-n-envs", type=int, default=1024)
     p.add_argument("--target-gap-pct", type=float, default=2.0, help="gap to JMSRA on the evaluation seeds (%%)")
-    p.add_argument("--torch-timesteps", type=int, default=500_000, help="torch backend's budget in part 2")
-    p.add_argument("--sb3-timesteps", type=int, default=100_000, help="SB3 recipe's budget in part 2")
-    p.add_argument("--torch-bc-steps", type=int, default=None, help="default: the torch recipe's (--quick)")
-    p.add_argument("--sb3-bc-steps", type=int, default=3_000)
-    p.add_argument("--bc-rounds", type=int, default=100_000)
+    p.add_argument("--torch-timesteps", type=int, default=409_600, help="torch backend's budget in part 2 (--quick)")
+    p.add_argument("--sb3-timesteps", type=int, default=100_000, help="SB3 recipe's budget in part 2 (--quick: 40,000)")
     p.add_argument("--eval-episodes", type=int, default=8)
     p.add_argument("--compare-episodes", type=int, default=32, help="held-out episodes (32 x 64 = 2,048 rounds)")
     p.add_argument("--env-m", type=int, default=4096, help="envs of the env-only throughput on the CPU")
     p.add_argument("--skip-sb3-quality", action="store_true", help="part 2 for the torch backend only")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     args = p.parse_args(argv)
-    if args.torch_bc_steps is None:
-        from agents.torch_ppo import TORCH_QUICK_BC_STEPS
-
-        args.torch_bc_steps = TORCH_QUICK_BC_STEPS
     import torch
 
     torch.set_num_threads(args.threads)
@@ -128,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                          "ratio": tch["env_steps_per_s"] / sb3["env_steps_per_s"]}
     print(f"\n1. PPO training throughput (no cloning, no evaluation), CPU:\n"
           f"   sb3 recipe (8 envs):            {sb3['env_steps_per_s']:>10,.0f} env-steps/s\n"
-          f"   torch backend ({args.torch_n_envs} envs):     {tch['env_steps_per_s']:>10,.0f} env-steps/s"
+          f"   torch backend (1,024 envs):     {tch['env_steps_per_s']:>10,.0f} env-steps/s"
           f"   = {out['throughput']['ratio']:.1f}x sb3")
 
     # 2. time to a gap
