@@ -185,7 +185,6 @@ def _spec_fields(args: argparse.Namespace, names: set[str]) -> dict[str, Any]:
     """The TrainSpec fields of the flags in ``names`` (config parsed, negated flags turned)."""
     from jmsra_env.config import parse_overrides
 
-    from agents.ppo import PPOConfig
     from agents.training import TrainSpecError
 
     out: dict[str, Any] = {k: getattr(args, k) for k in _SAME if k in names and getattr(args, k) is not None}

@@ -536,7 +536,7 @@ class TorchRun:
 
     def _rollout(self, obs):
         torch, T, M = self.torch, self.ppo.n_steps, self.spec.n_envs
-        F, A, dev = self.env.n_features, self.env.n_actions, self.device
+        F, dev = self.env.n_features, self.device
         buf = self._buf
         raw = []
         self._old_log_std = self.ac.log_std.detach().clone()
@@ -580,7 +580,6 @@ class TorchRun:
         if self.cfg.session.enabled:
             stats["rounds/evictions"] = float(ev_sum) / (T * M)
             stats["rounds/evictions_per_episode"] = stats["rounds/evictions"] * self.cfg.episode_rounds
-        del A
         return obs, stats
 
     def _update(self) -> dict[str, float]:

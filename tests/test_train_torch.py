@@ -3,7 +3,6 @@ determinism, and the backend's bad input. Tiny runs on the CPU."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -68,6 +67,21 @@ def test_run_directory_holds_a_pickle_free_unit_and_tensorboard_tags(torch_run):
         tags |= set(acc.Tags()["scalars"])
     assert {"rounds/latency_s", "eval/latency_s", "eval/gap_to_jmsra_pct", "train/approx_kl",
             "time/env_steps_per_s"} <= tags
+
+
+def test_saved_policy_evaluates_identically_through_evaluate_py(torch_result, tmp_path):
+    """The trainer's held-out figure (its live policy through the evaluation core) equals what
+    evaluate.py --model computes from the safe files (no --trust-pickle), to the last bit."""
+    from agents.cli_evaluate import main as evaluate
+
+    result = torch_result
+    assert ck.load_trained_policy(result.run_dir).num_timesteps == 1024
+    out = tmp_path / "ev"
+    assert evaluate(["--model", f"ppo={result.run_dir}", "--episodes", "2", "--policies", "jmsra", "--out", str(out),
+                     "--no-plots", "--no-progress"]) == 0
+    rows = {r["policy"]: r for r in json.loads((out / "summary.json").read_text())["policies"]}
+    assert rows["ppo"]["mean_latency_s"] == result.metrics["compare/ppo_latency_s"]
+    assert rows["jmsra"]["mean_latency_s"] == result.metrics["compare/jmsra_latency_s"]
 
 
 def _spec(tmp_path, name, **kw):
