@@ -433,7 +433,9 @@ def train(spec: TrainSpec, *, log: Callable[[str], None] | None = print) -> Trai
         for p in runs.clean_run_dir(lock.run_dir):
             log(f"removed what an interrupted save left: {p}")
         if plan.resume is not None:
-            log(f"resuming from {plan.resume.unit.model_path} at {plan.resume.num_timesteps:,} steps"
+            unit = plan.resume.unit
+            log(f"resuming from {unit.policy_path if spec.backend == 'torch' else unit.model_path} at "
+                f"{plan.resume.num_timesteps:,} steps"
                 + "".join(f"\n  passed over {r}" for r in plan.resume.passed_over))
         caught: dict[str, int | None] = {"signal": None}
         with _stop_on_signals(caught):
