@@ -67,6 +67,17 @@ import numpy as np
 
 from jmsra_env.evaluation.report import atomic_write
 
+from .safe_files import (
+    check_actor_header,
+    check_finite_tensors,
+    field_error,
+    load_json_file,
+    read_safetensors_header,
+    validate_architecture,
+    validate_normalization,
+    validate_policy_info,
+)
+
 __all__ = [
     "RUN_FORMAT",
     "POLICY_FORMAT",
@@ -310,9 +321,10 @@ def write_unit(directory: str | os.PathLike, blobs: list[tuple[str, bytes]],
 
 def _read_json_or_empty(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        info = load_json_file(path, "run description")
     except (OSError, ValueError):
         return {}
+    return info if isinstance(info, dict) else {}
 
 
 def checkpoint_name(num_timesteps: int) -> str:
@@ -381,14 +393,23 @@ def read_run_json(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"run description not found: {path}")
     try:
-        info = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"corrupt run description {path}: {exc}") from exc
+        info = load_json_file(path, "run description")
+    except ValueError as exc:
+        raise ValueError(f"corrupt run description {path}: {exc}") from None
     if not isinstance(info, dict) or info.get("format") not in (RUN_FORMAT, *LEGACY_RUN_FORMATS):
         raise ValueError(f"{path} is not a jmsra_env run description (expected format {RUN_FORMAT!r})")
     for key in ("env_id", "config", "action_form", "features"):
         if key not in info:
             raise ValueError(f"run description {path} lacks the field {key!r}")
+    for key in ("env_id", "action_form", "features"):
+        if not isinstance(info[key], str):
+            raise ValueError(f"run description {path}: field {key} must be a string; got {type(info[key]).__name__}")
+    if not isinstance(info["config"], dict):
+        raise ValueError(f"run description {path}: field config must be an object; got {type(info['config']).__name__}")
+    for key in ("num_timesteps", "total_timesteps"):
+        v = info.get(key, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**63:
+            raise ValueError(f"run description {path}: field {key} must be an integer in [0, 2**63); got {v!r:.60}")
     return info
 
 
@@ -467,20 +488,20 @@ def _checkpoint_steps(name: str) -> int | None:
 
 
 def read_policy_json(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse a ``policy.json`` (plain JSON: nothing is executed); ``ValueError`` naming the path."""
+    """Parse and validate a ``policy.json`` (:func:`agents.safe_files.validate_policy_info`: plain
+    JSON, nothing executed, every field checked before anything is allocated); ``ValueError``
+    naming the path and the field."""
     path = Path(path)
-    try:
-        info = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"corrupt policy description {path}: {exc}") from exc
-    if not isinstance(info, dict) or info.get("format") != POLICY_FORMAT:
-        raise ValueError(f"{path} is not a jmsra_env policy description (expected format {POLICY_FORMAT!r})")
-    for key in ("num_timesteps", "files", "architecture", "normalization", "run"):
-        if key not in info:
-            raise ValueError(f"policy description {path} lacks the field {key!r}")
-    return info
+    info = load_json_file(path, "policy description")
+    return validate_policy_info(info, path, POLICY_FORMAT)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def check_unit(unit: SavedUnit, names: tuple[str, ...] = (MODEL_FILE, VECNORM_FILE, WEIGHTS_FILE)) -> dict[str, Any]:
@@ -495,7 +516,7 @@ def check_unit(unit: SavedUnit, names: tuple[str, ...] = (MODEL_FILE, VECNORM_FI
         want = info["files"].get(unit.prefix + name)
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing from the saved model {unit.policy_path}")
-        if want is None or _sha256(path.read_bytes()) != want:
+        if want is None or _file_sha256(path) != want:
             raise TornModelError(
                 f"torn saved model: {path} is not the file {unit.policy_path} was written with "
                 f"(step {info['num_timesteps']}); a save was interrupted. Use a checkpoint of the run "
@@ -509,7 +530,7 @@ def _check_manifest_present(unit: SavedUnit) -> None:
     if unit.policy_path.is_file():
         return
     try:
-        fmt = json.loads(unit.run_path.read_text()).get("format")
+        fmt = load_json_file(unit.run_path, "run description").get("format")
     except (OSError, ValueError, AttributeError):
         return
     if fmt == RUN_FORMAT:
@@ -619,8 +640,19 @@ class TrainedPolicy:
         self.action_form: str = run_info["action_form"]
         self.features: str = run_info["features"]
         self.action_encoding: str = run_info.get("action_encoding", "box")
-        self.config = make_config(run_info["config"])
+        try:
+            self.config = make_config(run_info["config"])
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            raise ValueError(f"{self.model_path}: field run.config: {type(exc).__name__}: {exc}") from None
         self.n_agents = self.config.n_agents
+        from jmsra_env.encoding import ACTION_ENCODINGS
+        from jmsra_env.features import FEATURE_SETS
+
+        if self.features not in FEATURE_SETS:
+            raise ValueError(f"{self.model_path}: field run.features must be one of {FEATURE_SETS}; got {self.features!r:.60}")
+        if self.action_encoding not in ACTION_ENCODINGS:
+            raise ValueError(f"{self.model_path}: field run.action_encoding must be one of {ACTION_ENCODINGS}; "
+                             f"got {self.action_encoding!r:.60}")
         self.num_timesteps = int(getattr(model, "num_timesteps", run_info.get("num_timesteps", 0)))
         self._consts = jmodel.model_constants(self.config)
         expected = (2 * self.n_agents,)
@@ -666,7 +698,9 @@ class SafeActor:
 
     Mirrors ``ActorCriticPolicy.predict``: flatten, ``mlp_extractor.policy_net``, ``action_net``
     (the Gaussian's mean, its mode), clip to the action space; same layers, same weights, so the
-    deterministic actions equal the SB3 model's bit for bit.
+    deterministic actions equal the SB3 model's bit for bit. The architecture is validated
+    (:func:`agents.safe_files.validate_architecture`: sizes within the documented limits) before
+    any layer is built, and the weights must be finite.
     """
 
     def __init__(self, architecture: Mapping[str, Any], weights: Mapping[str, Any], device: str = "cpu",
@@ -675,28 +709,32 @@ class SafeActor:
         import torch
         import torch.nn as nn
 
+        arch = validate_architecture(architecture, source)
+        shapes = {k: ("F32" if getattr(v, "dtype", None) == torch.float32 else str(getattr(v, "dtype", "?")),
+                      tuple(getattr(v, "shape", ()))) for k, v in weights.items()}
+        needed = check_actor_header(shapes, arch, source)
+        check_finite_tensors({k: weights[k] for k in needed}, source)
         acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU}
         try:
-            if architecture.get("kind") != "sb3.ActorCriticPolicy.mlp" or architecture.get("squash_output"):
-                raise ValueError(f"unsupported architecture kind {architecture.get('kind')!r}")
             layers = []
-            for layer in architecture["policy_net"]:
-                if "linear" in layer:
-                    layers.append(nn.Linear(*(int(v) for v in layer["linear"])))
+            for layer in arch["layers"]:
+                if layer[0] == "linear":
+                    layers.append(nn.Linear(layer[1], layer[2]))
                 else:
-                    layers.append(acts[layer["activation"]]())
-            self.obs_dim = int(architecture["obs_dim"])
-            self.action_dim = int(architecture["action_dim"])
+                    layers.append(acts[layer[1]]())
+            self.obs_dim = arch["obs_dim"]
+            self.action_dim = arch["action_dim"]
             self.policy_net = nn.Sequential(*layers)
-            self.action_net = nn.Linear(*(int(v) for v in architecture["action_net"]))
-            low = np.asarray(architecture["action_low"], dtype=np.float32)
-            high = np.asarray(architecture["action_high"], dtype=np.float32)
+            self.action_net = nn.Linear(*arch["action_net"])
+            low = np.asarray(arch["action_low"], dtype=np.float32)
+            high = np.asarray(arch["action_high"], dtype=np.float32)
             self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
-            prefix = "mlp_extractor."
-            state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix + "policy_net.")}
-            self.policy_net.load_state_dict({k[len("policy_net."):]: v for k, v in state.items()}, strict=True)
+            prefix = "mlp_extractor.policy_net."
+            self.policy_net.load_state_dict(
+                {k[len(prefix):]: weights[k] for k in needed if k.startswith(prefix)}, strict=True
+            )
             self.action_net.load_state_dict(
-                {k[len("action_net."):]: v for k, v in weights.items() if k.startswith("action_net.")}, strict=True
+                {k[len("action_net."):]: weights[k] for k in needed if k.startswith("action_net.")}, strict=True
             )
             self.log_std = weights["log_std"].to(torch.float32)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -723,15 +761,23 @@ class SafeActor:
 
 
 class ObsNormalizer:
-    """``VecNormalize.normalize_obs`` from the statistics saved in JSON (same float64 arithmetic)."""
+    """``VecNormalize.normalize_obs`` from the statistics saved in JSON (same float64 arithmetic).
 
-    def __init__(self, spec: Mapping[str, Any]):
-        self.norm_obs = bool(spec.get("norm_obs", False))
+    ``obs_dim`` (the features' size) is required to check the statistics' length; the mean must be
+    finite and the variance finite and >= 0 (:func:`agents.safe_files.validate_normalization`).
+    """
+
+    def __init__(self, spec: Mapping[str, Any], obs_dim: int | None = None, source: str | os.PathLike = "<memory>"):
+        if obs_dim is None:
+            mean = spec.get("mean") if isinstance(spec, Mapping) else None
+            obs_dim = len(mean) if isinstance(mean, list) else 0
+        spec = validate_normalization(dict(spec) if isinstance(spec, Mapping) else spec, obs_dim, source)
+        self.norm_obs = spec["norm_obs"]
         if self.norm_obs:
             self.mean = np.asarray(spec["mean"], dtype=np.float64)
             self.var = np.asarray(spec["var"], dtype=np.float64)
-            self.epsilon = float(spec["epsilon"])
-            self.clip_obs = float(spec["clip_obs"])
+            self.epsilon = spec["epsilon"]
+            self.clip_obs = spec["clip_obs"]
 
     def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
         if not self.norm_obs:
@@ -765,18 +811,24 @@ def load_trained_policy(path: str | os.PathLike, device: str = "cpu", trust_pick
             f"the run predates the safe format. Loading its SB3 pickles runs code from the files: pass "
             f"trust_pickle=True (--trust-pickle) only if you trust whoever made them"
         )
-    info = check_unit(unit, (WEIGHTS_FILE,))
-    from safetensors import SafetensorError
-    from safetensors.torch import load as load_tensors
+    info = check_unit(unit, (WEIGHTS_FILE,))  # policy.json validated, then the weights' hash (streamed)
+    arch = validate_architecture(info["architecture"], unit.policy_path)
+    header = read_safetensors_header(unit.weights_path)  # the header alone: no tensor data yet
+    needed = check_actor_header(header, arch, unit.weights_path)
+    from safetensors import SafetensorError, safe_open
 
     try:
-        weights = load_tensors(unit.weights_path.read_bytes())
-    except (SafetensorError, ValueError) as exc:
+        with safe_open(str(unit.weights_path), framework="pt") as fh:
+            weights = {name: fh.get_tensor(name) for name in needed}  # the actor's tensors only
+    except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
         raise ValueError(f"corrupt policy weights {unit.weights_path}: {exc}") from exc
     actor = SafeActor(info["architecture"], weights, device=device, source=unit.weights_path)
     actor.num_timesteps = int(info["num_timesteps"])
     run_info = {**info["run"], "num_timesteps": actor.num_timesteps}
-    for key in ("env_id", "config", "action_form", "features"):
-        if key not in run_info:
-            raise ValueError(f"policy description {unit.policy_path} lacks the run field {key!r}")
-    return TrainedPolicy(actor, ObsNormalizer(info["normalization"]), run_info, unit.policy_path)
+    normalizer = ObsNormalizer(info["normalization"], arch["obs_dim"], source=unit.policy_path)
+    try:
+        return TrainedPolicy(actor, normalizer, run_info, unit.policy_path)
+    except ValueError as exc:
+        if str(unit.policy_path) in str(exc):
+            raise
+        raise field_error(unit.policy_path, "run", str(exc)) from exc

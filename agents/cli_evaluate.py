@@ -17,6 +17,7 @@ trained models plug in through :mod:`agents.evaluation`. See docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -386,8 +387,11 @@ def _run(args, folder: rep.ResultFolder) -> int:
     for note in plan["notes"]:
         print(f"note: {note}")
     files = _run_sweep(args, plan) if plan["sweep"] is not None else _run_evaluation(args, plan)
+    from .checkpoint import deferred_signals
+
     try:
-        stale = folder.commit(files)
+        with deferred_signals():  # the swap is two renames: a signal waits for them
+            stale = folder.commit(files)
     except OSError as exc:
         return _error(f"cannot write --out {args.out!r} ({exc}); its earlier results are untouched", 1)
     print(f"wrote {', '.join(files)} to {args.out}/ (N = {plan['cfg'].n_agents})")
@@ -396,17 +400,55 @@ def _run(args, folder: rep.ResultFolder) -> int:
     return 0
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM during an evaluation (``signum`` says which)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop_on_signals():
+    """SIGINT / SIGTERM raise :class:`_Stopped` (main thread only); returns the old handlers."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise _Stopped(signum)
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, handler)
+    return old
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (2 for bad input, with the problem on stderr)."""
+    """Run the CLI; returns the exit status (2 for bad input, with the problem on stderr; 130 / 143
+    when stopped by SIGINT / SIGTERM, the earlier result set in ``--out`` intact)."""
     args = build_parser().parse_args(argv)
+    old = _stop_on_signals()
+    folder = None
     try:
-        folder = _open_out(args)  # before anything runs: an unwritable --out fails fast
-    except ev.EvaluationError as exc:
-        return _error(exc)
-    try:
+        try:
+            folder = _open_out(args)  # before anything runs: an unwritable --out fails fast
+        except ev.EvaluationError as exc:
+            return _error(exc)
         return _run(args, folder)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        if folder is not None and folder.committed:
+            what = f"the new results are in --out {args.out!r}"
+        else:
+            what = f"nothing written, --out {args.out!r} is as it was"
+        print(f"evaluate.py: interrupted ({signal.Signals(signum).name}); {what}", file=sys.stderr)
+        return 128 + int(signum)
     finally:
-        folder.abort()  # the staging folder, if it was not swapped in
+        if folder is not None:
+            folder.abort()  # the staging folder, if it was not swapped in
+        for s, h in old.items():
+            signal.signal(s, signal.SIG_DFL if h is None else h)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import signal
 import sys
 from typing import Any
 
-__all__ = ["build_parser", "spec_from_args", "main"]
+__all__ = ["build_parser", "validate_args", "spec_from_args", "main"]
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -229,6 +229,30 @@ def spec_from_args(args: argparse.Namespace, argv: list[str] | None, parser: arg
     return t.TrainSpec(**fields)
 
 
+def validate_args(args: argparse.Namespace) -> None:
+    """Check every flag and path before anything is created (``TrainSpecError`` naming the flag).
+
+    Ranges, finiteness and size limits (:func:`agents.training.check_values`, the same checks
+    ``train()`` makes on a spec), ``--run-name``, and ``--logdir`` (a directory, or creatable in a
+    writable directory) for a new run. A new flag adds its check here.
+    """
+    from agents import runs
+    from agents import training as t
+
+    values = {k: v for k, v in vars(args).items() if v is not None}
+    t.check_values(values)
+    if args.resume is not None:
+        if not isinstance(args.resume, str) or not args.resume or "\0" in args.resume:
+            raise t.TrainSpecError(f"--resume must be a path; got {args.resume!r:.80}")
+        return
+    try:
+        if args.run_name is not None:
+            runs.check_run_name(args.run_name)
+        runs.check_logdir(args.logdir)
+    except runs.RunDirError as exc:
+        raise t.TrainSpecError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse, train, return the exit status (2 on bad input via ``parser.error``)."""
     from agents.training import TrainingInterrupted, TrainSpecError, train
@@ -238,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     import jmsra_env  # noqa: F401 - registers the environments
 
     try:
+        validate_args(args)
         spec = spec_from_args(args, argv, parser)
         result = train(spec)
     except TrainSpecError as exc:

@@ -503,23 +503,55 @@ def load_marl_policy(path: str | Path, device: str = "cpu", *, label: str | None
     """The policy of a run directory or one of its checkpoint directories (``label`` default:
     ``<algorithm>:<directory name>``)."""
     import torch
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
+
+    from .safe_files import (
+        check_finite_tensors, check_tensor_shapes, field_error, load_json_file, read_safetensors_header,
+        validate_feature_stats, validate_marl_network,
+    )
 
     path = Path(path)
     run_file = path / RUN_FILE
     if not run_file.is_file():
         raise ValueError(f"{path} is not a multi-agent run directory: no {RUN_FILE}")
-    try:
-        meta = json.loads(run_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{run_file} is not valid JSON: {exc}") from None
+    meta = load_json_file(run_file, "multi-agent run description")  # size and depth limited
+    if not isinstance(meta, dict):
+        raise ValueError(f"{run_file}: must be a JSON object; got {type(meta).__name__}")
     if meta.get("format") != MARL_FORMAT:
-        raise ValueError(f"{run_file}: format must be {MARL_FORMAT!r}; got {meta.get('format')!r}")
-    cfg = make_config(meta["config"])
-    hp = MARLConfig(**meta["marl"])
-    codec = FeatureCodec(cfg, hp.encoding, meta["feature_stats"])
+        raise ValueError(f"{run_file}: format must be {MARL_FORMAT!r}; got {meta.get('format')!r:.60}")
+    for key in ("config", "marl", "feature_stats"):
+        if not isinstance(meta.get(key), dict):
+            raise field_error(run_file, key, f"must be an object; got {type(meta.get(key)).__name__}")
+    if meta.get("env_id") is not None and not isinstance(meta["env_id"], str):
+        raise field_error(run_file, "env_id", f"must be a string; got {type(meta['env_id']).__name__}")
+    try:
+        cfg = make_config(meta["config"])
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        raise field_error(run_file, "config", f"{type(exc).__name__}: {exc}") from None
+    try:
+        hp = MARLConfig(**meta["marl"])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise field_error(run_file, "marl", f"{type(exc).__name__}: {exc}") from None
+    session = bool(cfg.session.enabled)
+    n_agent = 20 + (_SESSION_AGENT_FEATURES + _SESSION_SCALARS if session else 0)
+    n_state = 18 * cfg.n_agents + 2 + (_SESSION_AGENT_FEATURES * cfg.n_agents + _SESSION_SCALARS if session else 0)
+    validate_marl_network(meta["marl"], n_agent, run_file)  # sizes within the limits before building
+    stats = validate_feature_stats(
+        meta["feature_stats"],
+        {"agent_mean": n_agent, "agent_std": n_agent, "state_mean": n_state, "state_std": n_state}, run_file,
+    )
+    codec = FeatureCodec(cfg, hp.encoding, stats)
     actor = build_actor_net(codec.n_agent_features, codec.n_agents, hp.hidden, hp.depth, device)
-    actor.load_state_dict(load_file(str(path / ACTOR_FILE), device=str(torch.device(device))))
+    actor_file = path / ACTOR_FILE
+    expected = {k: tuple(v.shape) for k, v in actor.state_dict().items()}
+    check_tensor_shapes(read_safetensors_header(actor_file), expected, actor_file)  # header only
+    try:
+        with safe_open(str(actor_file), framework="pt", device=str(torch.device(device))) as fh:
+            tensors = {name: fh.get_tensor(name) for name in expected}
+    except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
+        raise ValueError(f"corrupt multi-agent weights {actor_file}: {exc}") from exc
+    check_finite_tensors(tensors, actor_file)
+    actor.load_state_dict(tensors)
     policy = MARLPolicy(actor, codec, name=hp.algorithm, device=device, path=str(path), env_id=meta.get("env_id"))
     policy.label = label or f"{hp.algorithm}:{path.resolve().name}"
     return policy

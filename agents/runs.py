@@ -5,8 +5,12 @@ A run directory belongs to one training process at a time: :func:`open_run_dir` 
 also marks the directory as a run of this tool and names the holder's pid). The kernel drops the
 lock when the process dies, however it dies, so a stale lock of a dead process never blocks.
 
-``--force`` deletes only a directory that is recognisably a run (a ``run.json`` of this format or
-the lock file) and that no live process holds. ``--resume <run dir>`` continues from the newest
+A directory is a run only if its ``run.json`` is a valid run description
+(:func:`agents.checkpoint.read_run_json`); marker files alone (an empty ``.jmsra_run.lock``) prove
+nothing. ``--force`` replaces only such a directory, that no live process holds, and that holds
+nothing but the files a run writes (:data:`RUN_ENTRIES`); anything else in it is named and the
+directory is left untouched. The old run is moved aside and deleted only once the new run has
+started (:meth:`RunLock.commit`); a failed start puts it back (:meth:`RunLock.abandon`). ``--resume <run dir>`` continues from the newest
 consistent saved model: the run's top-level model, its best model or a checkpoint, whichever has
 the most steps; a unit torn by a kill (:class:`agents.checkpoint.TornModelError`) is passed over.
 """
@@ -18,6 +22,7 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +37,8 @@ __all__ = [
     "default_run_name",
     "check_run_name",
     "is_run_dir",
+    "check_logdir",
+    "RUN_ENTRIES",
     "lock_run_dir",
     "open_run_dir",
     "clean_run_dir",
@@ -45,12 +52,48 @@ class RunDirError(ValueError):
     """A run directory cannot be used as asked (exists, is not a run, is held by a live process)."""
 
 
-class RunLock:
-    """An exclusive ``flock`` on a run directory's lock file, held until :meth:`release`."""
+# What a run directory may hold: everything else is somebody's data, never deleted by --force.
+RUN_ENTRIES = frozenset({
+    ck.MODEL_FILE, ck.VECNORM_FILE, ck.WEIGHTS_FILE, ck.POLICY_FILE, ck.RUN_FILE, ck.BEST_MODEL_FILE,
+    ck.BEST_VECNORM_FILE, ck.BEST_PREFIX + ck.WEIGHTS_FILE, ck.BEST_PREFIX + ck.POLICY_FILE, ck.CHECKPOINT_DIR,
+    "evaluations.json", "tb", LOCK_FILE,
+})
 
-    def __init__(self, run_dir: Path, fd: int):
+
+class RunLock:
+    """An exclusive ``flock`` on a run directory's lock file, held until :meth:`release`.
+
+    For a new run (:func:`open_run_dir`) it also knows what it created: :meth:`abandon` removes the
+    run directory (and the log directories made for it) and puts back a run that ``--force`` moved
+    aside; :meth:`commit` deletes that old run once the new one has started.
+    """
+
+    def __init__(self, run_dir: Path, fd: int, *, created: list[Path] | None = None, replaced: Path | None = None):
         self.run_dir = run_dir
         self._fd: int | None = fd
+        self.created = list(created or [])  # directories this start made (deepest last)
+        self.replaced = replaced  # the old run --force moved aside (deleted by commit)
+
+    def commit(self) -> None:
+        """The new run has started: delete the run ``--force`` replaced."""
+        if self.replaced is not None:
+            shutil.rmtree(self.replaced.parent, ignore_errors=True)  # the temporary folder holding it
+            self.replaced = None
+        self.created = []
+
+    def abandon(self) -> None:
+        """The start failed: remove what it created and put back the replaced run."""
+        if self.created:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            for d in reversed(self.created[:-1]):  # the log directories made for it, if still empty
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+        if self.replaced is not None and not self.run_dir.exists():
+            _restore(self.replaced, self.run_dir)
+        self.replaced = None
+        self.created = []
 
     def release(self) -> None:
         if self._fd is not None:
@@ -93,21 +136,57 @@ def _holder(lock_path: Path) -> str:
         return "pid unknown"
 
 
+def _restore(replaced: Path, run_dir: Path) -> None:
+    """Put a run that --force moved aside back, and remove the temporary folder that held it."""
+    os.replace(replaced, run_dir)
+    try:
+        replaced.parent.rmdir()
+    except OSError:
+        pass
+
+
 def default_run_name(env_id: str, seed: int) -> str:
     variant = env_id.split("/")[-1].removesuffix("-v0").removesuffix("-Box")
     return f"{variant}-ppo-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def check_run_name(name: str) -> None:
-    if not name or name in (".", "..") or "/" in name or os.sep in name:
-        raise RunDirError(f"--run-name must be a plain directory name (no '/', not '.' or '..'); got {name!r}")
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or os.sep in name
+            or "\0" in name or len(name.encode("utf-8", "surrogateescape")) > 255):
+        raise RunDirError(f"--run-name must be a plain directory name (no '/', not '.' or '..', at most 255 bytes); "
+                          f"got {name!r:.80}")
+
+
+def check_logdir(logdir: str | os.PathLike) -> Path:
+    """Check, before anything is created, that run directories can be made under ``logdir``:
+    it is a directory or can be created (its nearest existing ancestor is a writable directory on a
+    filesystem that takes new directories). :class:`RunDirError` naming the path otherwise; nothing
+    is left behind (the probe directory is removed)."""
+    if not isinstance(logdir, (str, os.PathLike)) or str(logdir) == "" or "\0" in str(logdir):
+        raise RunDirError(f"--logdir must be a directory path; got {logdir!r:.80}")
+    path = Path(logdir)
+    probe_in = path
+    while not probe_in.exists():
+        if probe_in.is_symlink():
+            raise RunDirError(f"--logdir {path}: {probe_in} is a dangling symbolic link")
+        if probe_in.parent == probe_in:
+            break
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        what = "an existing file" if probe_in == path else f"below the file {probe_in}"
+        raise RunDirError(f"--logdir {path} is {what}, not a directory")
+    try:  # the definitive test: make (and remove) a directory where the run's would go
+        probe = Path(tempfile.mkdtemp(prefix=".jmsra_probe.", dir=probe_in))
+        probe.rmdir()
+    except OSError as exc:
+        raise RunDirError(f"--logdir {path}: cannot create directories in {probe_in} ({exc.strerror or exc})") from None
+    return path
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a run directory of this tool (its ``run.json`` or its lock file)."""
+    """Whether ``path`` is a run directory of this tool: its ``run.json`` is a valid run description
+    (a lock file or other marker alone is not enough)."""
     path = Path(path)
-    if (path / LOCK_FILE).is_file():
-        return True
     try:
         ck.read_run_json(path / ck.RUN_FILE)
     except (FileNotFoundError, ValueError):
@@ -115,29 +194,71 @@ def is_run_dir(path: str | os.PathLike) -> bool:
     return True
 
 
+def _only_a_lock(path: Path) -> bool:
+    """A start killed before its ``run.json``: the directory holds only an empty or JSON lock file."""
+    try:
+        entries = list(path.iterdir())
+    except OSError:
+        return False
+    if [p.name for p in entries] != [LOCK_FILE] or not entries[0].is_file() or entries[0].is_symlink():
+        return False
+    return entries[0].stat().st_size <= 4096
+
+
+def _foreign_entries(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir()
+                  if p.name not in RUN_ENTRIES and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+
+
 def open_run_dir(logdir: str | os.PathLike, name: str, force: bool = False) -> RunLock:
     """Create ``<logdir>/<name>`` for a new run and lock it; with ``force`` replace an old run.
 
     Refuses (:class:`RunDirError`, nothing deleted) when the directory exists without ``force``,
-    is not a run of this tool, or is held by a live process.
+    is not a run of this tool (no valid ``run.json``), holds files a run does not write, or is
+    held by a live process. The replaced run is moved aside, not deleted: the caller calls
+    :meth:`RunLock.commit` once the new run has started, or :meth:`RunLock.abandon` on failure.
     """
     check_run_name(name)
-    run_dir = Path(logdir) / name
+    logdir = check_logdir(logdir)
+    run_dir = logdir / name
+    replaced = None
     if run_dir.exists() or run_dir.is_symlink():
         if not force:
             raise RunDirError(f"run directory {run_dir} already exists; pass --force to replace it "
                               f"or --resume {run_dir} to continue it")
-        if run_dir.is_symlink() or not run_dir.is_dir() or not is_run_dir(run_dir):
-            raise RunDirError(f"--force: {run_dir} is not a run directory of this tool (no {ck.RUN_FILE} "
-                              f"or {LOCK_FILE}); refusing to delete it")
+        if run_dir.is_symlink() or not run_dir.is_dir() or not (is_run_dir(run_dir) or _only_a_lock(run_dir)):
+            raise RunDirError(f"--force: {run_dir} is not a run directory of this tool (no valid {ck.RUN_FILE}); "
+                              f"refusing to delete it")
+        foreign = _foreign_entries(run_dir)
+        if foreign:
+            raise RunDirError(f"--force: {run_dir} holds files a run does not write ({', '.join(foreign[:5])}"
+                              f"{', ...' if len(foreign) > 5 else ''}); refusing to delete it")
         with lock_run_dir(run_dir):  # refuses a live run
-            shutil.rmtree(run_dir)
-    Path(logdir).mkdir(parents=True, exist_ok=True)
+            replaced = Path(tempfile.mkdtemp(prefix=f".{name}.replaced.", suffix=".tmp", dir=logdir))
+            os.replace(run_dir, replaced / name)
+            replaced = replaced / name
+    created = []
+    for d in reversed([logdir, *logdir.parents]):
+        if not d.exists():
+            created.append(d)
     try:
+        logdir.mkdir(parents=True, exist_ok=True)
         os.mkdir(run_dir)
     except FileExistsError:
-        raise RunDirError(f"run directory {run_dir} was just created by another process") from None
-    return lock_run_dir(run_dir)
+        kept = f"; the run --force replaced is kept at {replaced}" if replaced is not None else ""
+        raise RunDirError(f"run directory {run_dir} was just created by another process{kept}") from None
+    except OSError as exc:
+        if replaced is not None and not run_dir.exists():
+            _restore(replaced, run_dir)
+        raise RunDirError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
+    created.append(run_dir)
+    try:
+        lock = lock_run_dir(run_dir)
+    except BaseException:
+        RunLock(run_dir, -1, created=created, replaced=replaced).abandon()
+        raise
+    lock.created, lock.replaced = created, replaced
+    return lock
 
 
 def clean_run_dir(run_dir: str | os.PathLike) -> list[Path]:

@@ -33,6 +33,7 @@ import shlex
 import sys
 import time
 import tomllib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,6 +80,15 @@ CURVE_TAGS = ("rounds/latency_s", "rounds/gap_to_jmsra_pct", "eval/latency_s", "
 GRID_FILE = "grid.json"
 RESOURCES_FILE = "resources.json"  # per-trial resources of the latest session (what --resume reuses)
 EXPERIMENT_NAME = "sweep"
+LOCK_FILE = ".jmsra_sweep.lock"  # held (fcntl.flock) by the sweep's process for its lifetime
+# Limits of a grid (docs/sweeps.md): beyond them a value is a typo, refused before Ray starts.
+MAX_GRID_FILE_BYTES = 1024 * 1024
+MAX_SEEDS = 10_000  # seeds of one grid ("0..100000000" is refused, not expanded)
+MAX_SEED = 2**31 - 1  # train.py's --seed limit
+MAX_TRIALS = 10_000  # cells of one grid (scenarios x recipes x hyperparameter sets x seeds)
+MAX_EVAL_EPISODES = 100_000
+MAX_TOTAL_TIMESTEPS = 10**12
+MAX_BOOTSTRAP_REPS = 1_000_000
 
 
 class SweepError(ValueError):
@@ -101,26 +111,34 @@ def parse_seeds(spec: str | int | Sequence[int | str]) -> tuple[int, ...]:
         parts = list(spec)
     else:
         raise SweepError(f"seeds: expected a list or a string like '0..9'; got {spec!r}")
+    if len(parts) > MAX_SEEDS:
+        raise SweepError(f"seeds: {len(parts):,} entries; at most {MAX_SEEDS:,} seeds per sweep")
     seeds: list[int] = []
     for part in parts:
         if isinstance(part, bool):
             raise SweepError(f"seeds: {part!r} is not an integer")
         if isinstance(part, int):
-            seeds.append(part)
-            continue
-        m = re.fullmatch(r"\s*(\d+)\s*(?:\.\.\s*(\d+)\s*)?", str(part))
-        if m is None:
-            raise SweepError(f"seeds: {part!r} is neither an integer >= 0 nor a range like '0..9'")
-        lo, hi = int(m.group(1)), int(m.group(2) if m.group(2) is not None else m.group(1))
+            lo = hi = part
+        else:
+            m = re.fullmatch(r"\s*(\d{1,30})\s*(?:\.\.\s*(\d{1,30})\s*)?", str(part)) if isinstance(part, str) else None
+            if m is None:
+                raise SweepError(f"seeds: {str(part)[:60]!r} is neither an integer >= 0 nor a range like '0..9'")
+            lo, hi = int(m.group(1)), int(m.group(2) if m.group(2) is not None else m.group(1))
         if hi < lo:
             raise SweepError(f"seeds: empty range {part!r} (the end is below the start)")
+        if lo < 0:
+            raise SweepError(f"seeds: must be >= 0; got {lo}")
+        if hi > MAX_SEED:
+            raise SweepError(f"seeds: {hi} is above the largest seed train.py takes ({MAX_SEED:,})")
+        if len(seeds) + (hi - lo + 1) > MAX_SEEDS:
+            raise SweepError(f"seeds: {part!r} makes more than {MAX_SEEDS:,} seeds; at most {MAX_SEEDS:,} per sweep")
         seeds.extend(range(lo, hi + 1))
     if not seeds:
         raise SweepError("seeds: the seed list is empty; give at least one seed, e.g. '0..4'")
-    if any(s < 0 for s in seeds):
-        raise SweepError(f"seeds: must be >= 0; got {[s for s in seeds if s < 0]}")
-    if len(set(seeds)) != len(seeds):
-        raise SweepError(f"seeds: listed twice: {sorted({s for s in seeds if seeds.count(s) > 1})}")
+    counts = Counter(seeds)
+    twice = sorted(s for s, n in counts.items() if n > 1)
+    if twice:
+        raise SweepError(f"seeds: listed twice: {twice[:10]}{' ...' if len(twice) > 10 else ''}")
     return tuple(seeds)
 
 
@@ -240,31 +258,84 @@ class TrialResult:
 
 
 def load_grid_file(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw mapping of a TOML grid file (validated by :func:`grid_from_mapping`)."""
+    """The raw mapping of a TOML grid file (validated by :func:`grid_from_mapping`): UTF-8, at most
+    :data:`MAX_GRID_FILE_BYTES`; every failure is a :class:`SweepError` naming the file."""
     p = Path(path)
     try:
+        if p.is_dir():
+            raise SweepError(f"grid file {str(p)!r} is a folder, not a TOML file")
         with open(p, "rb") as fh:
-            return tomllib.load(fh)
+            data = fh.read(MAX_GRID_FILE_BYTES + 1)
     except FileNotFoundError:
         raise SweepError(f"grid file {str(p)!r} does not exist") from None
+    except OSError as exc:
+        raise SweepError(f"grid file {str(p)!r} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_GRID_FILE_BYTES:
+        raise SweepError(f"grid file {str(p)!r} is larger than {MAX_GRID_FILE_BYTES:,} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SweepError(f"grid file {str(p)!r} is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
+                         f"TOML files are UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SweepError(f"grid file {str(p)!r} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise SweepError(f"grid file {str(p)!r} nests too deeply") from None
 
 
-def _str_list(key: str, value: Any) -> tuple[str, ...]:
+def _str_list(key: str, value: Any, *, allow_empty: bool = False) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise SweepError(f"{key}: expected a list of strings; got {value!r}")
-    if not value:
+        raise SweepError(f"{key}: expected a list of strings; got {str(value)[:80]!r}")
+    if len(value) > MAX_TRIALS:
+        raise SweepError(f"{key}: {len(value):,} entries; at most {MAX_TRIALS:,}")
+    if not value and not allow_empty:
         raise SweepError(f"{key}: the list is empty")
+    if any("\0" in v for v in value):
+        raise SweepError(f"{key}: a value holds a NUL character")
     return tuple(value)
 
 
-def _int(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SweepError(f"{key}: expected an integer >= {minimum}; got {value!r}")
+def _int(key: str, value: Any, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        shown = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"{str(value)[:12]}..."
+        raise SweepError(f"{key}: expected an integer in [{minimum:,}, {maximum:,}]; got {shown}")
     return value
+
+
+def _hp_value(key: str, v: Any) -> Any:
+    """One hyperparameter value: a finite number or a string (what becomes one train.py flag)."""
+    import math
+
+    if isinstance(v, bool):
+        return v  # train.py's --flag / --no-flag options take true / false
+    if isinstance(v, int):
+        if abs(v) > 2**63:
+            raise SweepError(f"hyperparams.{key}: {str(v)[:12]}... is too large")
+        return v
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise SweepError(f"hyperparams.{key}: {v!r} is not a finite number")
+        return v
+    if isinstance(v, str):
+        if "\0" in v or len(v) > 1000:
+            raise SweepError(f"hyperparams.{key}: {v[:40]!r} is not a usable value (NUL or over 1,000 characters)")
+        if v.strip().lower() in ("nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"):
+            raise SweepError(f"hyperparams.{key}: {v!r} is not a finite number")
+        return v
+    raise SweepError(f"hyperparams.{key}: expected numbers or strings; got {type(v).__name__} {str(v)[:40]!r}")
+
+
+def _split_train_args(value: str) -> tuple[str, ...]:
+    if "\0" in value:
+        raise SweepError("train_args: holds a NUL character")
+    try:
+        return tuple(shlex.split(value))
+    except ValueError as exc:  # an unterminated quote
+        raise SweepError(f"train_args: cannot split {value[:80]!r} into flags: {exc}") from None
 
 
 def grid_from_mapping(raw: Mapping[str, Any], *, where: str = "grid") -> SweepGrid:
@@ -288,17 +359,20 @@ def grid_from_mapping(raw: Mapping[str, Any], *, where: str = "grid") -> SweepGr
             values = tuple(v) if isinstance(v, (list, tuple)) else (v,)
             if not values:
                 raise SweepError(f"hyperparams.{k}: the list of values is empty")
+            if len(values) > MAX_TRIALS:
+                raise SweepError(f"hyperparams.{k}: {len(values):,} values; at most {MAX_TRIALS:,} trials per sweep")
+            values = tuple(_hp_value(str(k), x) for x in values)
             items.append((str(k).replace("-", "_"), values))
         kw["hyperparams"] = tuple(items)
     if "total_timesteps" in raw:
-        kw["total_timesteps"] = _int("total_timesteps", raw["total_timesteps"], 1)
+        kw["total_timesteps"] = _int("total_timesteps", raw["total_timesteps"], 1, MAX_TOTAL_TIMESTEPS)
     if "train_args" in raw:
         ta = raw["train_args"]
-        kw["train_args"] = tuple(shlex.split(ta)) if isinstance(ta, str) else _str_list("train_args", ta)
+        kw["train_args"] = _split_train_args(ta) if isinstance(ta, str) else _str_list("train_args", ta, allow_empty=True)
     if "eval_episodes" in raw:
-        kw["eval_episodes"] = _int("eval_episodes", raw["eval_episodes"], 1)
+        kw["eval_episodes"] = _int("eval_episodes", raw["eval_episodes"], 1, MAX_EVAL_EPISODES)
     if "eval_seed" in raw:
-        kw["eval_seed"] = _int("eval_seed", raw["eval_seed"], 0)
+        kw["eval_seed"] = _int("eval_seed", raw["eval_seed"], 0, MAX_SEED)
     return SweepGrid(**kw)
 
 
@@ -341,8 +415,14 @@ def validate_grid(grid: SweepGrid) -> list[TrialCell]:
     if clash:
         raise SweepError(f"train_args: {clash} are swept in hyperparams too; give them in one place")
 
+    n_trials = len(grid.env_ids) * len(grid.recipes) * len(grid.seeds)
+    for _, values in grid.hyperparams:
+        n_trials *= len(values)
+    if n_trials > MAX_TRIALS:
+        raise SweepError(f"the grid has {n_trials:,} trials; at most {MAX_TRIALS:,} per sweep")
     cells = grid.cells()
     seen: dict[str, TrialCell] = {}
+    checked: set[tuple[str, ...]] = set()
     for cell in cells:
         if cell.name in seen:
             raise SweepError(f"two trials share the name {cell.name!r}; make the hyperparameter values distinct")
@@ -355,9 +435,30 @@ def validate_grid(grid: SweepGrid) -> list[TrialCell]:
         except SystemExit:
             msg = err.getvalue().strip().splitlines()
             raise SweepError(f"trial {cell.name}: train.py refuses its flags: {msg[-1] if msg else argv}") from None
+        key = tuple(a for i, a in enumerate(argv) if i == 0 or argv[i - 1] not in ("--seed", "--run-name"))
+        if key not in checked:  # trials that differ only in their seed share these checks
+            checked.add(key)
+            _check_train_values(parser, argv, cell)
         if cell.recipe == "ppo" and dict(cell.hyperparams).get("bc_steps", 0) not in (0, "0"):
             raise SweepError("hyperparams: bc_steps conflicts with recipe 'ppo' (no behaviour cloning)")
     return cells
+
+
+def _check_train_values(parser: argparse.ArgumentParser, argv: list[str], cell: TrialCell) -> None:
+    """train.py's own checks of a trial's flags (ranges, NaN / inf, size limits, scenario, expert),
+    as ``train()`` makes them, without its run directory (which does not exist yet)."""
+    from . import training
+
+    cli = _train_module()
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = parser.parse_args(argv)
+        training.check_values({k: v for k, v in vars(args).items() if v is not None})
+        spec = cli.spec_from_args(args, argv, parser)
+        training.validate_spec(spec, check_paths=False)
+    except (training.TrainSpecError, ValueError, TypeError) as exc:
+        raise SweepError(f"trial {cell.name}: train.py refuses its flags: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -722,10 +823,16 @@ def _parse_value(text: str) -> Any:
 
 
 def _grid_from_json(path: Path) -> SweepGrid:
+    from .safe_files import load_json_file
+
     try:
-        raw = json.loads(path.read_text())
+        raw = load_json_file(path, "sweep grid")
     except FileNotFoundError:
         raise SweepError(f"--resume: no sweep in {str(path.parent)!r} ({GRID_FILE} is missing)") from None
+    except ValueError as exc:
+        raise SweepError(f"--resume: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: must be a JSON object (a sweep's grid); got {type(raw).__name__}")
     return grid_from_mapping(raw, where=str(path))
 
 
@@ -733,29 +840,98 @@ def _resources(args, out: Path) -> None:
     """Per-trial resources: the flags, else (on --resume) the sweep's saved ones, else 1 CPU, 0 GPU."""
     saved: dict[str, Any] = {}
     if args.resume and (out / RESOURCES_FILE).exists():
-        saved = json.loads((out / RESOURCES_FILE).read_text())
+        from .safe_files import load_json_file
+
+        try:
+            saved = load_json_file(out / RESOURCES_FILE, "sweep resources")
+        except (OSError, ValueError) as exc:
+            raise SweepError(f"--resume: {exc}") from None
+        if not isinstance(saved, dict):
+            raise SweepError(f"{out / RESOURCES_FILE}: must be a JSON object; got {type(saved).__name__}")
     for key, default in (("cpus_per_trial", 1.0), ("gpus_per_trial", 0.0)):
         if getattr(args, key) is None:
-            setattr(args, key, float(saved.get(key, default)))
+            value = saved.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SweepError(f"{out / RESOURCES_FILE}: field {key} must be a number; got {value!r:.40}")
+            setattr(args, key, float(value))
 
 
 def _check_args(args) -> None:
-    if args.cpus_per_trial <= 0:
-        raise SweepError(f"--cpus-per-trial must be > 0; got {args.cpus_per_trial}")
-    if args.gpus_per_trial < 0:
-        raise SweepError(f"--gpus-per-trial must be >= 0; got {args.gpus_per_trial}")
-    if args.max_concurrent < 0:
-        raise SweepError(f"--max-concurrent must be >= 0; got {args.max_concurrent}")
-    if args.stop_after is not None and args.stop_after < 1:
-        raise SweepError(f"--stop-after must be >= 1; got {args.stop_after}")
+    import math
+
+    for name in ("cpus_per_trial", "gpus_per_trial"):
+        if not math.isfinite(getattr(args, name)):
+            raise SweepError(f"--{name.replace('_', '-')} must be a finite number; got {getattr(args, name)}")
+    if not 0 < args.cpus_per_trial <= 4096:
+        raise SweepError(f"--cpus-per-trial must be in (0, 4096]; got {args.cpus_per_trial}")
+    if not 0 <= args.gpus_per_trial <= 1024:
+        raise SweepError(f"--gpus-per-trial must be in [0, 1024]; got {args.gpus_per_trial}")
+    if not 0 <= args.max_concurrent <= MAX_TRIALS:
+        raise SweepError(f"--max-concurrent must be in [0, {MAX_TRIALS:,}]; got {args.max_concurrent}")
+    if args.stop_after is not None and not 1 <= args.stop_after <= MAX_TRIALS:
+        raise SweepError(f"--stop-after must be in [1, {MAX_TRIALS:,}]; got {args.stop_after}")
     if args.stop_after is not None and not hasattr(__import__("signal"), "SIGUSR1"):
         raise SweepError("--stop-after needs SIGUSR1 (POSIX); stop with Ctrl-C instead")
-    if args.bootstrap_reps < 100:
-        raise SweepError(f"--bootstrap-reps must be >= 100; got {args.bootstrap_reps}")
-    if args.num_cpus is not None and (args.num_cpus < 1 or args.address is not None):
-        raise SweepError("--num-cpus must be >= 1 and is for a local Ray instance (not with --address)")
+    if not 100 <= args.bootstrap_reps <= MAX_BOOTSTRAP_REPS:
+        raise SweepError(f"--bootstrap-reps must be in [100, {MAX_BOOTSTRAP_REPS:,}]; got {args.bootstrap_reps}")
+    if not 0 <= args.bootstrap_seed <= 2**32 - 1:
+        raise SweepError(f"--bootstrap-seed must be in [0, 2**32 - 1]; got {args.bootstrap_seed}")
+    if args.num_cpus is not None and (not 1 <= args.num_cpus <= 4096 or args.address is not None):
+        raise SweepError("--num-cpus must be in [1, 4096] and is for a local Ray instance (not with --address)")
     if (args.resume or args.report_only) and (args.grid or args.env_ids or args.recipes or args.seeds or args.hp):
         raise SweepError("--resume / --report-only read the grid from --out; do not give grid flags")
+
+
+def _check_out(args) -> Path:
+    """``--out``: a path; for a new sweep a folder that does not exist yet, is empty, or holds only
+    a sweep lock; for ``--resume`` / ``--report-only`` a sweep of this tool (its ``grid.json``).
+    Checked before anything is created (the folder's place must be writable)."""
+    from .runs import RunDirError, check_logdir
+
+    if not args.out or "\0" in args.out:
+        raise SweepError(f"--out must be a folder path; got {args.out!r:.60}")
+    out = Path(args.out).resolve()
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"--out {str(out)!r} exists and is not a folder")
+    if not (args.resume or args.report_only):
+        if (out / GRID_FILE).exists():
+            raise SweepError(f"--out {str(out)!r} holds a sweep already; pass --resume to continue it "
+                             f"or choose another folder")
+        if out.is_dir():
+            foreign = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+            if foreign:
+                raise SweepError(f"--out {str(out)!r} is not empty and is not a sweep of this tool (it holds "
+                                 f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); give a new or "
+                                 f"empty folder")
+        try:
+            check_logdir(out)
+        except RunDirError as exc:
+            raise SweepError(str(exc).replace("--logdir", "--out")) from None
+    return out
+
+
+def _lock_out(out: Path) -> int:
+    """Hold ``out/.jmsra_sweep.lock`` (``fcntl.flock``) for the sweep's lifetime; the kernel drops it
+    when the process ends, however it ends. :class:`SweepError` when another sweep holds it."""
+    import errno
+    import fcntl
+
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        try:
+            holder = (out / LOCK_FILE).read_text().strip() or "pid unknown"
+        except OSError:
+            holder = "pid unknown"
+        raise SweepError(f"--out {str(out)!r} is in use by a running sweep ({holder}); wait for it to end") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
+                              "since": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode() + b"\n", 0)
+    return fd
 
 
 def _outcome_from_state(out: Path, grid: SweepGrid) -> SweepOutcome:
@@ -776,24 +952,28 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; exit status 0 (report written), 2 (bad input), 1 (failed trials), 130 (interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    out = Path(args.out).resolve()
     try:
+        out = _check_out(args)
         _resources(args, out)
         _check_args(args)
         if args.resume or args.report_only:
             grid = _grid_from_json(out / GRID_FILE)
         else:
             grid = _grid_from_args(args)
-            if (out / GRID_FILE).exists():
-                raise SweepError(f"--out {str(out)!r} holds a sweep already; pass --resume to continue it "
-                                 f"or choose another folder")
-            if out.exists() and not out.is_dir():
-                raise SweepError(f"--out {str(out)!r} exists and is not a folder")
         cells = validate_grid(grid)
     except SweepError as exc:
         print(f"sweep.py: error: {exc}", file=sys.stderr)
         return 2
 
+    held: dict[str, int] = {}
+    try:
+        return _execute(args, out, grid, cells, held)
+    finally:
+        if "fd" in held:
+            os.close(held["fd"])  # the sweep's lock, released when everything is written
+
+
+def _execute(args, out: Path, grid: SweepGrid, cells: list[TrialCell], held: dict[str, int]) -> int:
     from . import sweep_report
 
     if args.report_only:
@@ -801,11 +981,24 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from jmsra_env.evaluation.report import atomic_write
 
+        created = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            held["fd"] = _lock_out(out)
+            if not args.resume and (out / GRID_FILE).exists():  # another sweep got here first
+                raise SweepError(f"--out {str(out)!r} holds a sweep already; pass --resume to continue it")
+        except (SweepError, OSError) as exc:
+            print(f"sweep.py: error: {exc}", file=sys.stderr)
+            return 2
         try:
             started = _init_ray(args.address, args.num_cpus, None, args.working_dir)
         except Exception as exc:  # noqa: BLE001 - any failure to start or reach Ray, in one line
             where = f"connect to Ray at {args.address!r}" if args.address else "start Ray"
             print(f"sweep.py: error: cannot {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            if created:  # a failed start leaves nothing behind
+                import shutil
+
+                shutil.rmtree(out, ignore_errors=True)
             return 2
         print(f"sweep: {len(cells)} trials ({len(grid.env_ids)} scenarios x {len(grid.recipes)} recipes x "
               f"{len(cells) // (len(grid.env_ids) * len(grid.recipes) * len(grid.seeds))} hyperparameter sets x "

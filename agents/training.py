@@ -37,6 +37,8 @@ __all__ = [
     "TrainingInterrupted",
     "train",
     "resume_spec",
+    "validate_spec",
+    "check_values",
     "default_ppo",
     "is_session_scenario",
     "SESSION_GAMMA",
@@ -74,6 +76,32 @@ RUN_DEFINING = ("backend", "env_id", "config_overrides", "features", "action_enc
                 "bc_steps", "bc_rounds", "bc_lr", "bc_expert")
 
 
+# Limits of the values a run accepts (docs/training.md, "Flag limits"): beyond them a value is a
+# typo or an attack, refused by name before anything is created or allocated.
+MAX_SEED = 2**31 - 1  # seeds: [0, 2**31 - 1] (offsets for resume / BC / env ranks stay below 2**32)
+MAX_TOTAL_TIMESTEPS = 10**12
+MAX_N_ENVS = 1024
+MAX_TORCH_N_ENVS = 2**20  # --backend torch: one batched env on the device (the rollout limit below still holds)
+MAX_THREADS = 1024
+MAX_BC_ROUNDS = 10_000_000  # rounds of the behaviour-cloning set (held in memory)
+MAX_BC_STEPS = 10**9
+MAX_EPISODES = 100_000  # --eval-episodes, --compare-episodes
+MAX_FREQ = 10**12  # --checkpoint-freq, --eval-freq
+MAX_ROLLOUT_STEPS = 2**22  # n_steps x n_envs: the rollout buffer (4.2 M steps)
+MAX_LOG_STD = 20.0  # |--log-std-init|: exp(20) is already 4.9e8 times the action range
+
+_INT_LIMITS = {  # flag -> (min, max)
+    "total_timesteps": (1, MAX_TOTAL_TIMESTEPS), "n_envs": (1, MAX_N_ENVS), "threads": (1, MAX_THREADS),
+    "seed": (0, MAX_SEED), "bc_steps": (0, MAX_BC_STEPS), "bc_rounds": (1, MAX_BC_ROUNDS),
+    "checkpoint_freq": (0, MAX_FREQ), "eval_freq": (0, MAX_FREQ), "eval_episodes": (0, MAX_EPISODES),
+    "compare_episodes": (0, MAX_EPISODES), "verbose": (0, 2),
+    "n_steps": (1, MAX_ROLLOUT_STEPS), "batch_size": (1, MAX_ROLLOUT_STEPS), "n_epochs": (1, 10_000),
+}
+_POSITIVE_FLOATS = ("learning_rate", "clip_range", "max_grad_norm", "bc_lr")
+_NON_NEGATIVE_FLOATS = ("ent_coef", "vf_coef", "desired_kl", "bc_coef")  # the last two: --backend torch
+_UNIT_FLOATS = ("gamma", "gae_lambda", "bc_coef_decay")
+
+
 class TrainSpecError(ValueError):
     """The spec cannot be run as given (bad value, run directory taken, resume conflict)."""
 
@@ -84,6 +112,72 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_values(values: Mapping[str, Any]) -> None:
+    """Check the flag values present in ``values`` (TrainSpec / PPOConfig field names; ``None``
+    skipped): integer ranges, finite floats, the network size limits of
+    :mod:`agents.safe_files`. :class:`TrainSpecError` naming the flag. Allocates nothing."""
+    import math
+
+    from .safe_files import MAX_HIDDEN_LAYERS, MAX_LAYER_UNITS
+
+    def bad(name: str, rule: str, v: Any) -> TrainSpecError:
+        shown = repr(v) if not isinstance(v, int) or abs(v) < 10**30 else f"{str(v)[:12]}... ({len(str(v))} digits)"
+        return TrainSpecError(f"{_flag(name)} must be {rule}; got {shown}")
+
+    for name, (lo, hi) in _INT_LIMITS.items():
+        v = values.get(name)
+        if v is None:
+            continue
+        if name == "n_envs" and values.get("backend") != "sb3":  # the torch backend, or not known yet (the
+            hi = MAX_TORCH_N_ENVS  # spec's own check, where the backend is known, then holds SB3 to MAX_N_ENVS)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise bad(name, f"an integer in [{lo:,}, {hi:,}]", v)
+        if not lo <= v <= hi:
+            if name == "total_timesteps" and v < 1:
+                raise bad(name, "a positive integer", v)
+            raise bad(name, f"an integer in [{lo:,}, {hi:,}]", v)
+    for name in (*_POSITIVE_FLOATS, *_NON_NEGATIVE_FLOATS, *_UNIT_FLOATS, "log_std_init", "target_kl"):
+        v = values.get(name)
+        if v is None:
+            continue
+        if not _real(v) or not math.isfinite(float(v)):
+            raise bad(name, "a finite number", v)
+        if name in _POSITIVE_FLOATS and not v > 0:
+            raise bad(name, "a finite number > 0", v)
+        if name in _NON_NEGATIVE_FLOATS and not v >= 0:
+            raise bad(name, "a finite number >= 0", v)
+        if name in _UNIT_FLOATS and not 0 <= v <= 1:
+            raise bad(name, "in [0, 1]", v)
+        if name == "target_kl" and not v > 0:
+            raise bad(name, "a finite number > 0 (or not given: no early stop)", v)
+        if name == "log_std_init" and not abs(v) <= MAX_LOG_STD:
+            raise bad(name, f"a finite number in [-{MAX_LOG_STD:g}, {MAX_LOG_STD:g}]", v)
+    arch = values.get("net_arch")
+    if arch is not None:
+        if (not isinstance(arch, (tuple, list)) or not 1 <= len(arch) <= MAX_HIDDEN_LAYERS
+                or not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_LAYER_UNITS for h in arch)):
+            raise bad("net_arch", f"1 to {MAX_HIDDEN_LAYERS} layer sizes, each an integer in [1, {MAX_LAYER_UNITS}] "
+                                  f"(the safe format's limits)", tuple(arch) if isinstance(arch, list) else arch)
+    n_steps, n_envs = values.get("n_steps"), values.get("n_envs")
+    if isinstance(n_steps, int) and isinstance(n_envs, int) and n_steps * n_envs > MAX_ROLLOUT_STEPS:
+        raise TrainSpecError(f"--n-steps x --n-envs = {n_steps * n_envs:,} steps per rollout; at most "
+                             f"{MAX_ROLLOUT_STEPS:,} (the rollout buffer is held in memory)")
+
+
+def check_network_size(net_arch, n_inputs: int, n_outputs: int) -> None:
+    """The policy (and the same-sized value) network within :data:`agents.safe_files.MAX_POLICY_PARAMETERS`."""
+    from .safe_files import MAX_POLICY_PARAMETERS, mlp_parameters
+
+    n = mlp_parameters([n_inputs, *net_arch, n_outputs])
+    if n > MAX_POLICY_PARAMETERS:
+        raise TrainSpecError(f"--net-arch {','.join(map(str, net_arch))} makes a policy network of {n:,} parameters "
+                             f"({n_inputs} inputs); at most {MAX_POLICY_PARAMETERS:,} (docs/training.md, flag limits)")
 
 
 def default_ppo(bc_steps: int, *, session: bool = False, backend: str = "sb3", **changes: Any) -> PPOConfig:
@@ -194,6 +288,17 @@ def _ppo_class(backend: str) -> type:
     return PPOConfig
 
 
+def _checked_saved_fields(point) -> dict[str, Any]:
+    """:func:`_saved_fields` of a resume point; a malformed ``run.json`` is a TrainSpecError naming it."""
+    from . import checkpoint as ck
+
+    try:
+        return _saved_fields(point.run_info)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise TrainSpecError(f"--resume: {point.run_dir / ck.RUN_FILE}: malformed run description "
+                             f"({type(exc).__name__}: {exc})") from None
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What a training run produced."""
@@ -235,7 +340,7 @@ def resume_spec(path: str, **changes: Any) -> TrainSpec:
         point = runs.find_resume_point(path)
     except (FileNotFoundError, ValueError) as exc:
         raise TrainSpecError(f"--resume: {exc}") from exc
-    saved = _saved_fields(point.run_info)
+    saved = _checked_saved_fields(point)
     if isinstance(changes.get("ppo"), Mapping):  # PPO field changes, as the CLI gives them
         known = {f.name for f in dataclasses.fields(saved["ppo"])}
         alien = [k for k, v in changes["ppo"].items() if k not in known and v is not None]
@@ -298,7 +403,14 @@ class _Plan:
     run_name: str
 
 
-def _validate(spec: TrainSpec) -> _Plan:
+def validate_spec(spec: TrainSpec, *, check_paths: bool = True) -> None:
+    """Every check :func:`train` makes before it creates anything (``TrainSpecError`` naming the
+    flag); ``check_paths=False`` skips the ``--logdir`` check (a sweep checks its trials' flags
+    before their folders exist)."""
+    _validate(spec, check_paths=check_paths)
+
+
+def _validate(spec: TrainSpec, *, check_paths: bool = True) -> _Plan:
     from . import runs
     from .encoding import ACTION_ENCODINGS
     from .envs import VEC_KINDS, box_env_id, scenario_config
@@ -306,16 +418,29 @@ def _validate(spec: TrainSpec) -> _Plan:
     from .ppo import resolve_device
 
     _validate_backend(spec)
-    if not isinstance(spec.total_timesteps, int) or spec.total_timesteps <= 0:
-        raise TrainSpecError(f"--total-timesteps must be a positive integer; got {spec.total_timesteps}")
+    if not isinstance(spec.total_timesteps, int) or isinstance(spec.total_timesteps, bool) or spec.total_timesteps <= 0:
+        raise TrainSpecError(f"--total-timesteps must be a positive integer; got {spec.total_timesteps!r}")
     for name in ("n_envs", "threads"):
-        if getattr(spec, name) < 1:
-            raise TrainSpecError(f"{_flag(name)} must be >= 1; got {getattr(spec, name)}")
+        v = getattr(spec, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise TrainSpecError(f"{_flag(name)} must be >= 1; got {v!r}")
     for name in ("bc_steps", "checkpoint_freq", "eval_freq", "eval_episodes", "compare_episodes"):
-        if getattr(spec, name) < 0:
-            raise TrainSpecError(f"{_flag(name)} must be >= 0; got {getattr(spec, name)}")
+        v = getattr(spec, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise TrainSpecError(f"{_flag(name)} must be >= 0; got {v!r}")
     if spec.bc_steps > 0 and (spec.bc_rounds or 0) < 1:
         raise TrainSpecError(f"--bc-rounds must be >= 1; got {spec.bc_rounds}")
+    try:
+        ppo = spec.ppo_config()
+    except (ValueError, TypeError) as exc:
+        raise TrainSpecError(str(exc)) from exc
+    check_values({**{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)},
+                  **{k: v for k, v in ppo.to_dict().items()}})
+    for name in ("env_id", "logdir"):
+        if not isinstance(getattr(spec, name), str):
+            raise TrainSpecError(f"{_flag(name)} must be a string; got {type(getattr(spec, name)).__name__}")
+    if spec.bc_expert is not None and not isinstance(spec.bc_expert, str):
+        raise TrainSpecError(f"--bc-expert must be a string; got {type(spec.bc_expert).__name__}")
     for name, allowed in (("vec", VEC_KINDS), ("features", FEATURE_SETS), ("action_encoding", ACTION_ENCODINGS)):
         if getattr(spec, name) not in allowed:
             raise TrainSpecError(f"{_flag(name)} must be one of {allowed}; got {getattr(spec, name)!r}")
@@ -331,6 +456,10 @@ def _validate(spec: TrainSpec) -> _Plan:
         device = resolve_device(spec.device)
     except ValueError as exc:
         raise TrainSpecError(str(exc)) from exc
+    from .features import n_features
+
+    check_network_size(ppo.net_arch, n_features(cfg.n_agents, spec.features, bool(cfg.session.enabled)),
+                       2 * cfg.n_agents)
     if spec.bc_expert is not None and spec.bc_steps > 0:
         from jmsra_env.policies import make_policy
 
@@ -342,9 +471,11 @@ def _validate(spec: TrainSpec) -> _Plan:
     name = spec.run_name if spec.run_name is not None else runs.default_run_name(env_id, spec.seed)
     try:
         runs.check_run_name(name)
+        if resume is None and check_paths:
+            runs.check_logdir(spec.logdir)
     except runs.RunDirError as exc:
         raise TrainSpecError(str(exc)) from exc
-    return _Plan(spec, env_id, cfg, spec.ppo_config(), device, resume, name)
+    return _Plan(spec, env_id, cfg, ppo, device, resume, name)
 
 
 def _validate_backend(spec: TrainSpec) -> None:
@@ -369,7 +500,7 @@ def _validate_resume(spec: TrainSpec):
         point = runs.find_resume_point(spec.resume)
     except (FileNotFoundError, ValueError) as exc:
         raise TrainSpecError(f"--resume: {exc}") from exc
-    saved = _saved_fields(point.run_info)
+    saved = _checked_saved_fields(point)
     for key in RUN_DEFINING:
         value = getattr(spec, key) if key != "ppo" else spec.ppo_config()
         if _differs(key, value, saved):
@@ -430,20 +561,35 @@ def train(spec: TrainSpec, *, log: Callable[[str], None] | None = print) -> Trai
     except runs.RunDirError as exc:
         raise TrainSpecError(str(exc)) from exc
     with lock:
-        for p in runs.clean_run_dir(lock.run_dir):
-            log(f"removed what an interrupted save left: {p}")
-        if plan.resume is not None:
-            unit = plan.resume.unit
-            log(f"resuming from {unit.policy_path if spec.backend == 'torch' else unit.model_path} at "
-                f"{plan.resume.num_timesteps:,} steps"
-                + "".join(f"\n  passed over {r}" for r in plan.resume.passed_over))
-        caught: dict[str, int | None] = {"signal": None}
-        with _stop_on_signals(caught):
-            if spec.backend == "torch":
-                from .torch_ppo import TorchRun
+        try:
+            for p in runs.clean_run_dir(lock.run_dir):
+                log(f"removed what an interrupted save left: {p}")
+            if plan.resume is not None:
+                unit = plan.resume.unit
+                log(f"resuming from {unit.policy_path if spec.backend == 'torch' else unit.model_path} at "
+                    f"{plan.resume.num_timesteps:,} steps"
+                    + "".join(f"\n  passed over {r}" for r in plan.resume.passed_over))
+            caught: dict[str, int | None] = {"signal": None}
+            with _stop_on_signals(caught):
+                if spec.backend == "torch":
+                    from .torch_ppo import TorchRun
 
-                return TorchRun(plan, lock.run_dir, log, caught).run()
-            return _Run(plan, lock.run_dir, log, caught).run()
+                    result = TorchRun(plan, lock.run_dir, log, caught).run()
+                else:
+                    result = _Run(plan, lock.run_dir, log, caught).run()
+        except BaseException:
+            from . import checkpoint as ck
+
+            # A start that failed before any model was saved leaves nothing behind (and puts back
+            # the run --force replaced); a run with a saved model is kept (--resume continues it).
+            if any(u.exists() for u in (ck.SavedUnit(lock.run_dir), ck.SavedUnit(lock.run_dir, ck.BEST_PREFIX))) \
+                    or (lock.run_dir / ck.CHECKPOINT_DIR).is_dir():
+                lock.commit()
+            else:
+                lock.abandon()
+            raise
+        lock.commit()
+        return result
 
 
 class _Run:
@@ -550,6 +696,7 @@ class _Run:
             callbacks.append(self.eval_cb)
         if spec.checkpoint_freq > 0:
             callbacks.append(AtomicCheckpointCallback(self.run_dir, spec.checkpoint_freq, self.run_info))
+        callbacks.append(_stop_at_total(spec.total_timesteps))
         return callbacks
 
     # -- training -----------------------------------------------------------------------------
@@ -677,6 +824,28 @@ class _Run:
             out.update({f"eval/{k}": float(v) for k, v in last.items() if isinstance(v, (int, float)) and k != "best"})
             out["eval/best_latency_s"] = float(self.eval_cb.best_latency_s)
         return out
+
+
+def _stop_at_total(total_timesteps: int):
+    """A callback that ends training at ``total_timesteps`` exactly.
+
+    SB3 stops only after a whole rollout (``n_steps x n_envs``): a run resumed from a save made in
+    the middle of a rollout (a signal) would overshoot its target (2,152 of 2,048). This stops at
+    the first step that reaches the target inside a rollout; that partial rollout is not trained
+    on. A rollout that ends at the target is trained as before (runs whose target is a multiple of
+    the rollout are unchanged). The target is met exactly when the steps still to do are a
+    multiple of ``n_envs``, otherwise at the first step past it.
+    """
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class StopAtTotal(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.model.num_timesteps < total_timesteps:
+                return True
+            buf = self.model.rollout_buffer
+            return buf.pos >= buf.buffer_size - 1  # the step that fills the rollout: train on it
+
+    return StopAtTotal()
 
 
 def _comparison(model, vn, plan: _Plan, episodes: int) -> tuple[str, dict[str, float]]:

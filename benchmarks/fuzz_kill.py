@@ -13,6 +13,20 @@ landed in a save (a torn unit or a temporary file left behind, detected and pass
 
     python benchmarks/fuzz_kill.py --mode random --cases 24 --parallel 3
     python benchmarks/fuzz_kill.py --mode writes --cases 40 --parallel 3
+    python benchmarks/fuzz_kill.py --mode evaluate --cases 12 --parallel 3
+    python benchmarks/fuzz_kill.py --mode datasets --cases 12 --parallel 3
+
+``--mode random`` resumes each run to 64 steps past its newest saved model, which a stop in the
+middle of a rollout leaves off the rollout grid: the resumed run must end at that target exactly.
+``--mode evaluate`` stops ``evaluate.py`` (writing into an ``--out`` that holds an earlier result
+set) with SIGKILL, SIGTERM or SIGINT at a random moment: the exit status must be -9 / 143 / 130
+(or 0 if it finished), with one line and no traceback; ``--out`` must hold the earlier result set
+byte for byte or a complete new one; no staging folder may be left after a signal, and after a
+SIGKILL the next evaluation into the same ``--out`` must succeed and remove it. ``--mode
+datasets`` SIGKILLs ``collect_dataset`` at a random moment: the dataset's ID must then be free
+(no dataset, loading it is a clear ``FileNotFoundError``) or hold the complete dataset, and the
+next collection must succeed and leave no temporary folder. These print tried / handled / wrong /
+lost.
 """
 
 from __future__ import annotations
@@ -127,9 +141,123 @@ def _record(tally: Counter, run: Path, how: str, rc: int) -> None:
           f"{outcome} {at}", flush=True)
 
 
+EVAL_ARGS = ["--config", "episode_rounds=16", "--policies", "jmsra,nl-only,kv-only", "--no-progress"]
+COLLECT = """
+import sys
+from jmsra_env.datasets import collect_dataset
+collect_dataset("jmsra", n_episodes=int(sys.argv[2]), config={"episode_rounds": 16}, root=sys.argv[1])
+"""
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.is_dir() else {}
+
+
+def _evaluate(out: Path, episodes: int, signal_at: float | None, how: str) -> tuple[int, str]:
+    cmd = [sys.executable, str(ROOT / "evaluate.py"), "--episodes", str(episodes), "--out", str(out), *EVAL_ARGS]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if signal_at is not None:
+        deadline = time.monotonic() + 120
+        while not list(out.parent.glob(f".{out.name}.*.staging")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # start-up (imports) is not what we fuzz
+        time.sleep(signal_at)
+        if proc.poll() is None:
+            proc.send_signal({"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}[how])
+    _, err = proc.communicate(timeout=600)
+    return proc.returncode, err
+
+
+def evaluate_cases(args, rng: np.random.Generator, logdir: Path) -> Counter:
+    """evaluate.py stopped at random moments; see the module docstring."""
+    from jmsra_env.evaluation import report as rep
+
+    tally: Counter = Counter()
+    stops = ("SIGKILL", "SIGTERM", "SIGINT")
+    for i in range(args.cases):
+        case = logdir / f"eval{i}"
+        case.mkdir()
+        out = case / "out"
+        rc0, err0 = _evaluate(out, 2, None, "")
+        if rc0 != 0:
+            tally["lost"] += 1
+            print(f"  eval{i}: the first evaluation failed: {err0[-300:]}")
+            continue
+        before = _snapshot(out)
+        how = stops[i % len(stops)]
+        rc, err = _evaluate(out, 400, float(rng.uniform(0.0, args.max_delay_s)), how)
+        problems = []
+        expected = {"SIGKILL": -9, "SIGTERM": 143, "SIGINT": 130}[how]
+        if rc not in (expected, 0):
+            problems.append(f"exit {rc} (expected {expected} or 0)")
+        if "Traceback" in err or (how != "SIGKILL" and rc != 0 and len(err.strip().splitlines()) != 1):
+            problems.append(f"stderr: {err.strip()[-200:]!r}")
+        after = _snapshot(out)
+        if after != before:
+            complete = set(rep.EVALUATION_FILES) <= set(after) and b"mean_latency_s" in after.get("summary.csv", b"")
+            if not complete:
+                problems.append(f"--out is neither the old nor a complete new result set: {sorted(after)}")
+        staging = list(case.glob(".out.*.staging"))
+        if staging and how != "SIGKILL":
+            problems.append(f"staging folder left: {staging[0].name}")
+        rc2, err2 = _evaluate(out, 1, None, "")  # the next run: works, and cleans what a kill left
+        if rc2 != 0 or list(case.glob(".out.*.staging")):
+            problems.append(f"the next evaluation: exit {rc2}, staging left {bool(list(case.glob('.out.*.staging')))}")
+        tally["tried"] += 1
+        tally["wrong" if problems else "handled"] += 1
+        tally["finished before the stop"] += int(rc == 0)
+        print(f"  eval{i:<3} {how:<8} exit {rc:>4}  {'; '.join(problems) or 'ok'}", flush=True)
+    return tally
+
+
+def dataset_cases(args, rng: np.random.Generator, logdir: Path) -> Counter:
+    """collect_dataset SIGKILLed at random moments; see the module docstring."""
+    from jmsra_env.datasets import collect_dataset, load_dataset
+
+    tally: Counter = Counter()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    dataset_id = "jmsra_env/JMSRA-Box/jmsra-v0"
+    for i in range(args.cases):
+        root = logdir / f"data{i}"
+        n = 24
+        proc = subprocess.Popen([sys.executable, "-c", COLLECT, str(root), str(n)], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while not root.exists() and proc.poll() is None:
+            time.sleep(0.01)  # the root appears when the episodes are played and writing starts
+        time.sleep(float(rng.uniform(0.0, 2.0)))
+        proc.kill()
+        proc.communicate(timeout=60)
+        problems = []
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = load_dataset(dataset_id, root=root)
+                state = "complete"
+                if ds.total_episodes != n:
+                    problems.append(f"a dataset of {ds.total_episodes} episodes at the ID (asked {n})")
+            except FileNotFoundError:
+                state = "free"
+            except Exception as exc:  # noqa: BLE001
+                state = "broken"
+                problems.append(f"{type(exc).__name__}: {exc}")
+            try:
+                collect_dataset("jmsra", n_episodes=2, config={"episode_rounds": 16}, root=root,
+                                dataset_id=dataset_id if state == "free" else "jmsra_env/JMSRA-Box/next-v0")
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"the next collection: {type(exc).__name__}: {exc}")
+        if list(root.glob(".jmsra_collect.*")):
+            problems.append("temporary folder left after the next collection")
+        tally["tried"] += 1
+        tally["wrong" if problems else "handled"] += 1
+        tally[f"ID {state} after the kill"] += 1
+        print(f"  data{i:<3} SIGKILL  ID {state:<8} {'; '.join(problems) or 'ok'}", flush=True)
+    return tally
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", choices=("random", "writes"), default="random")
+    p.add_argument("--mode", choices=("random", "writes", "evaluate", "datasets"), default="random")
     p.add_argument("--cases", type=int, default=24)
     p.add_argument("--parallel", type=int, default=3, help="training processes at once")
     p.add_argument("--max-delay-s", type=float, default=6.0, help="stop within this long after start-up")
@@ -142,6 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     logdir = Path(tempfile.mkdtemp(prefix="fuzz_kill_"))
     tally: Counter = Counter()
     t0 = time.perf_counter()
+    if args.mode in ("evaluate", "datasets"):
+        tally = (evaluate_cases if args.mode == "evaluate" else dataset_cases)(args, rng, logdir)
+        print(f"lost-work fuzz ({args.mode}): {args.cases} cases in {time.perf_counter() - t0:.0f} s ({logdir})")
+        tally["lost"] += 0
+        for key in ("tried", "handled", "wrong", "lost", *sorted(k for k in tally if k not in
+                                                                 ("tried", "handled", "wrong", "lost"))):
+            print(f"  {key:<42} {tally[key]}")
+        return 0 if tally["wrong"] == 0 and tally["lost"] == 0 else 1
     for lo in range(0, args.cases, args.parallel):
         batch = []
         for i in range(lo, min(lo + args.parallel, args.cases)):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import types
 from typing import Any
 
@@ -80,6 +81,7 @@ def _numpy_namespace() -> _NumpyNamespace:
     ns.standard_normal = _np_standard_normal
     ns.astype = _np_astype
     ns.numel = np.size
+    ns.copy = operator.methodcaller("copy")  # ndarray.copy (C), not numpy.copy (Python)
     ns.as_float = _np_as_float
     ns.to_host = np.asarray
     return ns
@@ -93,10 +95,15 @@ def is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "device")
 
 
+_HOST_TYPES = frozenset({np.ndarray, float, int, bool, np.float64, np.float32, np.int64, np.int8, type(None)})
+
+
 def namespace(*xs: Any):
     """The array namespace of the inputs: a :class:`TorchNamespace` when one is a torch tensor
     (bound to its device and floating dtype), :data:`NUMPY` otherwise."""
     for x in xs:
+        if type(x) in _HOST_TYPES:
+            continue
         if is_torch(x):
             return torch_namespace(x.device, x.dtype if x.is_floating_point() else None)
     return NUMPY

@@ -24,12 +24,25 @@ not read back 1-D info arrays). Episode ``e`` is reset with ``seed + e``.
 
 The datasets live under ``root`` (an argument) or else ``$MINARI_DATASETS_PATH``, or else
 Minari's default ``~/.minari/datasets``.
+
+Safety: a dataset ID is checked (:func:`check_dataset_id`) before anything touches the disk, and
+can never name a path outside the root. Collection is atomic: the episodes are played in memory,
+written under a temporary folder of the root (``.jmsra_collect.<pid>.*``) and renamed to the ID
+only when complete, so a killed collection never leaves a dataset (let alone an empty one) at its
+ID; temporary folders of killed collections are removed by the next collection in the root.
+Each episode records the seed that replays it (Minari's episode metadata, :func:`episode_seeds`):
+``env = dataset.recover_environment(); env.reset(seed=episode_seeds(dataset)[i])`` replays episode
+``i`` with the recorded actions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -39,7 +52,14 @@ import numpy as np
 from .registration import env_id as make_env_id
 from .registration import variant_of
 
-__all__ = ["collect_dataset", "load_dataset", "dataset_root", "INFO_KEYS"]
+__all__ = ["collect_dataset", "load_dataset", "dataset_root", "check_dataset_id", "episode_seeds", "INFO_KEYS",
+           "MAX_EPISODES"]
+
+MAX_EPISODES = 1_000_000  # episodes of one dataset (they are played in memory before writing)
+MAX_SEED = 2**63 - 1
+_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_-]*"  # no dots: never "." or ".."
+_DATASET_ID = re.compile(rf"(?:{_SEGMENT}/)*(?P<name>{_SEGMENT}?)-v(?P<version>\d{{1,6}})")
+_TMP_PREFIX = ".jmsra_collect."
 
 # Per-step info entries a dataset keeps (besides "round", which the reset row has too).
 INFO_KEYS = ("action_float64", "media", "bandwidth_hz", "latency_s", "capped")
@@ -68,6 +88,72 @@ def dataset_root(root: str | os.PathLike | None) -> Iterator[None]:
             os.environ.pop("MINARI_DATASETS_PATH", None)
         else:
             os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def check_dataset_id(dataset_id: Any) -> str:
+    """``dataset_id`` if it is ``[namespace/...]name-v<version>`` with plain segments (letters,
+    digits, ``_``, ``-``; no dots, no absolute or ``..`` paths, at most 200 characters); a
+    ``ValueError`` naming it otherwise. Pure string check: nothing touches the disk."""
+    if not isinstance(dataset_id, str):
+        raise ValueError(f"dataset_id must be a string like 'jmsra_env/JMSRA-Box/jmsra-v0'; got "
+                         f"{type(dataset_id).__name__}")
+    if len(dataset_id) > 200 or _DATASET_ID.fullmatch(dataset_id) is None:
+        raise ValueError(
+            f"dataset_id {dataset_id[:80]!r} is malformed: it must be [namespace/...]name-v<version> with "
+            f"segments of letters, digits, '_' and '-' (no '.', no leading '/', no '..'), at most 200 "
+            f"characters, e.g. 'jmsra_env/JMSRA-Box/jmsra-v0'"
+        )
+    return dataset_id
+
+
+def _root_path(root: str | os.PathLike | None) -> Path:
+    """The datasets' root folder (not created): ``root``, ``$MINARI_DATASETS_PATH`` or Minari's default."""
+    if root is not None:
+        return Path(os.path.abspath(os.fspath(root)))
+    env = os.environ.get("MINARI_DATASETS_PATH")
+    if env is not None:
+        return Path(os.path.abspath(env))
+    return Path(os.path.expanduser("~")) / ".minari" / "datasets"
+
+
+def _inside(root: Path, dataset_id: str) -> Path:
+    path = Path(os.path.normpath(root / dataset_id))
+    if os.path.commonpath([root, path]) != str(root) or path == root:
+        raise ValueError(f"dataset_id {dataset_id!r} names a path outside the dataset root {root}")
+    return path
+
+
+def _count(name: str, value: Any, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= int(value) <= maximum:
+        raise ValueError(f"{name} must be an integer in [{minimum:,}, {maximum:,}] (not a bool); got {value!r:.60}")
+    return int(value)
+
+
+def _clean_stale(root: Path) -> None:
+    """Remove the temporary folders of collections whose process is gone."""
+    if not root.is_dir():
+        return
+    for p in root.glob(f"{_TMP_PREFIX}*"):
+        pid = p.name[len(_TMP_PREFIX):].split(".", 1)[0]
+        if not pid.isdigit() or not p.is_dir() or p.is_symlink():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except (PermissionError, OverflowError, ValueError):
+            pass
+
+
+def episode_seeds(dataset) -> list[int]:
+    """The reset seed of every episode of a dataset (Minari's per-episode metadata), in episode
+    order: ``env.reset(seed=episode_seeds(ds)[i])`` + the recorded actions replay episode ``i``."""
+    ids = list(dataset.episode_indices)
+    meta = list(dataset.storage.get_episode_metadata(ids))
+    seeds = [m.get("seed") for m in meta]
+    if any(s is None for s in seeds):
+        raise ValueError("this dataset does not record its episodes' seeds (written by another tool?)")
+    return [int(s) for s in seeds]
 
 
 def _policy(policy, env: gym.Env, seed: int) -> tuple[str, Callable[[Any], np.ndarray]]:
@@ -155,32 +241,76 @@ def collect_dataset(
     ``ValueError`` (Minari never overwrites). Returns the ``minari.MinariDataset``.
     """
     minari = _minari()
+    # Everything checked before anything is played or touches the disk.
+    n_episodes = _count("n_episodes", n_episodes, 1, MAX_EPISODES)
+    seed = _count("seed", seed, 0, MAX_SEED - n_episodes)
     variant, _ = variant_of(env_id)
     box_id = make_env_id(variant, "box")
-    if not isinstance(n_episodes, int) or n_episodes < 1:
-        raise ValueError(f"n_episodes must be an integer >= 1; got {n_episodes!r}")
+    if dataset_id is not None:
+        check_dataset_id(dataset_id)
+    if config is not None and not isinstance(config, Mapping):
+        raise ValueError(f"config must be a mapping of config keys; got {type(config).__name__}")
+    root_path = _root_path(root)
+    if dataset_id is not None:
+        final = _inside(root_path, dataset_id)
+        if final.exists():
+            raise ValueError(f"dataset {dataset_id!r} already exists in {root_path} (Minari never overwrites)")
     env = gym.make(box_id, config=dict(config or {}))
     name, predict = _policy(policy, env, seed)
-    buffers = [_episode(env, predict, seed + e, e) for e in range(n_episodes)]
-    dataset_id = dataset_id or f"jmsra_env/{variant}-Box/{name}-v0"
-    with dataset_root(root):
-        return minari.create_dataset_from_buffers(
-            dataset_id,
-            buffers,
-            env=env,
-            eval_env=env.spec,
-            algorithm_name=name,
-            author=author,
-            author_email=author_email,
-            description=description
-            or f"{n_episodes} episodes of {box_id} played by {name} (seeds {seed}..{seed + n_episodes - 1})",
-            requirements=["jmsra_env"],
-            data_format="arrow",
-        )
+    dataset_id = check_dataset_id(dataset_id or f"jmsra_env/{variant}-Box/{name}-v0")
+    final = _inside(root_path, dataset_id)
+    if final.exists():
+        raise ValueError(f"dataset {dataset_id!r} already exists in {root_path} (Minari never overwrites)")
+    buffers = [_episode(env, predict, seed + e, e) for e in range(n_episodes)]  # in memory
+    root_path.mkdir(parents=True, exist_ok=True)
+    _clean_stale(root_path)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}.", dir=root_path))
+    try:
+        with dataset_root(tmp_root):  # written whole under a temporary root ...
+            minari.create_dataset_from_buffers(
+                dataset_id,
+                buffers,
+                env=env,
+                eval_env=env.spec,
+                algorithm_name=name,
+                author=author,
+                author_email=author_email,
+                description=description
+                or f"{n_episodes} episodes of {box_id} played by {name} (seeds {seed}..{seed + n_episodes - 1})",
+                requirements=["jmsra_env"],
+                data_format="arrow",
+            )
+        with dataset_root(root_path):  # ... then published at its ID with one rename
+            namespace = dataset_id.rsplit("/", 1)[0] if "/" in dataset_id else None
+            if namespace is not None:
+                from minari.namespace import create_namespace, list_local_namespaces
+
+                if namespace not in list_local_namespaces():
+                    with contextlib.suppress(ValueError):  # created meanwhile by another process
+                        create_namespace(namespace)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.mkdir(final)  # claims the ID: fails if another collection published it meanwhile
+            except FileExistsError:
+                raise ValueError(f"dataset {dataset_id!r} already exists in {root_path} (Minari never overwrites)") from None
+            os.replace(tmp_root / dataset_id, final)  # replaces the empty folder just made
+            return minari.load_dataset(dataset_id)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
 
 
 def load_dataset(dataset_id: str, root: str | os.PathLike | None = None):
-    """``minari.load_dataset(dataset_id)`` under ``root`` (see :func:`dataset_root`)."""
+    """``minari.load_dataset(dataset_id)`` under ``root`` (see :func:`dataset_root`); the ID is
+    checked first (:func:`check_dataset_id`), and a dataset without episodes is a ``ValueError``."""
     minari = _minari()
+    check_dataset_id(dataset_id)
+    root_path = _root_path(root)
+    path = _inside(root_path, dataset_id)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no dataset {dataset_id!r} in {root_path}")
     with dataset_root(root):
-        return minari.load_dataset(dataset_id)
+        ds = minari.load_dataset(dataset_id)
+    if ds.total_episodes < 1:
+        raise ValueError(f"dataset {dataset_id!r} in {root_path} holds no episodes (a collection interrupted "
+                         f"by an older version?); delete {path} and collect it again")
+    return ds

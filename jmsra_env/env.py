@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from . import actions, model, session
+from . import actions, model, render, session
 from .config import ScenarioConfig, make_config
 from .core import Core
 from .session_world import max_context_tokens
@@ -280,11 +280,9 @@ class JMSRAEnv(gym.Env[dict, Any]):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'rgb_array'")
             return None
-        from . import render as _render
-
         if self.render_mode == "ansi":
-            return _render.ansi_table(self._last_info, self._last_obs, self.config)
-        return _render.rgb_figure(self._last_info, self._last_obs, self.config)
+            return render.ansi_table(self._last_info, self._last_obs, self.config)
+        return render.rgb_figure(self._last_info, self._last_obs, self.config)
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any
 
 
 from .config import ScenarioConfig
+from .core.torch_env import TorchVectorEnv
 from .env import SESSION_OBS_KEYS, JMSRAEnv, make_session_observation_space
 from .vector import JMSRAVectorEnv
 from .session_world import SessionReceiver, SessionWorldProcess, max_context_tokens
@@ -111,8 +112,6 @@ def make_session_vector_env(num_envs: int = 1, *args: Any, backend: str = "numpy
     ``backend="torch"`` the torch vector env (:class:`jmsra_env.core.torch_env.TorchVectorEnv`,
     which takes ``device=``, ``dtype=``, ``features=`` and ``action_encoding=``)."""
     if backend == "torch":
-        from .core.torch_env import TorchVectorEnv
-
         kwargs.setdefault("action_form", "dict")
         return TorchVectorEnv(num_envs, *args, **kwargs, **_SESSION_ON)
     if backend != "numpy":

@@ -20,7 +20,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from . import actions, model
+from . import actions, model, render
 from .config import ScenarioConfig
 from .core import Core
 from .env import check_env_arguments, make_action_space, observation_space_of, resolve_env_config
@@ -293,9 +293,7 @@ class JMSRAVectorEnv(VectorEnv):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'rgb_array'")
             return None
-        from . import render as _render
-
-        draw = _render.ansi_table if self.render_mode == "ansi" else _render.rgb_figure
+        draw = render.ansi_table if self.render_mode == "ansi" else render.rgb_figure
         obs, last = self._last_obs, self._last_info
         frames = []
         for i in range(self.num_envs):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gymnasium as gym
 
 from . import actions
+from .core.torch_env import TorchVectorEnv
 from .env import make_action_space
 
 __all__ = ["BoxActionWrapper", "make_env", "make_vector_env", "OPTION_CHOICES"]
@@ -82,8 +83,6 @@ def make_vector_env(
     from .vector import JMSRAVectorEnv
 
     if backend == "torch":
-        from .core.torch_env import TorchVectorEnv
-
         kwargs.setdefault("action_form", "dict")
         return TorchVectorEnv(num_envs, *args, features=features, action_encoding=action_encoding, **kwargs)
     if backend != "numpy":

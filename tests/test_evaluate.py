@@ -287,3 +287,83 @@ def test_help_lists_the_sweeps_and_outputs(capsys):
     text = capsys.readouterr().out
     for word in ("--sweep", "--model", "--policies", "summary.csv", "bandwidth", "kv-bits", "byte-identical"):
         assert word in text
+
+
+# -- interrupted: one line, exit 130 / 143, earlier results intact, no staging folder left -------
+
+
+def _earlier(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.csv").write_text("earlier result\n")
+    return out
+
+
+@pytest.mark.parametrize("signum, status", [(2, 130), (15, 143)])
+def test_a_signal_during_an_evaluation_exits_with_one_line_and_leaves_results_alone(
+        tmp_path, capsys, monkeypatch, signum, status):
+    import os
+
+    out = _earlier(tmp_path)
+    before = _snapshot(out)
+
+    def signalled(*a, **k):
+        os.kill(os.getpid(), signum)  # the real signal, through the real handler
+        raise AssertionError("the signal did not stop the evaluation")
+
+    monkeypatch.setattr(evaluate, "_run_evaluation", signalled)
+    assert evaluate.main(["--episodes", "1", "--out", str(out), *SHORT]) == status
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err and "Traceback" not in err
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left
+    import signal as _signal
+
+    assert _signal.getsignal(_signal.SIGTERM) in (_signal.SIG_DFL, None)  # handlers restored
+
+
+def test_ctrl_c_on_the_real_program_exits_130_without_a_traceback(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = _earlier(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, str(root / "evaluate.py"), "--episodes", "2000", "--out", str(out),
+                             "--no-progress", "--no-plots"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.*.staging")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)  # into the evaluation
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "interrupted (SIGINT)" in err
+    assert (out / "summary.csv").read_text() == "earlier result\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_stale_staging_folders_of_killed_runs_are_cleaned_on_the_next_run(tmp_path):
+    import os
+
+    from jmsra_env.evaluation import report as rep
+
+    out = _earlier(tmp_path)
+    dead = tmp_path / ".out.999999999.x1y2.staging"  # no such pid
+    dead.mkdir()
+    (dead / "summary.csv").write_text("half")
+    legacy_empty = tmp_path / ".out.abc123.staging"
+    legacy_empty.mkdir()
+    legacy_full = tmp_path / ".out.def456.staging"
+    legacy_full.mkdir()
+    (legacy_full / "x").write_text("?")
+    live = tmp_path / f".out.{os.getppid()}.z9.staging"  # a live process's
+    live.mkdir()
+    other = tmp_path / ".other.999999999.q.staging"  # another --out's
+    other.mkdir()
+    assert evaluate.main(["--episodes", "1", "--policies", "jmsra", "--out", str(out), "--no-plots", *SHORT]) == 0
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["out", legacy_full.name, live.name, other.name])
+    assert rep.clean_stale_staging(out) == []

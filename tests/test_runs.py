@@ -336,3 +336,169 @@ def test_ctrl_c_during_behaviour_cloning_saves_and_resume_finishes_it(tmp_path, 
     assert main(["--resume", str(tmp_path / "bc")]) == 0
     info = json.loads((tmp_path / "bc" / "run.json").read_text())
     assert info["kind"] == "final" and info["num_timesteps"] == 64 and info["bc"]["steps_done"] == 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 19: a run is what its run.json says, flags checked before anything exists, exact resume
+
+
+def test_force_with_a_lock_file_next_to_user_data_deletes_nothing(tmp_path, capsys):
+    thesis = tmp_path / "runs" / "thesis"
+    thesis.mkdir(parents=True)
+    (thesis / "thesis.tex").write_text("years of work")
+    (thesis / runs.LOCK_FILE).write_text("")  # a marker proves nothing
+    with pytest.raises(SystemExit) as exc:
+        main(["--logdir", str(tmp_path / "runs"), "--run-name", "thesis", "--force", *TINY])
+    assert exc.value.code == 2
+    assert "not a run directory of this tool" in capsys.readouterr().err
+    assert sorted(p.name for p in thesis.iterdir()) == [runs.LOCK_FILE, "thesis.tex"]
+    assert not runs.is_run_dir(thesis)
+
+
+def test_force_refuses_a_run_that_also_holds_user_files(tmp_path, tiny_run, capsys):
+    run = _copy(tiny_run, tmp_path / "runs" / "mixed")
+    (run / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(SystemExit) as exc:
+        main(["--logdir", str(tmp_path / "runs"), "--run-name", "mixed", "--force", *TINY])
+    assert exc.value.code == 2
+    assert "notes.txt" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_run_json_of_another_format_is_not_a_run(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "run.json").write_text(json.dumps({"format": "somebody-else/1"}))
+    assert not runs.is_run_dir(d)
+    (d / "run.json").write_text("[" * 100_000)
+    assert not runs.is_run_dir(d)
+
+
+def test_force_whose_new_start_fails_puts_the_old_run_back(tmp_path, tiny_run, monkeypatch):
+    import agents.ppo
+
+    run = _copy(tiny_run, tmp_path / "runs" / "old")
+    def contents():  # the lock file names its last holder: not data
+        return {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != runs.LOCK_FILE}
+
+    before = contents()
+
+    def boom(*a, **k):
+        raise RuntimeError("no memory")
+
+    monkeypatch.setattr(agents.ppo, "make_ppo", boom)
+    with pytest.raises(RuntimeError, match="no memory"):
+        train(TrainSpec(total_timesteps=64, logdir=str(tmp_path / "runs"), run_name="old", force=True,
+                        ppo=_tiny_ppo(), **TINY_SPEC), log=None)
+    assert contents() == before and len(before) > 10
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["old"]
+
+
+def test_a_failed_start_leaves_nothing_behind(tmp_path, monkeypatch):
+    import agents.ppo
+
+    def boom(*a, **k):
+        raise MemoryError("29.6 GB")
+
+    monkeypatch.setattr(agents.ppo, "make_ppo", boom)
+    logdir = tmp_path / "deep" / "runs"
+    with pytest.raises(MemoryError):
+        train(TrainSpec(total_timesteps=64, logdir=str(logdir), run_name="x", ppo=_tiny_ppo(), **TINY_SPEC), log=None)
+    assert not (tmp_path / "deep").exists()
+
+
+def test_force_replaces_a_directory_holding_only_a_lock_of_a_killed_start(tmp_path):
+    d = tmp_path / "runs" / "killed"
+    d.mkdir(parents=True)
+    (d / runs.LOCK_FILE).write_text(json.dumps({"pid": 999999, "host": "gone", "since": "then"}))
+    lock = runs.open_run_dir(tmp_path / "runs", "killed", force=True)
+    lock.commit()
+    lock.release()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["killed"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seed", "-1"], "--seed must be an integer in [0, 2,147,483,647]"),
+    (["--seed", "99999999999999999999"], "--seed must be an integer in"),
+    (["--log-std-init", "nan"], "--log-std-init must be a finite number"),
+    (["--log-std-init", "1e300"], "--log-std-init must be a finite number in"),
+    (["--bc-lr", "nan"], "--bc-lr must be a finite number"),
+    (["--bc-lr", "-1"], "--bc-lr must be a finite number > 0"),
+    (["--learning-rate", "inf"], "--learning-rate must be a finite number"),
+    (["--net-arch", "100000000,100000000"], "--net-arch must be 1 to 32 layer sizes"),
+    (["--net-arch", "8192,8192"], "--net-arch 8192,8192 makes a policy network of"),
+    (["--target-kl", "-1"], "--target-kl must be a finite number > 0"),
+    (["--target-kl", "nan"], "--target-kl must be a finite number"),
+    (["--clip-range", "inf"], "--clip-range must be a finite number"),
+    (["--n-envs", "100000"], "--n-envs must be an integer in"),
+    (["--n-steps", "4000000"], "--n-steps x --n-envs"),
+    (["--bc-rounds", "1000000000000"], "--bc-rounds must be an integer in"),
+    (["--total-timesteps", "10000000000000000"], "--total-timesteps must be an integer in"),
+    (["--eval-episodes", "-1"], "--eval-episodes must be an integer in"),
+    (["--run-name", "x" * 300], "--run-name must be a plain directory name"),
+])
+def test_bad_flags_are_refused_by_name_before_any_file_exists(tmp_path, capsys, extra, message):
+    logdir = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exc:
+        main(["--logdir", str(logdir), "--run-name", "x", "--total-timesteps", "64", *TINY, *extra])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert len(err.strip().splitlines()[-1]) < 400 and "Traceback" not in err
+    assert not logdir.exists()
+
+
+def test_bad_logdirs_are_refused_before_anything_is_created(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("data")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    cases = [(afile, "is an existing file"), (afile / "sub", "below the file"), (Path("/proc/jmsra_runs"), "cannot create")]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append((ro / "runs", "cannot create"))
+    try:
+        for logdir, message in cases:
+            with pytest.raises(SystemExit) as exc:
+                main(["--logdir", str(logdir), "--run-name", "x", "--total-timesteps", "64", *TINY])
+            assert exc.value.code == 2
+            err = capsys.readouterr().err
+            assert "--logdir" in err and message in err, err
+        assert afile.read_text() == "data" and list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o700)
+
+
+def test_resume_after_a_signal_in_mid_rollout_stops_at_the_target_exactly(tmp_path, monkeypatch):
+    from agents.callbacks import RoundMetricsCallback
+
+    original = RoundMetricsCallback._on_step
+
+    def interrupt_mid_rollout(self):
+        if self.model.num_timesteps == 104:  # rollouts are 64 steps: 40 into the second one
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(RoundMetricsCallback, "_on_step", interrupt_mid_rollout)
+    first = train(TrainSpec(total_timesteps=256, logdir=str(tmp_path), run_name="r", ppo=_tiny_ppo(), **TINY_SPEC),
+                  log=None)
+    assert first.status == "interrupted" and first.num_timesteps == 104
+    monkeypatch.setattr(RoundMetricsCallback, "_on_step", original)
+    second = train(resume_spec(str(tmp_path / "r")), log=None)
+    assert second.status == "final" and second.num_timesteps == 256  # not 296
+    assert ck.load_trained_policy(tmp_path / "r").num_timesteps == 256
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["num_timesteps"] == 256
+
+
+def test_resume_of_a_run_with_a_malformed_run_json_is_refused_by_name(tmp_path, tiny_run, capsys):
+    run = _copy(tiny_run, tmp_path / "r")
+    for unit_dir in (run, *(run / "checkpoints").iterdir()):
+        info = json.loads((unit_dir / "run.json").read_text())
+        info["ppo"] = {"bogus": 1}
+        (unit_dir / "run.json").write_text(json.dumps(info))
+    with pytest.raises(SystemExit) as exc:
+        main(["--resume", str(run), "--total-timesteps", "256"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "run.json" in err and "Traceback" not in err

@@ -124,8 +124,11 @@ def test_new_sweep_into_a_finished_sweeps_folder_is_refused(resumed_sweep, capsy
     assert "--resume" in capsys.readouterr().err
 
 
-def test_failed_trial_is_reported_with_a_resume_hint(ray_local, tmp_path, capsys):
-    # train.py parses --n-envs 0 but refuses it in its checks: the trial fails, the sweep says so.
+def test_failed_trial_is_reported_with_a_resume_hint(ray_local, tmp_path, capsys, monkeypatch):
+    # --n-envs 0 is refused before Ray starts (below); a failure only a trial meets (a full disk, a
+    # lost worker) is simulated by switching that driver-side check off: the trial, in its Ray
+    # worker, runs train.py's checks, fails, and the sweep says so.
+    monkeypatch.setattr(sw, "_check_train_values", lambda *a: None)
     argv = ["--env-ids", "jmsra_env/JMSRA-v0", "--seeds", "0", "--total-timesteps", "256", "--quiet",
             "--train-args", TINY_TRAIN + " --n-envs 0", "--out", str(tmp_path / "out")]
     assert sw.main(argv) == 1
@@ -334,3 +337,112 @@ def test_a_finished_trial_run_again_returns_its_saved_result_without_training(re
     other = dataclasses.replace(cell, seed=cell.seed + 100)
     with pytest.raises(AssertionError, match="trained again"):
         sw.run_trial(other, run_dir)  # another cell's saved result is not reused
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 19: every grid value and flag checked before Ray starts; --out locked and never foreign
+
+
+@pytest.mark.parametrize(("toml", "expected"), [
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\n# caf\xe9 in Latin-1\n', "is not UTF-8 text"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\ntrain_args = "--n-envs \'4"\n', "train_args: cannot split"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\n[hyperparams]\nlearning_rate = [nan]\n', "is not a finite number"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\n[hyperparams]\nlearning_rate = [inf, 1e-4]\n', "is not a finite number"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\n[hyperparams]\nlearning_rate = ["nan"]\n', "is not a finite number"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\n[hyperparams]\nlearning_rate = [{a = 1}]\n', "expected numbers or strings"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\n[hyperparams]\nlog_std_init = [1e300]\n', "--log-std-init must be"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\n[hyperparams]\nnet_arch = ["100000000,100000000"]\n', "--net-arch must be"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\ntrain_args = "--n-envs 0"\n', "--n-envs must be"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\ntrain_args = "--target-kl -1"\n', "--target-kl must be"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\ntrain_args = "--bc-steps 5 --bc-expert nosuch"\n', "--bc-expert"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\nseeds = "0..100000000"\n', "at most 10,000 per sweep"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\nseeds = [99999999999]\n', "above the largest seed"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\nseeds = "0..4999"\n[hyperparams]\nn_epochs = [1, 2, 3]\n',
+     "the grid has 15,000 trials; at most 10,000"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\ntotal_timesteps = 100000000000000000000\n', "total_timesteps"),
+    (b'env_ids = ["jmsra_env/JMSRA-v0"]\neval_episodes = 1e9\n', "eval_episodes"),
+    (b'x = ' + b'[' * 5000 + b']' * 5000 + b'\n', "grid file"),
+])
+def test_a_hostile_grid_is_refused_in_one_line_before_ray_starts(tmp_path, capsys, no_ray, toml, expected):
+    import time
+
+    p = tmp_path / "grid.toml"
+    p.write_bytes(toml)
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    assert sw.main(["--grid", str(p), "--out", str(out)]) == 2
+    assert time.perf_counter() - t0 < 30
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--hp", "learning_rate=nan"], "is not a finite number"),
+    (["--train-args", "--net-arch '64"], "train_args: cannot split"),
+    (["--seeds", "0..100000000"], "at most 10,000 per sweep"),
+    (["--cpus-per-trial", "nan"], "--cpus-per-trial must be a finite number"),
+    (["--gpus-per-trial", "inf"], "--gpus-per-trial must be a finite number"),
+    (["--bootstrap-reps", "1000000000"], "--bootstrap-reps must be in"),
+    (["--bootstrap-seed", "-1"], "--bootstrap-seed must be in"),
+    (["--total-timesteps", "0"], "total_timesteps"),
+    (["--out", ""], "--out must be a folder path"),
+])
+def test_hostile_flags_are_refused_before_ray_starts(tmp_path, capsys, no_ray, flags, expected):
+    out = tmp_path / "out"
+    argv = ["--env-ids", "jmsra_env/JMSRA-v0", "--out", str(out), *flags]
+    assert sw.main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_a_non_empty_folder_that_is_not_a_sweep_is_refused_and_untouched(tmp_path, capsys, no_ray):
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    assert sw.main(["--env-ids", "jmsra_env/JMSRA-v0", "--out", str(out)]) == 2
+    assert "is not empty and is not a sweep of this tool" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+    (tmp_path / "afile").write_text("x")
+    assert sw.main(["--env-ids", "jmsra_env/JMSRA-v0", "--out", str(tmp_path / "afile")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert sw.main(["--resume", "--out", str(out)]) == 2
+    assert "grid.json is missing" in capsys.readouterr().err
+
+
+def test_a_second_sweep_into_a_locked_out_is_refused(tmp_path, capsys, no_ray):
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    grid = sw.grid_from_mapping({"env_ids": ["jmsra_env/JMSRA-v0"], "seeds": [0]})
+    (out / sw.GRID_FILE).write_text(json.dumps(grid.to_dict()))
+    fd = sw._lock_out(out)  # a running sweep holds it
+    try:
+        assert sw.main(["--resume", "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "in use by a running sweep" in err and f"pid\": {os.getpid()}" in err
+        assert sorted(p.name for p in out.iterdir()) == [sw.LOCK_FILE, sw.GRID_FILE]
+    finally:
+        os.close(fd)
+
+
+def test_a_sweep_lock_alone_does_not_make_a_folder_foreign(tmp_path, no_ray):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / sw.LOCK_FILE).write_text("")
+    args = sw.build_parser().parse_args(["--env-ids", "jmsra_env/JMSRA-v0", "--out", str(out)])
+    assert sw._check_out(args) == out.resolve()
+
+
+def test_a_huge_seed_range_is_refused_without_being_expanded():
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(sw.SweepError, match="at most 10,000"):
+        sw.parse_seeds("0..100000000")
+    with pytest.raises(sw.SweepError, match="above the largest seed"):
+        sw.parse_seeds("0..100000000000000000000")
+    assert time.perf_counter() - t0 < 0.1
+    assert len(sw.parse_seeds("0..9999")) == 10_000

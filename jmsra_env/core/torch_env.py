@@ -30,10 +30,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .. import actions, encoding, features, model
-from ..backend import resolve_device, torch_namespace
+from ..backend import resolve_device, to_numpy, torch_namespace
 from ..config import ScenarioConfig
-from ..env import check_env_arguments, make_action_space, make_observation_space, resolve_env_config
-from ..session_env import make_session_observation_space
+from ..env import check_env_arguments, make_action_space, observation_space_of, resolve_env_config
+from ..solvers import solve
 from . import Core
 
 __all__ = ["TorchVectorEnv", "resolve_dtype", "TORCH_ENCODINGS"]
@@ -141,7 +141,7 @@ class TorchVectorEnv(VectorEnv):
         self.render_mode = None
         self.core = Core(cfg, self.num_envs, xp)
         self.consts = self.core.consts
-        raw_space = make_session_observation_space(cfg) if self.core.session else make_observation_space(cfg)
+        raw_space = observation_space_of(cfg)
         if features is None:
             self.single_observation_space = raw_space
         else:
@@ -275,9 +275,6 @@ class TorchVectorEnv(VectorEnv):
         )
 
     def _jmsra_latency_s(self):
-        from ..backend import to_numpy
-        from ..solvers import solve
-
         t = self.core.terms
         host = model.RoundTerms(
             *(to_numpy(getattr(t, f)).astype(np.float64) for f in model.TERM_ARRAY_FIELDS),

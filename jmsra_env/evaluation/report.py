@@ -111,6 +111,7 @@ class ResultFolder:
     def __init__(self, out: str | os.PathLike, result_set: Sequence[str]):
         self.out = Path(os.path.abspath(out))
         self.result_set = tuple(result_set)
+        self.committed = False
         try:
             self._recover()
         except OSError as exc:
@@ -127,7 +128,9 @@ class ResultFolder:
                 )
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".staging", dir=self.out.parent))
+            self.cleaned = clean_stale_staging(self.out)
+            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.{os.getpid()}.", suffix=".staging",
+                                                 dir=self.out.parent))
             umask = os.umask(0)
             os.umask(umask)
             mode = self.out.stat().st_mode & 0o7777 if self.out.is_dir() else 0o777 & ~umask
@@ -172,10 +175,45 @@ class ResultFolder:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(self.staging, self.out)
+        self.committed = True
         return stale
 
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's live process (or a pid we cannot ask about): keep its folder
+    return True
+
+
+def clean_stale_staging(out: str | os.PathLike) -> list[Path]:
+    """Remove the staging folders of ``out`` left by runs that were killed (SIGKILL, power loss):
+    ``.<out>.<pid>.<random>.staging`` whose process is gone, and empty ones of the older naming
+    without a pid. Folders of live processes are kept. Returns what was removed."""
+    out = Path(os.path.abspath(out))
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    prefix = f".{out.name}."
+    for p in out.parent.glob(f"{glob.escape(prefix)}*.staging"):
+        if not p.is_dir() or p.is_symlink():
+            continue
+        middle = p.name[len(prefix):-len(".staging")]
+        pid_text, _, rest = middle.partition(".")
+        if rest and pid_text.isdigit():
+            stale = not _pid_alive(int(pid_text))
+        else:  # the naming before pids: only an empty one is certainly nobody's result
+            stale = not any(p.iterdir())
+        if stale:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def _cell(value: Any) -> str:
