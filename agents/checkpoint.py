@@ -798,7 +798,7 @@ def load_trained_policy(path: str | os.PathLike, device: str = "cpu", trust_pick
     of different saves) or ``ValueError`` (corrupt or foreign file), each naming the path.
     """
     unit = resolve_unit(path)
-    if trust_pickle:
+    if trust_pickle and unit_backend(unit) != "torch":  # a torch-backend unit has no pickle: the safe files
         model_path, vec_path, run_path = resolve_run_files(path)
         run_info = read_run_json(run_path)
         vn = load_vecnormalize(vec_path)
