@@ -76,6 +76,7 @@ def test_saved_policy_evaluates_identically_through_evaluate_py(torch_result, tm
 
     result = torch_result
     assert ck.load_trained_policy(result.run_dir).num_timesteps == 1024
+    assert ck.load_trained_policy(result.run_dir, trust_pickle=True).num_timesteps == 1024  # no pickle to trust
     out = tmp_path / "ev"
     assert evaluate(["--model", f"ppo={result.run_dir}", "--episodes", "2", "--policies", "jmsra", "--out", str(out),
                      "--no-plots", "--no-progress"]) == 0
