@@ -33,6 +33,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from jmsra_env import model
 from jmsra_env.evaluation import SELECTION_SEED
+from jmsra_env.solvers import solve
 
 from . import checkpoint
 from .envs import RoundRecorder, find_wrapper
@@ -48,6 +49,7 @@ class RoundMetricsCallback(BaseCallback):
         super().__init__(verbose)
         self.consts = model.model_constants(config)
         self.episode_rounds = int(config.episode_rounds)
+        self.session = bool(config.session.enabled)
         self.history: list[dict[str, float]] = []
         self._recorder: RoundRecorder | None = None
 
@@ -61,8 +63,6 @@ class RoundMetricsCallback(BaseCallback):
         return True
 
     def _on_rollout_end(self) -> None:
-        from jmsra_env.solvers import solve
-
         data = self._recorder.pop()
         if data is None:
             return
@@ -79,10 +79,9 @@ class RoundMetricsCallback(BaseCallback):
             "kv_share": float(np.nanmean(data["kv_share"])),
             "capped_rate": float(np.mean(data["capped"])),
         }
-        if "evictions" in data:
+        if self.session:  # the recorder keeps the session's info on a session scenario
             row["evictions"] = float(np.mean(data["evictions"]))
             row["evictions_per_episode"] = row["evictions"] * self.episode_rounds
-        if "kv_pool_used_fraction" in data:
             row["kv_pool_used_fraction"] = float(np.mean(data["kv_pool_used_fraction"]))
         self.history.append(row)
         for key in row:
@@ -91,9 +90,12 @@ class RoundMetricsCallback(BaseCallback):
         self.logger.record("time/jmsra_batch_solve_s", solve_s)
 
 
-def policy_predict_fn(model_, vecnormalize, consts, features: str, encoding: str) -> Callable:
-    """``predict(raw batched obs) -> env Box actions`` for a model and its (live) normalisation."""
-    predictor = LivePredictor(model_, vecnormalize, consts, features, encoding)
+def policy_predict_fn(
+    model_, vecnormalize, consts, features: str, encoding: str, session: bool | None = None
+) -> Callable:
+    """``predict(raw batched obs) -> env Box actions`` for a model and its (live) normalisation
+    (``session``: the scenario's ``config.session.enabled``)."""
+    predictor = LivePredictor(model_, vecnormalize, consts, features, encoding, session)
     return lambda obs: predictor.predict(obs)[0]
 
 

@@ -360,7 +360,7 @@ def _run_sweep(args, plan) -> dict[str, bytes | str]:
         f"sweep {sweep.name} on {plan['env_id']} (N = {cfg.n_agents})\n"
         f"{args.episodes} episodes x {cfg.episode_rounds} rounds per value, seed {args.seed}"
     )
-    rep.print_sweep(rows, title.replace("\n", ": "), fmt)
+    rep.print_sweep(rows, title.replace("\n", ": "), fmt, session=bool(cfg.session.enabled))
     for line in ev.sweep_findings(rows, sweep):
         print(line)
     files: dict[str, bytes | str] = {f"sweep_{sweep.name}.csv": rep.csv_text(rows, ev.sweep_columns(rows))}

@@ -15,7 +15,10 @@ __all__ = [*_encoding.__all__, "EncodedActionVecEnv"]
 
 
 class EncodedActionVecEnv(VecEnvWrapper):
-    """Decode the policy's actions with an encoding, using each sub-env's last raw observation."""
+    """Decode the policy's actions with an encoding, using each sub-env's last raw observation
+    (validated: :func:`jmsra_env.encoding.policy_action`)."""
+
+    jmsra_view = "action_encoding"  # how jmsra_env.policies.make_policy finds the encoding
 
     def __init__(self, venv: VecEnv, config, encoding: str = DEFAULT_ENCODING):
         check_encoding(encoding)

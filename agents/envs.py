@@ -37,7 +37,7 @@ from jmsra_env.config import ScenarioConfig
 from jmsra_env.registration import ENV_IDS, env_id as make_env_id, variant_of
 
 from .encoding import DEFAULT_ENCODING, EncodedActionVecEnv
-from .features import DEFAULT_FEATURES, n_features, observation_features
+from .features import DEFAULT_FEATURES, RawObservationMemory, n_features, observation_features
 
 __all__ = [
     "VEC_KINDS",
@@ -114,12 +114,14 @@ class RoundRecorder(VecEnvWrapper):
     :meth:`pop` returns and clears what was recorded since the last call: ``obs`` (a dict of
     ``(R, ...)`` arrays), ``latency_s``, ``capped`` and ``kv_share`` (``(R,)``), and on a session
     env ``evictions`` and ``kv_pool_used_fraction`` (:data:`SESSION_INFO_KEYS`). At most
-    ``max_rounds`` rounds are kept (the oldest are dropped).
+    ``max_rounds`` rounds are kept (the oldest are dropped). ``session`` (the scenario's
+    ``config.session.enabled``) says whether the env is a session.
     """
 
-    def __init__(self, venv: VecEnv, max_rounds: int = 200_000):
+    def __init__(self, venv: VecEnv, max_rounds: int = 200_000, *, session: bool = False):
         super().__init__(venv)
         self.max_rounds = max_rounds
+        self.session = bool(session)
         self._last_obs: dict[str, np.ndarray] | None = None
         self._clear()
 
@@ -143,9 +145,8 @@ class RoundRecorder(VecEnvWrapper):
             self._lat.append(np.array([float(i["latency_s"]) for i in infos]))
             self._capped.append(np.array([bool(i.get("capped", False)) for i in infos]))
             self._kv.append(np.array([float(i.get("kv_share", np.nan)) for i in infos]))
-            for key in SESSION_INFO_KEYS:  # a session's evictions and pool usage after the round
-                if key in infos[0]:
-                    self._extra.setdefault(key, []).append(np.array([float(i[key]) for i in infos]))
+            for key in SESSION_INFO_KEYS if self.session else ():  # evictions and pool usage after the round
+                self._extra.setdefault(key, []).append(np.array([float(i[key]) for i in infos]))
             self._count += len(infos)
             while self._count > self.max_rounds and len(self._lat) > 1:
                 self._count -= len(self._lat[0])
@@ -169,21 +170,25 @@ class RoundRecorder(VecEnvWrapper):
         return out
 
 
-class FeatureVecEnv(VecEnvWrapper):
-    """Turn the Dict observations of a JMSRA ``VecEnv`` into :func:`observation_features` vectors."""
+class FeatureVecEnv(RawObservationMemory, VecEnvWrapper):
+    """Turn the Dict observations of a JMSRA ``VecEnv`` into :func:`observation_features` vectors
+    (with the session block on a session scenario, ``config.session.enabled``). It remembers the
+    last raw observation, so that ``make_policy(name, venv)`` experts decide on it."""
 
     def __init__(self, venv: VecEnv, config: ScenarioConfig, kind: str = DEFAULT_FEATURES):
         self.kind = kind
+        self.session = bool(config.session.enabled)
         self.consts = model.model_constants(config)
-        f = n_features(config.n_agents, kind, session=bool(config.session.enabled))
+        f = n_features(config.n_agents, kind, session=self.session)
         space = gym.spaces.Box(-np.inf, np.inf, (f,), dtype=np.float32)
-        super().__init__(venv, observation_space=space)
+        VecEnvWrapper.__init__(self, venv, observation_space=space)
 
     def _features(self, obs):
-        return observation_features(obs, self.consts, self.kind)
+        return observation_features(obs, self.consts, self.kind, self.session)
 
     def reset(self):
-        return self._features(self.venv.reset())
+        obs = self.venv.reset()
+        return self._remember(obs, self._features(obs))
 
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
@@ -191,7 +196,7 @@ class FeatureVecEnv(VecEnvWrapper):
             term = info.get("terminal_observation")
             if isinstance(term, Mapping):
                 info["terminal_observation"] = self._features(term)
-        return self._features(obs), rewards, dones, infos
+        return self._remember(obs, self._features(obs)), rewards, dones, infos
 
 
 def make_train_env(
@@ -213,7 +218,7 @@ def make_train_env(
     venv = make_base_vec_env(box_id, n_envs, seed, config, vec)
     venv = EncodedActionVecEnv(venv, cfg, action_encoding)
     venv = VecMonitor(venv)
-    venv = RoundRecorder(venv)
+    venv = RoundRecorder(venv, session=cfg.session.enabled)
     venv = FeatureVecEnv(venv, cfg, features)
     return VecNormalize(venv, norm_obs=True, norm_reward=norm_reward, gamma=gamma, clip_obs=clip_obs)
 

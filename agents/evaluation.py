@@ -23,7 +23,11 @@ import numpy as np
 
 from jmsra_env import actions, evaluation as ev, model
 from jmsra_env.config import ScenarioConfig
+from jmsra_env.encoding import to_env_action
 from jmsra_env.evaluation.report import plain_table
+from jmsra_env.features import observation_features
+
+from . import checkpoint
 
 __all__ = [
     "DEFAULT_EXPERTS",
@@ -105,13 +109,11 @@ def load_model_policy(
     :func:`agents.checkpoint.load_trained_policy`).
     Any failure is an :class:`jmsra_env.evaluation.EvaluationError` naming the path.
     """
-    from .checkpoint import load_trained_policy
-
     p = Path(path)
     if not p.exists():
         raise ev.EvaluationError(f"model path {str(path)!r} does not exist")
     try:
-        trained = load_trained_policy(p, device=device, trust_pickle=trust_pickle)
+        trained = checkpoint.load_trained_policy(p, device=device, trust_pickle=trust_pickle)
     except Exception as exc:  # noqa: BLE001 - any failure to load is reported with the path
         raise ev.EvaluationError(f"cannot load model {str(path)!r}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(getattr(trained, "config", None), ScenarioConfig):
@@ -124,17 +126,15 @@ def load_model_policy(
 
 
 class LivePredictor:
-    """``predict`` of a model being trained, with its live observation normalisation."""
+    """``predict`` of a model being trained, with its live observation normalisation (``session``:
+    the scenario's ``config.session.enabled``, whether the features have the session block)."""
 
-    def __init__(self, model_, vecnormalize, consts, features: str, encoding: str):
+    def __init__(self, model_, vecnormalize, consts, features: str, encoding: str, session: bool | None = None):
         self.model, self.vecnormalize, self.consts = model_, vecnormalize, consts
-        self.features, self.encoding = features, encoding
+        self.features, self.encoding, self.session = features, encoding, session
 
     def predict(self, obs, deterministic: bool = True):
-        from .encoding import to_env_action
-        from .features import observation_features
-
-        x = observation_features(obs, self.consts, self.features)
+        x = observation_features(obs, self.consts, self.features, self.session)
         if self.vecnormalize is not None:
             x = self.vecnormalize.normalize_obs(x)
         return to_env_action(self.encoding, self.model.predict(x, deterministic=True)[0], obs, self.consts), None
@@ -144,7 +144,9 @@ def live_model_policy(
     model_, vecnormalize, config: ScenarioConfig, features: str, encoding: str, label: str = "ppo"
 ) -> TrainedModelPolicy:
     """A model being trained (SB3 PPO and its live ``VecNormalize``) as an evaluation policy."""
-    predictor = LivePredictor(model_, vecnormalize, model.model_constants(config), features, encoding)
+    predictor = LivePredictor(
+        model_, vecnormalize, model.model_constants(config), features, encoding, bool(config.session.enabled)
+    )
     return TrainedModelPolicy(predictor, config, label)
 
 

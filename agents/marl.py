@@ -56,6 +56,7 @@ from gymnasium import spaces
 from jmsra_env import model
 from jmsra_env.config import ScenarioConfig, make_config, parse_overrides
 from jmsra_env.session import never_rounds as session_never_rounds
+from jmsra_env.session_env import SESSION_OBS_KEYS
 from jmsra_env.multiagent import (
     BROADCAST_KEYS,
     JMSRAParallelEnv,
@@ -456,10 +457,10 @@ class MARLPolicy(TeamPolicy):
     def policy_actions(self, obs: Mapping[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
         import torch
 
-        if self.codec.session and "kv_resident_tokens" not in obs:
+        if self.codec.session and (missing := [k for k in SESSION_OBS_KEYS if k not in obs]):
             raise ValueError(
-                "this policy was trained on a session scenario: it decides on session observations (with "
-                "'kv_resident_tokens', ...); evaluate it on whole session episodes, not on independent rounds"
+                f"this policy was trained on a session scenario: it decides on session observations (this one "
+                f"lacks {missing}); evaluate it on whole session episodes, not on independent rounds"
             )
         feats = torch.as_tensor(self.codec.agent_features(obs), device=self.device)
         with torch.no_grad():

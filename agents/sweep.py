@@ -39,6 +39,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from jmsra_env import evaluation as ev
+
+from .evaluation import load_model_policy
+
 __all__ = [
     "SweepError",
     "RECIPES",
@@ -503,22 +509,16 @@ def train_step(cell: TrialCell, run_dir: Path, *, threads: int = 1) -> None:
 
 def eval_step(cell: TrialCell, run_dir: Path) -> dict[str, Any]:
     """Held-out evaluation of ``run_dir``'s final model on ``cell.eval_episodes`` episodes from
-    ``cell.eval_seed`` (the very rounds the report charges the experts on). Adapter over
-    :mod:`jmsra_env.evaluation`."""
-    import numpy as np
-
-    from jmsra_env import evaluation as ev
-
-    from .evaluation import load_model_policy
-
+    ``cell.eval_seed`` (the very episodes the report charges the experts on), by the one evaluation
+    path of ``evaluate.py`` (:func:`jmsra_env.evaluation.evaluate_scenario`): a single-round
+    scenario's rounds are drawn and charged, a session model is rolled on whole episodes."""
     cfg, _ = ev.scenario_from_env_id(cell.env_id)
     policy = load_model_policy(run_dir, label=cell.recipe)
     ev.check_policy_fits(policy, cfg)
-    rounds = ev.draw_rounds(cfg, cell.eval_episodes, cell.eval_seed)
-    (res,) = ev.evaluate_policies(rounds, [policy], single_round_budget_s=0.0)
+    (res,) = ev.evaluate_scenario(cfg, [policy], cell.eval_episodes, cell.eval_seed, single_round_budget_s=0.0)
     return {
         "mean_latency_s": float(res.latency_s.mean()),
-        "episode_latency_s": tuple(float(x) for x in rounds.per_episode(res.latency_s).mean(axis=1)),
+        "episode_latency_s": tuple(float(x) for x in res.latency_s.reshape(res.episodes, -1).mean(axis=1)),
         "kv_share": float(np.mean(res.media)),
         "capped_rate": float(np.mean(res.capped)),
         "num_timesteps": int(policy.trained.num_timesteps),

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from jmsra_env import evaluation as ev
 from jmsra_env.evaluation import report as rep
 
 __all__ = [
@@ -115,12 +116,11 @@ def stratified_bootstrap_ci(
 
 def expert_latencies(env_id: str, episodes: int, seed: int) -> dict[str, float]:
     """Mean latency per round of each expert on the held-out rounds the trials were evaluated on."""
-    from jmsra_env import evaluation as ev
-
     cfg, _ = ev.scenario_from_env_id(env_id)
-    rounds = ev.draw_rounds(cfg, episodes, seed)
     experts, _ = ev.resolve_experts(list(EXPERTS), cfg)
-    return {r.label: float(r.latency_s.mean()) for r in ev.evaluate_policies(rounds, experts, single_round_budget_s=0.0)}
+    # the one evaluation path: rounds drawn once, or whole episodes for a session scenario
+    results = ev.evaluate_scenario(cfg, experts, episodes, seed, single_round_budget_s=0.0)
+    return {r.label: float(r.latency_s.mean()) for r in results}
 
 
 def aggregate_scenario(

@@ -92,7 +92,7 @@ MAX_LOG_STD = 20.0  # |--log-std-init|: exp(20) is already 4.9e8 times the actio
 
 _INT_LIMITS = {  # flag -> (min, max)
     "total_timesteps": (1, MAX_TOTAL_TIMESTEPS), "n_envs": (1, MAX_N_ENVS), "threads": (1, MAX_THREADS),
-    "seed": (0, MAX_SEED), "bc_steps": (0, MAX_BC_STEPS), "bc_rounds": (1, MAX_BC_ROUNDS),
+    "seed": (0, MAX_SEED), "bc_steps": (0, MAX_BC_STEPS), "bc_rounds": (0, MAX_BC_ROUNDS),  # >= 1 with BC
     "checkpoint_freq": (0, MAX_FREQ), "eval_freq": (0, MAX_FREQ), "eval_episodes": (0, MAX_EPISODES),
     "compare_episodes": (0, MAX_EPISODES), "verbose": (0, 2),
     "n_steps": (1, MAX_ROLLOUT_STEPS), "batch_size": (1, MAX_ROLLOUT_STEPS), "n_epochs": (1, 10_000),

@@ -18,8 +18,8 @@ Importing the package registers the environments (idempotently):
 ==================================  ====================================================
 
 The Box IDs are at v1 (log-scale bandwidth weights above the cap floors; the v0 Box IDs raise
-``gymnasium.error.DeprecatedEnv``). Every non-session ID takes ``features=`` and ``action_encoding=`` in
-``gym.make`` / ``gym.make_vec`` (:mod:`jmsra_env.wrappers`).
+``gymnasium.error.DeprecatedEnv``). Every ID, session IDs included, takes ``features=`` and
+``action_encoding=`` in ``gym.make`` / ``gym.make_vec`` (:mod:`jmsra_env.wrappers`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ Two forms express a decision (a medium per agent and a bandwidth split):
   smallest excess share an expert grants is ~1e-9.5 of the largest).
 
 Every function accepts a leading batch axis (a vectorised env's actions). Bad input is a
-``ValueError`` naming the field.
+``ValueError`` naming the field: :func:`action_array` is the one check of what a policy hands any
+action form or wrapper (finite real numbers of the right shape).
 :func:`encode_box` / :func:`encode_dict` turn any decision ``(media, bandwidth_hz)`` into a float64
 action that decodes to the same bandwidth up to float64 rounding. The Box action survives a cast to
 float32 (the space's dtype, what SB3 policies emit): rounding ``a`` moves each weight by at most
@@ -43,6 +44,7 @@ from .backend import namespace
 from .model import max_over_agents, sum_over_agents
 
 __all__ = [
+    "action_array",
     "decode_dict",
     "decode_box",
     "encode_dict",
@@ -56,14 +58,37 @@ __all__ = [
 BOX_LOG10_RANGE = 5.0  # c in w = 10^(c a): ten decades over [-1, 1] (experts need ~9.5, measured)
 
 
-def _as_array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
+def action_array(value, name: str, shape: tuple[int, ...], *, finite: bool = True) -> np.ndarray:
+    """``value`` as a float64 array of ``shape``: the one check every action form and wrapper
+    applies to what a policy hands it. ``ValueError`` naming the field (``media``, ``bandwidth``,
+    ``action``) unless it is an array-like of finite real numbers (bool, integer or float) of that
+    shape: strings (even numeric ones), complex numbers, objects, ragged lists, Python ints beyond
+    the float64 range (``10**400``), NaN and inf are refused (``finite=False``: NaN and inf are
+    left to the caller, which names the entry)."""
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"action field '{name}' must be numeric with shape {shape}; got {value!r}") from exc
-    if arr.shape != shape:
-        raise ValueError(f"action field '{name}' must have shape {shape}; got shape {arr.shape}")
+        raw = np.asarray(value)
+    except (TypeError, ValueError, OverflowError) as exc:  # ragged lists, odd array-likes
+        raise ValueError(
+            f"action field '{name}' must be an array of real numbers with shape {shape}; got {_short(value)}"
+        ) from exc
+    if raw.dtype.kind not in "biuf":
+        what = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "objects or integers beyond float64"}
+        raise ValueError(
+            f"action field '{name}' must hold finite real numbers; got {what.get(raw.dtype.kind, raw.dtype.name)}: "
+            f"{_short(value)}"
+        )
+    if raw.shape != shape:
+        raise ValueError(f"action field '{name}' must have shape {shape}; got shape {raw.shape}")
+    with np.errstate(over="ignore"):
+        arr = raw.astype(np.float64)  # a longdouble beyond float64 becomes inf: refused below
+    if finite and not np.isfinite(arr).all():
+        raise ValueError(f"action field '{name}' must be finite; got {arr.tolist()}")
     return arr
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _reject(arr: np.ndarray, name: str, rule: str) -> None:
@@ -113,10 +138,10 @@ def decode_dict(action, n_agents: int, total_bandwidth_hz: float, batch_shape: t
             f"unexpected {sorted(map(str, extra))}"
         )
     shape = (*batch_shape, n_agents)
-    media = _as_array(action["media"], "media", shape)
+    media = action_array(action["media"], "media", shape)
     if not ((media == 0.0) | (media == 1.0)).all():
         _reject(media, "media", "hold 0 (NL) or 1 (KV)")
-    shares = _as_array(action["bandwidth"], "bandwidth", shape)
+    shares = action_array(action["bandwidth"], "bandwidth", shape)
     # Rejects negatives, NaN and inf (a sum of finite shares may overflow: that is fine).
     if not ((shares >= 0.0).all() and np.isfinite(shares).all()):
         _reject(shares, "bandwidth", "be non-negative")
@@ -132,7 +157,7 @@ def decode_box(action, terms: model.RoundTerms, batch_shape: tuple[int, ...] | N
     _check_terms(terms, "decode_box")
     n = terms.n_agents
     shape = (*(terms.batch_shape if batch_shape is None else batch_shape), 2 * n)
-    a = _as_array(action, "action", shape)
+    a = action_array(action, "action", shape)
     if not (np.abs(a) <= 1.0 + 1e-6).all():  # also rejects NaN
         _reject(a, "action", "lie in [-1, 1]")
     return box_decision(a, terms)
@@ -174,11 +199,24 @@ def _check_terms(terms, fn: str) -> None:
         )
 
 
+# The cap floors of the last round asked for: encoding a decision as a Box action and decoding
+# that action again (an encoding wrapper, then the env) ask for the same round's floors with the
+# same media; the second call reuses them (NumPy only; the terms object and the media must match).
+_FLOOR_MEMO: list = [None]
+
+
 def _cap_floor_and_spare(terms: model.RoundTerms, media):
     """Cap floors and the bandwidth left above them, ``(..., N)`` and ``(..., 1)``; the spare is
     ``-inf`` (or <= 0) when the media admit no uncapped split."""
+    memo = _FLOOR_MEMO[0]
+    host = isinstance(media, np.ndarray)
+    if host and memo is not None and memo[0] is terms and memo[1].shape == media.shape and np.array_equal(memo[1], media):
+        return memo[2], memo[3]
     floor = cap_floor_hz(terms, media)
-    return floor, terms.bandwidth_hz - sum_over_agents(floor)[..., None]
+    spare = terms.bandwidth_hz - sum_over_agents(floor)[..., None]
+    if host:
+        _FLOOR_MEMO[0] = (terms, media.copy(), floor, spare)
+    return floor, spare
 
 
 def _check_decision(media, bandwidth_hz):

@@ -11,7 +11,7 @@ per-agent arrays with a receiver scalar. Two feature sets turn it into a vector 
   payload and receiver work of both media, the power-limited rate ceiling, and each medium's
   finish time on an equal share ``B / N``; then ``log10`` of the answer time. ``18 N + 2`` entries.
 
-On a session observation (docs/sessions.md: it has ``kv_resident_tokens``) the terms above are
+On a session scenario (``config.session.enabled``, docs/sessions.md) the terms above are
 already the session round's (prefill of the new tokens, the NL summary of the unseen tokens, the
 KV delta); :func:`session_features` then appends the receiver's state, which decides the later
 rounds: per agent ``log10(1 + x)`` of ``new_tokens``, ``unseen_tokens`` and
@@ -43,6 +43,7 @@ __all__ = [
     "observation_features",
     "session_features",
     "is_session_observation",
+    "RawObservationMemory",
     "FeatureObservation",
     "VectorFeatureObservation",
 ]
@@ -57,7 +58,9 @@ _LOG_LO, _LOG_HI = 1e-12, 1e15
 
 def _log10(x) -> np.ndarray:
     xp = namespace(x)
-    return xp.log10(xp.clip(x, _LOG_LO, _LOG_HI))
+    if xp.is_torch:
+        return xp.log10(xp.clip(x, _LOG_LO, _LOG_HI))
+    return np.log10(np.minimum(np.maximum(x, _LOG_LO), _LOG_HI))  # np.clip's values, two ufunc calls
 
 
 def n_features(n_agents: int, kind: str = DEFAULT_FEATURES, session: bool = False) -> int:
@@ -71,7 +74,9 @@ _SESSION_AGENT_FEATURES, _SESSION_SCALARS = 5, 2
 
 
 def is_session_observation(obs: Mapping[str, np.ndarray]) -> bool:
-    """Whether ``obs`` is a session environment's observation (it has ``kv_resident_tokens``)."""
+    """Whether ``obs`` has the keys of a session environment's observation (``kv_resident_tokens``).
+    Not how the package decides whether a scenario is a session: ``config.session.enabled`` (and
+    ``model.ModelConstants.session``) say so."""
     return "kv_resident_tokens" in obs
 
 
@@ -111,7 +116,8 @@ def observation_features(
 ) -> np.ndarray:
     """float32 features ``(..., F)`` of a raw observation (one round ``(N,)`` or a batch ``(M, N)``).
 
-    ``session`` (default: :func:`is_session_observation`) appends :func:`session_features`.
+    ``session`` appends :func:`session_features`; ``None`` (the default): the scenario's, as its
+    constants say (``consts.session``, from ``config.session.enabled``).
     """
     _check_kind(kind)
     xp = namespace(obs["snr_db"])
@@ -153,33 +159,62 @@ def observation_features(
         ]
         scalars.append(_log10(terms.answer_s)[..., None])
     feats = xp.concatenate([xp.stack(per_agent, axis=-1).reshape(*snr.shape[:-1], -1), *scalars], axis=-1)
-    if is_session_observation(obs) if session is None else session:
+    if consts.session if session is None else session:
         feats = xp.concatenate([feats, session_features(obs, consts)], axis=-1)
     return xp.astype(feats, xp.float32)
 
 
-class FeatureObservation(gym.ObservationWrapper):
+class RawObservationMemory:
+    """What the feature wrappers share: they remember the last raw observation they turned into
+    features, so that an expert handed the features decides on the raw observation
+    (:meth:`raw_observation_of`; :func:`jmsra_env.policies.make_policy` finds the layer by its
+    class attribute ``jmsra_view = "features"``)."""
+
+    jmsra_view = "features"
+    _last_raw: Mapping[str, np.ndarray] | None = None
+    _last_features: np.ndarray | None = None
+
+    def _remember(self, raw, feats: np.ndarray) -> np.ndarray:
+        self._last_raw, self._last_features = raw, feats
+        return feats
+
+    def raw_observation_of(self, features) -> Mapping[str, np.ndarray]:
+        """The raw observation behind ``features``, which must be the last features returned."""
+        last = self._last_features
+        if last is None or not (features is last or np.array_equal(np.asarray(features), last)):
+            raise ValueError(
+                "obs is not the last feature observation this env returned (an expert decides on the raw "
+                "observation behind it): pass the env's latest observation, unnormalised (SB3's VecNormalize: "
+                "get_original_obs())"
+            )
+        return self._last_raw
+
+
+class FeatureObservation(RawObservationMemory, gym.ObservationWrapper):
     """Replace a JMSRA environment's Dict observation by :func:`observation_features` (a ``Box``).
 
     ``gym.make(id, features=kind)`` applies it; :class:`VectorFeatureObservation` is its twin on a
     vector env (``gym.make_vec(id, features=kind)``), ``agents.envs.FeatureVecEnv`` on an SB3
-    ``VecEnv``.
+    ``VecEnv``. The session block (:func:`session_features`) is appended on a session scenario
+    (``config.session.enabled``).
     """
 
     def __init__(self, env: gym.Env, kind: str = DEFAULT_FEATURES):
-        super().__init__(env)
+        gym.ObservationWrapper.__init__(self, env)
         _check_kind(kind)
-        base = env.unwrapped
+        cfg = env.unwrapped.config
         self.kind = kind
-        self.consts = model.model_constants(base.config)
-        f = n_features(base.config.n_agents, kind, session=bool(base.config.session.enabled))
+        self.session = bool(cfg.session.enabled)
+        self.consts = model.model_constants(cfg)
+        f = n_features(cfg.n_agents, kind, session=self.session)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (f,), dtype=np.float32)
 
     def observation(self, observation):
-        return observation_features(observation, self.consts, self.kind)
+        terms = self.env.unwrapped.observed_terms() if self.kind == "physics" else None  # the env's own
+        return self._remember(observation, observation_features(observation, self.consts, self.kind, self.session, terms))
 
 
-class VectorFeatureObservation(gym.vector.VectorObservationWrapper):
+class VectorFeatureObservation(RawObservationMemory, gym.vector.VectorObservationWrapper):
     """:class:`FeatureObservation` on a gymnasium vector env of JMSRA environments (batched);
     ``infos["final_obs"]`` (``SameStep`` autoreset) holds features too."""
 
@@ -189,23 +224,29 @@ class VectorFeatureObservation(gym.vector.VectorObservationWrapper):
         return self.env.autoreset_mode
 
     def __init__(self, env: gym.vector.VectorEnv, kind: str = DEFAULT_FEATURES):
-        super().__init__(env)
+        gym.vector.VectorObservationWrapper.__init__(self, env)
         _check_kind(kind)
         cfg = env.unwrapped.config
         self.kind = kind
+        self.session = bool(cfg.session.enabled)
         self.consts = model.model_constants(cfg)
-        f = n_features(cfg.n_agents, kind, session=bool(cfg.session.enabled))
+        f = n_features(cfg.n_agents, kind, session=self.session)
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (f,), np.float32)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
 
+    def _features(self, observations, terms=None):
+        return observation_features(observations, self.consts, self.kind, self.session, terms)
+
     def observations(self, observations):
-        return observation_features(observations, self.consts, self.kind)
+        # the current round's: the env's own terms of it (what terms_from_observation rebuilds)
+        terms = self.env.unwrapped.observed_terms() if self.kind == "physics" else None
+        return self._remember(observations, self._features(observations, terms))
 
     def step(self, actions):
         obs, rewards, terminations, truncations, infos = self.env.step(actions)
         final = infos.get("final_obs")
         if final is not None:
-            infos["final_obs"] = np.array([None if o is None else self.observations(o) for o in final], dtype=object)
+            infos["final_obs"] = np.array([None if o is None else self._features(o) for o in final], dtype=object)
         return self.observations(obs), rewards, terminations, truncations, infos
 
 

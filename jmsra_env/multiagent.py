@@ -306,10 +306,11 @@ class JMSRAParallelEnv(_ParallelEnvBase):
         if missing:
             raise ValueError(f"missing action(s) for agent(s) {missing}: every live agent must act")
         try:  # fast path: one array, one check; the per-agent check names the culprit
-            joint = np.array([actions_[a] for a in self.possible_agents], dtype=np.float64)
-        except (TypeError, ValueError):
+            joint = np.asarray([actions_[a] for a in self.possible_agents])
+        except (TypeError, ValueError, OverflowError):
             joint = None
-        if joint is not None and joint.shape == (self.n_agents, 2):
+        if joint is not None and joint.dtype.kind in "biuf" and joint.shape == (self.n_agents, 2):
+            joint = joint.astype(np.float64)
             if ((joint >= 0.0) & (joint <= 1.0)).all():
                 return joint
         joint = np.empty((self.n_agents, 2))
@@ -334,12 +335,8 @@ class JMSRAParallelEnv(_ParallelEnvBase):
 
 
 def _check_agent_action(agent: str, action) -> np.ndarray:
-    try:
-        a = np.asarray(action, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"action of {agent!r} must be numeric [medium score, request]; got {action!r}") from exc
-    if a.shape != (2,):
-        raise ValueError(f"action of {agent!r} must have shape (2,) [medium score, request]; got shape {a.shape}")
+    # real numbers of shape (2,) [medium score, request] (the field is the agent's action)
+    a = actions.action_array(action, agent, (2,), finite=False)
     for j, field in enumerate(("medium score", "request")):
         v = a[j]
         if not np.isfinite(v):

@@ -2,7 +2,7 @@
 
 >>> import gymnasium as gym, jmsra_env
 >>> from jmsra_env.policies import make_policy
->>> env = gym.make("jmsra_env/JMSRA-Box-v1")
+>>> env = gym.make("jmsra_env/JMSRA-Box-v1", features="physics", action_encoding="deadline")
 >>> policy = make_policy("jmsra", env)
 >>> obs, _ = env.reset(seed=0)
 >>> action, _ = policy.predict(obs, deterministic=True)
@@ -13,112 +13,126 @@ A policy decides from the observation alone: it rebuilds the round's model terms
 channel it decides on what it sees, as any policy must). ``predict`` follows Stable-Baselines3
 (``predict(obs, state=None, episode_start=None, deterministic=True) -> (action, None)``) and
 accepts one observation or a batch with a leading axis (a gymnasium vector env or an SB3
-``VecEnv``); actions come back in the env's form, Dict or Box, float64 so that they are exact.
+``VecEnv``); actions come back in the env's form, Dict or Box, and in its action encoding,
+float64 so that they are exact. ``make_policy`` sees through the env's options: on an env made
+with ``features=`` the policy is handed the feature vectors and decides on the raw observation
+behind them; with ``action_encoding=`` its actions are in that encoding, charged exactly what
+the plain env charges for the same decision (:class:`~jmsra_env.expert_policy.ExpertPolicy`).
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
-from . import actions, model
+from . import session_experts
 from .config import ScenarioConfig, make_config
-from .solvers import EXPERT_NAMES, Decision, check_name, solve
+from .expert_policy import ACTION_FORMS, POLICY_ENCODINGS, REFERENCE_EXPERTS, ExpertPolicy
+from .session_experts import RoundInputs
+from .solvers import EXPERT_NAMES, check_name
 
-__all__ = ["ExpertPolicy", "make_policy", "EXPERT_NAMES"]
+__all__ = ["ExpertPolicy", "make_policy", "EXPERT_NAMES", "REFERENCE_EXPERTS", "env_views"]
 
-_FORMS = ("dict", "box")
-# Experts the paper compares (in order of preference as a gap reference); the others are baselines.
-REFERENCE_EXPERTS = ("optimal", "jmsra")
+_FORMS = ACTION_FORMS
 
 
-class ExpertPolicy:
-    """An expert (``optimal``, ``jmsra``) or baseline acting on observations of one scenario.
+def env_views(env) -> tuple[Any, str | None]:
+    """``(feature_source, action_encoding)`` of an environment's wrapper chain.
 
-    It is also the evaluation's policy (:class:`jmsra_env.evaluation.Policy`): ``label``, ``kind``
-    (``expert``, ``baseline``, or ``bound`` for the oracle), ``decide`` on a batch and
-    ``reset(config, seed)``. With ``oracle=True`` it decides on the *true* terms passed as
-    ``decide(obs, true_terms=...)`` (perfect, fresh channel knowledge: with ``csi_delay > 0`` a
-    bound no policy that sees the observation can reach; otherwise the plain expert).
-    """
+    ``feature_source`` is the layer that turns observations into features
+    (:class:`jmsra_env.features.FeatureObservation`, its vector twin, ``agents.envs.FeatureVecEnv``;
+    for a vector env of wrapped sub-environments, ``SyncVectorEnv`` or SB3's ``DummyVecEnv``, their
+    layers stacked) or None; ``action_encoding`` is that of the layer that decodes one
+    (:class:`jmsra_env.encoding.EncodedAction`, its vector twin,
+    ``agents.encoding.EncodedActionVecEnv``) or None. Layers say what they are with a class
+    attribute ``jmsra_view``; the chain is followed through ``.env`` (Gymnasium), ``.venv``
+    (Stable-Baselines3) and ``.envs`` (the sub-environments). Sub-environments in other processes
+    are asked through ``get_attr`` (SB3) or their spec (Gymnasium); an env that applies the options
+    itself (the torch vector env) says its ``action_encoding``. Features that hide the raw
+    observation from the process (other processes, the torch env's own) are a ``ValueError``."""
+    layer, depth = env, 0
+    features, encoding = None, None
+    while layer is not None and depth < 256:
+        view = getattr(type(layer), "jmsra_view", None)
+        if view == "features" and features is None:
+            features = layer
+        elif view == "action_encoding" and encoding is None:
+            encoding = layer.encoding
+        attrs = getattr(layer, "__dict__", {})
+        subs = attrs.get("envs")
+        if isinstance(subs, (list, tuple)) and subs and "env" not in attrs and "venv" not in attrs:
+            views = [env_views(sub) for sub in subs]
+            if encoding is None:
+                encoding = _agreed([v[1] for v in views], "action_encoding")
+            if features is None and any(v[0] is not None for v in views):
+                if not all(v[0] is not None for v in views):
+                    raise ValueError("some sub-environments have features= and others not: make_policy cannot decide")
+                features = _StackedFeatures([v[0] for v in views])
+            return features, encoding
+        nxt = attrs.get("env", attrs.get("venv"))
+        if nxt is None and view is None and "action_encoding" in attrs:  # an env applying the options itself
+            if attrs.get("features") is not None and features is None:  # (the torch vector env)
+                raise ValueError(
+                    f"{type(layer).__name__} applies features= itself: an expert cannot see the raw observations; "
+                    "make the env without features= (or with backend='numpy')"
+                )
+            encoding = encoding if encoding is not None else attrs["action_encoding"]
+        elif nxt is None:
+            remote = _remote_views(layer)
+            if remote is not None:
+                if remote[0] and features is None:
+                    raise ValueError(
+                        f"the sub-environments of {type(layer).__name__} run in other processes with features=: an "
+                        "expert cannot see the raw observations; use a SyncVectorEnv / DummyVecEnv or no features="
+                    )
+                encoding = encoding if encoding is not None else remote[1]
+        layer = nxt
+        depth += 1
+    return features, encoding
 
-    def __init__(
-        self,
-        name: str,
-        config: ScenarioConfig,
-        action_form: str = "dict",
-        seed: int | None = None,
-        *,
-        oracle: bool = False,
-    ):
-        self.name = check_name(name)
-        if action_form not in _FORMS:
-            raise ValueError(f"action_form must be one of {_FORMS}; got {action_form!r}")
-        self.config = config
-        self.action_form = action_form
-        self.oracle = bool(oracle)
-        self.consts = model.model_constants(config)
-        self.rng = np.random.default_rng(seed)
 
-    def __repr__(self) -> str:
-        return f"ExpertPolicy({self.name!r}, n_agents={self.config.n_agents}, action_form={self.action_form!r})"
+def _agreed(values, name: str):
+    if len(set(values)) > 1:
+        raise ValueError(f"the sub-environments differ in {name}: {sorted(map(str, set(values)))}")
+    return values[0]
 
-    @property
-    def label(self) -> str:
-        return "oracle" if self.oracle else self.name
 
-    @property
-    def kind(self) -> str:
-        if self.oracle:
-            return "bound"
-        return "expert" if self.name in REFERENCE_EXPERTS else "baseline"
+def _remote_views(layer) -> tuple[bool, str | None] | None:
+    """``(has_features, action_encoding)`` of sub-environments in other processes: from a
+    Gymnasium vector env's spec, or SB3's ``get_attr``; None for a local environment."""
+    if hasattr(layer, "remotes") and callable(getattr(layer, "get_attr", None)):  # SB3 SubprocVecEnv
+        def ask(attr):
+            try:
+                return layer.get_attr(attr)[0]
+            except Exception:  # noqa: BLE001 - no such attribute in the sub-environment
+                return None
 
-    def reset(self, config: ScenarioConfig | None = None, seed: int | None = None) -> None:
-        """Before an evaluation: decide for ``config`` from now on, and reseed the ``random``
-        policy from ``(seed, label)`` (its draws do not depend on which other policies run)."""
-        if config is not None and config != self.config:
-            self.config = config
-            self.consts = model.model_constants(config)
-        if seed is not None:
-            self.rng = np.random.default_rng([seed, zlib.crc32(self.label.encode())])
+        return ask("raw_observation_of") is not None, ask("encoding")
+    kwargs = getattr(getattr(layer, "spec", None), "kwargs", None)
+    if hasattr(layer, "num_envs") and isinstance(kwargs, Mapping) and not hasattr(layer, "config"):
+        return kwargs.get("features") is not None, kwargs.get("action_encoding")
+    return None
 
-    def decide(self, obs: Mapping[str, Any], true_terms: model.RoundTerms | None = None) -> Decision:
-        """The expert's decision on an observation (``(N,)`` arrays) or a batch (``(M, N)``)."""
-        terms = self.observed_terms(obs)
-        if self.oracle:
-            if true_terms is None:
-                raise ValueError(f"the oracle {self.name!r} decides on the true terms: pass true_terms=")
-            return solve(self.name, true_terms, rng=self.rng)
-        return solve(self.name, terms, rng=self.rng)
 
-    def observed_terms(self, obs: Mapping[str, Any]) -> model.RoundTerms:
-        """The model terms an observation (or a batch) shows; ``ValueError`` for a malformed one."""
-        if not isinstance(obs, Mapping) or "snr_db" not in obs:
+class _StackedFeatures:
+    """The feature layers of a vector env's sub-environments as one source of raw observations:
+    row ``i`` of the batch is sub-environment ``i``'s."""
+
+    def __init__(self, layers):
+        self.layers = layers
+
+    def raw_observation_of(self, features) -> Mapping[str, np.ndarray]:
+        rows = np.asarray(features)
+        if rows.ndim < 1 or rows.shape[0] != len(self.layers):
             raise ValueError(
-                "obs must be the environment's Dict observation (a mapping with 'snr_db', 'load', ...); "
-                f"got {type(obs).__name__}"
+                f"obs must be the batch of the {len(self.layers)} sub-environments' latest feature observations; "
+                f"got shape {rows.shape}"
             )
-        n = np.shape(obs["snr_db"])[-1] if np.ndim(obs["snr_db"]) else 0
-        if np.ndim(obs["snr_db"]) not in (1, 2) or n != self.config.n_agents:
-            raise ValueError(
-                f"obs['snr_db'] must have shape (N,) or (M, N) with N = {self.config.n_agents}; "
-                f"got {np.shape(obs['snr_db'])}"
-            )
-        return model.terms_from_observation(self.consts, obs)
-
-    def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
-        """SB3-style: ``(action, None)``; ``state``, ``episode_start`` and ``deterministic`` are
-        accepted and ignored (the experts are stateless; ``random`` is random either way)."""
-        d = self.decide(obs)
-        if self.action_form == "box":  # the env decodes on the round the observation shows
-            return actions.encode_box(d.media, d.bandwidth_hz, self.observed_terms(obs)), None
-        return actions.encode_dict(d.media, d.bandwidth_hz), None
-
-    __call__ = predict
+        raws = [layer.raw_observation_of(row) for layer, row in zip(self.layers, rows)]
+        return {k: np.stack([np.asarray(r[k]) for r in raws]) for k in raws[0]}
 
 
 def _find_config(env) -> ScenarioConfig | None:
@@ -162,6 +176,7 @@ def make_policy(
     config: ScenarioConfig | Mapping[str, Any] | None = None,
     action_form: str | None = None,
     horizon: int | None = None,
+    action_encoding: str | None = None,
 ) -> ExpertPolicy:
     """An expert policy (one of :data:`EXPERT_NAMES`) for ``env`` or for ``config``.
 
@@ -171,13 +186,15 @@ def make_policy(
     (single) action space. Without an env give ``config`` (a ``ScenarioConfig`` or overrides) and
     ``action_form`` (default ``"dict"``). ``seed`` seeds the ``random`` policy's generator.
 
+    The env's options are seen through (:func:`env_views`): with ``action_encoding=`` the actions
+    come in that encoding (or give ``action_encoding`` without an env), with ``features=`` the
+    policy decides on the raw observation behind the feature vectors it is handed.
+
     On a session scenario (``session.enabled``) the names are the session experts'
     (:data:`jmsra_env.session_experts.SESSION_EXPERT_NAMES`: ``jmsra``, ``pool-aware``,
     ``lookahead``, ``clairvoyant``, ``nl-only``, ``kv-only``); ``clairvoyant`` needs ``env`` (it
     reads the true future rounds) and ``horizon`` sets the lookahead's rounds.
     """
-    from . import session_experts
-
     if name in session_experts.SESSION_ONLY_EXPERTS:
         pass  # checked against the scenario below
     else:
@@ -198,20 +215,27 @@ def make_policy(
     if form is None and env is not None:
         form = _find_action_form(env)
     form = form or "dict"
+    feature_layer, found_encoding = env_views(env) if env is not None else (None, None)
+    if action_encoding is None:
+        action_encoding = found_encoding
+    elif action_encoding not in POLICY_ENCODINGS:
+        raise ValueError(f"action_encoding must be one of {POLICY_ENCODINGS}; got {action_encoding!r}")
+    policy: ExpertPolicy
     if cfg.session.enabled and name in session_experts.SESSION_EXPERT_NAMES:
         future = _session_future(env) if name == "clairvoyant" else None
         h = session_experts.DEFAULT_HORIZON if horizon is None else horizon
-        return session_experts.SessionExpertPolicy(name, cfg, form, h, future)
-    if name in session_experts.SESSION_ONLY_EXPERTS:
+        policy = session_experts.SessionExpertPolicy(name, cfg, form, h, future, action_encoding=action_encoding)
+    elif name in session_experts.SESSION_ONLY_EXPERTS:
         raise ValueError(f"expert {name!r} needs a session scenario (session.enabled); this one has none")
-    return ExpertPolicy(name, cfg, form, seed)
+    else:
+        policy = ExpertPolicy(name, cfg, form, seed, action_encoding=action_encoding)
+    policy.feature_source = feature_layer
+    return policy
 
 
 def _session_future(env):
     """``future(horizon) -> (rounds, counted)``: the true next rounds of a session env (single or
     batched, wrapped by Gymnasium wrappers or not), for the clairvoyant expert."""
-    from .session_experts import RoundInputs
-
     base = getattr(env, "unwrapped", env) if env is not None else None
     world = getattr(base, "_world", None)
     if world is None or not hasattr(world, "round_quantities"):

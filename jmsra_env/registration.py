@@ -77,7 +77,7 @@ def register_envs() -> None:
     """Register every variant in both action forms (idempotent)."""
     kinds = (
         (VARIANTS, "jmsra_env.wrappers:make_env", "jmsra_env.wrappers:make_vector_env"),
-        (SESSION_VARIANTS, "jmsra_env.session_env:JMSRASessionEnv", "jmsra_env.session_env:make_session_vector_env"),
+        (SESSION_VARIANTS, "jmsra_env.wrappers:make_session_env", "jmsra_env.wrappers:make_session_vector_env"),
     )
     for variants, entry, vector_entry in kinds:
         for variant, overrides in variants.items():

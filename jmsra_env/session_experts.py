@@ -33,7 +33,7 @@ import numpy as np
 
 from . import model, session, solvers
 from .config import ScenarioConfig
-from .policies import ExpertPolicy
+from .expert_policy import ExpertPolicy
 from .session import SessionState
 from .solvers import Decision
 
@@ -52,6 +52,9 @@ __all__ = [
     "SessionExpertPolicy",
 ]
 
+# The keys of a session observation the experts read besides the single-round ones.
+_SESSION_KEYS = ("new_tokens", "unseen_tokens", "kv_resident_tokens", "rounds_since_kv", "kv_pool_used_fraction",
+                 "kv_pool_bytes")
 SESSION_EXPERT_NAMES = ("jmsra", "pool-aware", "lookahead", "clairvoyant", "nl-only", "kv-only")
 SESSION_ONLY_EXPERTS = ("pool-aware", "lookahead", "clairvoyant")
 BASE_POLICIES = ("jmsra", "pool-aware", "nl-only")  # the rollout's first candidates (ties: first)
@@ -293,6 +296,8 @@ class SessionExpertPolicy(ExpertPolicy):
         action_form: str = "dict",
         horizon: int = DEFAULT_HORIZON,
         future=None,
+        *,
+        action_encoding: str | None = None,
     ):
         if name not in SESSION_EXPERT_NAMES:
             raise ValueError(f"unknown session expert {name!r}; valid names: {', '.join(SESSION_EXPERT_NAMES)}")
@@ -300,7 +305,7 @@ class SessionExpertPolicy(ExpertPolicy):
             raise ValueError(f"horizon must be an integer >= 1; got {horizon!r}")
         if name == "clairvoyant" and future is None:
             raise ValueError("the clairvoyant expert needs the environment (make_policy('clairvoyant', env))")
-        super().__init__("jmsra", config, action_form)
+        super().__init__("jmsra", config, action_form, action_encoding=action_encoding)
         self.name = name
         self.horizon = int(horizon)
         self.never = session.never_rounds(config)
@@ -318,8 +323,11 @@ class SessionExpertPolicy(ExpertPolicy):
         return f"SessionExpertPolicy({self.name!r}, n_agents={self.config.n_agents}, horizon={self.horizon})"
 
     def decide(self, obs) -> Decision:
-        if not isinstance(obs, Mapping) or "kv_resident_tokens" not in obs:
-            raise ValueError("obs must be a session environment's Dict observation (with 'kv_resident_tokens', ...)")
+        if not isinstance(obs, Mapping):
+            raise ValueError(f"obs must be a session environment's Dict observation; got {type(obs).__name__}")
+        missing = [k for k in _SESSION_KEYS if k not in obs]
+        if missing:
+            raise ValueError(f"obs must be a session environment's Dict observation; it lacks {missing}")
         batched = np.ndim(obs["snr_db"]) == 2
         if not batched:
             obs = {k: np.asarray(v)[None] for k, v in obs.items()}

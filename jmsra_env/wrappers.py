@@ -1,8 +1,9 @@
 """Wrappers and the registered entry points.
 
 :class:`BoxActionWrapper` gives the SB3-ready Box action form over a Dict-action environment.
-:func:`make_env` / :func:`make_vector_env` are what ``gym.make`` / ``gym.make_vec`` call for every
-registered ID: the environment, optionally wrapped by ``features=`` (:mod:`jmsra_env.features`:
+:func:`make_env` / :func:`make_vector_env` (and :func:`make_session_env` /
+:func:`make_session_vector_env` for the session IDs) are what ``gym.make`` / ``gym.make_vec`` call
+for every registered ID: the environment, optionally wrapped by ``features=`` (:mod:`jmsra_env.features`:
 a flat float32 ``Box`` observation) and ``action_encoding=`` (:mod:`jmsra_env.encoding`, Box IDs
 only), so any library that builds environments from an ID and keyword arguments gets them::
 
@@ -15,9 +16,21 @@ import gymnasium as gym
 
 from . import actions
 from .core.torch_env import TorchVectorEnv
-from .env import make_action_space
+from .encoding import EncodedAction, VectorEncodedAction
+from .env import JMSRAEnv, make_action_space
+from .features import FeatureObservation, VectorFeatureObservation
+from .session_env import JMSRASessionEnv, JMSRASessionVectorEnv
+from .session_env import make_session_vector_env as _session_vector_entry
+from .vector import JMSRAVectorEnv
 
-__all__ = ["BoxActionWrapper", "make_env", "make_vector_env", "OPTION_CHOICES"]
+__all__ = [
+    "BoxActionWrapper",
+    "make_env",
+    "make_vector_env",
+    "make_session_env",
+    "make_session_vector_env",
+    "OPTION_CHOICES",
+]
 
 # Env-level options of make_env / make_vector_env and their values (None: the raw form).
 OPTION_CHOICES = {"features": (None, "log", "physics"), "action_encoding": (None, "box", "deadline", "solved")}
@@ -54,22 +67,35 @@ def _check_options(features, action_encoding, action_form) -> None:
         )
 
 
+def _make(env_class, args, features, action_encoding, kwargs) -> gym.Env:
+    _check_options(features, action_encoding, kwargs.get("action_form", "dict"))
+    env: gym.Env = env_class(*args, **kwargs)
+    if action_encoding not in (None, "box"):
+        env = EncodedAction(env, action_encoding)
+    if features is not None:
+        env = FeatureObservation(env, features)
+    return env
+
+
+def _make_vector(env_class, num_envs, args, features, action_encoding, kwargs) -> gym.vector.VectorEnv:
+    _check_options(features, action_encoding, kwargs.get("action_form", "dict"))
+    env: gym.vector.VectorEnv = env_class(num_envs, *args, **kwargs)
+    if action_encoding not in (None, "box"):
+        env = VectorEncodedAction(env, action_encoding)
+    if features is not None:
+        env = VectorFeatureObservation(env, features)
+    return env
+
+
 def make_env(*args, features: str | None = None, action_encoding: str | None = None, **kwargs) -> gym.Env:
     """``JMSRAEnv(*args, **kwargs)``, wrapped by ``EncodedAction`` then ``FeatureObservation`` when
     ``action_encoding`` / ``features`` are given (``None``: the raw environment itself)."""
-    from .env import JMSRAEnv
+    return _make(JMSRAEnv, args, features, action_encoding, kwargs)
 
-    _check_options(features, action_encoding, kwargs.get("action_form", "dict"))
-    env: gym.Env = JMSRAEnv(*args, **kwargs)
-    if action_encoding not in (None, "box"):
-        from .encoding import EncodedAction
 
-        env = EncodedAction(env, action_encoding)
-    if features is not None:
-        from .features import FeatureObservation
-
-        env = FeatureObservation(env, features)
-    return env
+def make_session_env(*args, features: str | None = None, action_encoding: str | None = None, **kwargs) -> gym.Env:
+    """:func:`make_env` for a session (``JMSRASessionEnv``; the session IDs' entry point)."""
+    return _make(JMSRASessionEnv, args, features, action_encoding, kwargs)
 
 
 def make_vector_env(
@@ -80,21 +106,27 @@ def make_vector_env(
     and ``VectorFeatureObservation`` when asked. ``backend="torch"`` (with ``device=`` and
     ``dtype=``) gives the torch vector env (:class:`jmsra_env.core.torch_env.TorchVectorEnv`),
     which applies the options on the device itself."""
-    from .vector import JMSRAVectorEnv
-
     if backend == "torch":
         kwargs.setdefault("action_form", "dict")
         return TorchVectorEnv(num_envs, *args, features=features, action_encoding=action_encoding, **kwargs)
+    _check_backend(backend)
+    return _make_vector(JMSRAVectorEnv, num_envs, args, features, action_encoding, kwargs)
+
+
+def make_session_vector_env(
+    num_envs: int = 1, *args, features: str | None = None, action_encoding: str | None = None,
+    backend: str = "numpy", **kwargs
+) -> gym.vector.VectorEnv:
+    """:func:`make_vector_env` for sessions (``JMSRASessionVectorEnv``, or the torch vector env
+    with ``backend="torch"``; the session IDs' vector entry point)."""
+    if backend == "torch":
+        return _session_vector_entry(
+            num_envs, *args, backend="torch", features=features, action_encoding=action_encoding, **kwargs
+        )
+    _check_backend(backend)
+    return _make_vector(JMSRASessionVectorEnv, num_envs, args, features, action_encoding, kwargs)
+
+
+def _check_backend(backend) -> None:
     if backend != "numpy":
         raise ValueError(f"backend must be 'numpy' or 'torch'; got {backend!r}")
-    _check_options(features, action_encoding, kwargs.get("action_form", "dict"))
-    env: gym.vector.VectorEnv = JMSRAVectorEnv(num_envs, *args, **kwargs)
-    if action_encoding not in (None, "box"):
-        from .encoding import VectorEncodedAction
-
-        env = VectorEncodedAction(env, action_encoding)
-    if features is not None:
-        from .features import VectorFeatureObservation
-
-        env = VectorFeatureObservation(env, features)
-    return env

@@ -35,6 +35,34 @@ def test_relative_links_resolve(page: Path):
     assert not missing, f"{page.name}: links to missing files {missing}"
 
 
+def _anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to dashes."""
+    out = set()
+    for line in page.read_text().splitlines():
+        if m := re.match(r"^#{1,6}\s+(.*?)\s*$", line):
+            out.add(re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-"))
+    return out
+
+
+def test_anchor_slugs_follow_github():
+    page = ROOT / "docs" / "environment.md"
+    assert "registered-ids" in _anchors(page)
+    assert "how-the-model-is-built-choices-beyond-the-model-description" in _anchors(page)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_ids(PAGES))
+def test_link_anchors_exist(page: Path):
+    missing = []
+    for target in LINK.findall(page.read_text()):
+        if re.match(r"^[a-z]+:", target) or "#" not in target:
+            continue
+        path, anchor = target.split("#", 1)
+        dest = page if not path else page.parent / path
+        if dest.suffix == ".md" and dest.exists() and anchor not in _anchors(dest):
+            missing.append(target)
+    assert not missing, f"{page.name}: links to missing anchors {missing}"
+
+
 # Names of the maintainers' private notes, which users do not have (spelled in parts so that this
 # file does not itself point at them).
 PRIVATE_REFERENCES = ("DES" + "IGN.md", "../" + "shared")

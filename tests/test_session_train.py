@@ -143,8 +143,10 @@ def test_session_features_append_the_receiver_state_and_keep_the_single_round_la
     assert full.shape == (n_features(n, "physics", session=True),) == (len(feature_names(n, session=True)),)
     np.testing.assert_array_equal(full[: n_features(n, "physics")], observation_features(obs, consts, session=False))
     assert np.all(np.isfinite(full))
-    single = jmsra_env.JMSRAEnv(scenario_from_env_id("jmsra_env/JMSRA-v0", {})[0]).reset(seed=0)[0]
-    assert observation_features(single, consts).shape == (n_features(n, "physics"),)
+    single_cfg = scenario_from_env_id("jmsra_env/JMSRA-v0", {})[0]
+    single = jmsra_env.JMSRAEnv(single_cfg).reset(seed=0)[0]
+    # the session block follows the scenario (its constants), not the observation's keys
+    assert observation_features(single, model.model_constants(single_cfg)).shape == (n_features(n, "physics"),)
 
 
 def test_an_unknown_bc_expert_is_a_clear_error(tmp_path, capsys):
@@ -161,3 +163,25 @@ def test_the_behaviour_cloning_set_size_defaults_per_scenario_in_the_python_api(
     assert t.TrainSpec(env_id="jmsra_env/JMSRA-Session-v0").bc_rounds == t.SESSION_BC_ROUNDS
     assert t.TrainSpec(env_id="jmsra_env/JMSRA-Box-v1").bc_rounds == t.DEFAULT_BC_ROUNDS
     assert t.TrainSpec(env_id="jmsra_env/JMSRA-Session-v0", bc_rounds=640).bc_rounds == 640
+
+
+def test_the_sweeps_evaluation_of_a_session_model_is_evaluate_pys_score(session_run, tmp_path):
+    """agents.sweep.eval_step rolls a session model on whole episodes through the one evaluation
+    path: its score equals evaluate.py's for the same episodes (same seed), episode by episode."""
+    from agents.cli_evaluate import main as evaluate_main
+    from agents.sweep import TrialCell, eval_step
+
+    seed, episodes = 9100, 2
+    cell = TrialCell(SESSION_ID, "ppo", 1, eval_episodes=episodes, eval_seed=seed)
+    scored = eval_step(cell, session_run)
+    out = tmp_path / "results"
+    argv = ["--model", f"ppo={session_run}", "--env-id", SESSION_ID, "--episodes", str(episodes), "--seed", str(seed),
+            "--policies", "none", "--no-plots", "--no-progress", "--out", str(out)]
+    assert evaluate_main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["evaluation"].startswith("whole episodes")
+    (row,) = [p for p in summary["policies"] if p["policy"] == "ppo"]
+    assert scored["mean_latency_s"] == row["mean_latency_s"]
+    assert row["episodes"] == episodes and row["rounds"] == episodes * summary["rounds_per_episode"]
+    per_round = np.loadtxt(out / "rounds.csv", delimiter=",", skiprows=1, usecols=2).reshape(episodes, -1)
+    np.testing.assert_allclose(scored["episode_latency_s"], per_round.mean(axis=1), rtol=1e-9)  # CSV digits

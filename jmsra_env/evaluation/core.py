@@ -39,10 +39,19 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+import gymnasium as gym
+from gymnasium.utils import seeding
+
 from .. import actions, model
 from ..config import ScenarioConfig, make_config
+from ..env import JMSRAEnv
 from ..policies import REFERENCE_EXPERTS as EXPERTS
-from ..policies import ExpertPolicy
+from ..policies import ExpertPolicy, _session_future, make_policy
+from ..registration import ENV_IDS, SESSION_ENV_IDS
+from ..session_env import JMSRASessionEnv, JMSRASessionVectorEnv
+from ..session_experts import DEFAULT_HORIZON, SESSION_EXPERT_NAMES, RoundInputs, SessionExpertPolicy
+from ..solvers import EXPERT_NAMES
+from ..vector import JMSRAVectorEnv
 from ..world import WorldProcess
 
 __all__ = [
@@ -116,10 +125,6 @@ def scenario_from_env_id(env_id: str, overrides: Mapping[str, Any] | None = None
 
     The scenario is the same for an ID and its ``-Box`` twin; only the action form differs.
     """
-    import gymnasium as gym
-
-    from ..registration import ENV_IDS, SESSION_ENV_IDS
-
     if env_id not in gym.registry or not str(env_id).startswith("jmsra_env/"):
         ids = [*ENV_IDS, *SESSION_ENV_IDS]
         raise EvaluationError(f"unknown environment id {env_id!r}.{did_you_mean(env_id, ids)} Registered: {ids}")
@@ -181,11 +186,7 @@ def expert_names(cfg: ScenarioConfig | None = None) -> tuple[str, ...]:
     """The expert and baseline names of a scenario: :func:`jmsra_env.solvers.solve`'s, or for a
     session scenario the session experts' (:data:`jmsra_env.session_experts.SESSION_EXPERT_NAMES`)."""
     if cfg is not None and is_session(cfg):
-        from ..session_experts import SESSION_EXPERT_NAMES
-
         return tuple(SESSION_EXPERT_NAMES)
-    from ..solvers import EXPERT_NAMES
-
     return tuple(EXPERT_NAMES)
 
 
@@ -202,8 +203,6 @@ class EnvBoundExpert:
     kind = "bound"
 
     def __init__(self, name: str, cfg: ScenarioConfig, horizon: int | None = None):
-        from ..session_experts import DEFAULT_HORIZON
-
         self.label = self.name = name
         self.config = cfg
         self.horizon = DEFAULT_HORIZON if horizon is None else horizon
@@ -217,8 +216,6 @@ class EnvBoundExpert:
         self._policy = None
 
     def bind_env(self, envs) -> None:
-        from ..session_experts import SessionExpertPolicy
-
         self._policy = SessionExpertPolicy(self.name, self.config, "dict", self.horizon, episodes_future(envs))
 
     def decide(self, obs):
@@ -235,9 +232,6 @@ def episodes_future(envs):
     session environments: the batched :class:`~jmsra_env.session_env.JMSRASessionVectorEnv`, or a
     Gymnasium ``SyncVectorEnv`` of :class:`~jmsra_env.session_env.JMSRASessionEnv` (the sub-envs'
     true futures stacked, row ``e`` = sub-environment ``e``)."""
-    from ..policies import _session_future
-    from ..session_experts import RoundInputs
-
     subs = getattr(envs, "envs", None)
     if subs is None:
         return _session_future(envs)
@@ -259,9 +253,6 @@ def episodes_future(envs):
 
 def session_expert(name: str, cfg: ScenarioConfig, horizon: int | None = None):
     """A session expert as an evaluation policy (``clairvoyant``: an :class:`EnvBoundExpert`)."""
-    from ..policies import make_policy
-    from ..session_experts import SESSION_EXPERT_NAMES
-
     if name not in SESSION_EXPERT_NAMES:
         raise EvaluationError(
             f"unknown session expert {name!r}.{did_you_mean(name, SESSION_EXPERT_NAMES)} "
@@ -393,8 +384,6 @@ def _check_episodes_seed(episodes, seed) -> None:
 
 def draw_rounds(cfg: ScenarioConfig, episodes: int, seed: int, *, progress: bool | None = False) -> Rounds:
     """Draw ``episodes`` episodes; episode ``e`` is the one ``env.reset(seed=seed + e)`` starts."""
-    from gymnasium.utils import seeding
-
     _check_episodes_seed(episodes, seed)
     n_rounds = cfg.episode_rounds
     world = WorldProcess(cfg, 1)
@@ -442,6 +431,7 @@ class PolicyResult:
     decision_s_per_round: float = float("nan")  # wall time of the decisions / M
     single_round_s: float | None = None  # wall time of one un-batched decision
     info: dict[str, np.ndarray] = field(default_factory=dict)  # other per-round info (rollouts)
+    session: bool = False  # rolled on a session scenario (config.session.enabled): info has its keys
 
     @property
     def rounds_per_episode(self) -> int:
@@ -508,16 +498,8 @@ _ROLLOUT_KEYS = ("latency_s", "capped", "media")
 
 def _episode_envs(cfg: ScenarioConfig, episodes: int, vectorization: str):
     """One sub-environment per episode, of the scenario's kind (session or single round)."""
-    if is_session(cfg):
-        from ..session_env import JMSRASessionEnv as Env
-        from ..session_env import JMSRASessionVectorEnv as VectorEnv
-    else:
-        from ..env import JMSRAEnv as Env
-        from ..vector import JMSRAVectorEnv as VectorEnv
-
+    Env, VectorEnv = (JMSRASessionEnv, JMSRASessionVectorEnv) if is_session(cfg) else (JMSRAEnv, JMSRAVectorEnv)
     if vectorization == "sync":
-        import gymnasium as gym
-
         return gym.vector.SyncVectorEnv([lambda: Env(cfg, action_form="dict")] * episodes)
     if vectorization == "vector":
         return VectorEnv(episodes, cfg, action_form="dict")
@@ -592,7 +574,7 @@ def rollout_episodes(
         policy.label, policy.kind, episodes,
         per_round["latency_s"].astype(np.float64), per_round["capped"].astype(bool),
         per_round["media"].astype(np.int8), spent / n, None,
-        {k: v for k, v in per_round.items() if k not in _ROLLOUT_KEYS},
+        {k: v for k, v in per_round.items() if k not in _ROLLOUT_KEYS}, bool(cfg.session.enabled),
     )
 
 

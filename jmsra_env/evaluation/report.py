@@ -357,7 +357,7 @@ def print_summary(
     _print_table(table)
 
 
-def print_sweep(rows: Sequence[Mapping[str, Any]], title: str, value_fmt) -> None:
+def print_sweep(rows: Sequence[Mapping[str, Any]], title: str, value_fmt, session: bool = False) -> None:
     """Mean latency per sweep value (rows) and policy (columns) on the terminal."""
     from rich.table import Table
     from rich.text import Text
@@ -371,7 +371,7 @@ def print_sweep(rows: Sequence[Mapping[str, Any]], title: str, value_fmt) -> Non
         if r["policy"] not in policies:
             policies.append(r["policy"])
         cell[(r["value"], r["policy"])] = r
-    session = bool(rows) and "evictions_per_episode" in rows[0]
+    session = session and bool(rows)  # a session scenario's rows carry evictions per episode
     caption = "mean E2E latency [s] ± 95% CI (t over episodes)" + (" (evictions per episode)" if session else "")
     table = Table(title=Text(title), caption=Text(caption), caption_justify="left")
     table.add_column("value")

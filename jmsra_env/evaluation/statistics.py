@@ -39,7 +39,7 @@ SUMMARY_COLUMNS = (
     "kv_share",
     "capped_rate",
 )
-# Added by summarise when every result comes from a session rollout (info has the evictions).
+# Added by summarise when every result comes from a session rollout (PolicyResult.session).
 SESSION_COLUMNS = ("evictions_per_episode", "pool_used_fraction")
 TIMING_COLUMNS = ("policy", "decision_ms_per_round", "single_round_decision_ms")
 
@@ -50,10 +50,6 @@ def summary_columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
     if rows and all(c in rows[0] for c in SESSION_COLUMNS):
         return SUMMARY_COLUMNS + SESSION_COLUMNS
     return SUMMARY_COLUMNS
-
-
-def _is_session_result(r: PolicyResult) -> bool:
-    return "evictions" in r.info and "kv_pool_used_fraction" in r.info
 
 
 def t_halfwidth(samples: np.ndarray) -> float:
@@ -95,7 +91,7 @@ def summarise(results: Sequence[PolicyResult], reference: str | None = None) -> 
     if len(shapes) > 1:
         raise EvaluationError(f"results cover different rounds (episodes, rounds): {sorted(shapes)}")
     ref_ep = _per_episode_means(by_label[ref]) if ref is not None else None
-    session = bool(results) and all(_is_session_result(r) for r in results)
+    session = bool(results) and all(r.session for r in results)  # the scenario's config says so
     rows = []
     for r in results:
         ep = _per_episode_means(r)
