@@ -37,7 +37,7 @@ import numpy as np
 from .ppo import PPOConfig, _hp
 
 __all__ = ["BACKENDS", "TORCH_N_ENVS", "TorchPPOConfig", "default_torch_ppo", "ActorCritic", "RunningNorm",
-           "make_torch_vec_env", "TorchRun", "TORCH_ONLY_FIELDS",
+           "make_torch_vec_env", "TorchRun", "RunContext", "TORCH_ONLY_FIELDS",
            "TORCH_QUICK_TIMESTEPS", "TORCH_QUICK_BC_STEPS", "TORCH_QUICK_BC_ROUNDS"]
 
 BACKENDS = ("sb3", "torch")
@@ -88,17 +88,30 @@ TORCH_BC_ROUNDS = 100_000
 TORCH_BC_LR = 3e-3  # the torch backend's cloning step size (its minibatch is 8x SB3's)
 
 
-def default_torch_ppo(bc_steps: int, *, session: bool = False, **changes: Any) -> TorchPPOConfig:
-    """The torch backend's defaults (:data:`TORCH_DEFAULTS`, fine-tuning after behaviour cloning,
-    the session discount on a session scenario); given ``changes`` win."""
-    from .training import SESSION_GAMMA
-
+def default_torch_ppo(bc_steps: int, **changes: Any) -> TorchPPOConfig:
+    """The torch backend's defaults (:data:`TORCH_DEFAULTS`, fine-tuning after behaviour cloning);
+    given ``changes`` win (``agents.training.default_ppo`` adds a session's discount)."""
     base = TorchPPOConfig(**TORCH_DEFAULTS)
     if bc_steps > 0:
         base = base.replace(**TORCH_BC_FINE_TUNE)
-    if session:
-        base = base.replace(gamma=SESSION_GAMMA)
     return base.replace(**changes)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What :mod:`agents.training` hands a torch run: its seeds, experts, result types and the
+    held-out comparison (training imports this module, never the reverse: the import graph stays
+    a DAG)."""
+
+    result_cls: type  # agents.training.TrainResult
+    interrupted_cls: type  # agents.training.TrainingInterrupted
+    comparison: Callable  # agents.training.comparison_table(policy, plan, episodes)
+    resume_seed_offset: int
+    bc_seed_offset: int
+    session_bc_expert: str
+    eval_seed: int
+    compare_experts: tuple[str, ...]
+    session_compare_experts: tuple[str, ...]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,10 +243,10 @@ class TorchRun:
     """One training session of the torch backend in a locked run directory (the torch twin of
     ``agents.training._Run``): build or resume, clone the expert, PPO, save, compare."""
 
-    def __init__(self, plan, run_dir: Path, log: Callable[[str], None], caught: dict):
+    def __init__(self, plan, run_dir: Path, log: Callable[[str], None], caught: dict, ctx: RunContext):
         import torch
 
-        self.torch = torch
+        self.torch, self.ctx = torch, ctx
         self.plan, self.spec, self.run_dir, self.log, self.caught = plan, plan.spec, Path(run_dir), log, caught
         self.cfg, self.ppo = plan.cfg, plan.ppo
         self.device = torch.device(plan.device)
@@ -251,12 +264,10 @@ class TorchRun:
     # -- construction -------------------------------------------------------------------------
 
     def _build(self) -> None:
-        from . import training as t
-
         torch, spec, plan = self.torch, self.spec, self.plan
         torch.set_num_threads(spec.threads)
         resuming = plan.resume is not None
-        self.env_seed = spec.seed + t.RESUME_SEED_OFFSET if resuming else spec.seed
+        self.env_seed = spec.seed + self.ctx.resume_seed_offset if resuming else spec.seed
         self.env = make_torch_vec_env(plan.env_id, spec.n_envs, self.cfg, device=plan.device,
                                       features=spec.features, action_encoding=spec.action_encoding)
         n_obs, n_act = self.env.n_features, self.env.n_actions
@@ -403,12 +414,12 @@ class TorchRun:
 
     def evaluate(self) -> dict[str, Any]:
         from . import checkpoint as ck
-        from . import training as t
         from .evaluation import compare_with_experts
 
-        experts = list(t.SESSION_COMPARE_EXPERTS if self.cfg.session.enabled else t.COMPARE_EXPERTS)
+        ctx = self.ctx
+        experts = list(ctx.session_compare_experts if self.cfg.session.enabled else ctx.compare_experts)
         res = compare_with_experts(self.plan.env_id, dict(self.spec.config_overrides), [self.eval_policy()],
-                                   experts=experts, episodes=self.spec.eval_episodes, seed=t.EVAL_SEED,
+                                   experts=experts, episodes=self.spec.eval_episodes, seed=ctx.eval_seed,
                                    expert_results=self._expert_results)
         self._expert_results = [r for r in res.results if r.label != "ppo"]
         ppo = res.row("ppo")
@@ -437,18 +448,17 @@ class TorchRun:
     # -- behaviour cloning ----------------------------------------------------------------------
 
     def _expert_set(self):
-        from . import training as t
         from .bc import expert_dataset, session_expert_dataset
 
         spec, cfg = self.spec, self.cfg
         session = bool(cfg.session.enabled)
-        expert = spec.bc_expert or (t.SESSION_BC_EXPERT if session else "jmsra")
+        expert = spec.bc_expert or (self.ctx.session_bc_expert if session else "jmsra")
         if session:
             episodes = -(-spec.bc_rounds // cfg.episode_rounds)
-            data = session_expert_dataset(cfg, episodes, seed=spec.seed + t.BC_SEED_OFFSET, features=spec.features,
+            data = session_expert_dataset(cfg, episodes, seed=spec.seed + self.ctx.bc_seed_offset, features=spec.features,
                                           encoding=spec.action_encoding, expert=expert, gamma=self.ppo.gamma)
         else:
-            data = expert_dataset(cfg, spec.bc_rounds, seed=spec.seed + t.BC_SEED_OFFSET, features=spec.features,
+            data = expert_dataset(cfg, spec.bc_rounds, seed=spec.seed + self.ctx.bc_seed_offset, features=spec.features,
                                   encoding=spec.action_encoding, expert=expert)
         return expert, data
 
@@ -682,9 +692,7 @@ class TorchRun:
         try:
             self._build()
         except KeyboardInterrupt as exc:
-            from .training import TrainingInterrupted
-
-            raise TrainingInterrupted(getattr(exc, "signum", signal.SIGINT)) from None
+            raise self.ctx.interrupted_cls(getattr(exc, "signum", signal.SIGINT)) from None
         ck.atomic_write_bytes(self.run_dir / ck.RUN_FILE, ck._json_bytes(self.run_info("running")))
         self.log(f"run directory: {self.run_dir}   (backend torch, device {self.plan.device}, {self.spec.n_envs} "
                  f"envs, env {self.plan.env_id})")
@@ -703,7 +711,6 @@ class TorchRun:
 
     def _finish(self, interrupted: bool, steps_done: int, learn_s: float):
         from . import checkpoint as ck
-        from .training import TrainResult, comparison_table
 
         if interrupted:
             if self.caught["signal"] is None:
@@ -736,14 +743,14 @@ class TorchRun:
         comparison = None
         if not interrupted and self.spec.compare_episodes > 0:
             try:
-                comparison, figures = comparison_table(self.eval_policy(), self.plan, self.spec.compare_episodes)
+                comparison, figures = self.ctx.comparison(self.eval_policy(), self.plan, self.spec.compare_episodes)
             except KeyboardInterrupt:
                 self.log("comparison skipped (interrupted); the model is saved")
             else:
                 metrics.update(figures)
                 self.log("\n" + comparison)
         best = self.run_dir / (ck.BEST_PREFIX + ck.POLICY_FILE)
-        return TrainResult(run_dir=self.run_dir, status=kind, num_timesteps=int(self.num_timesteps),
+        return self.ctx.result_cls(run_dir=self.run_dir, status=kind, num_timesteps=int(self.num_timesteps),
                            steps_this_session=int(steps_done), model_path=self.run_dir / ck.POLICY_FILE,
                            checkpoint_path=ckpt, best_model_path=best if best.is_file() else None, metrics=metrics,
                            comparison=comparison, signal=self.caught["signal"] if interrupted else None)

@@ -187,7 +187,8 @@ def default_ppo(bc_steps: int, *, session: bool = False, backend: str = "sb3", *
     if backend == "torch":
         from .torch_ppo import default_torch_ppo
 
-        return default_torch_ppo(bc_steps, session=session, **changes)
+        base = default_torch_ppo(bc_steps)
+        return (base.replace(gamma=SESSION_GAMMA) if session else base).replace(**changes)
     base = PPOConfig(**BC_FINE_TUNE) if bc_steps > 0 else PPOConfig()
     if session:
         base = base.replace(gamma=SESSION_GAMMA)
@@ -574,7 +575,7 @@ def train(spec: TrainSpec, *, log: Callable[[str], None] | None = print) -> Trai
                 if spec.backend == "torch":
                     from .torch_ppo import TorchRun
 
-                    result = TorchRun(plan, lock.run_dir, log, caught).run()
+                    result = TorchRun(plan, lock.run_dir, log, caught, torch_context()).run()
                 else:
                     result = _Run(plan, lock.run_dir, log, caught).run()
         except BaseException:
@@ -856,6 +857,14 @@ def _comparison(model, vn, plan: _Plan, episodes: int) -> tuple[str, dict[str, f
     spec = plan.spec
     policy = live_model_policy(model, vn, plan.cfg, spec.features, spec.action_encoding, label="ppo")
     return comparison_table(policy, plan, episodes)
+
+
+def torch_context():
+    """What a torch-backend run (:class:`agents.torch_ppo.TorchRun`) takes from this module."""
+    from .torch_ppo import RunContext
+
+    return RunContext(TrainResult, TrainingInterrupted, comparison_table, RESUME_SEED_OFFSET, BC_SEED_OFFSET,
+                      SESSION_BC_EXPERT, EVAL_SEED, COMPARE_EXPERTS, SESSION_COMPARE_EXPERTS)
 
 
 def comparison_table(policy, plan: _Plan, episodes: int) -> tuple[str, dict[str, float]]:

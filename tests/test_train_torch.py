@@ -17,7 +17,7 @@ import torch
 import jmsra_env  # noqa: F401 - registers the environments
 from agents import checkpoint as ck
 from agents.cli_train import main
-from agents.training import TrainSpec, TrainSpecError, _validate, resume_spec, train
+from agents.training import TrainSpec, TrainSpecError, _validate, resume_spec, torch_context, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,7 @@ def test_resume_continues_the_step_count_weights_and_optimiser_exactly(tmp_path)
     spec = resume_spec(str(first.run_dir), total_timesteps=1536)
     from agents.torch_ppo import TorchRun
 
-    run = TorchRun(_validate(spec), first.run_dir, lambda m: None, {"signal": None})
+    run = TorchRun(_validate(spec), first.run_dir, lambda m: None, {"signal": None}, torch_context())
     run._build()
     assert run.num_timesteps == 768
     for k, v in run.ac.state_dict().items():
