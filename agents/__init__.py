@@ -14,6 +14,7 @@ Import the submodules you need; importing the package itself is cheap (no torch,
 :mod:`agents.checkpoint`        saved models (atomic units, safe format) and :func:`~agents.checkpoint.load_trained_policy`
 :mod:`agents.runs`              run directories: locking, ``--force``, what ``--resume`` continues
 :mod:`agents.training`          :func:`~agents.training.train` (``TrainSpec`` -> ``TrainResult``), resume rules
+:mod:`agents.torch_ppo`         ``--backend torch``: env, rollouts and PPO updates on one torch device
 :mod:`agents.cli_train`         the ``jmsra-train`` / ``train.py`` command line
 :mod:`agents.native_vec_env`    SB3 ``VecEnv`` over the batched NumPy env (``--vec native``)
 ==============================  ==================================================================

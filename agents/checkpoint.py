@@ -102,6 +102,12 @@ __all__ = [
     "deferred_signals",
     "save_model_files",
     "save_checkpoint",
+    "write_unit",
+    "fill_checkpoint",
+    "check_saved_unit",
+    "unit_backend",
+    "TRAINER_FILE",
+    "TORCH_UNIT_FILES",
     "checkpoint_name",
     "package_versions",
 ]
@@ -118,7 +124,11 @@ BEST_PREFIX = "best_"
 BEST_MODEL_FILE = BEST_PREFIX + MODEL_FILE
 BEST_VECNORM_FILE = BEST_PREFIX + VECNORM_FILE
 CHECKPOINT_DIR = "checkpoints"
-_UNIT_FILES = (MODEL_FILE, VECNORM_FILE, WEIGHTS_FILE, POLICY_FILE)
+# The torch backend's unit (agents.torch_ppo): no pickle at all. trainer.safetensors holds what
+# resuming needs beyond the policy (critic, optimiser, normalisation statistics, generator state).
+TRAINER_FILE = "trainer.safetensors"
+TORCH_UNIT_FILES = (WEIGHTS_FILE, TRAINER_FILE)
+_UNIT_FILES = (MODEL_FILE, VECNORM_FILE, WEIGHTS_FILE, POLICY_FILE, TRAINER_FILE)
 
 
 class TornModelError(ValueError):
@@ -292,11 +302,19 @@ def save_model_files(
     meta = run_info if run_info is not None else _read_json_or_empty(directory / RUN_FILE)
     meta = {**meta, "num_timesteps": int(model.num_timesteps)}
     with deferred_signals():
-        directory.mkdir(parents=True, exist_ok=True)
         # Serialise everything first, then move into place: a failure leaves the old unit intact.
-        blobs = _unit_blobs(prefix, model, vecnormalize, meta)
+        write_unit(directory, _unit_blobs(prefix, model, vecnormalize, meta), run_info)
+
+
+def write_unit(directory: str | os.PathLike, blobs: list[tuple[str, bytes]],
+               run_info: Mapping[str, Any] | None = None) -> None:
+    """Write the serialised files of one saved model in order (the manifest ``policy.json`` last),
+    then ``run.json`` if given; each atomically, signals held until all are written."""
+    directory = Path(directory)
+    with deferred_signals():
+        directory.mkdir(parents=True, exist_ok=True)
         if run_info is not None:
-            blobs.append((RUN_FILE, _json_bytes(run_info)))
+            blobs = [*blobs, (RUN_FILE, _json_bytes(run_info))]
         for name, data in blobs:
             atomic_write_bytes(directory / name, data)
 
@@ -315,13 +333,20 @@ def checkpoint_name(num_timesteps: int) -> str:
 
 def save_checkpoint(run_dir: str | os.PathLike, model, vecnormalize, run_info: Mapping[str, Any]) -> Path:
     """Write ``checkpoints/ckpt_<steps>_steps/`` under a temporary name, then rename it whole."""
+    return fill_checkpoint(run_dir, model.num_timesteps,
+                           lambda tmp: save_model_files(tmp, model, vecnormalize, run_info))
+
+
+def fill_checkpoint(run_dir: str | os.PathLike, num_timesteps: int, fill) -> Path:
+    """``checkpoints/ckpt_<num_timesteps>_steps/``: ``fill(tmp_dir)`` writes the unit into a
+    temporary directory, which is then renamed into place whole (never a torn checkpoint)."""
     root = Path(run_dir) / CHECKPOINT_DIR
     with deferred_signals():
         root.mkdir(parents=True, exist_ok=True)
-        final = root / checkpoint_name(model.num_timesteps)
+        final = root / checkpoint_name(num_timesteps)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
         try:
-            save_model_files(tmp, model, vecnormalize, run_info)
+            fill(tmp)
             if final.exists():  # same step count saved twice (e.g. Ctrl-C right after a checkpoint)
                 old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", suffix=".tmp", dir=root))
                 os.replace(final, old / final.name)
@@ -530,6 +555,27 @@ def resolve_run_files(path: str | os.PathLike) -> tuple[Path, Path, Path]:
     if unit.policy_path.is_file():
         check_unit(unit, (MODEL_FILE, VECNORM_FILE))
     return unit.model_path, vec, unit.run_path
+
+
+def unit_backend(unit: SavedUnit) -> str:
+    """``"torch"`` for a unit of the torch backend (its manifest says so), else ``"sb3"``."""
+    try:
+        info = json.loads(unit.policy_path.read_text())
+        return str(info.get("run", {}).get("backend", "sb3"))
+    except (OSError, ValueError, AttributeError):
+        return "sb3"
+
+
+def check_saved_unit(unit: SavedUnit) -> None:
+    """Whether a saved model can be resumed: every file present and matching its manifest (the
+    SB3 files for an SB3 unit, :data:`TORCH_UNIT_FILES` for a torch-backend unit) and its
+    ``run.json`` present; ``FileNotFoundError`` / :class:`TornModelError` / ``ValueError`` else."""
+    if unit_backend(unit) == "torch":
+        check_unit(unit, TORCH_UNIT_FILES)
+        if not unit.run_path.is_file():
+            raise FileNotFoundError(f"run description for {unit.policy_path} not found: expected {unit.run_path}")
+        return
+    resolve_run_files(unit.model_path)
 
 
 def load_vecnormalize(path: str | os.PathLike):
@@ -752,7 +798,7 @@ def load_trained_policy(path: str | os.PathLike, device: str = "cpu", trust_pick
     of different saves) or ``ValueError`` (corrupt or foreign file), each naming the path.
     """
     unit = resolve_unit(path)
-    if trust_pickle:
+    if trust_pickle and unit_backend(unit) != "torch":  # a torch-backend unit has no pickle: the safe files
         model_path, vec_path, run_path = resolve_run_files(path)
         run_info = read_run_json(run_path)
         vn = load_vecnormalize(vec_path)

@@ -31,11 +31,12 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _add_ppo_flags(group) -> None:
-    """One flag per :class:`PPOConfig` field; ``None`` default = the recipe's default (shown in help)."""
+def _add_ppo_flags(group, fields=None) -> None:
+    """One flag per :class:`PPOConfig` field (or per one of ``fields``); ``None`` default = the
+    recipe's default (shown in help)."""
     from agents.ppo import PPOConfig
 
-    for f in dataclasses.fields(PPOConfig):
+    for f in dataclasses.fields(PPOConfig) if fields is None else fields:
         meta, flag = f.metadata, "--" + f.name.replace("_", "-")
         shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else ("none" if f.default is None else f.default)
         help_text = f"{meta.get('help', '')} (default {shown})"
@@ -105,6 +106,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         f"whole episodes)")
 
     _add_ppo_flags(p.add_argument_group("PPO hyperparameters (agents.ppo.PPOConfig)"))
+    _add_backend_flags(p)
 
     g = p.add_argument_group("checkpoints and evaluation")
     g.add_argument("--checkpoint-freq", type=int, default=t.TrainSpec.checkpoint_freq,
@@ -117,6 +119,53 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+# ---------------------------------------------------------------------------------------------
+# --backend (agents.torch_ppo): the flag, the torch-only hyperparameters, the checks of the pair
+
+
+def _add_backend_flags(p: argparse.ArgumentParser) -> None:
+    from agents.torch_ppo import (BACKENDS, TORCH_BC_LR, TORCH_BC_STEPS, TORCH_N_ENVS, TORCH_ONLY_FIELDS, TORCH_QUICK_BC_STEPS,
+                                  TORCH_QUICK_TIMESTEPS, TorchPPOConfig)
+
+    g = p.add_argument_group(
+        "backend", f"--backend torch: env, rollouts and updates in one torch process on --device (agents.torch_ppo); "
+        f"its defaults differ: --n-envs {TORCH_N_ENVS}, --bc-steps {TORCH_BC_STEPS}, --bc-lr {TORCH_BC_LR}, --quick {TORCH_QUICK_TIMESTEPS:,} "
+        f"steps after {TORCH_QUICK_BC_STEPS} cloning steps, PPO settings in agents.torch_ppo.TORCH_DEFAULTS (docs/training.md, 'The torch backend')")
+    g.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="sb3 (default; the reference) or torch (with --resume: the run's)")
+    _add_ppo_flags(g, [f for f in dataclasses.fields(TorchPPOConfig) if f.name in TORCH_ONLY_FIELDS])
+
+
+def _backend_fields(args: argparse.Namespace, argv: list[str] | None, parser: argparse.ArgumentParser,
+                    fields: dict[str, Any]) -> None:
+    """Check the flags against the backend (TrainSpecError naming the flag) and apply the torch
+    backend's defaults to ``fields`` (a new run's TrainSpec fields)."""
+    from agents import training as t
+    from agents.torch_ppo import (TORCH_BC_LR, TORCH_BC_ROUNDS, TORCH_BC_STEPS, TORCH_N_ENVS, TORCH_ONLY_FIELDS,
+                                  TORCH_QUICK_BC_ROUNDS, TORCH_QUICK_BC_STEPS, TORCH_QUICK_TIMESTEPS)
+
+    explicit = _explicit_options(parser, argv)
+    backend = args.backend or "sb3"
+    if backend == "torch" and "vec" in explicit:
+        raise t.TrainSpecError("--vec applies to the sb3 backend only; the torch backend steps its own batched env "
+                               "(size it with --n-envs)")
+    given = [name for name in TORCH_ONLY_FIELDS if getattr(args, name, None) is not None]
+    if backend != "torch" and given:
+        raise t.TrainSpecError(f"--{given[0].replace('_', '-')} applies to the torch backend only (--backend torch)")
+    if backend == "torch":
+        fields["backend"] = "torch"
+        if "n_envs" not in explicit:
+            fields["n_envs"] = TORCH_N_ENVS
+        if "bc_lr" not in explicit:
+            fields["bc_lr"] = TORCH_BC_LR
+        recipe = ({"total_timesteps": TORCH_QUICK_TIMESTEPS, "bc_steps": TORCH_QUICK_BC_STEPS,
+                   "bc_rounds": TORCH_QUICK_BC_ROUNDS} if args.quick else
+                  {"bc_steps": TORCH_BC_STEPS, "bc_rounds": TORCH_BC_ROUNDS})
+        if t.is_session_scenario(fields.get("env_id", t.TrainSpec.env_id), fields.get("config_overrides")):
+            del recipe["bc_rounds"]  # whole episodes of lookahead: the SB3 path's session set
+        fields.update({k: v for k, v in recipe.items() if k not in explicit})
+
+
 def _explicit_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
     """The destinations given on the command line (not left at their defaults)."""
     bare = copy.deepcopy(parser)
@@ -127,7 +176,7 @@ def _explicit_options(parser: argparse.ArgumentParser, argv: list[str] | None) -
 
 
 # flag destination -> TrainSpec field, for the flags that map one to one
-_SAME = ("env_id", "total_timesteps", "n_envs", "vec", "seed", "device", "threads", "logdir", "run_name",
+_SAME = ("backend", "env_id", "total_timesteps", "n_envs", "vec", "seed", "device", "threads", "logdir", "run_name",
          "force", "features", "action_encoding", "bc_steps", "bc_rounds", "bc_lr", "bc_expert", "checkpoint_freq",
          "eval_freq", "eval_episodes", "compare_episodes", "verbose")
 
@@ -136,7 +185,6 @@ def _spec_fields(args: argparse.Namespace, names: set[str]) -> dict[str, Any]:
     """The TrainSpec fields of the flags in ``names`` (config parsed, negated flags turned)."""
     from jmsra_env.config import parse_overrides
 
-    from agents.ppo import PPOConfig
     from agents.training import TrainSpecError
 
     out: dict[str, Any] = {k: getattr(args, k) for k in _SAME if k in names and getattr(args, k) is not None}
@@ -149,7 +197,10 @@ def _spec_fields(args: argparse.Namespace, names: set[str]) -> dict[str, Any]:
         out["norm_reward"] = not args.no_norm_reward
     if "no_progress_bar" in names:
         out["progress_bar"] = not args.no_progress_bar
-    ppo = {f.name: getattr(args, f.name) for f in dataclasses.fields(PPOConfig) if getattr(args, f.name) is not None}
+    from agents.torch_ppo import TorchPPOConfig  # its fields: PPOConfig's and the torch backend's
+
+    ppo = {f.name: getattr(args, f.name) for f in dataclasses.fields(TorchPPOConfig)
+           if getattr(args, f.name, None) is not None}
     if ppo:
         out["ppo"] = ppo
     return out
@@ -163,6 +214,7 @@ def spec_from_args(args: argparse.Namespace, argv: list[str] | None, parser: arg
         explicit = _explicit_options(parser, argv) - {"resume", "force", "run_name", "logdir", "quick"}
         return t.resume_spec(args.resume, **_spec_fields(args, explicit))
     fields = _spec_fields(args, set(vars(args)))
+    _backend_fields(args, argv, parser, fields)
     fields.setdefault("total_timesteps", t.QUICK_TIMESTEPS if args.quick else t.DEFAULT_TIMESTEPS)
     fields.setdefault("bc_steps", t.QUICK_BC_STEPS if args.quick else t.DEFAULT_BC_STEPS)
     session = t.is_session_scenario(fields.get("env_id", t.TrainSpec.env_id), fields.get("config_overrides"))
@@ -170,7 +222,8 @@ def spec_from_args(args: argparse.Namespace, argv: list[str] | None, parser: arg
         fields.setdefault("bc_rounds", t.QUICK_SESSION_BC_ROUNDS if args.quick else t.SESSION_BC_ROUNDS)
     fields.setdefault("bc_rounds", t.QUICK_BC_ROUNDS if args.quick else t.DEFAULT_BC_ROUNDS)
     try:
-        fields["ppo"] = t.default_ppo(fields["bc_steps"], session=session, **fields.get("ppo", {}))
+        fields["ppo"] = t.default_ppo(fields["bc_steps"], session=session, backend=fields.get("backend", "sb3"),
+                                      **fields.get("ppo", {}))
     except ValueError as exc:
         raise t.TrainSpecError(str(exc)) from exc
     return t.TrainSpec(**fields)

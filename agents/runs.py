@@ -303,7 +303,7 @@ def clean_run_dir(run_dir: str | os.PathLike) -> list[Path]:
     best = ck.SavedUnit(run_dir, ck.BEST_PREFIX)
     if best.exists():
         try:
-            ck.resolve_run_files(best.model_path)
+            ck.check_saved_unit(best)
         except (FileNotFoundError, ValueError):
             for name in ck._UNIT_FILES:
                 if best.path(name).exists():
@@ -328,7 +328,7 @@ def _run_dir_of(unit_dir: Path) -> Path:
 
 
 def _resume_candidate(unit: ck.SavedUnit) -> ResumePoint:
-    ck.resolve_run_files(unit.model_path)  # files present, hashes match the manifest
+    ck.check_saved_unit(unit)  # files present, hashes match the manifest
     info = ck.read_run_json(unit.run_path)
     steps = info.get("num_timesteps", 0)
     if unit.policy_path.is_file():

@@ -72,7 +72,7 @@ SESSION_BC_ROUNDS = 32_768  # 512 episodes of 64 rounds: ~2-5 min of lookahead (
 QUICK_SESSION_BC_ROUNDS = 4_096
 
 # What defines a run: a resumed run keeps these (resume_spec refuses a different value).
-RUN_DEFINING = ("env_id", "config_overrides", "features", "action_encoding", "norm_reward", "ppo",
+RUN_DEFINING = ("backend", "env_id", "config_overrides", "features", "action_encoding", "norm_reward", "ppo",
                 "bc_steps", "bc_rounds", "bc_lr", "bc_expert")
 
 
@@ -81,6 +81,7 @@ RUN_DEFINING = ("env_id", "config_overrides", "features", "action_encoding", "no
 MAX_SEED = 2**31 - 1  # seeds: [0, 2**31 - 1] (offsets for resume / BC / env ranks stay below 2**32)
 MAX_TOTAL_TIMESTEPS = 10**12
 MAX_N_ENVS = 1024
+MAX_TORCH_N_ENVS = 2**20  # --backend torch: one batched env on the device (the rollout limit below still holds)
 MAX_THREADS = 1024
 MAX_BC_ROUNDS = 10_000_000  # rounds of the behaviour-cloning set (held in memory)
 MAX_BC_STEPS = 10**9
@@ -97,8 +98,8 @@ _INT_LIMITS = {  # flag -> (min, max)
     "n_steps": (1, MAX_ROLLOUT_STEPS), "batch_size": (1, MAX_ROLLOUT_STEPS), "n_epochs": (1, 10_000),
 }
 _POSITIVE_FLOATS = ("learning_rate", "clip_range", "max_grad_norm", "bc_lr")
-_NON_NEGATIVE_FLOATS = ("ent_coef", "vf_coef")
-_UNIT_FLOATS = ("gamma", "gae_lambda")
+_NON_NEGATIVE_FLOATS = ("ent_coef", "vf_coef", "desired_kl", "bc_coef")  # the last two: --backend torch
+_UNIT_FLOATS = ("gamma", "gae_lambda", "bc_coef_decay")
 
 
 class TrainSpecError(ValueError):
@@ -133,6 +134,8 @@ def check_values(values: Mapping[str, Any]) -> None:
         v = values.get(name)
         if v is None:
             continue
+        if name == "n_envs" and values.get("backend") != "sb3":  # the torch backend, or not known yet (the
+            hi = MAX_TORCH_N_ENVS  # spec's own check, where the backend is known, then holds SB3 to MAX_N_ENVS)
         if not isinstance(v, int) or isinstance(v, bool):
             raise bad(name, f"an integer in [{lo:,}, {hi:,}]", v)
         if not lo <= v <= hi:
@@ -177,9 +180,15 @@ def check_network_size(net_arch, n_inputs: int, n_outputs: int) -> None:
                              f"({n_inputs} inputs); at most {MAX_POLICY_PARAMETERS:,} (docs/training.md, flag limits)")
 
 
-def default_ppo(bc_steps: int, *, session: bool = False, **changes: Any) -> PPOConfig:
+def default_ppo(bc_steps: int, *, session: bool = False, backend: str = "sb3", **changes: Any) -> PPOConfig:
     """The PPO defaults of a run: fine-tuning step size and noise after behaviour cloning; on a
-    session scenario the discount :data:`SESSION_GAMMA` (a given ``gamma`` wins)."""
+    session scenario the discount :data:`SESSION_GAMMA` (a given ``gamma`` wins). ``backend="torch"``:
+    :func:`agents.torch_ppo.default_torch_ppo` (a :class:`~agents.torch_ppo.TorchPPOConfig`)."""
+    if backend == "torch":
+        from .torch_ppo import default_torch_ppo
+
+        base = default_torch_ppo(bc_steps)
+        return (base.replace(gamma=SESSION_GAMMA) if session else base).replace(**changes)
     base = PPOConfig(**BC_FINE_TUNE) if bc_steps > 0 else PPOConfig()
     if session:
         base = base.replace(gamma=SESSION_GAMMA)
@@ -227,6 +236,7 @@ class TrainSpec:
     compare_episodes: int = 16  # 0 = no final comparison
     progress_bar: bool = True
     verbose: int = 0  # SB3 verbosity
+    backend: str = "sb3"  # "sb3" (the reference) or "torch" (agents.torch_ppo: env, rollouts, updates on one device)
 
     def __post_init__(self) -> None:
         if self.bc_rounds is None:  # whole episodes of lookahead on sessions: far fewer rounds
@@ -235,8 +245,13 @@ class TrainSpec:
 
     def ppo_config(self) -> PPOConfig:
         if self.ppo is not None:
+            if self.backend == "torch" and type(self.ppo) is PPOConfig:  # its fields; the torch levers default
+                from .torch_ppo import TorchPPOConfig
+
+                return TorchPPOConfig.from_dict(self.ppo.to_dict())
             return self.ppo
-        return default_ppo(self.bc_steps, session=is_session_scenario(self.env_id, self.config_overrides))
+        return default_ppo(self.bc_steps, session=is_session_scenario(self.env_id, self.config_overrides),
+                           backend=self.backend)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -258,11 +273,20 @@ def _saved_fields(info: Mapping[str, Any]) -> dict[str, Any]:
     out.update(env_id=info.get("requested_env_id", info["env_id"]), features=info["features"],
                action_encoding=info.get("action_encoding", "box"),
                config_overrides=dict(info.get("config_overrides", {})),
-               ppo=PPOConfig.from_dict(info["ppo"]),
+               ppo=_ppo_class(args.get("backend", "sb3")).from_dict(info["ppo"]),
                total_timesteps=int(info.get("total_timesteps", DEFAULT_TIMESTEPS)))
+    out["backend"] = args.get("backend", "sb3")  # runs made before the torch backend: SB3
     bc = info.get("bc", {})
     out.setdefault("bc_steps", bc.get("steps", 0) if bc else 0)
     return out
+
+
+def _ppo_class(backend: str) -> type:
+    if backend == "torch":
+        from .torch_ppo import TorchPPOConfig
+
+        return TorchPPOConfig
+    return PPOConfig
 
 
 def _checked_saved_fields(point) -> dict[str, Any]:
@@ -319,6 +343,11 @@ def resume_spec(path: str, **changes: Any) -> TrainSpec:
         raise TrainSpecError(f"--resume: {exc}") from exc
     saved = _checked_saved_fields(point)
     if isinstance(changes.get("ppo"), Mapping):  # PPO field changes, as the CLI gives them
+        known = {f.name for f in dataclasses.fields(saved["ppo"])}
+        alien = [k for k, v in changes["ppo"].items() if k not in known and v is not None]
+        if alien:
+            raise TrainSpecError(f"--resume: {_flag(alien[0])} applies to the torch backend only; the run uses the "
+                                 f"{saved['backend']} backend")
         changes["ppo"] = saved["ppo"].replace(**changes["ppo"])
     for key, value in changes.items():
         if key in RUN_DEFINING and _differs(key, value, saved):
@@ -389,6 +418,7 @@ def _validate(spec: TrainSpec, *, check_paths: bool = True) -> _Plan:
     from .features import FEATURE_SETS
     from .ppo import resolve_device
 
+    _validate_backend(spec)
     if not isinstance(spec.total_timesteps, int) or isinstance(spec.total_timesteps, bool) or spec.total_timesteps <= 0:
         raise TrainSpecError(f"--total-timesteps must be a positive integer; got {spec.total_timesteps!r}")
     for name in ("n_envs", "threads"):
@@ -447,6 +477,21 @@ def _validate(spec: TrainSpec, *, check_paths: bool = True) -> _Plan:
     except runs.RunDirError as exc:
         raise TrainSpecError(str(exc)) from exc
     return _Plan(spec, env_id, cfg, ppo, device, resume, name)
+
+
+def _validate_backend(spec: TrainSpec) -> None:
+    """The backend and the settings that only one backend has (before anything is created)."""
+    from .torch_ppo import BACKENDS, TORCH_ONLY_FIELDS, TorchPPOConfig
+
+    if spec.backend not in BACKENDS:
+        raise TrainSpecError(f"--backend must be one of {BACKENDS}; got {spec.backend!r}")
+    if spec.backend == "torch" and spec.vec != TrainSpec.vec:
+        raise TrainSpecError(f"--vec {spec.vec!r} applies to the sb3 backend only; the torch backend steps its own "
+                             f"batched env (size it with --n-envs)")
+    if spec.backend == "sb3" and isinstance(spec.ppo, TorchPPOConfig):
+        changed = [f for f in TORCH_ONLY_FIELDS if getattr(spec.ppo, f) != getattr(TorchPPOConfig(), f)]
+        raise TrainSpecError(f"{_flag(changed[0]) if changed else 'a TorchPPOConfig'} applies to the torch backend "
+                             f"only (--backend torch)")
 
 
 def _validate_resume(spec: TrainSpec):
@@ -521,11 +566,18 @@ def train(spec: TrainSpec, *, log: Callable[[str], None] | None = print) -> Trai
             for p in runs.clean_run_dir(lock.run_dir):
                 log(f"removed what an interrupted save left: {p}")
             if plan.resume is not None:
-                log(f"resuming from {plan.resume.unit.model_path} at {plan.resume.num_timesteps:,} steps"
+                unit = plan.resume.unit
+                log(f"resuming from {unit.policy_path if spec.backend == 'torch' else unit.model_path} at "
+                    f"{plan.resume.num_timesteps:,} steps"
                     + "".join(f"\n  passed over {r}" for r in plan.resume.passed_over))
             caught: dict[str, int | None] = {"signal": None}
             with _stop_on_signals(caught):
-                result = _Run(plan, lock.run_dir, log, caught).run()
+                if spec.backend == "torch":
+                    from .torch_ppo import TorchRun
+
+                    result = TorchRun(plan, lock.run_dir, log, caught, torch_context()).run()
+                else:
+                    result = _Run(plan, lock.run_dir, log, caught).run()
         except BaseException:
             from . import checkpoint as ck
 
@@ -800,10 +852,26 @@ def _stop_at_total(total_timesteps: int):
 def _comparison(model, vn, plan: _Plan, episodes: int) -> tuple[str, dict[str, float]]:
     """The held-out comparison table (seeds COMPARE_SEED+) and its figures (the evaluation core's
     statistics, the same as evaluate.py's)."""
-    from .evaluation import compare_with_experts, format_table, live_model_policy
+    from .evaluation import live_model_policy
 
     spec = plan.spec
     policy = live_model_policy(model, vn, plan.cfg, spec.features, spec.action_encoding, label="ppo")
+    return comparison_table(policy, plan, episodes)
+
+
+def torch_context():
+    """What a torch-backend run (:class:`agents.torch_ppo.TorchRun`) takes from this module."""
+    from .torch_ppo import RunContext
+
+    return RunContext(TrainResult, TrainingInterrupted, comparison_table, RESUME_SEED_OFFSET, BC_SEED_OFFSET,
+                      SESSION_BC_EXPERT, EVAL_SEED, COMPARE_EXPERTS, SESSION_COMPARE_EXPERTS)
+
+
+def comparison_table(policy, plan: _Plan, episodes: int) -> tuple[str, dict[str, float]]:
+    """The held-out comparison of an evaluation ``policy`` labelled ``ppo`` (both backends)."""
+    from .evaluation import compare_with_experts, format_table
+
+    spec = plan.spec
     experts = SESSION_COMPARE_EXPERTS if plan.cfg.session.enabled else COMPARE_EXPERTS
     res = compare_with_experts(plan.env_id, dict(spec.config_overrides), [policy], experts=experts,
                                episodes=episodes, seed=COMPARE_SEED, reference="jmsra")
