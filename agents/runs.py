@@ -6,13 +6,13 @@ also marks the directory as a run of this tool and names the holder's pid). The 
 lock when the process dies, however it dies, so a stale lock of a dead process never blocks.
 
 A directory is a run only if its ``run.json`` is a valid run description
-(:func:`agents.checkpoint.read_run_json`); marker files alone (an empty ``.jmsra_run.lock``) prove
+(:func:`jmsra_agents.checkpoint.read_run_json`); marker files alone (an empty ``.jmsra_run.lock``) prove
 nothing. ``--force`` replaces only such a directory, that no live process holds, and that holds
 nothing but the files a run writes (:data:`RUN_ENTRIES`); anything else in it is named and the
 directory is left untouched. The old run is moved aside and deleted only once the new run has
 started (:meth:`RunLock.commit`); a failed start puts it back (:meth:`RunLock.abandon`). ``--resume <run dir>`` continues from the newest
 consistent saved model: the run's top-level model, its best model or a checkpoint, whichever has
-the most steps; a unit torn by a kill (:class:`agents.checkpoint.TornModelError`) is passed over.
+the most steps; a unit torn by a kill (:class:`jmsra_agents.checkpoint.TornModelError`) is passed over.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ RUN_ENTRIES = frozenset({
     ck.MODEL_FILE, ck.VECNORM_FILE, ck.WEIGHTS_FILE, ck.POLICY_FILE, ck.RUN_FILE, ck.BEST_MODEL_FILE,
     ck.BEST_VECNORM_FILE, ck.BEST_PREFIX + ck.WEIGHTS_FILE, ck.BEST_PREFIX + ck.POLICY_FILE, ck.CHECKPOINT_DIR,
     "evaluations.json", "tb", LOCK_FILE,
-    "trial_result.json",  # a sweep trial's result (agents.sweep.TRIAL_RESULT_FILE)
+    "trial_result.json",  # a sweep trial's result (jmsra_agents.sweep.TRIAL_RESULT_FILE)
 })
 
 

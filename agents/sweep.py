@@ -4,7 +4,7 @@ Each cell of the grid is one Ray Tune trial (a function trainable). A trial trai
 project's training entry point (:func:`train_step`, today ``train.py``'s ``main`` in-process), so
 its run directory has ``train.py``'s format (``evaluate.py --model RUN_DIR`` works on any of them),
 then evaluates the final model on held-out rounds with :mod:`jmsra_env.evaluation`
-(:func:`eval_step`). The report (:mod:`agents.sweep_report`) aggregates the per-seed results with
+(:func:`eval_step`). The report (:mod:`jmsra_agents.sweep_report`) aggregates the per-seed results with
 rliable's statistics (IQM, stratified-bootstrap intervals, probability of improvement).
 
 Ray starts in-process on the local machine by default (the embedded mode); ``address`` connects to
@@ -473,7 +473,7 @@ def _check_train_values(parser: argparse.ArgumentParser, argv: list[str], cell: 
 
 
 def _train_module():
-    """The training command line (``agents.cli_train``: ``build_parser`` and ``main``)."""
+    """The training command line (``jmsra_agents.cli_train``: ``build_parser`` and ``main``)."""
     from . import cli_train
 
     return cli_train
@@ -497,7 +497,7 @@ def train_argv(cell: TrialCell, run_dir: Path, *, threads: int = 1) -> list[str]
 
 
 def train_step(cell: TrialCell, run_dir: Path, *, threads: int = 1) -> None:
-    """Train ``cell`` into ``run_dir`` (train.py's format). Adapter: swap for agents.training.train."""
+    """Train ``cell`` into ``run_dir`` (train.py's format). Adapter: swap for jmsra_agents.training.train."""
     argv = train_argv(cell, run_dir, threads=threads)
     try:
         rc = _train_module().main(argv)

@@ -8,11 +8,11 @@
    equal-share transmission time), the centralised experts (``jmsra``, ``optimal``) and MAPPO / IPPO
    trained here with the stated budget (or loaded with ``--mappo-run`` / ``--ippo-run``); a
    centralised PPO run of ``train.py`` joins with ``--ppo-run``. Every policy decides on the same
-   rounds, charged as the environment charges them (:class:`agents.marl.TeamEvaluator`, the one
+   rounds, charged as the environment charges them (:class:`jmsra_agents.marl.TeamEvaluator`, the one
    evaluation path).
 3. ``--session`` (the default session row, ``--scenario JMSRA-Session-v0``): decisions change later
    rounds, so every policy rolls the same ``--episodes`` whole episodes in a session vector env
-   (:class:`agents.marl.TeamEvaluator`); the centralised rows are the session experts ``jmsra``
+   (:class:`jmsra_agents.marl.TeamEvaluator`); the centralised rows are the session experts ``jmsra``
    (myopic), ``pool-aware`` and ``lookahead``; MAPPO trains with the session discount (0.9).
 
     python benchmarks/bench_marl.py                       # default budget (a few minutes on 2 cores)
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         central = type(ma.central_env).__name__
         print(f"steps/s  single-agent {central} {s:,.0f}   ParallelEnv {m:,.0f}   ratio {r:.2f}x (target >= 0.5x)")
 
-    from agents.marl import TeamEvaluator
+    from jmsra_agents.marl import TeamEvaluator
 
     # the one evaluation path, seeded apart from training (seed 2024 + SELECTION_SEED): whole
     # episodes for a session, rounds drawn once otherwise
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     deciders = {name: make_team_policy(name, cfg) for name in experts}
     train_s = {}
     for algo in [a for a in args.algorithms.split(",") if a]:
-        from agents.marl import MARLConfig, load_marl_policy, train
+        from jmsra_agents.marl import MARLConfig, load_marl_policy, train
 
         given = getattr(args, f"{algo}_run")
         if given:
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
             train_s[algo] = (out["seconds"], time.process_time() - cpu0, out["device"])
             deciders[algo] = load_marl_policy(Path(args.logdir) / f"{algo}-{args.scenario}")
     if args.ppo_run:
-        from agents.checkpoint import load_trained_policy
+        from jmsra_agents.checkpoint import load_trained_policy
 
         deciders["ppo (centralised)"] = _Central(load_trained_policy(args.ppo_run), cfg)
 

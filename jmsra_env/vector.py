@@ -100,7 +100,7 @@ class JMSRAVectorEnv(VectorEnv):
       action and returns its first observation with reward 0, ``terminated = truncated = False``
       and its reset info (``round`` 0; the breakdown keys are masked out).
     * ``AutoresetMode.SAME_STEP`` (``autoreset_mode="SameStep"``; what Stable-Baselines3 expects,
-      used by :class:`agents.native_vec_env.NativeVecEnv`): the step that truncates resets the
+      used by :class:`jmsra_agents.native_vec_env.NativeVecEnv`): the step that truncates resets the
       sub-environment at once and returns the first observation of its next episode, with the
       reward of the last round; ``infos["final_obs"]`` (object array: the final observation dict
       of each finished sub-environment, ``None`` elsewhere; mask ``_final_obs``) and
