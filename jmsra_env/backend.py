@@ -77,6 +77,7 @@ def _numpy_namespace() -> _NumpyNamespace:
     ns.float = np.float64  # the floating dtype of the backend: NumPy computes in float64
     ns.device = None
     ns.is_torch = False
+    ns.host = True  # data-dependent branches cost nothing (no device to synchronise with)
     ns.random = _np_random
     ns.standard_normal = _np_standard_normal
     ns.astype = _np_astype
@@ -171,6 +172,9 @@ class TorchNamespace:
 
         self.torch = torch
         self.device = device
+        # On the CPU a data-dependent branch (``if x.any():``) is cheap; on a GPU it synchronises
+        # the host with the device, so the code takes branch-free forms there.
+        self.host = device.type == "cpu"
         self.float = dtype
         self.float64 = torch.float64
         self.float32 = torch.float32
@@ -253,22 +257,25 @@ class TorchNamespace:
 
     def where(self, cond, a, b):
         t = self.torch
-        if not isinstance(a, t.Tensor) and not isinstance(b, t.Tensor):
-            return t.where(cond, self._t(a), self._t(b))
-        if not isinstance(a, t.Tensor):
-            a = t.as_tensor(a, dtype=b.dtype, device=b.device)
-        if not isinstance(b, t.Tensor):
-            b = t.as_tensor(b, dtype=a.dtype, device=a.device)
-        if a.dtype != b.dtype:
-            dt = t.promote_types(a.dtype, b.dtype)
-            a, b = a.to(dt), b.to(dt)
-        return t.where(cond, a, b)
+        ta, tb = isinstance(a, t.Tensor), isinstance(b, t.Tensor)
+        if ta and tb:
+            if a.dtype != b.dtype:
+                dt = t.promote_types(a.dtype, b.dtype)
+                a, b = a.to(dt), b.to(dt)
+            return t.where(cond, a, b)
+        if ta or tb:  # a Python scalar takes the tensor's dtype (torch.where does it, no tensor made)
+            return t.where(cond, a, b)
+        return t.where(cond, self._t(a), self._t(b))
 
     def maximum(self, a, b, out=None):
+        if isinstance(b, (int, float)) and isinstance(a, self.torch.Tensor):
+            return self.torch.clamp(a, min=b, out=out)
         r = self.torch.maximum(self._t(a), self._t(b))
         return r if out is None else out.copy_(r)
 
     def minimum(self, a, b, out=None):
+        if isinstance(b, (int, float)) and isinstance(a, self.torch.Tensor):
+            return self.torch.clamp(a, max=b, out=out)
         r = self.torch.minimum(self._t(a), self._t(b))
         return r if out is None else out.copy_(r)
 

@@ -169,8 +169,8 @@ def rate_bps(bandwidth_hz, gain_hz):
         x = gain_hz / b_safe
         # log1p keeps full precision when b >> a (log2(1 + x) loses it for small x)
         r = b_safe * (xp.log1p(x) / LN2)
-        # torch: always the safe path (no host sync; it equals the plain formula where that is fine)
-        if xp.is_torch or (x.size and not (x.min() >= _SAFE_RATIO and np.isfinite(r).all())):
+        # on a GPU always the safe path (no host sync; it equals the plain formula where that is fine)
+        if not xp.host or (xp.numel(x) and not (x.min() >= _SAFE_RATIO and xp.isfinite(r).all())):
             r = _rate_extremes_bps(xp, b_safe, xp.as_float(gain_hz), x, r)
     return xp.where(pos, r, 0.0)
 
@@ -265,7 +265,7 @@ def spectral_efficiency_step(u, log_ceiling_ratio):
     em = -xp.expm1(-u)
     du = (u + xp.log(em) - xp.log(u) - log_ceiling_ratio) / xp.maximum(1.0 / em - 1.0 / u, 0.5)
     small = u < _SERIES_BELOW
-    if xp.is_torch:  # no host sync: the series on every element, selected
+    if not xp.host:  # a GPU, no host sync: the series on every element, selected
         u2 = u * u
         f = 0.5 * u + u2 * (1.0 / 24.0 - u2 * (1.0 / 2880.0 - u2 / 181440.0))
         fp = 0.5 + u * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0))
@@ -275,7 +275,7 @@ def spectral_efficiency_step(u, log_ceiling_ratio):
         u2 = us * us
         f = 0.5 * us + u2 * (1.0 / 24.0 - u2 * (1.0 / 2880.0 - u2 / 181440.0))
         fp = 0.5 + us * (1.0 / 12.0 - u2 * (1.0 / 720.0 - u2 / 30240.0))
-        du[small] = (f - np.asarray(log_ceiling_ratio)[small]) / fp
+        du[small] = (f - xp.asarray(log_ceiling_ratio)[small]) / fp
     return u - du, du
 
 
