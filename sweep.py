@@ -9,12 +9,12 @@ Locally (Ray starts in-process on this machine's cores)::
 On an existing Ray cluster: add ``--address auto`` (on a node) or ``--address ray://HOST:10001``.
 Resume an interrupted sweep: ``python sweep.py --resume --out sweeps/first``.
 
-The library is :mod:`agents.sweep`; see docs/sweeps.md.
+The library is :mod:`jmsra_agents.sweep`; see docs/sweeps.md.
 """
 
 import sys
 
-from agents.sweep import main
+from jmsra_agents.sweep import main
 
 if __name__ == "__main__":
     sys.exit(main())

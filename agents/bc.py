@@ -2,7 +2,7 @@
 
 :func:`expert_dataset` draws rounds from the scenario's world process (a fresh generator, so
 the rounds differ from the training and evaluation rounds), solves JMSRA on all of them in one
-batch and encodes each decision exactly in the policy's action encoding (:mod:`agents.encoding`: media to -1 / +1;
+batch and encodes each decision exactly in the policy's action encoding (:mod:`jmsra_agents.encoding`: media to -1 / +1;
 ``"deadline"``: every agent's finish-time target is the round's finish time; ``"box"``: shares
 ``2 b / max(b) - 1``). :func:`pretrain` then
 
@@ -137,7 +137,7 @@ def pretrain(ppo, data: BCDataset, steps: int, *, batch_size: int = 512, learnin
     """Fit ``ppo``'s policy (mean action) and value head to the expert; returns the final losses.
 
     ``steps_done`` counts the gradient steps taken; a ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM
-    under ``agents.training``) stops early with ``interrupted: True`` and the policy as it is.
+    under ``jmsra_agents.training``) stops early with ``interrupted: True`` and the policy as it is.
     """
     import torch
 

@@ -56,7 +56,7 @@ class RoundMetricsCallback(BaseCallback):
     def _init_callback(self) -> None:
         self._recorder = find_wrapper(self.training_env, RoundRecorder)
         if self._recorder is None:
-            raise ValueError("RoundMetricsCallback needs a training env built by agents.envs.make_train_env")
+            raise ValueError("RoundMetricsCallback needs a training env built by jmsra_agents.envs.make_train_env")
         self._recorder.pop()  # forget rounds from before training
 
     def _on_step(self) -> bool:
@@ -102,7 +102,7 @@ def policy_predict_fn(
 class JMSRAEvalCallback(BaseCallback):
     """Every ``eval_freq`` steps, charge the deterministic policy and the experts on fixed seeds.
 
-    The evaluation is :func:`agents.evaluation.compare_with_experts` (the core and statistics of
+    The evaluation is :func:`jmsra_agents.evaluation.compare_with_experts` (the core and statistics of
     ``evaluate.py``) on the episodes ``seeds`` (consecutive, default
     :data:`jmsra_env.evaluation.SELECTION_SEED` +). Keeps ``best_model.zip`` + ``best_vecnormalize.pkl``
     (lowest mean latency) in ``run_dir`` and the learning curve in ``evaluations.json``. The
@@ -216,7 +216,7 @@ class JMSRAEvalCallback(BaseCallback):
 
 
 class AtomicCheckpointCallback(BaseCallback):
-    """Every ``save_freq`` steps write ``checkpoints/ckpt_<steps>_steps/`` (see :mod:`agents.checkpoint`)."""
+    """Every ``save_freq`` steps write ``checkpoints/ckpt_<steps>_steps/`` (see :mod:`jmsra_agents.checkpoint`)."""
 
     def __init__(self, run_dir: str | Path, save_freq: int, run_info_fn: Callable[[str], dict], verbose: int = 0):
         super().__init__(verbose)

@@ -3,7 +3,7 @@
 Format (``RUN_FORMAT = "jmsra_env.run/2"``; ``/1`` runs, without the safe files, still load)
 --------------------------------------------------------------------------------------------
 
-``train.py`` (:func:`agents.training.train`) writes one directory per run,
+``train.py`` (:func:`jmsra_agents.training.train`) writes one directory per run,
 ``<logdir>/<run-name>/``::
 
     model.zip  vecnormalize.pkl     SB3 PPO model + its VecNormalize statistics (pickles; resume)
@@ -16,7 +16,7 @@ Format (``RUN_FORMAT = "jmsra_env.run/2"``; ``/1`` runs, without the safe files,
     checkpoints/ckpt_<steps>_steps/ every K steps: one unit + run.json, renamed into place whole
     evaluations.json                the periodic evaluation's learning curve
     tb/                             TensorBoard event files (``tensorboard --logdir <run dir>/tb``)
-    .jmsra_run.lock                 the run's lock (:mod:`agents.runs`) and marker
+    .jmsra_run.lock                 the run's lock (:mod:`jmsra_agents.runs`) and marker
 
 A *saved model* is one unit: ``<prefix>model.zip``, ``<prefix>vecnormalize.pkl``,
 ``<prefix>policy.safetensors`` and ``<prefix>policy.json`` (prefix ``""`` or ``"best_"``). The
@@ -29,9 +29,9 @@ Saving defers SIGINT / SIGTERM (:func:`deferred_signals`): a second Ctrl-C waits
 ``run.json`` holds: ``format``; ``env_id`` (the SB3-ready Box ID trained on) and
 ``requested_env_id``; ``config`` (the env's ``ScenarioConfig.to_dict()``, rebuilt with
 :func:`jmsra_env.make_config`); ``action_form`` (``"box"``); ``n_agents``; ``features`` (the
-:mod:`agents.features` set); ``obs_pipeline`` (``"features -> VecNormalize.normalize_obs"``);
-``action_encoding`` (:mod:`agents.encoding`: how the network's output becomes the env's Box
-action); ``args`` (the training spec); ``ppo`` (the :class:`agents.ppo.PPOConfig`); ``versions``
+:mod:`jmsra_agents.features` set); ``obs_pipeline`` (``"features -> VecNormalize.normalize_obs"``);
+``action_encoding`` (:mod:`jmsra_agents.encoding`: how the network's output becomes the env's Box
+action); ``args`` (the training spec); ``ppo`` (the :class:`jmsra_agents.ppo.PPOConfig`); ``versions``
 (package versions); ``num_timesteps`` (steps trained when this file was written);
 ``total_timesteps``; ``kind`` (``final``, ``checkpoint``, ``interrupted``, ``running``).
 
@@ -124,7 +124,7 @@ BEST_PREFIX = "best_"
 BEST_MODEL_FILE = BEST_PREFIX + MODEL_FILE
 BEST_VECNORM_FILE = BEST_PREFIX + VECNORM_FILE
 CHECKPOINT_DIR = "checkpoints"
-# The torch backend's unit (agents.torch_ppo): no pickle at all. trainer.safetensors holds what
+# The torch backend's unit (jmsra_agents.torch_ppo): no pickle at all. trainer.safetensors holds what
 # resuming needs beyond the policy (critic, optimiser, normalisation statistics, generator state).
 TRAINER_FILE = "trainer.safetensors"
 TORCH_UNIT_FILES = (WEIGHTS_FILE, TRAINER_FILE)
@@ -488,7 +488,7 @@ def _checkpoint_steps(name: str) -> int | None:
 
 
 def read_policy_json(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse and validate a ``policy.json`` (:func:`agents.safe_files.validate_policy_info`: plain
+    """Parse and validate a ``policy.json`` (:func:`jmsra_agents.safe_files.validate_policy_info`: plain
     JSON, nothing executed, every field checked before anything is allocated); ``ValueError``
     naming the path and the field."""
     path = Path(path)
@@ -699,7 +699,7 @@ class SafeActor:
     Mirrors ``ActorCriticPolicy.predict``: flatten, ``mlp_extractor.policy_net``, ``action_net``
     (the Gaussian's mean, its mode), clip to the action space; same layers, same weights, so the
     deterministic actions equal the SB3 model's bit for bit. The architecture is validated
-    (:func:`agents.safe_files.validate_architecture`: sizes within the documented limits) before
+    (:func:`jmsra_agents.safe_files.validate_architecture`: sizes within the documented limits) before
     any layer is built, and the weights must be finite.
     """
 
@@ -764,7 +764,7 @@ class ObsNormalizer:
     """``VecNormalize.normalize_obs`` from the statistics saved in JSON (same float64 arithmetic).
 
     ``obs_dim`` (the features' size) is required to check the statistics' length; the mean must be
-    finite and the variance finite and >= 0 (:func:`agents.safe_files.validate_normalization`).
+    finite and the variance finite and >= 0 (:func:`jmsra_agents.safe_files.validate_normalization`).
     """
 
     def __init__(self, spec: Mapping[str, Any], obs_dim: int | None = None, source: str | os.PathLike = "<memory>"):

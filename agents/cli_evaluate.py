@@ -11,7 +11,7 @@ Examples::
     jmsra-evaluate --sweep pool --episodes 64                            # KV pool per agent (sessions)
 
 The library behind it is :mod:`jmsra_env.evaluation` (rounds, policies, statistics, sweeps, report);
-trained models plug in through :mod:`agents.evaluation`. See docs/evaluation.md.
+trained models plug in through :mod:`jmsra_agents.evaluation`. See docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def _prepare(args) -> dict[str, Any]:
 
 def _load_model(path: str, label: str | None, device: str, trust_pickle: bool):
     """A trained model as an evaluation policy: a multi-agent run directory (it holds ``marl.json``,
-    :func:`agents.marl.load_marl_policy`) or a PPO run / model / checkpoint."""
+    :func:`jmsra_agents.marl.load_marl_policy`) or a PPO run / model / checkpoint."""
     if (Path(path) / "marl.json").is_file():
         from .marl import load_marl_policy
 

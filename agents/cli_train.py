@@ -1,11 +1,11 @@
-"""``jmsra-train`` / ``train.py``: parse the flags into a :class:`agents.training.TrainSpec` and train.
+"""``jmsra-train`` / ``train.py``: parse the flags into a :class:`jmsra_agents.training.TrainSpec` and train.
 
 Quick train + comparison with JMSRA, NL-only and KV-only (about a minute on 2 CPU cores)::
 
     jmsra-train --quick            # or: python train.py --quick
 
 See ``docs/training.md`` for every flag, the run-directory format and resume rules. The PPO flags
-are generated from :class:`agents.ppo.PPOConfig` (one ``--flag`` per field, help from the field).
+are generated from :class:`jmsra_agents.ppo.PPOConfig` (one ``--flag`` per field, help from the field).
 Exit status: 0 done, 2 bad input (one line naming the flag), 130 / 143 stopped by SIGINT / SIGTERM
 (the model is saved; the resume command is printed).
 """
@@ -34,7 +34,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def _add_ppo_flags(group, fields=None) -> None:
     """One flag per :class:`PPOConfig` field (or per one of ``fields``); ``None`` default = the
     recipe's default (shown in help)."""
-    from agents.ppo import PPOConfig
+    from jmsra_agents.ppo import PPOConfig
 
     for f in dataclasses.fields(PPOConfig) if fields is None else fields:
         meta, flag = f.metadata, "--" + f.name.replace("_", "-")
@@ -49,11 +49,11 @@ def _add_ppo_flags(group, fields=None) -> None:
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    from agents.encoding import ACTION_ENCODINGS, DEFAULT_ENCODING
-    from agents.envs import VEC_KINDS
-    from agents.features import DEFAULT_FEATURES, FEATURE_SETS
-    from agents.ppo import DEVICES
-    from agents import training as t
+    from jmsra_agents.encoding import ACTION_ENCODINGS, DEFAULT_ENCODING
+    from jmsra_agents.envs import VEC_KINDS
+    from jmsra_agents.features import DEFAULT_FEATURES, FEATURE_SETS
+    from jmsra_agents.ppo import DEVICES
+    from jmsra_agents import training as t
 
     p = argparse.ArgumentParser(
         prog=prog,
@@ -90,9 +90,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
     g = p.add_argument_group("observation and pre-training")
     g.add_argument("--features", choices=FEATURE_SETS, default=DEFAULT_FEATURES,
-                   help="observation features (agents.features)")
+                   help="observation features (jmsra_agents.features)")
     g.add_argument("--action-encoding", choices=ACTION_ENCODINGS, default=DEFAULT_ENCODING,
-                   help="how the network's output becomes the env's Box action (agents.encoding)")
+                   help="how the network's output becomes the env's Box action (jmsra_agents.encoding)")
     g.add_argument("--no-norm-reward", action="store_true", help="do not normalise rewards")
     g.add_argument("--bc-steps", type=int, default=None,
                    help=f"behaviour-cloning gradient steps from the expert before PPO (0 = pure RL; "
@@ -105,7 +105,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help=f"expert to clone (default: jmsra; on a session ID {t.SESSION_BC_EXPERT!r}, rolled through "
                         f"whole episodes)")
 
-    _add_ppo_flags(p.add_argument_group("PPO hyperparameters (agents.ppo.PPOConfig)"))
+    _add_ppo_flags(p.add_argument_group("PPO hyperparameters (jmsra_agents.ppo.PPOConfig)"))
     _add_backend_flags(p)
 
     g = p.add_argument_group("checkpoints and evaluation")
@@ -120,17 +120,17 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------
-# --backend (agents.torch_ppo): the flag, the torch-only hyperparameters, the checks of the pair
+# --backend (jmsra_agents.torch_ppo): the flag, the torch-only hyperparameters, the checks of the pair
 
 
 def _add_backend_flags(p: argparse.ArgumentParser) -> None:
-    from agents.torch_ppo import (BACKENDS, TORCH_BC_LR, TORCH_BC_STEPS, TORCH_N_ENVS, TORCH_ONLY_FIELDS, TORCH_QUICK_BC_STEPS,
+    from jmsra_agents.torch_ppo import (BACKENDS, TORCH_BC_LR, TORCH_BC_STEPS, TORCH_N_ENVS, TORCH_ONLY_FIELDS, TORCH_QUICK_BC_STEPS,
                                   TORCH_QUICK_TIMESTEPS, TorchPPOConfig)
 
     g = p.add_argument_group(
-        "backend", f"--backend torch: env, rollouts and updates in one torch process on --device (agents.torch_ppo); "
+        "backend", f"--backend torch: env, rollouts and updates in one torch process on --device (jmsra_agents.torch_ppo); "
         f"its defaults differ: --n-envs {TORCH_N_ENVS}, --bc-steps {TORCH_BC_STEPS}, --bc-lr {TORCH_BC_LR}, --quick {TORCH_QUICK_TIMESTEPS:,} "
-        f"steps after {TORCH_QUICK_BC_STEPS} cloning steps, PPO settings in agents.torch_ppo.TORCH_DEFAULTS (docs/training.md, 'The torch backend')")
+        f"steps after {TORCH_QUICK_BC_STEPS} cloning steps, PPO settings in jmsra_agents.torch_ppo.TORCH_DEFAULTS (docs/training.md, 'The torch backend')")
     g.add_argument("--backend", choices=BACKENDS, default=None,
                    help="sb3 (default; the reference) or torch (with --resume: the run's)")
     _add_ppo_flags(g, [f for f in dataclasses.fields(TorchPPOConfig) if f.name in TORCH_ONLY_FIELDS])
@@ -140,8 +140,8 @@ def _backend_fields(args: argparse.Namespace, argv: list[str] | None, parser: ar
                     fields: dict[str, Any]) -> None:
     """Check the flags against the backend (TrainSpecError naming the flag) and apply the torch
     backend's defaults to ``fields`` (a new run's TrainSpec fields)."""
-    from agents import training as t
-    from agents.torch_ppo import (TORCH_BC_LR, TORCH_BC_ROUNDS, TORCH_BC_STEPS, TORCH_N_ENVS, TORCH_ONLY_FIELDS,
+    from jmsra_agents import training as t
+    from jmsra_agents.torch_ppo import (TORCH_BC_LR, TORCH_BC_ROUNDS, TORCH_BC_STEPS, TORCH_N_ENVS, TORCH_ONLY_FIELDS,
                                   TORCH_QUICK_BC_ROUNDS, TORCH_QUICK_BC_STEPS, TORCH_QUICK_TIMESTEPS)
 
     explicit = _explicit_options(parser, argv)
@@ -185,7 +185,7 @@ def _spec_fields(args: argparse.Namespace, names: set[str]) -> dict[str, Any]:
     """The TrainSpec fields of the flags in ``names`` (config parsed, negated flags turned)."""
     from jmsra_env.config import parse_overrides
 
-    from agents.training import TrainSpecError
+    from jmsra_agents.training import TrainSpecError
 
     out: dict[str, Any] = {k: getattr(args, k) for k in _SAME if k in names and getattr(args, k) is not None}
     if "config" in names:
@@ -197,7 +197,7 @@ def _spec_fields(args: argparse.Namespace, names: set[str]) -> dict[str, Any]:
         out["norm_reward"] = not args.no_norm_reward
     if "no_progress_bar" in names:
         out["progress_bar"] = not args.no_progress_bar
-    from agents.torch_ppo import TorchPPOConfig  # its fields: PPOConfig's and the torch backend's
+    from jmsra_agents.torch_ppo import TorchPPOConfig  # its fields: PPOConfig's and the torch backend's
 
     ppo = {f.name: getattr(args, f.name) for f in dataclasses.fields(TorchPPOConfig)
            if getattr(args, f.name, None) is not None}
@@ -208,7 +208,7 @@ def _spec_fields(args: argparse.Namespace, names: set[str]) -> dict[str, Any]:
 
 def spec_from_args(args: argparse.Namespace, argv: list[str] | None, parser: argparse.ArgumentParser):
     """The :class:`TrainSpec` the parsed flags ask for (``--resume``: the run's, with the flags given)."""
-    from agents import training as t
+    from jmsra_agents import training as t
 
     if args.resume is not None:
         explicit = _explicit_options(parser, argv) - {"resume", "force", "run_name", "logdir", "quick"}
@@ -232,12 +232,12 @@ def spec_from_args(args: argparse.Namespace, argv: list[str] | None, parser: arg
 def validate_args(args: argparse.Namespace) -> None:
     """Check every flag and path before anything is created (``TrainSpecError`` naming the flag).
 
-    Ranges, finiteness and size limits (:func:`agents.training.check_values`, the same checks
+    Ranges, finiteness and size limits (:func:`jmsra_agents.training.check_values`, the same checks
     ``train()`` makes on a spec), ``--run-name``, and ``--logdir`` (a directory, or creatable in a
     writable directory) for a new run. A new flag adds its check here.
     """
-    from agents import runs
-    from agents import training as t
+    from jmsra_agents import runs
+    from jmsra_agents import training as t
 
     values = {k: v for k, v in vars(args).items() if v is not None}
     t.check_values(values)
@@ -255,7 +255,7 @@ def validate_args(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, train, return the exit status (2 on bad input via ``parser.error``)."""
-    from agents.training import TrainingInterrupted, TrainSpecError, train
+    from jmsra_agents.training import TrainingInterrupted, TrainSpecError, train
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -3,14 +3,14 @@
 The training stack, bottom to top::
 
     DummyVecEnv | SubprocVecEnv | native   raw JMSRA envs (Dict observation, Box action)
-    EncodedActionVecEnv                    policy action -> env Box action (agents.encoding)
+    EncodedActionVecEnv                    policy action -> env Box action (jmsra_agents.encoding)
     VecMonitor                             episode returns for SB3's rollout/ep_rew_mean
     RoundRecorder                          keeps each round's raw observation and charged latency
-    FeatureVecEnv                          Dict observation -> agents.features vector (float32)
+    FeatureVecEnv                          Dict observation -> jmsra_agents.features vector (float32)
     VecNormalize                           running standardisation of features (and rewards)
 
 :class:`RoundRecorder` sits below the normalisation so that the TensorBoard metrics are in raw
-units; at the end of a rollout :class:`agents.callbacks.RoundMetricsCallback` solves JMSRA on all
+units; at the end of a rollout :class:`jmsra_agents.callbacks.RoundMetricsCallback` solves JMSRA on all
 recorded rounds in one batch to log the gap.
 """
 

@@ -6,7 +6,7 @@ package never imports the training package:
 
 * :class:`TrainedModelPolicy` wraps anything with ``predict(obs, deterministic=True) -> (Box
   action, state)`` on raw observations: a saved run (:func:`load_model_policy`, through
-  :func:`agents.checkpoint.load_trained_policy`) or a model being trained (:func:`live_model_policy`).
+  :func:`jmsra_agents.checkpoint.load_trained_policy`) or a model being trained (:func:`live_model_policy`).
 * :func:`compare_with_experts` is training's periodic evaluation and final comparison: the
   policies and experts on the same rounds, with the statistics of ``evaluate.py``.
 """
@@ -74,7 +74,7 @@ class TrainedModelPolicy:
 
     @property
     def trained(self):
-        """The wrapped predictor (an ``agents.checkpoint.TrainedPolicy`` for a saved run)."""
+        """The wrapped predictor (an ``jmsra_agents.checkpoint.TrainedPolicy`` for a saved run)."""
         return self.predictor
 
     def reset(self, config: ScenarioConfig, seed: int | None = None) -> None:
@@ -106,7 +106,7 @@ def load_model_policy(
     """Load a trained model (run dir, model.zip or checkpoint dir) as an evaluation policy.
 
     Only the safe format (safetensors + JSON) is read unless ``trust_pickle`` (see
-    :func:`agents.checkpoint.load_trained_policy`).
+    :func:`jmsra_agents.checkpoint.load_trained_policy`).
     Any failure is an :class:`jmsra_env.evaluation.EvaluationError` naming the path.
     """
     p = Path(path)

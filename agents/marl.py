@@ -1,6 +1,6 @@
 """Multi-agent PPO on TorchRL: MAPPO (centralised critic over ``state()``) and IPPO, decentralised actors.
 
-``jmsra-train-marl`` (or ``python -m agents.marl``) trains on :mod:`jmsra_env.multiagent`'s
+``jmsra-train-marl`` (or ``python -m jmsra_agents.marl``) trains on :mod:`jmsra_env.multiagent`'s
 ``ParallelEnv`` through TorchRL's ``PettingZooWrapper``, with ``MultiAgentMLP`` actors (one network
 shared by all agents, each agent reading only its own features), ``ClipPPOLoss``, ``GAE`` and a
 ``Collector``: no hand-written PPO.
@@ -8,18 +8,18 @@ shared by all agents, each agent reading only its own features), ``ClipPPOLoss``
 The stack, bottom to top::
 
     JMSRAParallelEnv        per-agent Dict observations, [medium score, request] actions
-    AgentFeatureEnv         per agent: agents.features of its OWN observation (standardised), and
-                            the deadline action encoding (agents.encoding) from its own observation
+    AgentFeatureEnv         per agent: jmsra_agents.features of its OWN observation (standardised), and
+                            the deadline action encoding (jmsra_agents.encoding) from its own observation
     PettingZooWrapper       TorchRL tensordicts; group "agents"; "state" for MAPPO's critic
 
-* **Observation per agent**: :func:`agents.features.observation_features` ("physics") of the agent's
+* **Observation per agent**: :func:`jmsra_agents.features.observation_features` ("physics") of the agent's
   own observation (a one-agent observation: its channel, device, load, tokens and the receiver's
   broadcast), 20 entries (27 in a session: + :func:`session_features`), standardised with
   statistics of rounds drawn at start-up (saved with the run). The MAPPO critic reads ``state``:
   the same features of the central observation (``18 N + 2``; sessions ``23 N + 4``), standardised.
 * **Action per agent** (``Box(-1, 1, (2,))``): ``a[0] > 0`` means KV; ``a[1]`` codes a finish-time
   target ``10 ** (0.5 + 1.5 a[1])`` s and the agent requests the bandwidth that meets it
-  (:func:`agents.encoding.deadline_bandwidth_hz`, from its own observation, at most the band), as a
+  (:func:`jmsra_agents.encoding.deadline_bandwidth_hz`, from its own observation, at most the band), as a
   fraction of the band; the scheduler normalises the requests (``--encoding request``: ``a[1]``
   mapped to a request ``(a[1] + 1) / 2`` directly).
 * **Reward**: the shared ``-T``; single rounds are contextual bandits, so ``gamma = 0`` by default;
@@ -200,7 +200,7 @@ _SESSION_AGENT_FEATURES, _SESSION_SCALARS = 5, 2
 class FeatureCodec:
     """Observation features and the action decoding of the multi-agent policies (train and eval).
 
-    Features: :func:`agents.features.observation_features` ("physics"); in a session scenario
+    Features: :func:`jmsra_agents.features.observation_features` ("physics"); in a session scenario
     followed by :func:`session_features` (the receiver's state). Standardised with statistics of
     rounds drawn at start-up (sessions: whole episodes rolled with random media), saved with a run.
     """
@@ -632,7 +632,7 @@ class TeamEvaluator:
 
 def behaviour_clone(actor_net, codec: FeatureCodec, hp: MARLConfig, device, log=None) -> float:
     """Regress every agent's deterministic action (``tanh(loc)``) on its part of JMSRA's decision
-    (:func:`agents.encoding.expert_policy_action`: medium +-1, finish-time code or share), from
+    (:func:`jmsra_agents.encoding.expert_policy_action`: medium +-1, finish-time code or share), from
     its own features only, and its scale towards ``hp.bc_scale``. Returns the last loss. In a
     session the expert is the pool-aware JMSRA (:data:`BC_EXPERTS`) on episodes it rolls.
 

@@ -4,7 +4,7 @@ SB3's ``DummyVecEnv`` steps ``n`` Python environments one after the other; :clas
 steps all of them with one call of the NumPy-batched environment and only translates the result
 into SB3's conventions::
 
-    from agents.native_vec_env import make_native_vec_env
+    from jmsra_agents.native_vec_env import make_native_vec_env
     venv = make_native_vec_env("jmsra_env/JMSRA-Box-v1", n_envs=16, seed=0)
     model = PPO("MultiInputPolicy", venv)
 

@@ -40,7 +40,7 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 class PPOConfig:
     """PPO hyperparameters (SB3 names); ``net_arch`` is shared by the policy and value nets.
 
-    Each field is written once: ``agents.cli_train`` derives a ``--flag`` from every field (its
+    Each field is written once: ``jmsra_agents.cli_train`` derives a ``--flag`` from every field (its
     ``help`` metadata, type from the default or the ``parse`` metadata).
     """
 

@@ -6,13 +6,13 @@ also marks the directory as a run of this tool and names the holder's pid). The 
 lock when the process dies, however it dies, so a stale lock of a dead process never blocks.
 
 A directory is a run only if its ``run.json`` is a valid run description
-(:func:`agents.checkpoint.read_run_json`); marker files alone (an empty ``.jmsra_run.lock``) prove
+(:func:`jmsra_agents.checkpoint.read_run_json`); marker files alone (an empty ``.jmsra_run.lock``) prove
 nothing. ``--force`` replaces only such a directory, that no live process holds, and that holds
 nothing but the files a run writes (:data:`RUN_ENTRIES`); anything else in it is named and the
 directory is left untouched. The old run is moved aside and deleted only once the new run has
 started (:meth:`RunLock.commit`); a failed start puts it back (:meth:`RunLock.abandon`). ``--resume <run dir>`` continues from the newest
 consistent saved model: the run's top-level model, its best model or a checkpoint, whichever has
-the most steps; a unit torn by a kill (:class:`agents.checkpoint.TornModelError`) is passed over.
+the most steps; a unit torn by a kill (:class:`jmsra_agents.checkpoint.TornModelError`) is passed over.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ RUN_ENTRIES = frozenset({
     ck.MODEL_FILE, ck.VECNORM_FILE, ck.WEIGHTS_FILE, ck.POLICY_FILE, ck.RUN_FILE, ck.BEST_MODEL_FILE,
     ck.BEST_VECNORM_FILE, ck.BEST_PREFIX + ck.WEIGHTS_FILE, ck.BEST_PREFIX + ck.POLICY_FILE, ck.CHECKPOINT_DIR,
     "evaluations.json", "tb", LOCK_FILE,
+    "trial_result.json",  # a sweep trial's result (jmsra_agents.sweep.TRIAL_RESULT_FILE)
 })
 
 
@@ -107,10 +108,10 @@ class RunLock:
         self.release()
 
 
-def lock_run_dir(run_dir: str | os.PathLike) -> RunLock:
-    """Lock ``run_dir`` for this process; :class:`RunDirError` naming the holder if it is in use."""
-    run_dir = Path(run_dir)
-    path = run_dir / LOCK_FILE
+def hold_lock_file(path: Path) -> int | None:
+    """Take an exclusive ``fcntl.flock`` on ``path`` (created if need be) and write who holds it
+    (pid, host, since) into it; the descriptor, or None when another live process holds it. The
+    kernel drops the lock when the descriptor is closed or the process ends, however it ends."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -118,17 +119,27 @@ def lock_run_dir(run_dir: str | os.PathLike) -> RunLock:
         os.close(fd)
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise
-        raise RunDirError(
-            f"run directory {run_dir} is in use by a live training process ({_holder(path)}); "
-            f"wait for it to end or stop it first"
-        ) from None
+        return None
     holder = {"pid": os.getpid(), "host": os.uname().nodename, "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+    return fd
+
+
+def lock_run_dir(run_dir: str | os.PathLike) -> RunLock:
+    """Lock ``run_dir`` for this process; :class:`RunDirError` naming the holder if it is in use."""
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    fd = hold_lock_file(path)
+    if fd is None:
+        raise RunDirError(
+            f"run directory {run_dir} is in use by a live training process ({lock_holder(path)}); "
+            f"wait for it to end or stop it first"
+        )
     return RunLock(run_dir, fd)
 
 
-def _holder(lock_path: Path) -> str:
+def lock_holder(lock_path: Path) -> str:
     try:
         info = json.loads(lock_path.read_text())
         return f"pid {info['pid']} on {info['host']} since {info['since']}"
@@ -205,9 +216,19 @@ def _only_a_lock(path: Path) -> bool:
     return entries[0].stat().st_size <= 4096
 
 
+_RUN_FOLDERS = frozenset({ck.CHECKPOINT_DIR, "tb"})
+
+
 def _foreign_entries(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir()
-                  if p.name not in RUN_ENTRIES and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    """What in ``path`` a run does not write: other names, or a run's name of the wrong kind (a
+    folder called ``model.zip``, a file called ``tb``)."""
+    out = []
+    for p in path.iterdir():
+        if p.name.startswith(".") and p.name.endswith(".tmp"):
+            continue  # an interrupted save's temporary file or folder
+        if p.name not in RUN_ENTRIES or p.is_symlink() or p.is_dir() != (p.name in _RUN_FOLDERS):
+            out.append(p.name)
+    return sorted(out)
 
 
 def open_run_dir(logdir: str | os.PathLike, name: str, force: bool = False) -> RunLock:

@@ -52,9 +52,9 @@ __all__ = [
     "field_error",
 ]
 
-MAX_JSON_BYTES = 64 * 1024 * 1024  # a policy.json / run.json / marl.json larger than 64 MiB is refused
+MAX_JSON_BYTES = 8 * 1024 * 1024  # a policy.json / run.json / marl.json larger than 8 MiB is refused (real ones: < 1 MiB)
 MAX_JSON_DEPTH = 64  # nesting of arrays / objects; real files nest at most ~8 deep
-MAX_SAFETENSORS_HEADER_BYTES = 16 * 1024 * 1024  # the JSON header of a safetensors file
+MAX_SAFETENSORS_HEADER_BYTES = 1024 * 1024  # the JSON header of a safetensors file (real ones: a few KiB)
 # The network size limits (train.py's --net-arch and the multi-agent --hidden / --depth obey the same):
 MAX_LAYER_UNITS = 8192  # units of one layer (also the largest observation / action size accepted)
 MAX_HIDDEN_LAYERS = 32  # hidden layers of one network
@@ -83,8 +83,8 @@ def _json_depth(data: bytes) -> int:
     arr = np.frombuffer(stripped, dtype=np.uint8)
     if arr.size == 0:
         return 0
-    step = (np.isin(arr, (0x5B, 0x7B))).astype(np.int64) - (np.isin(arr, (0x5D, 0x7D))).astype(np.int64)
-    return int(np.cumsum(step).max(initial=0))
+    step = ((arr == 0x5B) | (arr == 0x7B)).astype(np.int8) - ((arr == 0x5D) | (arr == 0x7D)).astype(np.int8)
+    return int(np.cumsum(step, dtype=np.int32).max(initial=0))
 
 
 def loads_json_limited(data: bytes, source: str | os.PathLike, what: str = "JSON file",

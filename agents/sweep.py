@@ -4,7 +4,7 @@ Each cell of the grid is one Ray Tune trial (a function trainable). A trial trai
 project's training entry point (:func:`train_step`, today ``train.py``'s ``main`` in-process), so
 its run directory has ``train.py``'s format (``evaluate.py --model RUN_DIR`` works on any of them),
 then evaluates the final model on held-out rounds with :mod:`jmsra_env.evaluation`
-(:func:`eval_step`). The report (:mod:`agents.sweep_report`) aggregates the per-seed results with
+(:func:`eval_step`). The report (:mod:`jmsra_agents.sweep_report`) aggregates the per-seed results with
 rliable's statistics (IQM, stratified-bootstrap intervals, probability of improvement).
 
 Ray starts in-process on the local machine by default (the embedded mode); ``address`` connects to
@@ -44,6 +44,7 @@ import numpy as np
 from jmsra_env import evaluation as ev
 
 from .evaluation import load_model_policy
+from .runs import RunDirError, check_logdir, hold_lock_file, lock_holder
 
 __all__ = [
     "SweepError",
@@ -472,7 +473,7 @@ def _check_train_values(parser: argparse.ArgumentParser, argv: list[str], cell: 
 
 
 def _train_module():
-    """The training command line (``agents.cli_train``: ``build_parser`` and ``main``)."""
+    """The training command line (``jmsra_agents.cli_train``: ``build_parser`` and ``main``)."""
     from . import cli_train
 
     return cli_train
@@ -496,7 +497,7 @@ def train_argv(cell: TrialCell, run_dir: Path, *, threads: int = 1) -> list[str]
 
 
 def train_step(cell: TrialCell, run_dir: Path, *, threads: int = 1) -> None:
-    """Train ``cell`` into ``run_dir`` (train.py's format). Adapter: swap for agents.training.train."""
+    """Train ``cell`` into ``run_dir`` (train.py's format). Adapter: swap for jmsra_agents.training.train."""
     argv = train_argv(cell, run_dir, threads=threads)
     try:
         rc = _train_module().main(argv)
@@ -886,7 +887,6 @@ def _check_out(args) -> Path:
     """``--out``: a path; for a new sweep a folder that does not exist yet, is empty, or holds only
     a sweep lock; for ``--resume`` / ``--report-only`` a sweep of this tool (its ``grid.json``).
     Checked before anything is created (the folder's place must be writable)."""
-    from .runs import RunDirError, check_logdir
 
     if not args.out or "\0" in args.out:
         raise SweepError(f"--out must be a folder path; got {args.out!r:.60}")
@@ -913,24 +913,11 @@ def _check_out(args) -> Path:
 def _lock_out(out: Path) -> int:
     """Hold ``out/.jmsra_sweep.lock`` (``fcntl.flock``) for the sweep's lifetime; the kernel drops it
     when the process ends, however it ends. :class:`SweepError` when another sweep holds it."""
-    import errno
-    import fcntl
-
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise
-        try:
-            holder = (out / LOCK_FILE).read_text().strip() or "pid unknown"
-        except OSError:
-            holder = "pid unknown"
-        raise SweepError(f"--out {str(out)!r} is in use by a running sweep ({holder}); wait for it to end") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
-                              "since": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode() + b"\n", 0)
+    fd = hold_lock_file(out / LOCK_FILE)
+    if fd is None:
+        raise SweepError(
+            f"--out {str(out)!r} is in use by a running sweep ({lock_holder(out / LOCK_FILE)}); wait for it to end"
+        )
     return fd
 
 

@@ -275,8 +275,8 @@ def build_report(
     plots: bool = True,
     curve_tag: str = CURVE_TAG,
 ) -> dict[str, bytes | str]:
-    """All report files by name. ``cells``: the grid's :class:`~agents.sweep.TrialCell` list;
-    ``results``: :class:`~agents.sweep.TrialResult` by trial name (missing trials are listed);
+    """All report files by name. ``cells``: the grid's :class:`~jmsra_agents.sweep.TrialCell` list;
+    ``results``: :class:`~jmsra_agents.sweep.TrialResult` by trial name (missing trials are listed);
     ``experts``: scenario -> expert -> latency (evaluated here when not given). Same inputs, same bytes.
     """
     scenarios: dict[str, Any] = {}

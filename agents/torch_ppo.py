@@ -3,19 +3,19 @@
 A compact CleanRL / rsl_rl-style PPO where the vector environment (thousands of envs), the
 preallocated rollout storage, the observation normalisation, GAE (a tensor loop over the rollout's
 steps) and the minibatch updates (an index permutation per epoch) all stay on one device; no NumPy
-round trip per step. The run-directory contract is the SB3 path's (:mod:`agents.training`,
-:mod:`agents.runs`, :mod:`agents.checkpoint`): the same lock, run.json, atomic units and
+round trip per step. The run-directory contract is the SB3 path's (:mod:`jmsra_agents.training`,
+:mod:`jmsra_agents.runs`, :mod:`jmsra_agents.checkpoint`): the same lock, run.json, atomic units and
 checkpoints renamed whole, ``--resume`` after SIGINT / SIGTERM / SIGKILL, the periodic evaluation
 and the final comparison through the one evaluation path (:mod:`jmsra_env.evaluation`, the policy
 wrapped exactly as ``evaluate.py --model`` loads it), and the safe format.
 
 A saved unit of this backend is ``policy.safetensors`` (the actor-critic's weights, under SB3's
-parameter names, so :func:`agents.checkpoint.load_trained_policy` rebuilds the actor unchanged),
+parameter names, so :func:`jmsra_agents.checkpoint.load_trained_policy` rebuilds the actor unchanged),
 ``trainer.safetensors`` (what resuming needs beyond the weights: Adam's moments, the normalisation
 statistics, the sampling generator's state; raw tensors, nothing unpickled) and ``policy.json``
 (the manifest, written last, with the hashes of the other two and ``run.backend = "torch"``).
 
-Hyperparameters: :class:`TorchPPOConfig` extends :class:`agents.ppo.PPOConfig` (same names, same
+Hyperparameters: :class:`TorchPPOConfig` extends :class:`jmsra_agents.ppo.PPOConfig` (same names, same
 CLI flags) with the levers of large-batch on-device PPO: a KL-adaptive step size (rsl_rl), a
 behaviour-cloning loss term decayed during PPO (DAPG) and ``torch.compile`` of the update.
 """
@@ -44,7 +44,7 @@ BACKENDS = ("sb3", "torch")
 TORCH_N_ENVS = 1024  # the torch backend's default --n-envs
 TORCH_QUICK_TIMESTEPS = 409_600  # the torch backend's --quick budget (50 updates of 8 x 1,024)
 BC_BATCH = 4096  # behaviour-cloning minibatch (rows)
-OBS_CLIP = 10.0  # VecNormalize's defaults: the saved statistics load through agents.checkpoint.ObsNormalizer
+OBS_CLIP = 10.0  # VecNormalize's defaults: the saved statistics load through jmsra_agents.checkpoint.ObsNormalizer
 OBS_EPS = 1e-8
 REWARD_CLIP = 10.0
 
@@ -90,7 +90,7 @@ TORCH_BC_LR = 3e-3  # the torch backend's cloning step size (its minibatch is 8x
 
 def default_torch_ppo(bc_steps: int, **changes: Any) -> TorchPPOConfig:
     """The torch backend's defaults (:data:`TORCH_DEFAULTS`, fine-tuning after behaviour cloning);
-    given ``changes`` win (``agents.training.default_ppo`` adds a session's discount)."""
+    given ``changes`` win (``jmsra_agents.training.default_ppo`` adds a session's discount)."""
     base = TorchPPOConfig(**TORCH_DEFAULTS)
     if bc_steps > 0:
         base = base.replace(**TORCH_BC_FINE_TUNE)
@@ -99,13 +99,13 @@ def default_torch_ppo(bc_steps: int, **changes: Any) -> TorchPPOConfig:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What :mod:`agents.training` hands a torch run: its seeds, experts, result types and the
+    """What :mod:`jmsra_agents.training` hands a torch run: its seeds, experts, result types and the
     held-out comparison (training imports this module, never the reverse: the import graph stays
     a DAG)."""
 
-    result_cls: type  # agents.training.TrainResult
-    interrupted_cls: type  # agents.training.TrainingInterrupted
-    comparison: Callable  # agents.training.comparison_table(policy, plan, episodes)
+    result_cls: type  # jmsra_agents.training.TrainResult
+    interrupted_cls: type  # jmsra_agents.training.TrainingInterrupted
+    comparison: Callable  # jmsra_agents.training.comparison_table(policy, plan, episodes)
     resume_seed_offset: int
     bc_seed_offset: int
     session_bc_expert: str
@@ -188,7 +188,7 @@ def ActorCritic(n_obs: int, n_act: int, cfg: PPOConfig):  # noqa: N802 - a modul
 class RunningNorm:
     """Running mean / variance on the device (SB3 ``RunningMeanStd``'s parallel update, float64) and
     ``VecNormalize``'s normalisation; ``obs_rms`` / ``norm_obs`` / ``epsilon`` / ``clip_obs`` make it
-    readable by :func:`agents.checkpoint._normalisation` (the safe format's statistics)."""
+    readable by :func:`jmsra_agents.checkpoint._normalisation` (the safe format's statistics)."""
 
     def __init__(self, shape: tuple[int, ...], device, epsilon: float = 1e-4):
         import torch
@@ -215,7 +215,7 @@ class RunningNorm:
         return z.clamp(-self.clip_obs, self.clip_obs).to(torch.float32)
 
     @property
-    def obs_rms(self):  # the attribute view agents.checkpoint reads
+    def obs_rms(self):  # the attribute view jmsra_agents.checkpoint reads
         return _RMSView(self.mean.cpu().numpy(), self.var.cpu().numpy(), float(self.count))
 
     def tensors(self, prefix: str) -> dict[str, Any]:
@@ -241,7 +241,7 @@ class _RMSView:
 
 class TorchRun:
     """One training session of the torch backend in a locked run directory (the torch twin of
-    ``agents.training._Run``): build or resume, clone the expert, PPO, save, compare."""
+    ``jmsra_agents.training._Run``): build or resume, clone the expert, PPO, save, compare."""
 
     def __init__(self, plan, run_dir: Path, log: Callable[[str], None], caught: dict, ctx: RunContext):
         import torch

@@ -1,14 +1,14 @@
 """Train a PPO agent: ``train(TrainSpec(...)) -> TrainResult`` (the API behind ``train.py``).
 
 :func:`train` validates the spec (``TrainSpecError`` naming the field, before anything is
-written), creates and locks the run directory (:mod:`agents.runs`), optionally pre-trains by
+written), creates and locks the run directory (:mod:`jmsra_agents.runs`), optionally pre-trains by
 behaviour cloning from JMSRA, runs PPO with TensorBoard metrics, periodic evaluation and atomic
-checkpoints, saves the model (SB3 files and the safe format, :mod:`agents.checkpoint`) and
+checkpoints, saves the model (SB3 files and the safe format, :mod:`jmsra_agents.checkpoint`) and
 compares it with the experts on held-out seeds. SIGINT and SIGTERM stop it cleanly: the model is
 saved and the result says ``status="interrupted"`` (exit code 130 / 143).
 
 Resuming: :func:`resume_spec` builds the spec of a saved run (``--resume``) and refuses changes to
-what defines the run. No argparse here; ``agents.cli_train`` is the command line.
+what defines the run. No argparse here; ``jmsra_agents.cli_train`` is the command line.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ BC_SEED_OFFSET = 7_777_777  # the behaviour-cloning rounds differ from the train
 COMPARE_EXPERTS = ("jmsra", "nl-only", "kv-only")
 # Sessions (docs/sessions.md): a KV message fills the receiver's pool for later rounds, so the
 # discount matters; 0.9: a horizon of ~10 of the 64 rounds, longer than the lookahead expert's
-# H = 6 (agents.marl uses the same). Single rounds are contextual bandits: gamma 0 (agents.ppo).
+# H = 6 (jmsra_agents.marl uses the same). Single rounds are contextual bandits: gamma 0 (jmsra_agents.ppo).
 SESSION_GAMMA = 0.9
 SESSION_COMPARE_EXPERTS = ("jmsra", "nl-only", "pool-aware")
 # Behaviour cloning on a session: the best causal expert, rolled through whole episodes
@@ -121,7 +121,7 @@ def _real(v: Any) -> bool:
 def check_values(values: Mapping[str, Any]) -> None:
     """Check the flag values present in ``values`` (TrainSpec / PPOConfig field names; ``None``
     skipped): integer ranges, finite floats, the network size limits of
-    :mod:`agents.safe_files`. :class:`TrainSpecError` naming the flag. Allocates nothing."""
+    :mod:`jmsra_agents.safe_files`. :class:`TrainSpecError` naming the flag. Allocates nothing."""
     import math
 
     from .safe_files import MAX_HIDDEN_LAYERS, MAX_LAYER_UNITS
@@ -171,7 +171,7 @@ def check_values(values: Mapping[str, Any]) -> None:
 
 
 def check_network_size(net_arch, n_inputs: int, n_outputs: int) -> None:
-    """The policy (and the same-sized value) network within :data:`agents.safe_files.MAX_POLICY_PARAMETERS`."""
+    """The policy (and the same-sized value) network within :data:`jmsra_agents.safe_files.MAX_POLICY_PARAMETERS`."""
     from .safe_files import MAX_POLICY_PARAMETERS, mlp_parameters
 
     n = mlp_parameters([n_inputs, *net_arch, n_outputs])
@@ -183,7 +183,7 @@ def check_network_size(net_arch, n_inputs: int, n_outputs: int) -> None:
 def default_ppo(bc_steps: int, *, session: bool = False, backend: str = "sb3", **changes: Any) -> PPOConfig:
     """The PPO defaults of a run: fine-tuning step size and noise after behaviour cloning; on a
     session scenario the discount :data:`SESSION_GAMMA` (a given ``gamma`` wins). ``backend="torch"``:
-    :func:`agents.torch_ppo.default_torch_ppo` (a :class:`~agents.torch_ppo.TorchPPOConfig`)."""
+    :func:`jmsra_agents.torch_ppo.default_torch_ppo` (a :class:`~jmsra_agents.torch_ppo.TorchPPOConfig`)."""
     if backend == "torch":
         from .torch_ppo import default_torch_ppo
 
@@ -236,7 +236,7 @@ class TrainSpec:
     compare_episodes: int = 16  # 0 = no final comparison
     progress_bar: bool = True
     verbose: int = 0  # SB3 verbosity
-    backend: str = "sb3"  # "sb3" (the reference) or "torch" (agents.torch_ppo: env, rollouts, updates on one device)
+    backend: str = "sb3"  # "sb3" (the reference) or "torch" (jmsra_agents.torch_ppo: env, rollouts, updates on one device)
 
     def __post_init__(self) -> None:
         if self.bc_rounds is None:  # whole episodes of lookahead on sessions: far fewer rounds
@@ -506,7 +506,7 @@ def _validate_resume(spec: TrainSpec):
         value = getattr(spec, key) if key != "ppo" else spec.ppo_config()
         if _differs(key, value, saved):
             raise TrainSpecError(f"--resume: {_conflict(key, value, saved)} differs from the run; "
-                                 f"build the spec with agents.training.resume_spec")
+                                 f"build the spec with jmsra_agents.training.resume_spec")
     if spec.total_timesteps <= point.num_timesteps:
         raise TrainSpecError(f"--resume: the run has {point.num_timesteps} steps already; "
                              f"ask for more with --total-timesteps")
@@ -669,7 +669,7 @@ class _Run:
             "n_agents": cfg.n_agents,
             "features": self.spec.features,
             "action_encoding": self.spec.action_encoding,
-            "obs_pipeline": "agents.features.observation_features -> VecNormalize.normalize_obs",
+            "obs_pipeline": "jmsra_agents.features.observation_features -> VecNormalize.normalize_obs",
             "args": self.spec.to_dict(),
             "ppo": plan.ppo.to_dict(),
             "bc": self.bc_info,
@@ -860,7 +860,7 @@ def _comparison(model, vn, plan: _Plan, episodes: int) -> tuple[str, dict[str, f
 
 
 def torch_context():
-    """What a torch-backend run (:class:`agents.torch_ppo.TorchRun`) takes from this module."""
+    """What a torch-backend run (:class:`jmsra_agents.torch_ppo.TorchRun`) takes from this module."""
     from .torch_ppo import RunContext
 
     return RunContext(TrainResult, TrainingInterrupted, comparison_table, RESUME_SEED_OFFSET, BC_SEED_OFFSET,

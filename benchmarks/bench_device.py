@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jmsra_env  # noqa: E402,F401 - registers the environments
-from agents.training import train  # noqa: E402
+from jmsra_agents.training import train  # noqa: E402
 
 _EVAL = re.compile(r"\[eval @\s*([\d,]+) steps\] latency ([\d.]+) s, gap to JMSRA ([+-][\d.]+) %")
 
@@ -45,7 +45,7 @@ def _run(backend: str, args, logdir: str, name: str, *, bc: bool, timesteps: int
     """One run of ``train.py [--backend torch] [--quick]`` (each backend's own recipe: with ``bc``
     its --quick cloning, else none); returns its figures and, from its log, when each evaluation
     ended (wall seconds since the start, cloning included)."""
-    from agents.cli_train import build_parser, spec_from_args
+    from jmsra_agents.cli_train import build_parser, spec_from_args
 
     argv = ["--env-id", args.env_id, "--seed", str(args.seed), "--threads", str(args.threads), "--logdir", logdir,
             "--run-name", name, "--device", device, "--checkpoint-freq", "0", "--no-progress-bar",
@@ -75,8 +75,8 @@ def _time_to(evals, target: float) -> float | None:
 def _env_steps_per_s(env_id: str, m: int, device: str, seconds: float = 3.0) -> float:
     import torch
 
-    from agents.envs import scenario_config
-    from agents.torch_ppo import make_torch_vec_env
+    from jmsra_agents.envs import scenario_config
+    from jmsra_agents.torch_ppo import make_torch_vec_env
 
     env = make_torch_vec_env(env_id, m, scenario_config(env_id), device=device, features="physics",
                              action_encoding="deadline")

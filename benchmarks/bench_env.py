@@ -229,7 +229,7 @@ def bench_torch(m: int, steps: int, repeats: int, device: str = "cpu") -> dict[s
 
 # -- (c) PPO training -----------------------------------------------------------------------
 
-# The project's PPO defaults (agents.ppo.PPOConfig), with SB3's MultiInputPolicy on the raw Dict
+# The project's PPO defaults (jmsra_agents.ppo.PPOConfig), with SB3's MultiInputPolicy on the raw Dict
 # observation so that only the vectorisation differs between the two runs.
 PPO_KWARGS = dict(n_steps=256, batch_size=512, n_epochs=10, gamma=0.0, learning_rate=3e-4)
 
@@ -275,7 +275,7 @@ def bench_ppo(n_envs: int, total_steps: int, repeats: int, epochs: tuple[int, ..
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from agents.native_vec_env import make_native_vec_env
+    from jmsra_agents.native_vec_env import make_native_vec_env
 
     torch.set_num_threads(1)  # the same single thread for both: fair, and robust to a shared machine
     makers = {
@@ -308,13 +308,13 @@ def bench_ppo(n_envs: int, total_steps: int, repeats: int, epochs: tuple[int, ..
 
 
 def bench_train_stack(n_envs: int, total_steps: int, repeats: int) -> dict[str, float] | None:
-    """``train.py``'s own stack (``agents.envs.make_train_env`` + ``agents.ppo.make_ppo`` with the
+    """``train.py``'s own stack (``jmsra_agents.envs.make_train_env`` + ``jmsra_agents.ppo.make_ppo`` with the
     default ``PPOConfig``), ``--vec native`` against ``--vec dummy``."""
     import torch
 
     try:
-        from agents.envs import make_train_env
-        from agents.ppo import PPOConfig, make_ppo
+        from jmsra_agents.envs import make_train_env
+        from jmsra_agents.ppo import PPOConfig, make_ppo
     except ImportError as exc:  # the training package is another module's; report, do not fail
         print(f"\n(c2) train.py stack: not available ({exc})")
         return None

@@ -8,10 +8,11 @@
    equal-share transmission time), the centralised experts (``jmsra``, ``optimal``) and MAPPO / IPPO
    trained here with the stated budget (or loaded with ``--mappo-run`` / ``--ippo-run``); a
    centralised PPO run of ``train.py`` joins with ``--ppo-run``. Every policy decides on the same
-   rounds, charged by :func:`jmsra_env.model.latency`.
+   rounds, charged as the environment charges them (:class:`jmsra_agents.marl.TeamEvaluator`, the one
+   evaluation path).
 3. ``--session`` (the default session row, ``--scenario JMSRA-Session-v0``): decisions change later
    rounds, so every policy rolls the same ``--episodes`` whole episodes in a session vector env
-   (:class:`agents.marl.TeamEvaluator`); the centralised rows are the session experts ``jmsra``
+   (:class:`jmsra_agents.marl.TeamEvaluator`); the centralised rows are the session experts ``jmsra``
    (myopic), ``pool-aware`` and ``lookahead``; MAPPO trains with the session discount (0.9).
 
     python benchmarks/bench_marl.py                       # default budget (a few minutes on 2 cores)
@@ -33,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jmsra_env import model  # noqa: E402
 from jmsra_env.multiagent import make_team_policy, parallel_env  # noqa: E402
-from jmsra_env.world import WorldProcess  # noqa: E402
 
 
 def steps_per_s(step, reset, n: int) -> float:
@@ -110,24 +110,23 @@ def main(argv=None) -> int:
         central = type(ma.central_env).__name__
         print(f"steps/s  single-agent {central} {s:,.0f}   ParallelEnv {m:,.0f}   ratio {r:.2f}x (target >= 0.5x)")
 
-    if session:
-        from agents.marl import TeamEvaluator
+    from jmsra_agents.marl import TeamEvaluator
 
-        # whole episodes, seeded apart from training (seed 2024 + SELECTION_SEED)
+    # the one evaluation path, seeded apart from training (seed 2024 + SELECTION_SEED): whole
+    # episodes for a session, rounds drawn once otherwise
+    if session:
         evaluator = TeamEvaluator(cfg, args.episodes * cfg.episode_rounds, 2024)
         experts = ("threshold", "proportional", "jmsra", "pool-aware", "lookahead")
         where = f"{args.episodes} held-out episodes x {cfg.episode_rounds} rounds"
     else:
-        world = WorldProcess(cfg, args.rounds)  # independent held-out rounds, seeded apart from training
-        world.reset(np.random.default_rng([2024, 11]))
-        obs, terms = world.observation(), world.true_terms()
+        evaluator = TeamEvaluator(cfg, args.rounds, 2024)
         experts = ("threshold", "proportional", "jmsra", "optimal")
-        where = f"{args.rounds} held-out rounds"
+        where = f"{evaluator.episodes * cfg.episode_rounds} held-out rounds"
 
     deciders = {name: make_team_policy(name, cfg) for name in experts}
     train_s = {}
     for algo in [a for a in args.algorithms.split(",") if a]:
-        from agents.marl import MARLConfig, load_marl_policy, train
+        from jmsra_agents.marl import MARLConfig, load_marl_policy, train
 
         given = getattr(args, f"{algo}_run")
         if given:
@@ -142,18 +141,14 @@ def main(argv=None) -> int:
             train_s[algo] = (out["seconds"], time.process_time() - cpu0, out["device"])
             deciders[algo] = load_marl_policy(Path(args.logdir) / f"{algo}-{args.scenario}")
     if args.ppo_run:
-        from agents.checkpoint import load_trained_policy
+        from jmsra_agents.checkpoint import load_trained_policy
 
         deciders["ppo (centralised)"] = _Central(load_trained_policy(args.ppo_run), cfg)
 
     means = {}
     for name, policy in deciders.items():
         t0 = time.perf_counter()
-        if session:
-            means[name] = evaluator(policy)
-        else:
-            media, b = policy.decide(obs)
-            means[name] = float(np.mean(model.latency(terms, media, b).latency_s))
+        means[name] = evaluator(policy)
         if session:
             print(f"  {name}: {time.perf_counter() - t0:.1f} s")
     ref, thr = means["jmsra"], means["threshold"]

@@ -67,8 +67,8 @@ def _stop_after(minutes: float):
 
 def evaluate(model, setup: str, episodes: int) -> dict[str, float]:
     """The deterministic policy and JMSRA on the same held-out rounds (seeds 20000+), through the
-    one evaluation path (:func:`agents.evaluation.compare_with_experts`)."""
-    from agents.evaluation import TrainedModelPolicy, compare_with_experts, live_model_policy
+    one evaluation path (:func:`jmsra_agents.evaluation.compare_with_experts`)."""
+    from jmsra_agents.evaluation import TrainedModelPolicy, compare_with_experts, live_model_policy
     from jmsra_env import evaluation as ev
 
     cfg, _ = ev.scenario_from_env_id(ENV_ID)

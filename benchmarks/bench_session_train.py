@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import jmsra_env  # noqa: F401 - registers the IDs
-    from agents import training as t
-    from agents.checkpoint import load_trained_policy
-    from agents.evaluation import TrainedModelPolicy, compare_with_experts, format_table
+    from jmsra_agents import training as t
+    from jmsra_agents.checkpoint import load_trained_policy
+    from jmsra_agents.evaluation import TrainedModelPolicy, compare_with_experts, format_table
 
     logdir = args.logdir or tempfile.mkdtemp(prefix="bench_session_train_")
     spec = t.TrainSpec(

@@ -65,8 +65,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import train
-    from agents.checkpoint import load_trained_policy
-    from agents.evaluation import TrainedModelPolicy, compare_with_experts, format_table
+    from jmsra_agents.checkpoint import load_trained_policy
+    from jmsra_agents.evaluation import TrainedModelPolicy, compare_with_experts, format_table
 
     logdir = Path(args.logdir) if args.logdir else Path(tempfile.mkdtemp(prefix="bench_train_"))
     run_name = f"bench-{args.timesteps}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -21,6 +21,12 @@ extremes (subnormals, the largest float, +-inf, NaN), huge ints, bools, NumPy sc
 ``None``, containers. Accepted configs are reset and stepped three rounds with random actions.
 Actions: hand-written malformed actions and random ones over the whole float64 range, on the Dict
 and Box forms of N = 4 and N = 8.
+
+Datasets (``jmsra_env.datasets.collect_dataset``): random dataset IDs (``../``, absolute paths,
+dots, NUL, unicode, long, valid) and counts (bools, negative, huge, floats, strings); handled: a
+``ValueError`` naming ``dataset_id`` / ``n_episodes`` / ``seed`` with nothing written anywhere, or
+a dataset inside the root holding the episodes asked for; wrong: anything else. (Crafted model
+files, sweep grids and train.py flags: ``benchmarks/fuzz_files.py``.)
 """
 
 from __future__ import annotations
@@ -224,6 +230,46 @@ def action_case(env, action) -> tuple[str, str]:
     return ("wrong", f"{problem} <- {action!r}") if problem else ("handled", "valid")
 
 
+DATASET_ID_PARTS = ["jmsra_env", "JMSRA-Box", "ok-v0", "..", ".", "", "/", "/etc", "a.b", "ü", "x" * 250, "-v0",
+                    "name-v", "name-v1", "\0", "~", "ns", "_-v0"]
+DATASET_COUNTS = [True, False, 0, 1, 2, -1, 1.0, "2", None, 10**9, 2**64, np.int64(1)]
+
+
+def dataset_case(rng: np.random.Generator, work) -> tuple[str, str]:
+    import shutil
+    import warnings
+    from pathlib import Path
+
+    from jmsra_env.datasets import collect_dataset, load_dataset
+
+    top = Path(work) / "top"
+    shutil.rmtree(top, ignore_errors=True)
+    top.mkdir()
+    root = top / "root"
+    parts = [str(rng.choice(DATASET_ID_PARTS)) for _ in range(int(rng.integers(1, 4)))]
+    dataset_id = "/".join(parts)
+    n = DATASET_COUNTS[int(rng.integers(len(DATASET_COUNTS)))] if rng.random() < 0.4 else 1
+    seed = DATASET_COUNTS[int(rng.integers(len(DATASET_COUNTS)))] if rng.random() < 0.3 else 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            collect_dataset("nl-only", n_episodes=n, seed=seed, config={"episode_rounds": 2}, root=root,
+                            dataset_id=dataset_id)
+        except ValueError as exc:
+            if not re.search(r"dataset_id|n_episodes|seed", str(exc)):
+                return "wrong", f"ValueError not naming a field: {exc}"
+            if any(top.iterdir()):
+                return "wrong", f"refused but wrote {sorted(p.name for p in top.iterdir())} <- {dataset_id!r}"
+            return "handled", "refused"
+        except Exception as exc:  # noqa: BLE001
+            return "wrong", f"{type(exc).__name__}: {exc} <- {dataset_id!r}, n={n!r}, seed={seed!r}"
+        if sorted(p.name for p in top.iterdir()) != ["root"]:
+            return "wrong", f"wrote outside the root <- {dataset_id!r}"
+        if load_dataset(dataset_id, root=root).total_episodes != int(n):
+            return "wrong", f"wrong episode count <- n={n!r}"
+    return "handled", "valid"
+
+
 def run(kind: str, cases, budget_s: float) -> tuple[Counter, list[str]]:
     counts: Counter = Counter()
     examples: list[str] = []
@@ -247,12 +293,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", type=int, default=10_000, help="random configs (default 10,000)")
     p.add_argument("--actions", type=int, default=3_000, help="random actions (default 3,000)")
+    p.add_argument("--datasets", type=int, default=300, help="random dataset IDs and counts (default 300)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--case-budget-s", type=float, default=10.0, help="a slower case counts as lost")
     p.add_argument("--quick", action="store_true", help="500 configs, 300 actions")
     args = p.parse_args(argv)
     if args.quick:
-        args.configs, args.actions = 500, 300
+        args.configs, args.actions, args.datasets = 500, 300, 30
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
     config_counts, config_examples = run("config", (lambda: config_case(rng) for _ in range(args.configs)),
@@ -269,18 +316,23 @@ def main(argv=None) -> int:
         c, ex = run(f"action {form} N={n}", hand + rand, args.case_budget_s)
         action_counts += c
         action_examples += ex[: max(0, 8 - len(action_examples))]
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fuzz_env_datasets_") as work:
+        dataset_counts, dataset_examples = run(
+            "dataset", (lambda: dataset_case(rng, work) for _ in range(args.datasets)), args.case_budget_s)
     elapsed = time.perf_counter() - t0
 
     print(f"\nfuzz_env: seed {args.seed}, {elapsed:.0f} s")
     print(f"{'':<10} {'tried':>8} {'handled':>8} {'(refused':>9} {'valid)':>7} {'wrong':>6} {'lost':>5}")
-    for name, c in (("configs", config_counts), ("actions", action_counts),
-                    ("total", config_counts + action_counts)):
+    for name, c in (("configs", config_counts), ("actions", action_counts), ("datasets", dataset_counts),
+                    ("total", config_counts + action_counts + dataset_counts)):
         tried = c["handled"] + c["wrong"] + c["lost"]
         print(f"{name:<10} {tried:>8} {c['handled']:>8} {c['refused']:>9} {c['valid']:>7} {c['wrong']:>6} "
               f"{c['lost']:>5}")
-    for line in config_examples + action_examples:
+    for line in config_examples + action_examples + dataset_examples:
         print(line)
-    return 0 if not (config_counts + action_counts)["wrong"] else 1
+    return 0 if not (config_counts + action_counts + dataset_counts)["wrong"] else 1
 
 
 if __name__ == "__main__":

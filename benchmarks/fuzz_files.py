@@ -75,8 +75,8 @@ def _deep(n: int) -> str:
 
 
 def tiny_runs(workdir: Path) -> tuple[Path, Path]:
-    from agents.marl import MARLConfig, train as marl_train
-    from agents.training import TrainSpec, default_ppo, train
+    from jmsra_agents.marl import MARLConfig, train as marl_train
+    from jmsra_agents.training import TrainSpec, default_ppo, train
     from jmsra_env import make_config
 
     ppo = default_ppo(0, n_steps=32, batch_size=64, n_epochs=1, net_arch=(16,))
@@ -159,7 +159,7 @@ def _named(exc: BaseException, where: Path) -> bool:
 
 
 def policy_case(rng, run: Path, work: Path, kind: str):
-    from agents import checkpoint as ck
+    from jmsra_agents import checkpoint as ck
 
     unit = work / "unit"
     shutil.rmtree(unit, ignore_errors=True)
@@ -240,7 +240,7 @@ def _craft_weights(rng, good: bytes) -> bytes:
 
 
 def marl_case(rng, run: Path, work: Path):
-    from agents.marl import load_marl_policy
+    from jmsra_agents.marl import load_marl_policy
 
     d = work / "marl"
     shutil.rmtree(d, ignore_errors=True)
@@ -278,7 +278,7 @@ GRID_VALUES = ['["jmsra_env/JMSRA-v0"]', '"jmsra_env/JMSRA-v0"', '["jmsra_env/JM
 
 
 def grid_case(rng, work: Path):
-    from agents import sweep as sw
+    from jmsra_agents import sweep as sw
 
     keys = [*sw.GRID_KEYS, "seed", "hyperparams.learning_rate", "hyperparams.net_arch", "hyperparams.n_steps",
             "hyperparams.bogus"]
@@ -404,8 +404,8 @@ FLAG_VALUES = {
 
 
 def flags_case(rng, work: Path):
-    from agents import cli_train
-    from agents import training as t
+    from jmsra_agents import cli_train
+    from jmsra_agents import training as t
 
     base = work / "flags"
     shutil.rmtree(base, ignore_errors=True)

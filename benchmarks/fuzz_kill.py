@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Lost-work fuzz: stop tiny training runs at random moments, then resume them.
 
-Each case starts ``jmsra-train`` (``agents.cli_train.main``) on a tiny run that checkpoints and
+Each case starts ``jmsra-train`` (``jmsra_agents.cli_train.main``) on a tiny run that checkpoints and
 evaluates every rollout. ``--mode random`` waits a random time and stops it with SIGKILL, SIGTERM,
 or two SIGINTs in quick succession (a second Ctrl-C during the save). ``--mode writes`` SIGKILLs
 case k at its k-th file write, alternately just before the write (between two files of a saved
@@ -54,7 +54,7 @@ STOPS = ("SIGKILL", "SIGTERM", "SIGINTx2")
 KILL_AT_WRITE = """
 import os, signal, sys, tempfile
 from pathlib import Path
-import agents.checkpoint as ck
+import jmsra_agents.checkpoint as ck
 k, mode, count, write = int(sys.argv[1]), sys.argv[2], [0], ck.atomic_write_bytes
 def killing_write(path, data):
     count[0] += 1
@@ -65,7 +65,7 @@ def killing_write(path, data):
         os.kill(os.getpid(), signal.SIGKILL)
     write(path, data)
 ck.atomic_write_bytes = killing_write
-from agents.cli_train import main
+from jmsra_agents.cli_train import main
 sys.exit(main(sys.argv[3:]))
 """
 
@@ -73,7 +73,7 @@ sys.exit(main(sys.argv[3:]))
 def _start(logdir: Path, name: str, bc: bool, kill_at: tuple[int, str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     extra = ["--bc-steps", "3000", "--bc-rounds", "2000"] if bc else []
-    head = ["-c", KILL_AT_WRITE, str(kill_at[0]), kill_at[1]] if kill_at else ["-m", "agents.cli_train"]
+    head = ["-c", KILL_AT_WRITE, str(kill_at[0]), kill_at[1]] if kill_at else ["-m", "jmsra_agents.cli_train"]
     cmd = [sys.executable, *head, "--logdir", str(logdir), "--run-name", name,
            "--total-timesteps", "1000000", *TINY, *extra]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -94,8 +94,8 @@ def _stop(proc: subprocess.Popen, how: str, rng: np.random.Generator) -> int:
 
 
 def _inspect(run: Path) -> dict:
-    from agents import checkpoint as ck
-    from agents import runs
+    from jmsra_agents import checkpoint as ck
+    from jmsra_agents import runs
 
     state = {"tmp_left": any(p.name.endswith(".tmp") for p in run.rglob("*")), "torn": 0}
     for prefix in ("", ck.BEST_PREFIX):
@@ -116,8 +116,8 @@ def _inspect(run: Path) -> dict:
 
 
 def _resume(run: Path, point) -> bool:
-    from agents import checkpoint as ck
-    from agents.training import resume_spec, train
+    from jmsra_agents import checkpoint as ck
+    from jmsra_agents.training import resume_spec, train
 
     target = point.num_timesteps + 64
     result = train(resume_spec(str(run), total_timesteps=target), log=None)

@@ -26,7 +26,7 @@ form:
 
 :class:`EncodedAction` applies an encoding to one Gymnasium env (``gym.make(box_id,
 action_encoding="deadline")``, RL Zoo), :class:`VectorEncodedAction` to a gymnasium vector env,
-``agents.encoding.EncodedActionVecEnv`` under an SB3 ``VecEnv``. All keep the last raw
+``jmsra_agents.encoding.EncodedActionVecEnv`` under an SB3 ``VecEnv``. All keep the last raw
 observation: the encoding is decoded on it.
 """
 

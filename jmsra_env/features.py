@@ -194,7 +194,7 @@ class FeatureObservation(RawObservationMemory, gym.ObservationWrapper):
     """Replace a JMSRA environment's Dict observation by :func:`observation_features` (a ``Box``).
 
     ``gym.make(id, features=kind)`` applies it; :class:`VectorFeatureObservation` is its twin on a
-    vector env (``gym.make_vec(id, features=kind)``), ``agents.envs.FeatureVecEnv`` on an SB3
+    vector env (``gym.make_vec(id, features=kind)``), ``jmsra_agents.envs.FeatureVecEnv`` on an SB3
     ``VecEnv``. The session block (:func:`session_features`) is appended on a session scenario
     (``config.session.enabled``).
     """

@@ -43,11 +43,11 @@ def env_views(env) -> tuple[Any, str | None]:
     """``(feature_source, action_encoding)`` of an environment's wrapper chain.
 
     ``feature_source`` is the layer that turns observations into features
-    (:class:`jmsra_env.features.FeatureObservation`, its vector twin, ``agents.envs.FeatureVecEnv``;
+    (:class:`jmsra_env.features.FeatureObservation`, its vector twin, ``jmsra_agents.envs.FeatureVecEnv``;
     for a vector env of wrapped sub-environments, ``SyncVectorEnv`` or SB3's ``DummyVecEnv``, their
     layers stacked) or None; ``action_encoding`` is that of the layer that decodes one
     (:class:`jmsra_env.encoding.EncodedAction`, its vector twin,
-    ``agents.encoding.EncodedActionVecEnv``) or None. Layers say what they are with a class
+    ``jmsra_agents.encoding.EncodedActionVecEnv``) or None. Layers say what they are with a class
     attribute ``jmsra_view``; the chain is followed through ``.env`` (Gymnasium), ``.venv``
     (Stable-Baselines3) and ``.envs`` (the sub-environments). Sub-environments in other processes
     are asked through ``get_attr`` (SB3) or their spec (Gymnasium); an env that applies the options

@@ -26,12 +26,32 @@ from .core import Core
 from .env import check_env_arguments, make_action_space, observation_space_of, resolve_env_config
 from .solvers import solve
 
-__all__ = ["JMSRAVectorEnv", "batch_breakdown_info"]
+__all__ = ["JMSRAVectorEnv", "batch_breakdown_info", "vector_arguments"]
 
 # Per-round scalars and per-agent arrays of a LatencyBreakdown, by info key.
 _SCALAR_KEYS = ("latency_s", "uncapped_latency_s", "capped", "answer_s")
 _FINAL_KEYS = ("final_obs", "final_info")
 _AGENT_KEYS = ("media", "bandwidth_hz", "rate_bps", "compute_s", "transmission_s", "finish_s", "receiver_s")
+
+
+def vector_arguments(num_envs, autoreset_mode, max_episode_steps, cfg: ScenarioConfig):
+    """``(num_envs, AutoresetMode, config)`` of a vector env's arguments, validated (every view's
+    vector env takes them): ``max_episode_steps`` (``gym.make_vec(id, max_episode_steps=K)``)
+    replaces ``episode_rounds``; ``None`` or -1 keep it."""
+    try:
+        mode = AutoresetMode(autoreset_mode)
+    except ValueError:
+        raise ValueError(
+            f"autoreset_mode must be an AutoresetMode or one of {[m.value for m in AutoresetMode]}; "
+            f"got {autoreset_mode!r}"
+        ) from None
+    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise ValueError(f"num_envs must be an integer >= 1; got {num_envs!r}")
+    if max_episode_steps is not None and max_episode_steps != -1:  # -1: no limit but our own
+        if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, (int, np.integer)):
+            raise ValueError(f"max_episode_steps must be an integer >= 1 or None; got {max_episode_steps!r}")
+        cfg = cfg.with_overrides(episode_rounds=int(max_episode_steps))
+    return int(num_envs), mode, cfg
 
 
 def batch_breakdown_info(br: model.LatencyBreakdown) -> dict[str, np.ndarray]:
@@ -80,7 +100,7 @@ class JMSRAVectorEnv(VectorEnv):
       action and returns its first observation with reward 0, ``terminated = truncated = False``
       and its reset info (``round`` 0; the breakdown keys are masked out).
     * ``AutoresetMode.SAME_STEP`` (``autoreset_mode="SameStep"``; what Stable-Baselines3 expects,
-      used by :class:`agents.native_vec_env.NativeVecEnv`): the step that truncates resets the
+      used by :class:`jmsra_agents.native_vec_env.NativeVecEnv`): the step that truncates resets the
       sub-environment at once and returns the first observation of its next episode, with the
       reward of the last round; ``infos["final_obs"]`` (object array: the final observation dict
       of each finished sub-environment, ``None`` elsewhere; mask ``_final_obs``) and
@@ -135,21 +155,9 @@ class JMSRAVectorEnv(VectorEnv):
         max_episode_steps: int | None = None,
         **overrides: Any,
     ):
-        try:
-            mode = AutoresetMode(autoreset_mode)
-        except ValueError:
-            raise ValueError(
-                f"autoreset_mode must be an AutoresetMode or one of {[m.value for m in AutoresetMode]}; "
-                f"got {autoreset_mode!r}"
-            ) from None
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1; got {num_envs!r}")
-        num_envs = int(num_envs)
-        cfg = resolve_env_config(config, base_config, overrides)
-        if max_episode_steps is not None and max_episode_steps != -1:  # -1: no limit but our own
-            if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, (int, np.integer)):
-                raise ValueError(f"max_episode_steps must be an integer >= 1 or None; got {max_episode_steps!r}")
-            cfg = cfg.with_overrides(episode_rounds=max_episode_steps)
+        num_envs, mode, cfg = vector_arguments(
+            num_envs, autoreset_mode, max_episode_steps, resolve_env_config(config, base_config, overrides)
+        )
         check_env_arguments(action_form, render_mode, self.metadata["render_modes"])
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
         self.autoreset_mode = mode

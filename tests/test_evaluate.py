@@ -15,7 +15,7 @@ import jmsra_env  # noqa: F401  (registers the environments)
 from jmsra_env import actions, evaluation as ev, model
 from jmsra_env.policies import ExpertPolicy
 
-from agents import cli_evaluate as evaluate
+from jmsra_agents import cli_evaluate as evaluate
 
 
 SHORT = ["--config", "episode_rounds=16", "--no-progress"]
@@ -197,7 +197,7 @@ def test_trained_model_is_evaluated_next_to_the_experts(tmp_path, tiny_model):
 
     # The model's charged latency is what the real environment gives for its actions.
     per_round = _read_csv(tmp_path / "rounds.csv")
-    from agents.checkpoint import load_trained_policy
+    from jmsra_agents.checkpoint import load_trained_policy
 
     policy = load_trained_policy(tiny_model)
     env = gym.make("jmsra_env/JMSRA-Box-v1", config={"episode_rounds": 16})

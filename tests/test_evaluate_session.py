@@ -16,7 +16,7 @@ from jmsra_env import evaluation as ev
 from jmsra_env.policies import make_policy
 from jmsra_env.session_experts import SESSION_EXPERT_NAMES
 
-from agents import cli_evaluate as evaluate
+from jmsra_agents import cli_evaluate as evaluate
 
 SESSION_ID = "jmsra_env/JMSRA-Session-v0"
 MIB = 2**20
@@ -177,7 +177,7 @@ def test_bad_session_evaluation_input_exits_2_naming_the_problem(argv, message, 
 
 
 def test_training_comparison_on_a_session_id_rolls_whole_episodes():
-    from agents.evaluation import compare_with_experts
+    from jmsra_agents.evaluation import compare_with_experts
 
     res = compare_with_experts("jmsra_env/JMSRA-Session-Box-v1", dict(TIGHT), [], experts=("jmsra",),
                                episodes=EPISODES, seed=SEED)

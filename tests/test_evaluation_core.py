@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jmsra_env  # noqa: F401  (registers the environments)
-from agents import cli_evaluate as evaluate
+from jmsra_agents import cli_evaluate as evaluate
 from jmsra_env import evaluation as ev
 from jmsra_env.evaluation import report as rep
 from jmsra_env.policies import ExpertPolicy
@@ -39,7 +39,7 @@ def test_jmsra_env_imports_neither_agents_nor_torch():
         "for m in pkgutil.walk_packages(jmsra_env.__path__, 'jmsra_env.'):\n"
         "    if m.name not in TORCH_ADAPTERS:\n"
         "        importlib.import_module(m.name)\n"
-        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('agents', 'torch', 'stable_baselines3'))\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('jmsra_agents', 'agents', 'torch', 'stable_baselines3'))\n"
         "assert len([n for n in sys.modules if n.startswith('jmsra_env.evaluation.')]) >= 4\n"
         "print(','.join(bad))\n"
     )
@@ -73,7 +73,7 @@ def test_batched_vector_env_rollout_of_one_episode_is_the_drawn_episode():
 
 
 def test_one_statistics_function_gives_training_and_evaluate_py_the_same_numbers(tmp_path):
-    from agents.evaluation import compare_with_experts
+    from jmsra_agents.evaluation import compare_with_experts
 
     assert evaluate.main(["--policies", "jmsra,nl-only,kv-only", "--no-plots", "--out", str(tmp_path), *SHORT]) == 0
     cli = {r["policy"]: r for r in _read_csv(tmp_path / "summary.csv")}
@@ -103,7 +103,7 @@ def test_statistics_refuse_results_on_different_rounds():
 
 @pytest.mark.parametrize("trust", [False, True])
 def test_evaluation_loads_models_safely_unless_pickles_are_trusted(monkeypatch, tmp_path, trust):
-    from agents import checkpoint, evaluation as aev
+    from jmsra_agents import checkpoint, evaluation as aev
 
     seen = {}
 
@@ -188,14 +188,14 @@ def test_the_shim_and_the_console_entry_point_run_the_same_cli(tmp_path):
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["jmsra-evaluate"] == "agents.cli_evaluate:main"
+    assert scripts["jmsra-evaluate"] == "jmsra_agents.cli_evaluate:main"
     out = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--help"], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
     assert "--trust-pickle" in out.stdout and "--sweep" in out.stdout
 
 
 def test_seeds_are_defined_once_and_held_out_from_model_selection():
-    from agents.callbacks import JMSRAEvalCallback
+    from jmsra_agents.callbacks import JMSRAEvalCallback
     import inspect
 
     seeds = inspect.signature(JMSRAEvalCallback).parameters["seeds"].default

@@ -1,4 +1,4 @@
-"""The import graph of ``jmsra_env`` and ``agents`` is a DAG.
+"""The import graph of ``jmsra_env`` and ``jmsra_agents`` (the ``agents/`` folder) is a DAG.
 
 Every module is parsed with :mod:`ast`; every ``import`` / ``from ... import`` statement counts,
 at module level *and* inside functions or classes (a function-level import that dodges a cycle
@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("jmsra_env", "agents")
+# import name -> folder (the training package installs from agents/ as jmsra_agents)
+PACKAGES = {"jmsra_env": "jmsra_env", "jmsra_agents": "agents"}
+_FOLDERS = {folder: name for name, folder in PACKAGES.items()}
 
 # Edges still pending the core rewrite (issue #17, the lead engineer's files): remove each one as
 # soon as its cycle is gone (test_pending_edges_exist fails once an edge disappears). Nothing
@@ -31,6 +33,7 @@ _ABOVE_ENV = ("policies", "expert_policy", "session_experts", "evaluation", "mul
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts[0] = _FOLDERS[parts[0]]
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -38,7 +41,7 @@ def _module_name(path: Path) -> str:
 
 def package_modules() -> dict[str, Path]:
     """Every module of the packages, by dotted name."""
-    return {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+    return {_module_name(p): p for folder in PACKAGES.values() for p in sorted((ROOT / folder).rglob("*.py"))}
 
 
 def _resolve(name: str, modules: dict[str, Path], path: Path, node: ast.ImportFrom) -> str:
@@ -106,8 +109,8 @@ def test_graph_sees_relative_and_function_level_imports():
     assert "jmsra_env.model" in graph["jmsra_env.actions"]  # ``from . import model``
     assert "jmsra_env.evaluation.core" in graph["jmsra_env.evaluation.statistics"]  # ``from .core import``
     assert "jmsra_env.config" in graph["jmsra_env.evaluation.sweeps"]  # ``from ..config import``
-    assert "jmsra_env.evaluation" in graph["agents.callbacks"]  # ``from jmsra_env.evaluation import``
-    assert "agents.checkpoint" in graph["agents.evaluation"]  # function-level ``from .checkpoint import``
+    assert "jmsra_env.evaluation" in graph["jmsra_agents.callbacks"]  # ``from jmsra_env.evaluation import``
+    assert "jmsra_agents.checkpoint" in graph["jmsra_agents.evaluation"]  # function-level ``from .checkpoint import``
 
 
 def test_find_cycle_detects_a_cycle():
@@ -138,7 +141,7 @@ def test_every_module_is_in_the_graph(pkg):
 def _layer_violations(lower: tuple[str, ...], upper: tuple[str, ...]) -> list[tuple[str, str]]:
     graph = import_graph()
     low = {f"jmsra_env.{m}" for m in lower}
-    up = tuple(f"jmsra_env.{m}" for m in upper) + ("agents",)
+    up = tuple(f"jmsra_env.{m}" for m in upper) + ("jmsra_agents",)
     return sorted(
         (a, b) for a in low for b in graph.get(a, ()) if (a, b) not in _PENDING and b.startswith(up)
     )
@@ -154,4 +157,4 @@ def test_the_env_imports_nothing_above_it():
 
 def test_jmsra_env_never_imports_the_training_package():
     graph = import_graph()
-    assert [(a, b) for a, bs in graph.items() if a.startswith("jmsra_env") for b in bs if b.startswith("agents")] == []
+    assert [(a, b) for a, bs in graph.items() if a.startswith("jmsra_env") for b in bs if b.startswith("jmsra_agents")] == []

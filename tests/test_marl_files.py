@@ -17,7 +17,7 @@ from jmsra_env import make_config
 
 @pytest.fixture(scope="module")
 def marl_run(tmp_path_factory) -> Path:
-    from agents.marl import MARLConfig, train
+    from jmsra_agents.marl import MARLConfig, train
 
     run_dir = tmp_path_factory.mktemp("marl") / "mappo"
     hp = MARLConfig(total_frames=128, frames_per_batch=128, minibatch_size=64, n_epochs=1, hidden=16, depth=1,
@@ -66,7 +66,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_crafted_marl_run_is_one_value_error_naming_the_file_and_field(tmp_path, marl_run, case):
-    from agents.marl import load_marl_policy
+    from jmsra_agents.marl import load_marl_policy
 
     meta_change, tensor_change, field = CASES[case]
     d = _copy(marl_run, tmp_path, meta_change, tensor_change)
@@ -77,7 +77,7 @@ def test_a_crafted_marl_run_is_one_value_error_naming_the_file_and_field(tmp_pat
 
 
 def test_a_deep_marl_json_is_a_value_error_not_a_recursion_error(tmp_path, marl_run):
-    from agents.marl import load_marl_policy
+    from jmsra_agents.marl import load_marl_policy
 
     d = _copy(marl_run, tmp_path, raw_meta='{"format": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(ValueError, match="nests"):
@@ -85,7 +85,7 @@ def test_a_deep_marl_json_is_a_value_error_not_a_recursion_error(tmp_path, marl_
 
 
 def test_the_untouched_marl_run_loads_and_acts(tmp_path, marl_run):
-    from agents.marl import load_marl_policy
+    from jmsra_agents.marl import load_marl_policy
 
     pol = load_marl_policy(_copy(marl_run, tmp_path))
     from jmsra_env.world import WorldProcess

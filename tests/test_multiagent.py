@@ -276,7 +276,7 @@ def test_team_policy_predict_returns_a_central_dict_action():
 def test_torchrl_check_env_specs_on_the_wrapped_env(algorithm):
     from torchrl.envs.utils import check_env_specs
 
-    from agents.marl import FeatureCodec, make_torchrl_env
+    from jmsra_agents.marl import FeatureCodec, make_torchrl_env
 
     cfg = make_config()
     env = make_torchrl_env(cfg, FeatureCodec(cfg), algorithm, seed=0)
@@ -294,7 +294,7 @@ def test_torchrl_check_env_specs_on_the_raw_dict_env():
 def test_trained_policy_acts_on_its_own_features_only():
     import torch
 
-    from agents.marl import FeatureCodec, MARLPolicy, build_actor_net
+    from jmsra_agents.marl import FeatureCodec, MARLPolicy, build_actor_net
 
     cfg = make_config()
     codec = FeatureCodec(cfg)
@@ -310,7 +310,7 @@ def test_trained_policy_acts_on_its_own_features_only():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from agents.marl import MARLConfig, train
+    from jmsra_agents.marl import MARLConfig, train
 
     run_dir = tmp_path_factory.mktemp("marl") / "mappo"
     hp = MARLConfig(
@@ -335,7 +335,7 @@ def test_tiny_mappo_run_writes_tensorboard_scalars(tiny_run):
 
 
 def test_tiny_mappo_checkpoint_loads_back_with_the_same_actions(tiny_run):
-    from agents.marl import load_marl_policy
+    from jmsra_agents.marl import load_marl_policy
 
     run_dir, summary = tiny_run
     policy = load_marl_policy(run_dir)
@@ -350,14 +350,14 @@ def test_tiny_mappo_checkpoint_loads_back_with_the_same_actions(tiny_run):
 
 
 def test_load_marl_policy_rejects_a_directory_without_a_run(tmp_path):
-    from agents.marl import load_marl_policy
+    from jmsra_agents.marl import load_marl_policy
 
     with pytest.raises(ValueError, match="no marl.json"):
         load_marl_policy(tmp_path)
 
 
 def test_tiny_ippo_run_trains(tmp_path):
-    from agents.marl import MARLConfig, train
+    from jmsra_agents.marl import MARLConfig, train
 
     hp = MARLConfig(algorithm="ippo", total_frames=128, frames_per_batch=128, minibatch_size=64, n_epochs=1,
                     hidden=16, depth=1, eval_rounds=32, checkpoint_every=0)
@@ -376,7 +376,7 @@ def test_tiny_ippo_run_trains(tmp_path):
     ],
 )
 def test_cli_rejects_bad_flags_with_exit_2(argv, match, capsys, tmp_path):
-    from agents.marl import main
+    from jmsra_agents.marl import main
 
     assert main([*argv, "--logdir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -395,8 +395,8 @@ def _summary_rows(out_dir):
 
 
 def test_evaluate_cli_scores_a_marl_run_next_to_experts_and_yardsticks(tiny_run, tmp_path, capsys):
-    from agents.cli_evaluate import main
-    from agents.marl import load_marl_policy
+    from jmsra_agents.cli_evaluate import main
+    from jmsra_agents.marl import load_marl_policy
     from jmsra_env import evaluation as ev
 
     run_dir, _ = tiny_run
@@ -416,7 +416,7 @@ def test_evaluate_cli_scores_a_marl_run_next_to_experts_and_yardsticks(tiny_run,
 
 
 def test_evaluate_cli_names_a_broken_marl_run(tmp_path, capsys):
-    from agents.cli_evaluate import main
+    from jmsra_agents.cli_evaluate import main
 
     bad = tmp_path / "run"
     bad.mkdir()

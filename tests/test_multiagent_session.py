@@ -143,7 +143,7 @@ def test_torchrl_check_env_specs_on_the_wrapped_session_env():
 
 
 def test_session_features_of_an_agent_hold_its_own_receiver_state():
-    from agents.marl import FeatureCodec
+    from jmsra_agents.marl import FeatureCodec
 
     ma = parallel_env("JMSRA-Session-v0")
     ma.reset(seed=0)
@@ -161,7 +161,7 @@ def test_session_features_of_an_agent_hold_its_own_receiver_state():
 def test_torchrl_check_env_specs_on_the_mappo_session_env():
     from torchrl.envs.utils import check_env_specs
 
-    from agents.marl import FeatureCodec, make_torchrl_env
+    from jmsra_agents.marl import FeatureCodec, make_torchrl_env
 
     cfg = parallel_env("JMSRA-Session-v0").config
     env = make_torchrl_env(cfg, FeatureCodec(cfg), "mappo", seed=0)
@@ -170,7 +170,7 @@ def test_torchrl_check_env_specs_on_the_mappo_session_env():
 
 
 def test_gamma_defaults_to_zero_for_single_rounds_and_positive_for_sessions():
-    from agents.marl import SESSION_GAMMA, MARLConfig, default_gamma
+    from jmsra_agents.marl import SESSION_GAMMA, MARLConfig, default_gamma
 
     assert MARLConfig().gamma is None
     assert default_gamma(parallel_env("JMSRA-v0").config) == 0.0
@@ -179,7 +179,7 @@ def test_gamma_defaults_to_zero_for_single_rounds_and_positive_for_sessions():
 
 @pytest.fixture(scope="module")
 def tiny_session_run(tmp_path_factory):
-    from agents.marl import MARLConfig, train
+    from jmsra_agents.marl import MARLConfig, train
 
     run_dir = tmp_path_factory.mktemp("marl_session") / "mappo"
     hp = MARLConfig(
@@ -202,7 +202,7 @@ def test_tiny_mappo_run_on_a_session_trains_with_a_discount(tiny_session_run):
 
 
 def test_tiny_session_mappo_policy_loads_back_and_rolls_a_session(tiny_session_run):
-    from agents.marl import load_marl_policy
+    from jmsra_agents.marl import load_marl_policy
 
     run_dir, _ = tiny_session_run
     policy = load_marl_policy(run_dir)
@@ -216,7 +216,7 @@ def test_tiny_session_mappo_policy_loads_back_and_rolls_a_session(tiny_session_r
 
 
 def test_session_policy_refuses_single_round_observations(tiny_session_run):
-    from agents.marl import load_marl_policy
+    from jmsra_agents.marl import load_marl_policy
     from jmsra_env.multiagent import parallel_env as pe
 
     policy = load_marl_policy(tiny_session_run[0])

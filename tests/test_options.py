@@ -241,7 +241,7 @@ def test_every_action_form_refuses_non_real_entries_naming_the_field(label, env,
 def test_the_sb3_encoding_wrapper_refuses_non_real_actions():
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from agents.encoding import EncodedActionVecEnv
+    from jmsra_agents.encoding import EncodedActionVecEnv
 
     cfg = gym.make("jmsra_env/JMSRA-Box-v1").unwrapped.config
     venv = EncodedActionVecEnv(DummyVecEnv([lambda: gym.make("jmsra_env/JMSRA-Box-v1")] * 2), cfg, "deadline")
@@ -270,10 +270,10 @@ def test_a_multiagent_action_of_non_real_entries_names_the_agent(value):
 
 
 def test_experts_see_through_the_sb3_training_stack():
-    """make_policy on agents.envs.make_train_env's VecEnv (encoding, features, VecNormalize): the
+    """make_policy on jmsra_agents.envs.make_train_env's VecEnv (encoding, features, VecNormalize): the
     expert decides on the raw observation behind the (unnormalised) features and acts in the
     stack's encoding, charged what the plain VecEnv charges for the same decisions."""
-    from agents.envs import RoundRecorder, find_wrapper, make_base_vec_env, make_train_env
+    from jmsra_agents.envs import RoundRecorder, find_wrapper, make_base_vec_env, make_train_env
 
     id_ = "jmsra_env/JMSRA-Session-Box-v1"
     venv = make_train_env(id_, 2, seed=4, features="physics", action_encoding="solved")

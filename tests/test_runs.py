@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import checkpoint as ck
-from agents import runs
-from agents.cli_train import main
-from agents.training import TrainSpec, TrainSpecError, resume_spec, train
+from jmsra_agents import checkpoint as ck
+from jmsra_agents import runs
+from jmsra_agents.cli_train import main
+from jmsra_agents.training import TrainSpec, TrainSpecError, resume_spec, train
 from jmsra_env.world import WorldProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,15 +31,15 @@ TINY_SPEC = dict(n_envs=2, bc_steps=0, eval_freq=64, eval_episodes=1, checkpoint
 
 
 def _tiny_ppo():
-    from agents.training import default_ppo
+    from jmsra_agents.training import default_ppo
 
     return default_ppo(0, n_steps=32, batch_size=64, n_epochs=1, net_arch=(16,))
 
 
 def _start(logdir: Path, name: str, *extra: str) -> subprocess.Popen:
-    """``jmsra-train`` in a subprocess (``python -m agents.cli_train``), a long target."""
+    """``jmsra-train`` in a subprocess (``python -m jmsra_agents.cli_train``), a long target."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "agents.cli_train", "--logdir", str(logdir), "--run-name", name,
+    cmd = [sys.executable, "-m", "jmsra_agents.cli_train", "--logdir", str(logdir), "--run-name", name,
            "--total-timesteps", "1000000", *TINY, *extra]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -160,8 +160,8 @@ def test_train_refuses_a_bad_spec_before_writing_anything(tmp_path, change, mess
 def test_every_ppo_config_field_is_a_flag_and_reaches_the_spec():
     import dataclasses
 
-    from agents.cli_train import build_parser, spec_from_args
-    from agents.ppo import PPOConfig
+    from jmsra_agents.cli_train import build_parser, spec_from_args
+    from jmsra_agents.ppo import PPOConfig
 
     parser = build_parser()
     flags = {s for a in parser._actions for s in a.option_strings}
@@ -288,14 +288,14 @@ def test_sigkill_at_random_moments_leaves_runs_that_resume_continues(tmp_path, c
 KILL_AT_FILE = """
 import os, signal, sys
 from pathlib import Path
-import agents.checkpoint as ck
+import jmsra_agents.checkpoint as ck
 name, write = sys.argv[1], ck.atomic_write_bytes
 def killing_write(path, data):
     if Path(path).name == name:
         os.kill(os.getpid(), signal.SIGKILL)
     write(path, data)
 ck.atomic_write_bytes = killing_write
-from agents.cli_train import main
+from jmsra_agents.cli_train import main
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -318,7 +318,7 @@ def test_sigkill_between_the_files_of_a_save_is_refused_at_load_and_repaired_by_
 
 
 def test_ctrl_c_during_behaviour_cloning_saves_and_resume_finishes_it(tmp_path, monkeypatch):
-    import agents.bc as bc
+    import jmsra_agents.bc as bc
 
     original = bc._fit
 
@@ -376,7 +376,7 @@ def test_a_run_json_of_another_format_is_not_a_run(tmp_path):
 
 
 def test_force_whose_new_start_fails_puts_the_old_run_back(tmp_path, tiny_run, monkeypatch):
-    import agents.ppo
+    import jmsra_agents.ppo
 
     run = _copy(tiny_run, tmp_path / "runs" / "old")
     def contents():  # the lock file names its last holder: not data
@@ -387,7 +387,7 @@ def test_force_whose_new_start_fails_puts_the_old_run_back(tmp_path, tiny_run, m
     def boom(*a, **k):
         raise RuntimeError("no memory")
 
-    monkeypatch.setattr(agents.ppo, "make_ppo", boom)
+    monkeypatch.setattr(jmsra_agents.ppo, "make_ppo", boom)
     with pytest.raises(RuntimeError, match="no memory"):
         train(TrainSpec(total_timesteps=64, logdir=str(tmp_path / "runs"), run_name="old", force=True,
                         ppo=_tiny_ppo(), **TINY_SPEC), log=None)
@@ -396,12 +396,12 @@ def test_force_whose_new_start_fails_puts_the_old_run_back(tmp_path, tiny_run, m
 
 
 def test_a_failed_start_leaves_nothing_behind(tmp_path, monkeypatch):
-    import agents.ppo
+    import jmsra_agents.ppo
 
     def boom(*a, **k):
         raise MemoryError("29.6 GB")
 
-    monkeypatch.setattr(agents.ppo, "make_ppo", boom)
+    monkeypatch.setattr(jmsra_agents.ppo, "make_ppo", boom)
     logdir = tmp_path / "deep" / "runs"
     with pytest.raises(MemoryError):
         train(TrainSpec(total_timesteps=64, logdir=str(logdir), run_name="x", ppo=_tiny_ppo(), **TINY_SPEC), log=None)
@@ -471,7 +471,7 @@ def test_bad_logdirs_are_refused_before_anything_is_created(tmp_path, capsys):
 
 
 def test_resume_after_a_signal_in_mid_rollout_stops_at_the_target_exactly(tmp_path, monkeypatch):
-    from agents.callbacks import RoundMetricsCallback
+    from jmsra_agents.callbacks import RoundMetricsCallback
 
     original = RoundMetricsCallback._on_step
 
@@ -502,3 +502,22 @@ def test_resume_of_a_run_with_a_malformed_run_json_is_refused_by_name(tmp_path, 
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "run.json" in err and "Traceback" not in err
+
+
+def test_force_replaces_a_sweep_trials_run_with_its_result_file(tmp_path, tiny_run):
+    run = _copy(tiny_run, tmp_path / "runs" / "trial")
+    (run / "trial_result.json").write_text("{}")  # what jmsra_agents.sweep writes next to a trial's run
+    lock = runs.open_run_dir(tmp_path / "runs", "trial", force=True)
+    lock.commit()
+    lock.release()
+    assert [p.name for p in run.iterdir()] == [runs.LOCK_FILE]
+
+
+def test_force_refuses_a_run_name_of_the_wrong_kind(tmp_path, tiny_run, capsys):
+    run = _copy(tiny_run, tmp_path / "runs" / "odd")
+    (run / "evaluations.json").unlink(missing_ok=True)
+    (run / "evaluations.json").mkdir()
+    (run / "evaluations.json" / "mine.txt").write_text("data")
+    with pytest.raises(runs.RunDirError, match="evaluations.json"):
+        runs.open_run_dir(tmp_path / "runs", "odd", force=True)
+    assert (run / "evaluations.json" / "mine.txt").read_text() == "data"

@@ -3,22 +3,20 @@ ValueError naming the file and the field, before anything they claim is allocate
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import struct
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from agents import checkpoint as ck
-from agents import safe_files as sf
-from agents.training import TrainSpec, default_ppo, train
+from jmsra_agents import checkpoint as ck
+from jmsra_agents import safe_files as sf
+from jmsra_agents.training import TrainSpec, default_ppo, train
 
 TINY_SPEC = dict(n_envs=2, bc_steps=0, eval_freq=64, eval_episodes=1, checkpoint_freq=0, compare_episodes=0,
                  progress_bar=False, device="cpu")

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import jmsra_env
-from agents import training as t
-from agents.bc import session_expert_dataset
-from agents.cli_train import build_parser, main, spec_from_args
-from agents.encoding import expert_policy_action
-from agents.features import feature_names, n_features, observation_features
+from jmsra_agents import training as t
+from jmsra_agents.bc import session_expert_dataset
+from jmsra_agents.cli_train import build_parser, main, spec_from_args
+from jmsra_agents.encoding import expert_policy_action
+from jmsra_agents.features import feature_names, n_features, observation_features
 from jmsra_env import actions, model
 from jmsra_env.evaluation import scenario_from_env_id
 from jmsra_env.policies import make_policy
@@ -158,7 +158,7 @@ def test_an_unknown_bc_expert_is_a_clear_error(tmp_path, capsys):
 
 
 def test_the_behaviour_cloning_set_size_defaults_per_scenario_in_the_python_api():
-    from agents import training as t
+    from jmsra_agents import training as t
 
     assert t.TrainSpec(env_id="jmsra_env/JMSRA-Session-v0").bc_rounds == t.SESSION_BC_ROUNDS
     assert t.TrainSpec(env_id="jmsra_env/JMSRA-Box-v1").bc_rounds == t.DEFAULT_BC_ROUNDS
@@ -166,10 +166,10 @@ def test_the_behaviour_cloning_set_size_defaults_per_scenario_in_the_python_api(
 
 
 def test_the_sweeps_evaluation_of_a_session_model_is_evaluate_pys_score(session_run, tmp_path):
-    """agents.sweep.eval_step rolls a session model on whole episodes through the one evaluation
+    """jmsra_agents.sweep.eval_step rolls a session model on whole episodes through the one evaluation
     path: its score equals evaluate.py's for the same episodes (same seed), episode by episode."""
-    from agents.cli_evaluate import main as evaluate_main
-    from agents.sweep import TrialCell, eval_step
+    from jmsra_agents.cli_evaluate import main as evaluate_main
+    from jmsra_agents.sweep import TrialCell, eval_step
 
     seed, episodes = 9100, 2
     cell = TrialCell(SESSION_ID, "ppo", 1, eval_episodes=episodes, eval_seed=seed)

@@ -1,4 +1,4 @@
-"""sweep.py / agents.sweep: a tiny sweep on a local Ray instance, resume, report statistics, bad grids."""
+"""sweep.py / jmsra_agents.sweep: a tiny sweep on a local Ray instance, resume, report statistics, bad grids."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import sweep as sw
-from agents import sweep_report as sr
+from jmsra_agents import sweep as sw
+from jmsra_agents import sweep_report as sr
 
 # Tiny trials: one 256-step rollout (2 envs x 128 steps), a small net, no evaluation callbacks.
 TINY_TRAIN = ("--n-envs 2 --n-steps 128 --batch-size 128 --n-epochs 1 --net-arch 16,16 "
@@ -103,7 +103,7 @@ def test_trial_latency_matches_a_separate_evaluation_of_its_model(resumed_sweep)
     row = (resumed_sweep["out"] / "report" / "trials.csv").read_text().splitlines()
     header, first = row[0].split(","), row[1].split(",")
     trial = dict(zip(header, first))
-    from agents.evaluation import load_model_policy
+    from jmsra_agents.evaluation import load_model_policy
 
     policy = load_model_policy(trial["run_dir"])
     cfg, _ = ev.scenario_from_env_id("jmsra_env/JMSRA-v0" if trial["scenario"] == "JMSRA" else "jmsra_env/JMSRA-N8-v0")
@@ -422,7 +422,7 @@ def test_a_second_sweep_into_a_locked_out_is_refused(tmp_path, capsys, no_ray):
     try:
         assert sw.main(["--resume", "--out", str(out), "--quiet"]) == 2
         err = capsys.readouterr().err
-        assert "in use by a running sweep" in err and f"pid\": {os.getpid()}" in err
+        assert "in use by a running sweep" in err and f"pid {os.getpid()} on" in err
         assert sorted(p.name for p in out.iterdir()) == [sw.LOCK_FILE, sw.GRID_FILE]
     finally:
         os.close(fd)

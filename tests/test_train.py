@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 import jmsra_env
-from agents import checkpoint as ck
-from agents.encoding import decode_deadline, encode_deadline
-from agents.features import n_features, observation_features
+from jmsra_agents import checkpoint as ck
+from jmsra_agents.encoding import decode_deadline, encode_deadline
+from jmsra_agents.features import n_features, observation_features
 from jmsra_env import actions, model
 from jmsra_env.solvers import solve
 from jmsra_env.world import WorldProcess
-from agents.cli_train import main
+from jmsra_agents.cli_train import main
 
 # A tiny but complete run: 2 envs x 128 steps per rollout, small nets, a little BC.
 TINY = [
@@ -121,7 +121,7 @@ def test_same_seed_gives_identical_first_update_losses(tmp_path):
 
 
 def test_ctrl_c_saves_the_model_before_exiting(tmp_path, monkeypatch, capsys):
-    from agents.callbacks import RoundMetricsCallback
+    from jmsra_agents.callbacks import RoundMetricsCallback
 
     calls = {"n": 0}
     original = RoundMetricsCallback._on_rollout_end
@@ -261,7 +261,7 @@ def test_zoo_hyperparameters_cover_every_sb3_ready_id_and_name_importable_wrappe
     keys = set(re.findall(r"^([^\s#][^:]*):", text, flags=re.M)) - {"default"}
     assert keys == {i for i in ENV_IDS if "-Box-" in i}
     env = gym.make("jmsra_env/JMSRA-Box-v1")
-    for path in re.findall(r"^\s+- ((?:agents|jmsra_env)\.\S+)$", text, flags=re.M):  # innermost first, as the Zoo does
+    for path in re.findall(r"^\s+- ((?:jmsra_agents|jmsra_env)\.\S+)$", text, flags=re.M):  # innermost first, as the Zoo does
         module, _, name = path.rpartition(".")
         env = getattr(importlib.import_module(module), name)(env)
     obs, _ = env.reset(seed=0)
@@ -271,7 +271,7 @@ def test_zoo_hyperparameters_cover_every_sb3_ready_id_and_name_importable_wrappe
 
 
 def test_evaluation_charges_the_policy_what_the_environment_charges(trained_run):
-    from agents.evaluation import TrainedModelPolicy, compare_with_experts
+    from jmsra_agents.evaluation import TrainedModelPolicy, compare_with_experts
     from jmsra_env.evaluation import rollout_episodes
 
     trained = ck.load_trained_policy(trained_run)

@@ -1,4 +1,4 @@
-"""train.py --backend torch (agents.torch_ppo): learning, resume, the safe format through evaluate.py,
+"""train.py --backend torch (jmsra_agents.torch_ppo): learning, resume, the safe format through evaluate.py,
 determinism, and the backend's bad input. Tiny runs on the CPU."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import jmsra_env  # noqa: F401 - registers the environments
-from agents import checkpoint as ck
-from agents.cli_train import main
-from agents.training import TrainSpec, TrainSpecError, _validate, resume_spec, torch_context, train
+from jmsra_agents import checkpoint as ck
+from jmsra_agents.cli_train import main
+from jmsra_agents.training import TrainSpec, TrainSpecError, _validate, resume_spec, torch_context, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_run_directory_holds_a_pickle_free_unit_and_tensorboard_tags(torch_run):
 def test_saved_policy_evaluates_identically_through_evaluate_py(torch_result, tmp_path):
     """The trainer's held-out figure (its live policy through the evaluation core) equals what
     evaluate.py --model computes from the safe files (no --trust-pickle), to the last bit."""
-    from agents.cli_evaluate import main as evaluate
+    from jmsra_agents.cli_evaluate import main as evaluate
 
     result = torch_result
     assert ck.load_trained_policy(result.run_dir).num_timesteps == 1024
@@ -86,7 +86,7 @@ def test_saved_policy_evaluates_identically_through_evaluate_py(torch_result, tm
 
 
 def _spec(tmp_path, name, **kw):
-    from agents.training import default_ppo
+    from jmsra_agents.training import default_ppo
 
     base = dict(backend="torch", n_envs=64, total_timesteps=1024, bc_steps=0, eval_freq=0, eval_episodes=2,
                 compare_episodes=0, checkpoint_freq=512, logdir=str(tmp_path), run_name=name, progress_bar=False,
@@ -100,7 +100,7 @@ def test_resume_continues_the_step_count_weights_and_optimiser_exactly(tmp_path)
     saved_w = _weights(first.run_dir / "policy.safetensors")
     saved_t = _weights(first.run_dir / "trainer.safetensors")
     spec = resume_spec(str(first.run_dir), total_timesteps=1536)
-    from agents.torch_ppo import TorchRun
+    from jmsra_agents.torch_ppo import TorchRun
 
     run = TorchRun(_validate(spec), first.run_dir, lambda m: None, {"signal": None}, torch_context())
     run._build()
@@ -132,7 +132,7 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path):
 def test_learning_moves_the_gap_to_jmsra_down_on_a_tiny_budget(tmp_path):
     """Pure PPO from a random network on JMSRA-v0: the deterministic policy's gap to JMSRA on the
     evaluation seeds falls by a third within 49,152 env-steps (measured: +54.7 % -> +22.7 %)."""
-    from agents.training import default_ppo
+    from jmsra_agents.training import default_ppo
 
     spec = _spec(tmp_path, "learn", n_envs=512, total_timesteps=49_152, eval_freq=49_152, eval_episodes=4,
                  checkpoint_freq=0, seed=0,
@@ -217,7 +217,7 @@ def test_an_sb3_run_resumed_with_the_torch_backend_is_refused_and_untouched(tmp_
 
 
 def test_ctrl_c_saves_the_model_and_resume_continues(tmp_path, monkeypatch, capsys):
-    from agents.torch_ppo import TorchRun
+    from jmsra_agents.torch_ppo import TorchRun
 
     calls = {"n": 0}
     original = TorchRun._update

@@ -405,7 +405,7 @@ def test_render_gives_one_frame_per_sub_env_with_its_last_round():
 
 
 def test_native_vec_env_matches_the_batched_env_and_sb3_conventions():
-    from agents.native_vec_env import make_native_vec_env
+    from jmsra_agents.native_vec_env import make_native_vec_env
 
     m, rounds = 3, 6
     venv = make_native_vec_env("jmsra_env/JMSRA-Box-v1", m, seed=4, config={"episode_rounds": rounds},
@@ -436,7 +436,7 @@ def test_native_vec_env_matches_the_batched_env_and_sb3_conventions():
 def test_native_vec_env_of_one_reproduces_sb3_dummy_vec_env():
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from agents.native_vec_env import make_native_vec_env
+    from jmsra_agents.native_vec_env import make_native_vec_env
 
     config = {"episode_rounds": 7}
     native = make_native_vec_env("jmsra_env/JMSRA-Box-v1", 1, seed=13, config=config, monitor=False)
@@ -460,7 +460,7 @@ def test_ppo_learns_on_native_vec_env_under_vec_normalize():
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from agents.native_vec_env import make_native_vec_env
+    from jmsra_agents.native_vec_env import make_native_vec_env
 
     venv = make_native_vec_env("jmsra_env/JMSRA-Box-v1", 4, seed=0, config={"episode_rounds": 16})
     venv = VecNormalize(venv)

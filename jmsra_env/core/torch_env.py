@@ -34,6 +34,7 @@ from ..backend import resolve_device, to_numpy, torch_namespace
 from ..config import ScenarioConfig
 from ..env import check_env_arguments, make_action_space, observation_space_of, resolve_env_config
 from ..solvers import solve
+from ..vector import vector_arguments
 from . import Core
 
 __all__ = ["TorchVectorEnv", "resolve_dtype", "TORCH_ENCODINGS"]
@@ -101,22 +102,11 @@ class TorchVectorEnv(VectorEnv):
         render_mode: str | None = None,
         **overrides: Any,
     ):
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1; got {num_envs!r}")
-        try:
-            mode = AutoresetMode(autoreset_mode)
-        except ValueError:
-            raise ValueError(
-                f"autoreset_mode must be an AutoresetMode or one of {[m.value for m in AutoresetMode]}; "
-                f"got {autoreset_mode!r}"
-            ) from None
+        num_envs, mode, cfg = vector_arguments(
+            num_envs, autoreset_mode, max_episode_steps, resolve_env_config(config, base_config, overrides)
+        )
         if render_mode is not None:
             raise ValueError("the torch backend does not render; use the NumPy env (backend='numpy')")
-        cfg = resolve_env_config(config, base_config, overrides)
-        if max_episode_steps is not None and max_episode_steps != -1:
-            if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, (int, np.integer)):
-                raise ValueError(f"max_episode_steps must be an integer >= 1 or None; got {max_episode_steps!r}")
-            cfg = cfg.with_overrides(episode_rounds=int(max_episode_steps))
         check_env_arguments(action_form, None, [])
         if features is not None and features not in features_module_sets():
             raise ValueError(f"features must be one of {(None, *features_module_sets())}; got {features!r}")

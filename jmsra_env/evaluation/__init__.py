@@ -9,7 +9,7 @@
 :mod:`jmsra_env.evaluation.report`         tables, CSV / JSON / Markdown, figures, atomic writes
 =========================================  ==============================================================
 
-Trained models plug in through the policy protocol from ``agents.evaluation``; this package never
+Trained models plug in through the policy protocol from ``jmsra_agents.evaluation``; this package never
 imports ``agents``. See docs/evaluation.md.
 """
 

@@ -26,7 +26,7 @@ evaluated scenario and the evaluation's seed, and an optional ``bind_env(envs)``
 :func:`rollout_episodes` calls with the vector environment of the episodes before it resets it (for
 a policy that reads the environment: the session's ``clairvoyant`` bound, :class:`EnvBoundExpert`).
 The experts are :class:`jmsra_env.policies.ExpertPolicy`;
-trained models plug in from ``agents.evaluation`` (``jmsra_env`` never imports ``agents``).
+trained models plug in from ``jmsra_agents.evaluation`` (``jmsra_env`` never imports ``agents``).
 """
 
 from __future__ import annotations
