@@ -60,11 +60,16 @@ class TorchPPOConfig(PPOConfig):
                          "PPO's loss (DAPG), multiplied by bc_coef_decay after every update")
     bc_coef_decay: float = _hp(0.9, "torch backend: decay of bc_coef per update")
     compile: bool = _hp(False, "torch backend: torch.compile the loss of the update")
+    dagger_rounds: int = _hp(0, "torch backend: DAgger rounds after cloning: roll the clone through as many "
+                             "episodes as the cloning set, label the states it visits with the expert, clone again "
+                             "on the union (bc_steps / 2 steps each)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for ok, name, what in ((self.desired_kl >= 0, "desired_kl", ">= 0"), (self.bc_coef >= 0, "bc_coef", ">= 0"),
-                               (0.0 <= self.bc_coef_decay <= 1.0, "bc_coef_decay", "in [0, 1]")):
+                               (0.0 <= self.bc_coef_decay <= 1.0, "bc_coef_decay", "in [0, 1]"),
+                               (isinstance(self.dagger_rounds, int) and 0 <= self.dagger_rounds <= 100,
+                                "dagger_rounds", "an integer in [0, 100]")):
             if not ok:
                 raise ValueError(f"PPO hyperparameter {name} must be {what}; got {getattr(self, name)!r}")
 
@@ -486,28 +491,7 @@ class TorchRun:
             self.ret_norm.update(returns)
         xn = self.obs_norm.normalize(x)
         v = (returns / torch.sqrt(self.ret_norm.var + OBS_EPS)).float() if spec.norm_reward else returns.float()
-        params = [p for n, p in self.ac.named_parameters() if n != "log_std"]
-        opt = torch.optim.Adam(params, lr=spec.bc_lr)
-        steps = spec.bc_steps - done
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / max(steps, 1))))
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(spec.seed + done)
-        n, k = len(xn), 0
-        a_loss = v_loss = torch.tensor(float("nan"))
-        interrupted = False
-        try:
-            for k in range(1, steps + 1):
-                idx = torch.randint(0, n, (min(BC_BATCH, n),), generator=gen, device=self.device)
-                a_loss = (self.ac.mean(xn[idx]) - y[idx]).square().mean()
-                v_loss = (self.ac.value(xn[idx]) - v[idx]).square().mean()
-                loss = a_loss + 0.5 * v_loss
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                sched.step()
-        except KeyboardInterrupt:
-            interrupted, k = True, k - 1
+        k, a_loss, v_loss, interrupted = self._fit(xn, y, v, spec.bc_steps - done, spec.seed + done)
         stats = {"bc_action_mse": float(a_loss.detach()), "bc_value_mse": float(v_loss.detach())}
         self.bc_info = {"steps": spec.bc_steps, "rounds": spec.bc_rounds, "lr": spec.bc_lr, "expert": expert,
                         "steps_done": done + k, "dataset_s": round(gen_s, 2),
@@ -520,6 +504,87 @@ class TorchRun:
             self.writer.add_scalar(f"bc/{key}", val, 0)
         self.log(f"behaviour cloning from {expert}: {spec.bc_steps} steps on {len(xn):,} rounds in "
                  f"{self.bc_info['wall_s']:.1f} s (expert set {gen_s:.1f} s; action mse {stats['bc_action_mse']:.4f})")
+        return self._dagger(expert) if self.ppo.dagger_rounds > 0 else True
+
+    def _fit(self, xn, y, v, steps: int, seed: int):
+        """``steps`` Adam steps of the mean action on ``y`` (and the value on ``v`` unless None),
+        cosine-decayed step size; returns ``(steps done, action mse, value mse, interrupted)``."""
+        torch = self.torch
+        params = [p for n, p in self.ac.named_parameters() if n != "log_std"]
+        opt = torch.optim.Adam(params, lr=self.spec.bc_lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / max(steps, 1))))
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed)
+        n, k = len(xn), 0
+        a_loss = v_loss = torch.tensor(float("nan"))
+        try:
+            for k in range(1, steps + 1):
+                idx = torch.randint(0, n, (min(BC_BATCH, n),), generator=gen, device=self.device)
+                a_loss = (self.ac.mean(xn[idx]) - y[idx]).square().mean()
+                loss = a_loss
+                if v is not None:
+                    v_loss = (self.ac.value(xn[idx]) - v[idx]).square().mean()
+                    loss = a_loss + 0.5 * v_loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+        except KeyboardInterrupt:
+            return k - 1, a_loss, v_loss, True
+        return k, a_loss, v_loss, False
+
+    def _dagger(self, expert: str) -> bool:
+        """``dagger_rounds`` rounds of DAgger after cloning (see :class:`TorchPPOConfig`); the
+        labelled states join the cloning set (and the DAPG term's). False if a signal stopped it."""
+        from jmsra_env import actions as env_actions
+        from jmsra_env import model as jmodel
+
+        from .encoding import expert_policy_action
+        from .features import observation_features
+
+        torch, spec, cfg = self.torch, self.spec, self.cfg
+        from jmsra_env.policies import make_policy
+
+        consts = jmodel.model_constants(cfg)
+        teacher = make_policy(expert, config=cfg)
+        episodes = max(1, -(-spec.bc_rounds // cfg.episode_rounds)) if cfg.session.enabled else 0
+        try:
+            for r in range(self.ppo.dagger_rounds):
+                t0 = time.perf_counter()
+                learner = self.eval_policy()
+                feats, acts = [], []
+                if cfg.session.enabled:  # whole episodes: the states the clone's own media create
+                    from jmsra_env.session_env import JMSRASessionVectorEnv
+
+                    env = JMSRASessionVectorEnv(episodes, config=cfg)
+                    obs, _ = env.reset(seed=spec.seed + self.ctx.bc_seed_offset + 1 + r)
+                    learner.reset(cfg, spec.seed)
+                    for _ in range(cfg.episode_rounds):
+                        d = teacher.decide(obs)
+                        terms = jmodel.terms_from_observation(consts, obs)
+                        feats.append(observation_features(obs, consts, spec.features))
+                        acts.append(expert_policy_action(spec.action_encoding, np.asarray(d.media),
+                                                         np.asarray(d.bandwidth_hz), terms).astype(np.float32))
+                        media, bw = learner.decide(obs)
+                        obs, *_ = env.step(env_actions.encode_dict(media, bw))
+                    env.close()
+                else:  # single rounds: the world does not depend on the decisions; nothing to add
+                    return True
+                x = torch.as_tensor(np.concatenate(feats), device=self.device)
+                y = torch.as_tensor(np.concatenate(acts), device=self.device)
+                self.bc_x, self.bc_y = torch.cat([self.bc_x, x]), torch.cat([self.bc_y, y])
+                k, a_loss, _, stopped = self._fit(self.obs_norm.normalize(self.bc_x), self.bc_y, None,
+                                                  max(1, spec.bc_steps // 2), spec.seed + 1000 + r)
+                self.log(f"DAgger round {r + 1}/{self.ppo.dagger_rounds}: {len(x):,} states labelled by {expert}, "
+                         f"{k} cloning steps on {len(self.bc_x):,} rows in {time.perf_counter() - t0:.1f} s "
+                         f"(action mse {float(a_loss.detach()):.4f})")
+                self.bc_info.setdefault("dagger", []).append({"rows": len(self.bc_x), "steps": k,
+                                                              "action_mse": float(a_loss.detach())})
+                if stopped:
+                    return False
+        except KeyboardInterrupt:
+            return False
         return True
 
     # -- PPO ------------------------------------------------------------------------------------

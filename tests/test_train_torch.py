@@ -237,3 +237,14 @@ def test_ctrl_c_saves_the_model_and_resume_continues(tmp_path, monkeypatch, caps
     monkeypatch.setattr(TorchRun, "_update", original)
     assert main(["--resume", str(tmp_path / "cc"), "--total-timesteps", "768", "--no-progress-bar"]) == 0
     assert json.loads((tmp_path / "cc" / "run.json").read_text())["num_timesteps"] == 768
+
+
+def test_dagger_labels_the_clones_own_session_states_and_clones_again(tmp_path):
+    """--dagger-rounds on a session: each round rolls the clone through as many episodes as the
+    cloning set (2 x 64 states), the expert labels them, and the clone is fitted on the union."""
+    assert main(["--env-id", "jmsra_env/JMSRA-Session-v0", "--logdir", str(tmp_path), "--run-name", "dg", *TINY,
+                 "--bc-steps", "20", "--bc-rounds", "128", "--bc-expert", "pool-aware", "--dagger-rounds", "2",
+                 "--total-timesteps", "256", "--eval-freq", "0", "--checkpoint-freq", "0"]) == 0
+    bc = json.loads((tmp_path / "dg" / "run.json").read_text())["bc"]
+    assert [r["rows"] for r in bc["dagger"]] == [256, 384] and [r["steps"] for r in bc["dagger"]] == [10, 10]
+    assert all(r["action_mse"] == r["action_mse"] for r in bc["dagger"])  # finite losses (not NaN)
