@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -361,3 +362,16 @@ def find_resume_point(path: str | os.PathLike) -> ResumePoint:
         raise FileNotFoundError(f"no consistent saved model in {p}" + "".join(f"\n  {r}" for r in passed))
     newest = max(found, key=lambda r: (r.num_timesteps, r.unit == ck.SavedUnit(p), r.unit.prefix == ""))
     return ResumePoint(newest.run_dir, newest.unit, newest.num_timesteps, newest.run_info, tuple(passed))
+
+
+def finishing(caught: dict, extra_info: dict, interrupted: bool, steps_done: int, learn_s: float, log) -> str:
+    """What both training backends do as a run ends, before the last save: name the signal that
+    stopped it (SIGINT when none was caught), record the env-steps/s of this session's learning,
+    and return the kind of the unit to save (``"interrupted"`` or ``"final"``)."""
+    if interrupted:
+        if caught["signal"] is None:
+            caught["signal"] = signal.SIGINT
+        log(f"\ninterrupted ({signal.Signals(caught['signal']).name}): saving the model before exiting ...")
+    if learn_s > 0 and steps_done > 0:
+        extra_info["env_steps_per_s"] = round(steps_done / learn_s, 1)
+    return "interrupted" if interrupted else "final"

@@ -764,14 +764,9 @@ class _Run:
 
     def _finish(self, interrupted: bool, steps_done: int, learn_s: float) -> TrainResult:
         from . import checkpoint as ck
+        from . import runs
 
-        if interrupted:
-            if self.caught["signal"] is None:
-                self.caught["signal"] = signal.SIGINT
-            self.log(f"\ninterrupted ({signal.Signals(self.caught['signal']).name}): saving the model before exiting ...")
-        kind = "interrupted" if interrupted else "final"
-        if learn_s > 0 and steps_done > 0:
-            self.extra_info["env_steps_per_s"] = round(steps_done / learn_s, 1)
+        kind = runs.finishing(self.caught, self.extra_info, interrupted, steps_done, learn_s, self.log)
         vn = self.model.get_vec_normalize_env()
         with ck.deferred_signals(redeliver=False):  # a second Ctrl-C waits for the save
             ckpt = ck.save_checkpoint(self.run_dir, self.model, vn, self.run_info("checkpoint"))
