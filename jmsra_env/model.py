@@ -284,8 +284,9 @@ def spectral_efficiency_nats(log_ceiling_ratio):
     xp = namespace(log_ceiling_ratio)
     L = xp.as_float(log_ceiling_ratio)
     u = L + xp.log1p(L)
-    # float32 (torch) is at its precision after three steps (measured: the same errors as four)
-    for _ in range(3 if xp.is_torch and L.dtype == xp.float32 else _NEWTON_STEPS):
+    # float32 (torch) is at its precision after two steps (measured over L in [1e-7, 3e2]: the
+    # bandwidth within 3e-5 of float64, the same error as three or four steps)
+    for _ in range(2 if xp.is_torch and L.dtype == xp.float32 else _NEWTON_STEPS):
         u = spectral_efficiency_step(u, L)[0]
     return u
 
