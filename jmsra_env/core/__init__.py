@@ -24,6 +24,7 @@ torch vector env (:mod:`jmsra_env.core.torch_env`), the TorchRL env
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,14 +37,18 @@ from ..world import WorldProcess, WorldState
 __all__ = ["Core", "CoreState"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class CoreState:
-    """The explicit state of ``M`` environments (a view on the core's arrays)."""
+    """The explicit state of ``M`` environments: a value (:meth:`Core.snapshot` copies what the
+    core would change in place; the drawn chunk is shared, it is never overwritten)."""
 
     world: WorldState  # distance walks, AR(1) channel processes, loads, devices, CSI history
     receiver: session.SessionState | None  # sessions only: seen / resident KV / last KV round (M, N)
     round: Any  # (M,) int64 rounds played in the current episode
     chunk_index: int  # the current round's index in the drawn chunk of rounds
+    chunk_arrays: dict[str, Any]  # the drawn rounds' observed arrays, time-major (C, M, ...)
+    chunk_terms: model.RoundTerms | None  # the drawn rounds' terms (true channel), (C, M)
+    context_tokens: Any = None  # sessions: each context's length in the chunk's last drawn round
 
 
 class Core:
@@ -63,9 +68,42 @@ class Core:
 
     @property
     def state(self) -> CoreState:
+        """The current state, as a value (:meth:`snapshot`)."""
+        return self.snapshot()
+
+    def snapshot(self) -> CoreState:
+        """A copy of the state that later steps of this core leave untouched."""
+        w, cp = self.world, self.xp.copy
+        ws = w.state
+        world = WorldState(**{f.name: cp(getattr(ws, f.name)) for f in dataclasses.fields(ws)})
         return CoreState(
-            self.world.state, None if self.receiver is None else self.receiver.state, self.round, self.world._t
+            world=world,
+            receiver=None if self.receiver is None else self.receiver.state,  # a value already
+            round=cp(self.round),
+            chunk_index=w._t,
+            chunk_arrays=dict(w._rounds),
+            chunk_terms=w._terms,
+            context_tokens=cp(w._context_tokens) if self.session else None,
         )
+
+    def load(self, state: CoreState) -> None:
+        """Continue from ``state`` (a :meth:`snapshot` of a core of the same params and size; it
+        is copied, never changed)."""
+        w, cp = self.world, self.xp.copy
+        if tuple(state.round.shape) != (self.num_envs,):
+            raise ValueError(f"the state holds {tuple(state.round.shape)} envs; this core {self.num_envs}")
+        if (state.receiver is None) == self.session:
+            raise ValueError("the state's session-ness does not match the params (config.session.enabled)")
+        ws = state.world
+        w.state = WorldState(**{f.name: cp(getattr(ws, f.name)) for f in dataclasses.fields(ws)})
+        w._rounds = dict(state.chunk_arrays)
+        w._terms = state.chunk_terms
+        w._t = state.chunk_index
+        if self.session:
+            w._context_tokens = cp(state.context_tokens)
+            self.receiver.state = state.receiver
+        self.round = cp(state.round)
+        self.terms = None if state.chunk_terms is None else self._true_terms()
 
     def reset(self, rng, mask=None) -> None:
         """New episodes in every world (``mask`` None) or in those of ``mask``."""
