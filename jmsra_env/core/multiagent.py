@@ -118,6 +118,9 @@ class TorchTeamEnv:
         state, _ = self.venv.reset(seed=seed)
         return self._split(state), state
 
+    def close(self) -> None:
+        self.venv.close()
+
     def step(self, actions):
         """``actions (M, N, 2)``: medium score and bandwidth request in [0, 1] (``"deadline"``:
         medium and finish-time codes in [-1, 1])."""
