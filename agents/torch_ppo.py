@@ -550,7 +550,7 @@ class TorchRun:
             return False
         for key, val in stats.items():
             self.writer.add_scalar(f"bc/{key}", val, 0)
-        self.log(f"behaviour cloning from {expert}: {spec.bc_steps} steps on {len(xn):,} rounds in "
+        self.log(f"behaviour cloning from {expert}: {spec.bc_steps} steps on {len(returns):,} rounds in "
                  f"{self.bc_info['wall_s']:.1f} s (expert set {gen_s:.1f} s; action mse {stats['bc_action_mse']:.4f})")
         return self._dagger(expert) if self.ppo.dagger_rounds > 0 else True
 
