@@ -204,3 +204,45 @@ def test_a_run_resumed_with_another_algorithm_is_refused_and_untouched(mappo_res
              "--algorithm 'mappo' (run: 'ppo')", ppo)
     with pytest.raises(TrainSpecError, match="--algorithm"):
         resume_spec(str(ppo), algorithm="ippo")
+
+
+# -- jmsra-train-marl: the same trainer, its flags translated; --reference: the TorchRL trainer ----------
+
+
+def test_jmsra_train_marl_trains_and_resumes_on_the_torch_backend(tmp_path):
+    from jmsra_agents.marl import main as marl_main
+
+    tiny = ["--algorithm", "ippo", "--logdir", str(tmp_path), "--frames-per-batch", "1024", "--minibatch-size", "64",
+            "--n-epochs", "1", "--hidden", "16", "--depth", "1", "--bc-steps", "5", "--bc-rounds", "256",
+            "--eval-every", "1", "--checkpoint-every", "1", "--device", "cpu"]
+    assert marl_main([*tiny, "--total-frames", "1024"]) == 0
+    run = tmp_path / "ippo-JMSRA-v0"
+    info = json.loads((run / "run.json").read_text())
+    assert (info["algorithm"], info["num_timesteps"], info["ppo"]["batch_size"]) == ("ippo", 1024, 256)
+    assert marl_main(["--resume", str(run), "--total-frames", "2048"]) == 0
+    assert ck.load_trained_policy(run).num_timesteps == 2048
+    assert marl_main(["--resume", str(run), "--algorithm", "mappo", "--total-frames", "4096"]) == 2
+
+
+def test_jmsra_train_marl_reference_writes_the_torchrl_run_format(tmp_path):
+    from jmsra_agents.marl import load_marl_policy
+    from jmsra_agents.marl import main as marl_main
+
+    assert marl_main(["--reference", "--logdir", str(tmp_path), "--total-frames", "128", "--frames-per-batch", "128",
+                      "--minibatch-size", "64", "--n-epochs", "1", "--hidden", "16", "--depth", "1",
+                      "--eval-rounds", "32", "--checkpoint-every", "0", "--device", "cpu"]) == 0
+    assert load_marl_policy(tmp_path / "mappo-JMSRA-v0").name == "mappo"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--encoding", "request"], "--encoding request applies to --reference only"),
+    (["--bc-scale", "0.2"], "--bc-scale applies to --reference only"),
+    (["--frames-per-batch", "1000"], "--frames-per-batch must be a multiple of 1,024"),
+    (["--reference", "--resume", "x"], "--resume does not apply to --reference"),
+])
+def test_jmsra_train_marl_refuses_flags_that_do_not_apply(tmp_path, capsys, argv, message):
+    from jmsra_agents.marl import main as marl_main
+
+    assert marl_main([*argv, "--logdir", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
