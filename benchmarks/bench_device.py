@@ -46,18 +46,18 @@ from jmsra_agents.training import train  # noqa: E402
 _EVAL = re.compile(r"\[eval @\s*([\d,]+) steps\] latency ([\d.]+) s, gap to JMSRA ([+-][\d.]+) %")
 
 
-def _run(backend: str, args, logdir: str, name: str, *, bc: bool, timesteps: int, eval_freq: int,
+def _run(backend: str, args, logdir: str, name: str, *, bc: bool | str, timesteps: int, eval_freq: int,
          compare: int, n_envs: int | None = None, device: str = "cpu", algorithm: str = "ppo") -> dict:
     """One run of ``train.py [--backend torch] [--quick]`` (each backend's own recipe: with ``bc``
-    its --quick cloning, else none); returns its figures and, from its log, when each evaluation
-    ended (wall seconds since the start, cloning included)."""
+    its --quick cloning, with ``bc="full"`` its default cloning, else none); returns its figures and,
+    from its log, when each evaluation ended (wall seconds since the start, cloning included)."""
     from jmsra_agents.cli_train import build_parser, spec_from_args
 
     argv = ["--env-id", args.env_id, "--seed", str(args.seed), "--threads", str(args.threads), "--logdir", logdir,
             "--run-name", name, "--device", device, "--checkpoint-freq", "0", "--no-progress-bar",
             "--eval-freq", str(eval_freq), "--eval-episodes", str(args.eval_episodes),
             "--compare-episodes", str(compare), "--total-timesteps", str(timesteps),
-            *(["--quick"] if bc else ["--bc-steps", "0"]), *(["--backend", "torch"] if backend == "torch" else []),
+            *({"full": []}.get(bc, ["--quick"]) if bc else ["--bc-steps", "0"]), *(["--backend", "torch"] if backend == "torch" else []),
             *(["--n-envs", str(n_envs)] if n_envs else []), *(["--algorithm", algorithm] if algorithm != "ppo" else [])]
     parser = build_parser()
     spec = spec_from_args(parser.parse_args(argv), argv, parser)
@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env-m", type=int, default=4096, help="envs of the env-only throughput on the CPU")
     p.add_argument("--skip-sb3-quality", action="store_true", help="part 2 for the torch backend only")
     p.add_argument("--team-algorithms", default="mappo", help="part 3: comma-separated mappo, ippo ('' skips it)")
-    p.add_argument("--team-timesteps", type=int, default=None, help="part 3's budget (default --torch-timesteps)")
+    p.add_argument("--team-timesteps", type=int, default=1_228_800, help="part 3's PPO budget (rounds)")
+    p.add_argument("--team-recipe", choices=("full", "quick"), default="full",
+                   help="part 3's cloning: the torch backend's default (1,000 steps on 100,000 rounds) or --quick's")
     p.add_argument("--only-quality", action="store_true", help="parts 2 and 3 only (no throughput runs, no env-only)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     args = p.parse_args(argv)
@@ -189,9 +191,9 @@ def _quality(args, out: dict, logdir: str, sb3_sps: float | None = None, tch: di
     # 3. the multi-agent trainer, on the same held-out rounds as the centralised row
     team = [a for a in args.team_algorithms.split(",") if a]
     if team:
-        steps = args.team_timesteps or args.torch_timesteps
-        print(f"\n3. multi-agent trainer (decentralised agents, one shared actor; torch backend, --quick recipe, "
-              f"{steps:,} rounds of PPO): held-out gap on the same {args.compare_episodes} episodes")
+        steps = args.team_timesteps
+        print(f"\n3. multi-agent trainer (decentralised agents, one shared actor; torch backend, {args.team_recipe} "
+              f"cloning, {steps:,} rounds of PPO): held-out gap on the same {args.compare_episodes} episodes")
         out["team"] = {}
         for algo in team:
             thr = None
@@ -199,8 +201,8 @@ def _quality(args, out: dict, logdir: str, sb3_sps: float | None = None, tch: di
                 t = _run("torch", args, logdir, f"{algo}-throughput", bc=False, timesteps=args.torch_throughput_steps,
                          eval_freq=0, compare=0, algorithm=algo)
                 thr = t["env_steps_per_s"]
-            r = _run("torch", args, logdir, f"{algo}-quality", bc=True, timesteps=steps, eval_freq=max(steps // 10, 1),
-                     compare=args.compare_episodes, algorithm=algo)
+            r = _run("torch", args, logdir, f"{algo}-quality", bc="full" if args.team_recipe == "full" else True,
+                     timesteps=steps, eval_freq=max(steps // 10, 1), compare=args.compare_episodes, algorithm=algo)
             held = r["metrics"].get("compare/ppo_gap_to_jmsra_pct", float("nan"))
             out["team"][algo] = {"rounds_per_s": thr, "wall_s": r["wall_s"], "held_out_gap_pct": held,
                                  "timesteps": steps, "evals": r["evals"],
