@@ -6,7 +6,9 @@
 2. Mean latency on held-out rounds of the decentralised yardsticks (``threshold``: single-agent
    threshold on ``B / N``, equal split; ``proportional``: its media, requests proportional to the
    equal-share transmission time), the centralised experts (``jmsra``, ``optimal``) and MAPPO / IPPO
-   trained here with the stated budget (or loaded with ``--mappo-run`` / ``--ippo-run``); a
+   trained here by the TorchRL reference trainer (:func:`jmsra_agents.marl.train`) with the stated
+   budget, or loaded with ``--mappo-run`` / ``--ippo-run`` (a reference run, ``marl.json``, or a run of
+   ``train.py --algorithm mappo|ippo``; ``benchmarks/bench_device.py`` part 3 trains those); a
    centralised PPO run of ``train.py`` joins with ``--ppo-run``. Every policy decides on the same
    rounds, charged as the environment charges them (:class:`jmsra_agents.marl.TeamEvaluator`, the one
    evaluation path).
@@ -130,7 +132,13 @@ def main(argv=None) -> int:
 
         given = getattr(args, f"{algo}_run")
         if given:
-            deciders[algo] = load_marl_policy(given)
+            if (Path(given) / "marl.json").is_file():
+                deciders[algo] = load_marl_policy(given)
+            else:  # a run of train.py --algorithm mappo|ippo: the safe files
+                from jmsra_agents.evaluation import load_model_policy
+
+                deciders[algo] = load_model_policy(given, label=algo)
+                deciders[algo].decentralised = True
         elif args.frames > 0:
             hp = MARLConfig(
                 algorithm=algo, total_frames=args.frames, bc_steps=args.bc_steps,
