@@ -5,6 +5,12 @@ determinism, and bad input. Tiny runs on the CPU."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +20,8 @@ import jmsra_env  # noqa: F401 - registers the environments
 from jmsra_agents import checkpoint as ck
 from jmsra_agents.cli_train import main
 from jmsra_agents.training import TrainSpec, TrainSpecError, _validate, default_ppo, resume_spec, torch_context, train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # A tiny but complete MAPPO run: 64 teams x 4 steps per rollout (256 rounds, 1,024 agent samples per update).
 TINY = [
@@ -134,6 +142,25 @@ def test_resume_continues_the_step_count_weights_optimiser_and_statistics_exactl
     more = train(spec, log=None)
     assert more.num_timesteps == 1536 and more.steps_this_session == 768
     assert json.loads((first.run_dir / "run.json").read_text())["algorithm"] == "mappo"
+
+
+def test_sigkill_then_resume_finishes_from_the_newest_checkpoint(tmp_path):
+    args = ["--total-timesteps", "200000", "--logdir", str(tmp_path), "--run-name", "k", *TINY, "--eval-freq", "0",
+            "--checkpoint-freq", "256"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = tmp_path / "k" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len([p for p in ckpts.glob("ckpt_*")] if ckpts.is_dir() else []) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    newest = max(int(p.name.split("_")[1]) for p in ckpts.glob("ckpt_*"))
+    assert newest >= 512
+    assert main(["--resume", str(tmp_path / "k"), "--total-timesteps", str(newest + 512), "--no-progress-bar"]) == 0
+    assert ck.load_trained_policy(tmp_path / "k").num_timesteps == newest + 512
+    assert json.loads((tmp_path / "k" / "run.json").read_text())["algorithm"] == "mappo"
 
 
 @pytest.mark.parametrize("algorithm", ["mappo", "ippo"])
