@@ -623,8 +623,13 @@ class TrainedPolicy:
     in the env's Box form (``(2N,)`` or ``(M, 2N)`` in [-1, 1]; float64 for the ``deadline``
     encoding, whose tiny shares float32 cannot hold).
 
+    ``action_form = "team"`` (a multi-agent run, :mod:`jmsra_agents.torch_marl`): the actor is one
+    agent's, shared by all: agent ``i`` reads its own block of the features
+    (:func:`jmsra_env.core.multiagent.split_agent_features`) and outputs its own ``(medium code,
+    finish-time code)``; the agents' codes together are the central deadline-encoded action.
+
     Attributes: ``env_id`` (the Box ID trained on), ``config`` (:class:`jmsra_env.ScenarioConfig`),
-    ``action_form`` (``"box"``), ``n_agents``, ``features``, ``action_encoding``, ``run_info`` (``run.json``),
+    ``action_form`` (``"box"`` or ``"team"``), ``n_agents``, ``features``, ``action_encoding``, ``run_info`` (``run.json``),
     ``model`` (the SB3 PPO, or a :class:`SafeActor` from the safe format), ``vecnormalize`` (SB3's
     or an :class:`ObsNormalizer`), ``model_path``, ``num_timesteps``.
     """
@@ -653,9 +658,14 @@ class TrainedPolicy:
         if self.action_encoding not in ACTION_ENCODINGS:
             raise ValueError(f"{self.model_path}: field run.action_encoding must be one of {ACTION_ENCODINGS}; "
                              f"got {self.action_encoding!r:.60}")
+        if self.action_form not in ("box", "team"):
+            raise ValueError(f"{self.model_path}: field run.action_form must be 'box' or 'team'; got {self.action_form!r:.60}")
+        if self.action_form == "team" and self.action_encoding != "deadline":
+            raise ValueError(f"{self.model_path}: field run.action_encoding must be 'deadline' for a team policy; "
+                             f"got {self.action_encoding!r:.60}")
         self.num_timesteps = int(getattr(model, "num_timesteps", run_info.get("num_timesteps", 0)))
         self._consts = jmodel.model_constants(self.config)
-        expected = (2 * self.n_agents,)
+        expected = (2,) if self.action_form == "team" else (2 * self.n_agents,)
         if tuple(model.action_space.shape) != expected:
             raise ValueError(
                 f"{self.model_path}: the model's action shape {model.action_space.shape} does not match "
@@ -677,13 +687,22 @@ class TrainedPolicy:
                 f"n_agents={self.n_agents} ({self.env_id})"
             )
         feats = observation_features(obs, self._consts, self.features)
+        if self.action_form == "team":  # (..., N, F_agent): each agent's own block and the broadcast
+            from jmsra_env.core.multiagent import split_agent_features
+
+            feats = split_agent_features(feats, self.n_agents, self.features, bool(self.config.session.enabled))
         return np.asarray(self.vecnormalize.normalize_obs(feats), dtype=np.float32)
 
     def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
         from .encoding import to_env_action
 
         x = self.normalized_features(obs)
-        action, _ = self.model.predict(x, deterministic=deterministic)
+        if self.action_form == "team":  # one actor per agent; the codes as the central deadline action
+            a, _ = self.model.predict(x.reshape(-1, x.shape[-1]), deterministic=deterministic)
+            a = np.asarray(a).reshape(*x.shape[:-1], 2)
+            action = np.concatenate([a[..., 0], a[..., 1]], axis=-1)
+        else:
+            action, _ = self.model.predict(x, deterministic=deterministic)
         return to_env_action(self.action_encoding, action, obs, self._consts), None
 
     def __repr__(self) -> str:

@@ -133,6 +133,12 @@ def _add_backend_flags(p: argparse.ArgumentParser) -> None:
         f"steps after {TORCH_QUICK_BC_STEPS} cloning steps, PPO settings in jmsra_agents.torch_ppo.TORCH_DEFAULTS (docs/training.md, 'The torch backend')")
     g.add_argument("--backend", choices=BACKENDS, default=None,
                    help="sb3 (default; the reference) or torch (with --resume: the run's)")
+    from jmsra_agents.torch_marl import ALGORITHMS
+
+    g.add_argument("--algorithm", choices=ALGORITHMS, default=None,
+                   help="ppo (default: one policy decides for the team) or decentralised agents sharing one actor, "
+                   "each on its own observation (jmsra_agents.torch_marl; torch backend, implied): mappo (critic on "
+                   "the team's state) or ippo (critic on the agent's own observation)")
     _add_ppo_flags(g, [f for f in dataclasses.fields(TorchPPOConfig) if f.name in TORCH_ONLY_FIELDS])
 
 
@@ -145,6 +151,10 @@ def _backend_fields(args: argparse.Namespace, argv: list[str] | None, parser: ar
                                   TORCH_QUICK_BC_ROUNDS, TORCH_QUICK_BC_STEPS, TORCH_QUICK_TIMESTEPS)
 
     explicit = _explicit_options(parser, argv)
+    if args.algorithm not in (None, "ppo"):
+        if args.backend not in (None, "torch"):
+            raise t.TrainSpecError(f"--algorithm {args.algorithm} runs on the torch backend only (--backend torch)")
+        args.backend = "torch"
     backend = args.backend or "sb3"
     if backend == "torch" and "vec" in explicit:
         raise t.TrainSpecError("--vec applies to the sb3 backend only; the torch backend steps its own batched env "
@@ -176,7 +186,7 @@ def _explicit_options(parser: argparse.ArgumentParser, argv: list[str] | None) -
 
 
 # flag destination -> TrainSpec field, for the flags that map one to one
-_SAME = ("backend", "env_id", "total_timesteps", "n_envs", "vec", "seed", "device", "threads", "logdir", "run_name",
+_SAME = ("backend", "algorithm", "env_id", "total_timesteps", "n_envs", "vec", "seed", "device", "threads", "logdir", "run_name",
          "force", "features", "action_encoding", "bc_steps", "bc_rounds", "bc_lr", "bc_expert", "checkpoint_freq",
          "eval_freq", "eval_episodes", "compare_episodes", "verbose")
 

@@ -87,13 +87,13 @@ class TrainedModelPolicy:
         return actions.decode_box(action, terms, action.shape[:-1])
 
 
-def _model_label(path: Path) -> str:
+def _model_label(path: Path, algorithm: str = "ppo") -> str:
     p = path.resolve()
     if p.is_dir():
-        return f"ppo:{p.name}"
+        return f"{algorithm}:{p.name}"
     stem = p.name[: -len(".zip")] if p.name.endswith(".zip") else p.name
     parent = p.parent.name
-    return f"ppo:{parent}" if stem == "model" else f"ppo:{parent}/{stem}"
+    return f"{algorithm}:{parent}" if stem == "model" else f"{algorithm}:{parent}/{stem}"
 
 
 def load_model_policy(
@@ -120,8 +120,11 @@ def load_model_policy(
         raise ev.EvaluationError(
             f"model {str(path)!r} carries no scenario config (run.json); cannot check that it fits"
         )
+    team = getattr(trained, "action_form", "box") == "team"  # decentralised agents (jmsra_agents.torch_marl)
+    algorithm = str(trained.run_info.get("algorithm", "ppo")) if team else "ppo"
     return TrainedModelPolicy(
-        trained, trained.config, label or _model_label(p), path=str(path), env_id=getattr(trained, "env_id", None)
+        trained, trained.config, label or _model_label(p, algorithm), path=str(path),
+        env_id=getattr(trained, "env_id", None), kind="marl" if team else "ppo",
     )
 
 

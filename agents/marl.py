@@ -1,6 +1,13 @@
-"""Multi-agent PPO on TorchRL: MAPPO (centralised critic over ``state()``) and IPPO, decentralised actors.
+"""The ``jmsra-train-marl`` command, and the TorchRL reference trainer with its run format.
 
-``jmsra-train-marl`` (or ``python -m jmsra_agents.marl``) trains on :mod:`jmsra_env.multiagent`'s
+``jmsra-train-marl`` (or ``python -m jmsra_agents.marl``) trains MAPPO or IPPO with the torch
+backend's multi-agent trainer (:mod:`jmsra_agents.torch_marl`, ``train.py --algorithm mappo``: the
+run directory, lock, ``--resume``, checkpoints and safe format of ``train.py``); its flags are
+translated (:func:`main`). ``jmsra-train-marl --reference`` runs the reference trainer below
+instead, which writes the multi-agent run format of this module (``marl.json``), kept so that its
+runs stay loadable by ``evaluate.py`` (:func:`load_marl_policy`) and the two can be compared.
+
+The reference trainer trains on :mod:`jmsra_env.multiagent`'s
 ``ParallelEnv`` through TorchRL's ``PettingZooWrapper``, with ``MultiAgentMLP`` actors (one network
 shared by all agents, each agent reading only its own features), ``ClipPPOLoss``, ``GAE`` and a
 ``Collector``: no hand-written PPO.
@@ -847,19 +854,27 @@ def _marl_versions() -> dict[str, str]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jmsra-train-marl",
-        description="Train MAPPO or IPPO (TorchRL) on the multi-agent JMSRA environment.",
+        description="Train MAPPO or IPPO on the multi-agent JMSRA environment: the torch backend's multi-agent "
+        "trainer (train.py --algorithm mappo; run directory, lock, --resume, safe format), or with --reference the "
+        "TorchRL reference trainer (marl.json runs).",
     )
     p.add_argument("--scenario", default="JMSRA-v0", help="variant or registered ID (default JMSRA-v0)")
     p.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="scenario overrides, e.g. n_agents=8")
     p.add_argument("--logdir", default="runs", help="parent directory of the run directory")
     p.add_argument("--run-name", default=None, help="run directory name (default <algorithm>-<scenario>)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--quick", action="store_true", help="20,000 frames (a smoke run)")
+    p.add_argument("--quick", action="store_true",
+                   help="a quick run (train.py --quick's budget; --reference: 20,000 frames)")
+    p.add_argument("--force", action="store_true", help="replace an existing run directory (not with --reference)")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue a run of this trainer (not with --reference); the flags given must match the run")
+    p.add_argument("--reference", action="store_true",
+                   help="the TorchRL reference trainer (its own run format, marl.json; no lock, no resume)")
     for f in dataclasses.fields(MARLConfig):  # each hyperparameter written once, in MARLConfig
         if f.name == "gamma":
             kind, text = float, f"default 0 (single-round scenarios), {SESSION_GAMMA} (sessions)"
         else:
-            kind, text = type(f.default), f"default {f.default}"
+            kind, text = type(f.default), f"--reference default {f.default}"
         p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, help=text)
     return p
 
@@ -877,25 +892,114 @@ def _scenario_env_id(scenario: str) -> str | None:
         return None
 
 
+# jmsra-train-marl flag -> train.py flag, for the hyperparameters that mean the same in both trainers
+_SAME_FLAGS = {"algorithm": "--algorithm", "total_frames": "--total-timesteps", "learning_rate": "--learning-rate",
+               "n_epochs": "--n-epochs", "max_grad_norm": "--max-grad-norm", "clip_epsilon": "--clip-range",
+               "entropy_coef": "--ent-coef", "gamma": "--gamma", "lmbda": "--gae-lambda", "bc_steps": "--bc-steps",
+               "bc_rounds": "--bc-rounds", "seed": "--seed"}
+_REFERENCE_ONLY = {"bc_scale": "the actor's TanhNormal scale", "eval_rounds": "--eval-episodes of train.py"}
+
+
+def _check_given(given: dict[str, Any]) -> None:
+    """Each given hyperparameter's own range (``MARLConfig``'s checks, naming the flag's field)."""
+    for name, value in given.items():
+        try:
+            MARLConfig(**{name: value})
+        except ValueError as exc:
+            if "minibatch_size (" not in str(exc):  # the pair's check belongs to the reference's defaults
+                raise
+
+
+def _train_argv(args: argparse.Namespace, given: dict[str, Any], cfg: ScenarioConfig) -> list[str]:
+    """The ``train.py`` flags of a ``jmsra-train-marl`` command (the torch backend's multi-agent trainer)."""
+    from .torch_ppo import TORCH_N_ENVS
+
+    for name, what in _REFERENCE_ONLY.items():
+        if name in given:
+            raise ValueError(f"--{name.replace('_', '-')} applies to --reference only ({what})")
+    if given.get("encoding", "deadline") != "deadline":
+        raise ValueError("--encoding request applies to --reference only; this trainer's agents use the deadline "
+                         "encoding (medium and finish-time target)")
+    if args.resume is not None:
+        out = ["--resume", args.resume]
+    else:
+        env_id = _scenario_env_id(args.scenario) or args.scenario
+        name = args.run_name or f"{given.get('algorithm', 'mappo')}-{args.scenario.split('/')[-1]}"
+        out = ["--algorithm", given.get("algorithm", "mappo"), "--env-id", env_id, "--logdir", args.logdir,
+               "--run-name", name, *(["--force"] if args.force else []), *(["--quick"] if args.quick else [])]
+        for kv in args.config:
+            out += ["--config", kv]
+    out += ["--device", args.device, "--no-progress-bar"]
+    for name, flag in _SAME_FLAGS.items():
+        if name in given and not (args.resume is None and name == "algorithm"):
+            out += [flag, str(given[name])]
+    if "frames_per_batch" in given:  # rounds per rollout = --n-steps x --n-envs
+        fpb = given["frames_per_batch"]
+        if fpb % TORCH_N_ENVS:
+            raise ValueError(f"--frames-per-batch must be a multiple of {TORCH_N_ENVS:,} (the rollout's teams); got {fpb}")
+        out += ["--n-steps", str(fpb // TORCH_N_ENVS)]
+    if "minibatch_size" in given:  # rounds per gradient step; a sample is one agent in one round
+        out += ["--batch-size", str(given["minibatch_size"] * cfg.n_agents)]
+    if "hidden" in given or "depth" in given:
+        out += ["--net-arch", ",".join([str(given.get("hidden", 128))] * given.get("depth", 2))]
+    rounds = TORCH_N_ENVS * (given.get("frames_per_batch", 8 * TORCH_N_ENVS) // TORCH_N_ENVS)
+    for name, flag in (("eval_every", "--eval-freq"), ("checkpoint_every", "--checkpoint-freq")):
+        if name in given:  # batches -> rounds
+            out += [flag, str(given[name] * rounds)]
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``jmsra-train-marl``: exit status 0, 2 on bad input (one line naming the flag), 130 / 143
+    when a signal stopped a run (saved; ``--resume`` continues it)."""
     args = _parser().parse_args(argv)
     try:
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(MARLConfig)}
         hp_kwargs = {k: v for k, v in given.items() if v is not None}
-        if args.quick and "total_frames" not in hp_kwargs:
-            hp_kwargs["total_frames"] = 20_000
-        hp = MARLConfig(**hp_kwargs)
+        if args.reference:
+            if args.resume is not None or args.force:
+                raise ValueError(f"--{'resume' if args.resume is not None else 'force'} does not apply to --reference "
+                                 f"(its runs have no lock and no resume)")
+            if args.quick and "total_frames" not in hp_kwargs:
+                hp_kwargs["total_frames"] = 20_000
+            hp = MARLConfig(**hp_kwargs)
+        else:
+            _check_given(hp_kwargs)
         env = parallel_env(args.scenario, **parse_overrides(args.config))
         cfg = env.config
+        train_argv = None if args.reference else _train_argv(args, hp_kwargs, cfg)
     except ValueError as exc:
         print(f"jmsra-train-marl: error: {exc}", file=sys.stderr)
         return 2
-    name = args.run_name or f"{hp.algorithm}-{args.scenario.split('/')[-1]}"
-    summary = train(
-        cfg, hp, Path(args.logdir) / name, device=args.device, progress=True, env_id=_scenario_env_id(args.scenario)
-    )
-    print(json.dumps(summary, indent=2))
-    return 0
+    if args.reference:
+        name = args.run_name or f"{hp.algorithm}-{args.scenario.split('/')[-1]}"
+        summary = train(
+            cfg, hp, Path(args.logdir) / name, device=args.device, progress=True, env_id=_scenario_env_id(args.scenario)
+        )
+        print(json.dumps(summary, indent=2))
+        return 0
+    return _run_torch_trainer(train_argv)
+
+
+def _run_torch_trainer(train_argv: list[str]) -> int:
+    """``train.py`` with ``train_argv``, its errors reported as this command's."""
+    from .cli_train import build_parser, spec_from_args, validate_args
+    from .training import TrainingInterrupted, TrainSpecError
+    from .training import train as train_spec
+
+    parser = build_parser(prog="jmsra-train-marl")
+    args = parser.parse_args(train_argv)
+    try:
+        validate_args(args)
+        spec = spec_from_args(args, train_argv, parser)
+        result = train_spec(spec)
+    except TrainSpecError as exc:
+        print(f"jmsra-train-marl: error: {exc} (in train.py's terms)", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as exc:
+        print(f"\ninterrupted ({exc}) before the model was built: nothing to save", file=sys.stderr)
+        return 128 + exc.signum
+    return result.exit_code
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ class RunDirError(ValueError):
 RUN_ENTRIES = frozenset({
     ck.MODEL_FILE, ck.VECNORM_FILE, ck.WEIGHTS_FILE, ck.POLICY_FILE, ck.RUN_FILE, ck.BEST_MODEL_FILE,
     ck.BEST_VECNORM_FILE, ck.BEST_PREFIX + ck.WEIGHTS_FILE, ck.BEST_PREFIX + ck.POLICY_FILE, ck.CHECKPOINT_DIR,
+    ck.TRAINER_FILE, ck.BEST_PREFIX + ck.TRAINER_FILE,  # the torch backend's units
     "evaluations.json", "tb", LOCK_FILE,
     "trial_result.json",  # a sweep trial's result (jmsra_agents.sweep.TRIAL_RESULT_FILE)
 })
@@ -157,9 +158,9 @@ def _restore(replaced: Path, run_dir: Path) -> None:
         pass
 
 
-def default_run_name(env_id: str, seed: int) -> str:
+def default_run_name(env_id: str, seed: int, algorithm: str = "ppo") -> str:
     variant = env_id.split("/")[-1].removesuffix("-v0").removesuffix("-Box")
-    return f"{variant}-ppo-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{variant}-{algorithm}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def check_run_name(name: str) -> None:

@@ -38,7 +38,7 @@ from .ppo import PPOConfig, _hp
 
 __all__ = ["BACKENDS", "TORCH_N_ENVS", "TorchPPOConfig", "default_torch_ppo", "ActorCritic", "RunningNorm",
            "make_torch_vec_env", "TorchRun", "RunContext", "TORCH_ONLY_FIELDS",
-           "TORCH_QUICK_TIMESTEPS", "TORCH_QUICK_BC_STEPS", "TORCH_QUICK_BC_ROUNDS"]
+           "TORCH_QUICK_TIMESTEPS", "TORCH_QUICK_BC_STEPS", "TORCH_QUICK_BC_ROUNDS", "gae"]
 
 BACKENDS = ("sb3", "torch")
 TORCH_N_ENVS = 1024  # the torch backend's default --n-envs
@@ -151,10 +151,12 @@ def _mlp(n_in: int, arch, act):
     return nn.Sequential(*layers), last
 
 
-def ActorCritic(n_obs: int, n_act: int, cfg: PPOConfig):  # noqa: N802 - a module factory
+def ActorCritic(n_obs: int, n_act: int, cfg: PPOConfig, n_value_obs: int | None = None):  # noqa: N802 - a module factory
     """SB3's ``ActorCriticPolicy`` MLP layout and parameter names (``mlp_extractor.policy_net``,
     ``action_net``, ``log_std``, ``mlp_extractor.value_net``, ``value_net``), so the safe format's
-    loader rebuilds the actor; orthogonal initialisation as SB3's (gains sqrt 2, 0.01, 1)."""
+    loader rebuilds the actor; orthogonal initialisation as SB3's (gains sqrt 2, 0.01, 1).
+    ``n_value_obs``: the critic's input size when it reads something else than the actor (MAPPO's
+    centralised critic on the team's state)."""
     import gymnasium as gym
     import torch
     import torch.nn as nn
@@ -166,7 +168,7 @@ def ActorCritic(n_obs: int, n_act: int, cfg: PPOConfig):  # noqa: N802 - a modul
             super().__init__()
             self.mlp_extractor = nn.Module()
             self.mlp_extractor.policy_net, last_pi = _mlp(n_obs, cfg.net_arch, act)
-            self.mlp_extractor.value_net, last_vf = _mlp(n_obs, cfg.net_arch, act)
+            self.mlp_extractor.value_net, last_vf = _mlp(n_value_obs or n_obs, cfg.net_arch, act)
             self.action_net = nn.Linear(last_pi, n_act)
             self.value_net = nn.Linear(last_vf, 1)
             self.log_std = nn.Parameter(torch.full((n_act,), float(cfg.log_std_init)))
@@ -188,6 +190,21 @@ def ActorCritic(n_obs: int, n_act: int, cfg: PPOConfig):  # noqa: N802 - a modul
             return self.value_net(self.mlp_extractor.value_net(x)).squeeze(-1)
 
     return _ActorCritic()
+
+
+def gae(r, v, done, last_v, gamma: float, lam: float):
+    """Advantages ``(T, ...)`` by GAE over a rollout's rewards, values and done flags ``(T, ...)``
+    (a tensor loop over the steps; an ended episode is not bootstrapped: truncation ends the task)."""
+    import torch
+
+    adv = torch.zeros_like(v)
+    last = torch.zeros_like(last_v)
+    for t in range(v.shape[0] - 1, -1, -1):
+        next_v = last_v if t == v.shape[0] - 1 else v[t + 1]
+        nonterm = 1.0 - done[t]
+        last = r[t] + gamma * next_v * nonterm - v[t] + gamma * lam * nonterm * last
+        adv[t] = last
+    return adv
 
 
 class RunningNorm:
@@ -246,7 +263,19 @@ class _RMSView:
 
 class TorchRun:
     """One training session of the torch backend in a locked run directory (the torch twin of
-    ``jmsra_agents.training._Run``): build or resume, clone the expert, PPO, save, compare."""
+    ``jmsra_agents.training._Run``): build or resume, clone the expert, PPO, save, compare.
+
+    The multi-agent trainer (:class:`jmsra_agents.torch_marl.TeamRun`) is this class with another
+    environment and network (the hooks ``_make_env``, ``_make_net``, ``_reset_env``, ``_env_step``,
+    ``_value``, ``_per_sample`` and ``_bc_tensors``): one rollout loop, one GAE, one update, one
+    behaviour cloning and one run bookkeeping for both.
+    """
+
+    algorithm = "ppo"
+    action_form = "box"  # what policy.json's actor maps features to (jmsra_agents.checkpoint.TrainedPolicy)
+    obs_pipeline = ("jmsra_env.features.observation_features -> running mean/var normalisation "
+                    "(VecNormalize's arithmetic and clip)")
+    sample_shape: tuple[int, ...] = ()  # the trailing axes of one env's sample (agents: (N,))
 
     def __init__(self, plan, run_dir: Path, log: Callable[[str], None], caught: dict, ctx: RunContext):
         import torch
@@ -265,6 +294,7 @@ class TorchRun:
         self.best_latency_s = math.inf
         self._expert_results = None
         self.bc_x = self.bc_y = None
+        self.value_norm = None  # the critic's own input statistics, when it reads something else than the actor
 
     # -- construction -------------------------------------------------------------------------
 
@@ -273,18 +303,18 @@ class TorchRun:
         torch.set_num_threads(spec.threads)
         resuming = plan.resume is not None
         self.env_seed = spec.seed + self.ctx.resume_seed_offset if resuming else spec.seed
-        self.env = make_torch_vec_env(plan.env_id, spec.n_envs, self.cfg, device=plan.device,
-                                      features=spec.features, action_encoding=spec.action_encoding)
-        n_obs, n_act = self.env.n_features, self.env.n_actions
+        self._make_env()
         torch.manual_seed(spec.seed)
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(spec.seed)
-        self.ac = ActorCritic(n_obs, n_act, self.ppo).to(self.device)
+        self.ac = self._make_net().to(self.device)
         self.opt = torch.optim.Adam(self.ac.parameters(), lr=self.ppo.learning_rate, eps=1e-5)
         self.lr = float(self.ppo.learning_rate)
         self.bc_coef = float(self.ppo.bc_coef)
-        self.obs_norm = RunningNorm((n_obs,), self.device)
+        self.obs_norm = RunningNorm((self.n_obs,), self.device)
         self.ret_norm = RunningNorm((), self.device)
+        if self.n_value_obs is not None:
+            self.value_norm = RunningNorm((self.n_value_obs,), self.device)
         if resuming:
             self._load_state(plan.resume.unit)
         self._load_history()
@@ -294,15 +324,32 @@ class TorchRun:
         self.writer = SummaryWriter(str(self.tb_dir / "PPO_torch"))
         self._loss_fn = torch.compile(self._loss) if self.ppo.compile else self._loss
 
+    def _make_env(self) -> None:
+        """The env, and the sizes of the actor's input (``n_obs``), its output (``n_act``) and the
+        critic's own input (``n_value_obs``, None: the actor's)."""
+        plan = self.plan
+        self.env = make_torch_vec_env(plan.env_id, self.spec.n_envs, self.cfg, device=plan.device,
+                                      features=self.spec.features, action_encoding=self.spec.action_encoding)
+        self.n_obs, self.n_act, self.n_value_obs = self.env.n_features, self.env.n_actions, None
+
+    def _make_net(self):
+        return ActorCritic(self.n_obs, self.n_act, self.ppo, self.n_value_obs)
+
+    def _norms(self) -> dict[str, RunningNorm]:
+        out = {"obs_norm": self.obs_norm, "ret_norm": self.ret_norm}
+        if self.value_norm is not None:
+            out["value_norm"] = self.value_norm
+        return out
+
     # -- state: save and load -----------------------------------------------------------------
 
     def _trainer_bytes(self) -> bytes:
         from safetensors.torch import save
 
         torch = self.torch
-        tensors: dict[str, Any] = {**self.obs_norm.tensors("obs_norm"), **self.ret_norm.tensors("ret_norm"),
-                                   "generator_state": self.gen.get_state(),
-                                   "cpu_generator_state": torch.get_rng_state()}
+        tensors: dict[str, Any] = {"generator_state": self.gen.get_state(), "cpu_generator_state": torch.get_rng_state()}
+        for name, norm in self._norms().items():
+            tensors.update(norm.tensors(name))
         names = {id(p): n for n, p in self.ac.named_parameters()}
         groups = self.opt.state_dict()["param_groups"]
         for p, st in self.opt.state.items():
@@ -326,8 +373,8 @@ class TorchRun:
         with safe_open(str(unit.path(ck.TRAINER_FILE)), framework="pt") as fh:
             meta = json.loads(fh.metadata()["trainer"])
             tr = {k: fh.get_tensor(k) for k in fh.keys()}
-        self.obs_norm.load(tr, "obs_norm")
-        self.ret_norm.load(tr, "ret_norm")
+        for name, norm in self._norms().items():
+            norm.load(tr, name)
         self.gen.set_state(tr["generator_state"])
         torch.set_rng_state(tr["cpu_generator_state"])
         state: dict[int, dict[str, Any]] = {}
@@ -347,12 +394,11 @@ class TorchRun:
 
         plan, cfg = self.plan, self.cfg
         return {
-            "format": ck.RUN_FORMAT, "kind": kind, "backend": "torch", "env_id": plan.env_id,
-            "requested_env_id": self.spec.env_id, "config": cfg.to_dict(),
-            "config_overrides": dict(self.spec.config_overrides), "action_form": "box", "n_agents": cfg.n_agents,
-            "features": self.spec.features, "action_encoding": self.spec.action_encoding,
-            "obs_pipeline": "jmsra_env.features.observation_features -> running mean/var normalisation "
-                            "(VecNormalize's arithmetic and clip)",
+            "format": ck.RUN_FORMAT, "kind": kind, "backend": "torch", "algorithm": self.algorithm,
+            "env_id": plan.env_id, "requested_env_id": self.spec.env_id, "config": cfg.to_dict(),
+            "config_overrides": dict(self.spec.config_overrides), "action_form": self.action_form,
+            "n_agents": cfg.n_agents, "features": self.spec.features, "action_encoding": self.spec.action_encoding,
+            "obs_pipeline": self.obs_pipeline,
             "args": self.spec.to_dict(), "ppo": self.ppo.to_dict(), "bc": self.bc_info, "device": plan.device,
             "versions": ck.package_versions(), "num_timesteps": int(self.num_timesteps),
             "total_timesteps": int(self.spec.total_timesteps), "created": self.created,
@@ -480,18 +526,20 @@ class TorchRun:
         except KeyboardInterrupt:
             return False
         gen_s = time.perf_counter() - t0
-        x = torch.as_tensor(data.features, device=self.device)
-        y = torch.as_tensor(data.actions, device=self.device, dtype=torch.float32)
+        x, y, returns, value_x = self._bc_tensors(data)
         self.bc_x, self.bc_y = x, y  # kept for the DAPG term (bc_coef)
         if done >= spec.bc_steps or self.num_timesteps > 0:
             return True
-        returns = torch.as_tensor(-data.latency_s if data.returns is None else data.returns, device=self.device)
         if done == 0:
             self.obs_norm.update(x)
             self.ret_norm.update(returns)
+            if value_x is not None:
+                self.value_norm.update(value_x)
         xn = self.obs_norm.normalize(x)
         v = (returns / torch.sqrt(self.ret_norm.var + OBS_EPS)).float() if spec.norm_reward else returns.float()
-        k, a_loss, v_loss, interrupted = self._fit(xn, y, v, spec.bc_steps - done, spec.seed + done)
+        vx = None if value_x is None else self.value_norm.normalize(value_x)
+        k, a_loss, v_loss, interrupted = self._fit(xn, y, v, spec.bc_steps - done, spec.seed + done, vx,
+                                                   len(x) // len(returns))
         stats = {"bc_action_mse": float(a_loss.detach()), "bc_value_mse": float(v_loss.detach())}
         self.bc_info = {"steps": spec.bc_steps, "rounds": spec.bc_rounds, "lr": spec.bc_lr, "expert": expert,
                         "steps_done": done + k, "dataset_s": round(gen_s, 2),
@@ -502,12 +550,22 @@ class TorchRun:
             return False
         for key, val in stats.items():
             self.writer.add_scalar(f"bc/{key}", val, 0)
-        self.log(f"behaviour cloning from {expert}: {spec.bc_steps} steps on {len(xn):,} rounds in "
+        self.log(f"behaviour cloning from {expert}: {spec.bc_steps} steps on {len(returns):,} rounds in "
                  f"{self.bc_info['wall_s']:.1f} s (expert set {gen_s:.1f} s; action mse {stats['bc_action_mse']:.4f})")
         return self._dagger(expert) if self.ppo.dagger_rounds > 0 else True
 
-    def _fit(self, xn, y, v, steps: int, seed: int):
-        """``steps`` Adam steps of the mean action on ``y`` (and the value on ``v`` unless None),
+    def _bc_tensors(self, data):
+        """The expert set as ``(actor inputs, target actions, returns, critic inputs or None)``
+        on the device (one row per round here; ``rows_per_value`` actor rows per return)."""
+        torch = self.torch
+        x = torch.as_tensor(data.features, device=self.device)
+        y = torch.as_tensor(data.actions, device=self.device, dtype=torch.float32)
+        returns = torch.as_tensor(-data.latency_s if data.returns is None else data.returns, device=self.device)
+        return x, y, returns, None
+
+    def _fit(self, xn, y, v, steps: int, seed: int, vx=None, rows_per_value: int = 1):
+        """``steps`` Adam steps of the mean action on ``y`` (and the value on ``v`` unless None: on
+        the critic's inputs ``vx``, else the actor's; ``v[i // rows_per_value]`` for actor row ``i``),
         cosine-decayed step size; returns ``(steps done, action mse, value mse, interrupted)``."""
         torch = self.torch
         params = [p for n, p in self.ac.named_parameters() if n != "log_std"]
@@ -523,7 +581,8 @@ class TorchRun:
                 a_loss = (self.ac.mean(xn[idx]) - y[idx]).square().mean()
                 loss = a_loss
                 if v is not None:
-                    v_loss = (self.ac.value(xn[idx]) - v[idx]).square().mean()
+                    j = idx // rows_per_value
+                    v_loss = (self.ac.value(xn[idx] if vx is None else vx[j]) - v[j]).square().mean()
                     loss = a_loss + 0.5 * v_loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -589,7 +648,7 @@ class TorchRun:
 
     # -- PPO ------------------------------------------------------------------------------------
 
-    def _loss(self, x, a, logp_old, mu_old, old_log_std, adv, ret, bc_x, bc_y, bc_coef):
+    def _loss(self, x, a, logp_old, mu_old, old_log_std, adv, ret, bc_x, bc_y, bc_coef, vx=None):
         torch = self.torch
         mu = self.ac.mean(x)
         log_std = self.ac.log_std.expand_as(mu)
@@ -597,7 +656,7 @@ class TorchRun:
         logp = (-0.5 * ((a - mu) / std).square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         ratio = (logp - logp_old).exp()
         pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - self.ppo.clip_range, 1 + self.ppo.clip_range)).mean()
-        v_loss = (self.ac.value(x) - ret).square().mean()
+        v_loss = (self.ac.value(x if vx is None else vx) - ret).square().mean()
         entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1).mean()
         loss = pg + self.ppo.vf_coef * v_loss - self.ppo.ent_coef * entropy
         bc_loss = (self.ac.mean(bc_x) - bc_y).square().mean() if bc_x is not None else torch.zeros((), device=x.device)
@@ -609,11 +668,52 @@ class TorchRun:
             clip_frac = ((ratio - 1).abs() > self.ppo.clip_range).float().mean()
         return loss, pg.detach(), v_loss.detach(), bc_loss.detach(), kl, clip_frac
 
-    def _rollout(self, obs):
+    # the env and the critic: the hooks a multi-agent run replaces
+
+    def _reset_env(self):
+        """The rollout's carry after a reset: ``(observations, centralised state or None)``."""
+        obs, _ = self.env.reset(seed=self.env_seed)
+        return obs, None
+
+    def _env_step(self, a):
+        """``(observations, state or None, reward (M,), done (M,), info)`` of one step."""
+        obs, r, term, trunc, info = self.env.step(a)
+        return obs, None, r, term | trunc, info
+
+    def _value(self, x, state, t: int | None = None):
+        """The critic's values of a step's samples (stores its own inputs in the rollout at ``t``)."""
+        return self.ac.value(x)
+
+    def _per_sample(self, per_env):
+        """A per-env quantity ``(M,)`` (reward, done) for every sample of the env."""
+        return per_env
+
+    def _scale_reward(self, r, done):
+        """VecNormalize's reward scaling (by the discounted return's std) when ``norm_reward``."""
+        torch = self.torch
+        if not self.spec.norm_reward:
+            return r
+        self._ret = self._ret * self.ppo.gamma + r.to(torch.float64)
+        self.ret_norm.update(self._ret)
+        self._ret = torch.where(done, torch.zeros_like(self._ret), self._ret)
+        return (r / torch.sqrt(self.ret_norm.var + OBS_EPS)).clamp(-REWARD_CLIP, REWARD_CLIP)
+
+    def _alloc_buffers(self) -> dict[str, Any]:
+        torch, dev = self.torch, self.device
+        shape = (self.ppo.n_steps, self.spec.n_envs, *self.sample_shape)
+        buf = {"x": torch.zeros(*shape, self.n_obs, device=dev), "a": torch.zeros(*shape, self.n_act, device=dev),
+               "mu": torch.zeros(*shape, self.n_act, device=dev)}
+        buf.update({k: torch.zeros(shape, device=dev) for k in ("logp", "v", "r", "done", "adv")})
+        if self.value_norm is not None:
+            buf["vx"] = torch.zeros(*shape, self.n_value_obs, device=dev)
+        return buf
+
+    def _rollout(self, carry):
         torch, T, M = self.torch, self.ppo.n_steps, self.spec.n_envs
-        F, dev = self.env.n_features, self.device
+        dev = self.device
         buf = self._buf
-        raw = []
+        obs, state = carry
+        raw, raw_state = [], []
         self._old_log_std = self.ac.log_std.detach().clone()
         std = self._old_log_std.exp()
         lat_sum = torch.zeros((), dtype=torch.float64, device=dev)
@@ -621,46 +721,37 @@ class TorchRun:
         with torch.no_grad():
             for t in range(T):
                 raw.append(obs)
+                if self.value_norm is not None:
+                    raw_state.append(state)
                 x = self.obs_norm.normalize(obs)
                 mu = self.ac.mean(x)
                 a = mu + std * torch.randn(mu.shape, generator=self.gen, device=dev)
                 logp = (-0.5 * ((a - mu) / std).square() - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
                 buf["x"][t], buf["a"][t], buf["logp"][t], buf["mu"][t] = x, a, logp, mu
-                buf["v"][t] = self.ac.value(x)
-                obs, r, term, trunc, info = self.env.step(a.clamp(-1.0, 1.0))
-                done = term | trunc
-                if self.spec.norm_reward:  # VecNormalize's reward scaling (discounted-return std)
-                    self._ret = self._ret * self.ppo.gamma + r.to(torch.float64)
-                    self.ret_norm.update(self._ret)
-                    self._ret = torch.where(done, torch.zeros_like(self._ret), self._ret)
-                    r = (r / torch.sqrt(self.ret_norm.var + OBS_EPS)).clamp(-REWARD_CLIP, REWARD_CLIP)
-                buf["r"][t], buf["done"][t] = r.float(), done.float()
+                buf["v"][t] = self._value(x, state, t)
+                obs, state, r, done, info = self._env_step(a.clamp(-1.0, 1.0))
+                r = self._scale_reward(r, done)
+                buf["r"][t], buf["done"][t] = self._per_sample(r.float()), self._per_sample(done.float())
                 lat_sum += info["latency_s"].to(torch.float64).sum()
                 if "evictions" in info:
                     ev_sum += info["evictions"].to(torch.float64).sum()
-            last_v = self.ac.value(self.obs_norm.normalize(obs))
-        self.obs_norm.update(torch.stack(raw).reshape(-1, F))
-        # GAE (a tensor loop over the rollout's steps; truncation ends the episode: no bootstrap)
-        adv = buf["adv"]
-        last = torch.zeros(M, device=dev)
-        g, lam = self.ppo.gamma, self.ppo.gae_lambda
-        for t in range(T - 1, -1, -1):
-            next_v = last_v if t == T - 1 else buf["v"][t + 1]
-            nonterm = 1.0 - buf["done"][t]
-            delta = buf["r"][t] + g * next_v * nonterm - buf["v"][t]
-            last = delta + g * lam * nonterm * last
-            adv[t] = last
-        buf["ret"] = adv + buf["v"]
+            last_v = self._value(self.obs_norm.normalize(obs), state)
+        self.obs_norm.update(torch.stack(raw).reshape(-1, self.n_obs))
+        if self.value_norm is not None:
+            self.value_norm.update(torch.stack(raw_state).reshape(-1, self.n_value_obs))
+        buf["adv"] = gae(buf["r"], buf["v"], buf["done"], last_v, self.ppo.gamma, self.ppo.gae_lambda)
+        buf["ret"] = buf["adv"] + buf["v"]
         stats = {"rounds/latency_s": float(lat_sum) / (T * M)}
         if self.cfg.session.enabled:
             stats["rounds/evictions"] = float(ev_sum) / (T * M)
             stats["rounds/evictions_per_episode"] = stats["rounds/evictions"] * self.cfg.episode_rounds
-        return obs, stats
+        return (obs, state), stats
 
     def _update(self) -> dict[str, float]:
         torch, buf, ppo = self.torch, self._buf, self.ppo
-        B = ppo.n_steps * self.spec.n_envs
+        B = buf["logp"].numel()  # samples: steps x envs (x agents)
         x, a = buf["x"].reshape(B, -1), buf["a"].reshape(B, -1)
+        vx = buf["vx"].reshape(B, -1) if "vx" in buf else None
         logp, mu = buf["logp"].reshape(B), buf["mu"].reshape(B, -1)
         adv, ret = buf["adv"].reshape(B), buf["ret"].reshape(B)
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -677,7 +768,8 @@ class TorchRun:
                 else:
                     bx = by = None
                 loss, pg, vl, bcl, kl, cf = self._loss_fn(x[idx], a[idx], logp[idx], mu[idx], self._old_log_std,
-                                                          adv[idx], ret[idx], bx, by, self.bc_coef)
+                                                          adv[idx], ret[idx], bx, by, self.bc_coef,
+                                                          None if vx is None else vx[idx])
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.ac.parameters(), ppo.max_grad_norm)
@@ -714,19 +806,15 @@ class TorchRun:
 
         torch, spec, ppo = self.torch, self.spec, self.ppo
         T, M, dev = ppo.n_steps, spec.n_envs, self.device
-        F, A = self.env.n_features, self.env.n_actions
-        self._buf = {"x": torch.zeros(T, M, F, device=dev), "a": torch.zeros(T, M, A, device=dev),
-                     "mu": torch.zeros(T, M, A, device=dev), "logp": torch.zeros(T, M, device=dev),
-                     "v": torch.zeros(T, M, device=dev), "r": torch.zeros(T, M, device=dev),
-                     "done": torch.zeros(T, M, device=dev), "adv": torch.zeros(T, M, device=dev)}
+        self._buf = self._alloc_buffers()
         self._ret = torch.zeros(M, dtype=torch.float64, device=dev)
         eval_bucket = self.num_timesteps // spec.eval_freq if spec.eval_freq else 0
         ckpt_bucket = self.num_timesteps // spec.checkpoint_freq if spec.checkpoint_freq else 0
         try:
-            obs, _ = self.env.reset(seed=self.env_seed)
+            carry = self._reset_env()
             while self.num_timesteps < spec.total_timesteps:
                 t0 = time.perf_counter()
-                obs, stats = self._rollout(obs)
+                carry, stats = self._rollout(carry)
                 t1 = time.perf_counter()
                 self._set_lr()
                 with ck.deferred_signals():  # a signal waits for the update: the saved state is whole

@@ -72,7 +72,7 @@ SESSION_BC_ROUNDS = 32_768  # 512 episodes of 64 rounds: ~2-5 min of lookahead (
 QUICK_SESSION_BC_ROUNDS = 4_096
 
 # What defines a run: a resumed run keeps these (resume_spec refuses a different value).
-RUN_DEFINING = ("backend", "env_id", "config_overrides", "features", "action_encoding", "norm_reward", "ppo",
+RUN_DEFINING = ("backend", "algorithm", "env_id", "config_overrides", "features", "action_encoding", "norm_reward", "ppo",
                 "bc_steps", "bc_rounds", "bc_lr", "bc_expert")
 
 
@@ -237,6 +237,9 @@ class TrainSpec:
     progress_bar: bool = True
     verbose: int = 0  # SB3 verbosity
     backend: str = "sb3"  # "sb3" (the reference) or "torch" (jmsra_agents.torch_ppo: env, rollouts, updates on one device)
+    # "ppo" (one policy for the team), or decentralised agents on the torch backend (jmsra_agents.torch_marl):
+    # "mappo" (centralised critic on the team's state) or "ippo" (each agent's critic on its own observation)
+    algorithm: str = "ppo"
 
     def __post_init__(self) -> None:
         if self.bc_rounds is None:  # whole episodes of lookahead on sessions: far fewer rounds
@@ -276,6 +279,7 @@ def _saved_fields(info: Mapping[str, Any]) -> dict[str, Any]:
                ppo=_ppo_class(args.get("backend", "sb3")).from_dict(info["ppo"]),
                total_timesteps=int(info.get("total_timesteps", DEFAULT_TIMESTEPS)))
     out["backend"] = args.get("backend", "sb3")  # runs made before the torch backend: SB3
+    out["algorithm"] = args.get("algorithm", "ppo")  # runs made before the multi-agent trainer: PPO
     bc = info.get("bc", {})
     out.setdefault("bc_steps", bc.get("steps", 0) if bc else 0)
     return out
@@ -469,7 +473,7 @@ def _validate(spec: TrainSpec, *, check_paths: bool = True) -> _Plan:
         except ValueError as exc:
             raise TrainSpecError(f"--bc-expert: {exc}") from exc
     resume = _validate_resume(spec) if spec.resume is not None else None
-    name = spec.run_name if spec.run_name is not None else runs.default_run_name(env_id, spec.seed)
+    name = spec.run_name if spec.run_name is not None else runs.default_run_name(env_id, spec.seed, spec.algorithm)
     try:
         runs.check_run_name(name)
         if resume is None and check_paths:
@@ -481,10 +485,21 @@ def _validate(spec: TrainSpec, *, check_paths: bool = True) -> _Plan:
 
 def _validate_backend(spec: TrainSpec) -> None:
     """The backend and the settings that only one backend has (before anything is created)."""
+    from .torch_marl import ALGORITHMS, TEAM_ALGORITHMS
     from .torch_ppo import BACKENDS, TORCH_ONLY_FIELDS, TorchPPOConfig
 
     if spec.backend not in BACKENDS:
         raise TrainSpecError(f"--backend must be one of {BACKENDS}; got {spec.backend!r}")
+    if spec.algorithm not in ALGORITHMS:
+        raise TrainSpecError(f"--algorithm must be one of {ALGORITHMS}; got {spec.algorithm!r}")
+    if spec.algorithm in TEAM_ALGORITHMS:
+        if spec.backend != "torch":
+            raise TrainSpecError(f"--algorithm {spec.algorithm} runs on the torch backend only (--backend torch)")
+        if spec.action_encoding != "deadline":
+            raise TrainSpecError(f"--action-encoding {spec.action_encoding!r} cannot be split per agent; --algorithm "
+                                 f"{spec.algorithm} uses 'deadline' (each agent's medium and finish-time target)")
+        if getattr(spec.ppo, "dagger_rounds", 0):
+            raise TrainSpecError("--dagger-rounds applies to --algorithm ppo only")
     if spec.backend == "torch" and spec.vec != TrainSpec.vec:
         raise TrainSpecError(f"--vec {spec.vec!r} applies to the sb3 backend only; the torch backend steps its own "
                              f"batched env (size it with --n-envs)")
@@ -572,7 +587,11 @@ def train(spec: TrainSpec, *, log: Callable[[str], None] | None = print) -> Trai
                     + "".join(f"\n  passed over {r}" for r in plan.resume.passed_over))
             caught: dict[str, int | None] = {"signal": None}
             with _stop_on_signals(caught):
-                if spec.backend == "torch":
+                if spec.backend == "torch" and spec.algorithm != "ppo":
+                    from .torch_marl import TeamRun
+
+                    result = TeamRun(plan, lock.run_dir, log, caught, torch_context()).run()
+                elif spec.backend == "torch":
                     from .torch_ppo import TorchRun
 
                     result = TorchRun(plan, lock.run_dir, log, caught, torch_context()).run()

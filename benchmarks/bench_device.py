@@ -10,7 +10,12 @@ machine even when the absolute figures do not):
    at which the deterministic policy's gap to JMSRA on the evaluation seeds first reaches
    ``--target-gap-pct``, and the held-out gap of the final policy (``--compare-episodes``
    episodes from seed 20000, never used in training or model selection);
-3. the torch environment alone: env-steps/s with random actions at ``--env-m`` envs, and on CUDA
+3. the multi-agent trainer (``--algorithm mappo`` / ``ippo``, decentralised agents sharing one
+   actor, :mod:`jmsra_agents.torch_marl`) in the same process as part 2's centralised run: its
+   throughput in rounds/s (env-steps of the team; every round is ``N`` agent samples), and its
+   ``--quick`` recipe with a budget of ``--team-timesteps``: wall time and the held-out gap to JMSRA
+   on the same held-out rounds as the centralised row (``--compare-episodes`` from seed 20000);
+4. the torch environment alone: env-steps/s with random actions at ``--env-m`` envs, and on CUDA
    (when present) at M = 65,536 plus the torch backend's PPO env-steps/s there.
 
 Usage::
@@ -18,6 +23,7 @@ Usage::
     python benchmarks/bench_device.py                                # JMSRA-v0, CPU (+ CUDA if present)
     python benchmarks/bench_device.py --env-id jmsra_env/JMSRA-StaleCSI-v0 --target-gap-pct -5
     python benchmarks/bench_device.py --skip-sb3-quality             # SB3 needs minutes to reach the target
+    python benchmarks/bench_device.py --only-quality --skip-sb3-quality --team-algorithms mappo,ippo
 
 Figures: docs/training.md ("The torch backend").
 """
@@ -40,19 +46,19 @@ from jmsra_agents.training import train  # noqa: E402
 _EVAL = re.compile(r"\[eval @\s*([\d,]+) steps\] latency ([\d.]+) s, gap to JMSRA ([+-][\d.]+) %")
 
 
-def _run(backend: str, args, logdir: str, name: str, *, bc: bool, timesteps: int, eval_freq: int,
-         compare: int, n_envs: int | None = None, device: str = "cpu") -> dict:
+def _run(backend: str, args, logdir: str, name: str, *, bc: bool | str, timesteps: int, eval_freq: int,
+         compare: int, n_envs: int | None = None, device: str = "cpu", algorithm: str = "ppo") -> dict:
     """One run of ``train.py [--backend torch] [--quick]`` (each backend's own recipe: with ``bc``
-    its --quick cloning, else none); returns its figures and, from its log, when each evaluation
-    ended (wall seconds since the start, cloning included)."""
+    its --quick cloning, with ``bc="full"`` its default cloning, else none); returns its figures and,
+    from its log, when each evaluation ended (wall seconds since the start, cloning included)."""
     from jmsra_agents.cli_train import build_parser, spec_from_args
 
     argv = ["--env-id", args.env_id, "--seed", str(args.seed), "--threads", str(args.threads), "--logdir", logdir,
             "--run-name", name, "--device", device, "--checkpoint-freq", "0", "--no-progress-bar",
             "--eval-freq", str(eval_freq), "--eval-episodes", str(args.eval_episodes),
             "--compare-episodes", str(compare), "--total-timesteps", str(timesteps),
-            *(["--quick"] if bc else ["--bc-steps", "0"]), *(["--backend", "torch"] if backend == "torch" else []),
-            *(["--n-envs", str(n_envs)] if n_envs else [])]
+            *({"full": []}.get(bc, ["--quick"]) if bc else ["--bc-steps", "0"]), *(["--backend", "torch"] if backend == "torch" else []),
+            *(["--n-envs", str(n_envs)] if n_envs else []), *(["--algorithm", algorithm] if algorithm != "ppo" else [])]
     parser = build_parser()
     spec = spec_from_args(parser.parse_args(argv), argv, parser)
     t0 = time.perf_counter()
@@ -107,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-episodes", type=int, default=32, help="held-out episodes (32 x 64 = 2,048 rounds)")
     p.add_argument("--env-m", type=int, default=4096, help="envs of the env-only throughput on the CPU")
     p.add_argument("--skip-sb3-quality", action="store_true", help="part 2 for the torch backend only")
+    p.add_argument("--team-algorithms", default="mappo", help="part 3: comma-separated mappo, ippo ('' skips it)")
+    p.add_argument("--team-timesteps", type=int, default=1_228_800, help="part 3's PPO budget (rounds)")
+    p.add_argument("--team-recipe", choices=("full", "quick"), default="full",
+                   help="part 3's cloning: the torch backend's default (1,000 steps on 100,000 rounds) or --quick's")
+    p.add_argument("--only-quality", action="store_true", help="parts 2 and 3 only (no throughput runs, no env-only)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     args = p.parse_args(argv)
     import torch
@@ -115,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {"env_id": args.env_id, "threads": args.threads, "cuda": torch.cuda.is_available()}
     logdir = tempfile.mkdtemp(prefix="bench_device_")
     print(f"scenario {args.env_id}; torch {torch.__version__}, {args.threads} CPU threads; runs in {logdir}")
+
+    if args.only_quality:
+        return _quality(args, out, logdir)
 
     # 1. throughput
     sb3 = _run("sb3", args, logdir, "sb3-throughput", bc=False, timesteps=args.sb3_throughput_steps, eval_freq=0,
@@ -128,6 +142,31 @@ def main(argv: list[str] | None = None) -> int:
           f"   torch backend (1,024 envs):     {tch['env_steps_per_s']:>10,.0f} env-steps/s"
           f"   = {out['throughput']['ratio']:.1f}x sb3")
 
+    _quality(args, out, logdir, sb3["env_steps_per_s"], tch)
+
+    # 4. the environment alone
+    cpu_env = _env_steps_per_s(args.env_id.replace("-v0", "-Box-v1") if "-Box-" not in args.env_id else args.env_id,
+                               args.env_m, "cpu")
+    out["env_only"] = {"cpu_m": args.env_m, "cpu_env_steps_per_s": cpu_env}
+    print(f"\n4. torch env alone (features + deadline decoding, random actions), CPU, M = {args.env_m:,}: "
+          f"{cpu_env:,.0f} env-steps/s = {cpu_env / tch['env_steps_per_s']:.1f}x the torch backend's PPO")
+    if torch.cuda.is_available():
+        box = args.env_id.replace("-v0", "-Box-v1") if "-Box-" not in args.env_id else args.env_id
+        gpu_env = _env_steps_per_s(box, 65_536, "cuda")
+        gpu = _run("torch", args, logdir, "torch-cuda", bc=False, timesteps=16 * 65_536, eval_freq=0, compare=0,
+                   n_envs=65_536, device="cuda")
+        out["cuda"] = {"env_steps_per_s_m65536": gpu_env, "ppo_env_steps_per_s": gpu["env_steps_per_s"]}
+        print(f"   CUDA ({torch.cuda.get_device_name()}): env M = 65,536: {gpu_env:,.0f} env-steps/s; PPO (M = 65,536): "
+              f"{gpu['env_steps_per_s']:,.0f} env-steps/s = {gpu['env_steps_per_s'] / sb3['env_steps_per_s']:.0f}x sb3 (CPU)")
+    else:
+        print("   no CUDA device: the GPU figures (M = 65,536) are not measured")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+def _quality(args, out: dict, logdir: str, sb3_sps: float | None = None, tch: dict | None = None) -> int:
+    """Parts 2 and 3: each recipe's time to the target gap and its held-out gap (same rounds for all)."""
     # 2. time to a gap
     out["quality"] = {}
     print(f"\n2. wall time (cloning included) to a gap to JMSRA <= {args.target_gap_pct:+.1f} % on the evaluation "
@@ -149,23 +188,33 @@ def main(argv: list[str] | None = None) -> int:
     if all(q.get(b, {}).get("time_to_target_s") for b in ("sb3", "torch")):
         print(f"   time-to-target ratio sb3 / torch: {q['sb3']['time_to_target_s'] / q['torch']['time_to_target_s']:.1f}x")
 
-    # 3. the environment alone
-    cpu_env = _env_steps_per_s(args.env_id.replace("-v0", "-Box-v1") if "-Box-" not in args.env_id else args.env_id,
-                               args.env_m, "cpu")
-    out["env_only"] = {"cpu_m": args.env_m, "cpu_env_steps_per_s": cpu_env}
-    print(f"\n3. torch env alone (features + deadline decoding, random actions), CPU, M = {args.env_m:,}: "
-          f"{cpu_env:,.0f} env-steps/s = {cpu_env / tch['env_steps_per_s']:.1f}x the torch backend's PPO")
-    if torch.cuda.is_available():
-        box = args.env_id.replace("-v0", "-Box-v1") if "-Box-" not in args.env_id else args.env_id
-        gpu_env = _env_steps_per_s(box, 65_536, "cuda")
-        gpu = _run("torch", args, logdir, "torch-cuda", bc=False, timesteps=16 * 65_536, eval_freq=0, compare=0,
-                   n_envs=65_536, device="cuda")
-        out["cuda"] = {"env_steps_per_s_m65536": gpu_env, "ppo_env_steps_per_s": gpu["env_steps_per_s"]}
-        print(f"   CUDA ({torch.cuda.get_device_name()}): env M = 65,536: {gpu_env:,.0f} env-steps/s; PPO (M = 65,536): "
-              f"{gpu['env_steps_per_s']:,.0f} env-steps/s = {gpu['env_steps_per_s'] / sb3['env_steps_per_s']:.0f}x sb3 (CPU)")
-    else:
-        print("   no CUDA device: the GPU figures (M = 65,536) are not measured")
-    if args.json:
+    # 3. the multi-agent trainer, on the same held-out rounds as the centralised row
+    team = [a for a in args.team_algorithms.split(",") if a]
+    if team:
+        steps = args.team_timesteps
+        print(f"\n3. multi-agent trainer (decentralised agents, one shared actor; torch backend, {args.team_recipe} "
+              f"cloning, {steps:,} rounds of PPO): held-out gap on the same {args.compare_episodes} episodes")
+        out["team"] = {}
+        for algo in team:
+            thr = None
+            if not args.only_quality:
+                t = _run("torch", args, logdir, f"{algo}-throughput", bc=False, timesteps=args.torch_throughput_steps,
+                         eval_freq=0, compare=0, algorithm=algo)
+                thr = t["env_steps_per_s"]
+            r = _run("torch", args, logdir, f"{algo}-quality", bc="full" if args.team_recipe == "full" else True,
+                     timesteps=steps, eval_freq=max(steps // 10, 1), compare=args.compare_episodes, algorithm=algo)
+            held = r["metrics"].get("compare/ppo_gap_to_jmsra_pct", float("nan"))
+            out["team"][algo] = {"rounds_per_s": thr, "wall_s": r["wall_s"], "held_out_gap_pct": held,
+                                 "timesteps": steps, "evals": r["evals"],
+                                 "learn_rounds_per_s": r["metrics"].get("env_steps_per_s")}
+            thr_s = f"{thr:,.0f} rounds/s without cloning and evaluation" + (
+                f" ({thr / tch['env_steps_per_s']:.2f}x the centralised torch PPO)" if tch else "") if thr else ""
+            print(f"   {algo:<6} held-out gap {held:+.2f} %; whole run {r['wall_s']:.1f} s "
+                  f"({r['metrics'].get('env_steps_per_s', float('nan')):,.0f} rounds/s in PPO){'; ' + thr_s if thr_s else ''}")
+        central = out["quality"].get("torch", {}).get("held_out_gap_pct")
+        if central is not None:
+            print(f"   centralised torch PPO on the same rounds: {central:+.2f} %")
+    if args.only_quality and args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
 

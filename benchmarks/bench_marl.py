@@ -6,7 +6,9 @@
 2. Mean latency on held-out rounds of the decentralised yardsticks (``threshold``: single-agent
    threshold on ``B / N``, equal split; ``proportional``: its media, requests proportional to the
    equal-share transmission time), the centralised experts (``jmsra``, ``optimal``) and MAPPO / IPPO
-   trained here with the stated budget (or loaded with ``--mappo-run`` / ``--ippo-run``); a
+   trained here by the TorchRL reference trainer (:func:`jmsra_agents.marl.train`) with the stated
+   budget, or loaded with ``--mappo-run`` / ``--ippo-run`` (a reference run, ``marl.json``, or a run of
+   ``train.py --algorithm mappo|ippo``; ``benchmarks/bench_device.py`` part 3 trains those); a
    centralised PPO run of ``train.py`` joins with ``--ppo-run``. Every policy decides on the same
    rounds, charged as the environment charges them (:class:`jmsra_agents.marl.TeamEvaluator`, the one
    evaluation path).
@@ -32,7 +34,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jmsra_env import model  # noqa: E402
 from jmsra_env.multiagent import make_team_policy, parallel_env  # noqa: E402
 
 
@@ -66,19 +67,6 @@ def speed_ratio(scenario: str, n: int, repeats: int) -> tuple[float, float, floa
         multi.append(steps_per_s(m_step, lambda: ma.reset(seed=0), n))
     s, m = statistics.median(single), statistics.median(multi)
     return s, m, m / s
-
-
-class _Central:
-    """A train.py policy (Dict-observation ``predict``) as a decider on central observations."""
-
-    def __init__(self, policy, cfg):
-        self.policy, self.consts, self.n = policy, model.model_constants(cfg), cfg.n_agents
-
-    def decide(self, obs):
-        from jmsra_env import actions
-
-        a, _ = self.policy.predict(obs, deterministic=True)
-        return actions.decode_box(a, model.terms_from_observation(self.consts, obs), (a.shape[0],))
 
 
 def main(argv=None) -> int:
@@ -130,7 +118,13 @@ def main(argv=None) -> int:
 
         given = getattr(args, f"{algo}_run")
         if given:
-            deciders[algo] = load_marl_policy(given)
+            if (Path(given) / "marl.json").is_file():
+                deciders[algo] = load_marl_policy(given)
+            else:  # a run of train.py --algorithm mappo|ippo: the safe files
+                from jmsra_agents.evaluation import load_model_policy
+
+                deciders[algo] = load_model_policy(given, label=algo)
+                deciders[algo].decentralised = True
         elif args.frames > 0:
             hp = MARLConfig(
                 algorithm=algo, total_frames=args.frames, bc_steps=args.bc_steps,
@@ -140,10 +134,10 @@ def main(argv=None) -> int:
             out = train(cfg, hp, Path(args.logdir) / f"{algo}-{args.scenario}", device="auto", progress=True)
             train_s[algo] = (out["seconds"], time.process_time() - cpu0, out["device"])
             deciders[algo] = load_marl_policy(Path(args.logdir) / f"{algo}-{args.scenario}")
-    if args.ppo_run:
-        from jmsra_agents.checkpoint import load_trained_policy
+    if args.ppo_run:  # through the evaluation policy evaluate.py --model uses
+        from jmsra_agents.evaluation import load_model_policy
 
-        deciders["ppo (centralised)"] = _Central(load_trained_policy(args.ppo_run), cfg)
+        deciders["ppo (centralised)"] = load_model_policy(args.ppo_run, label="ppo (centralised)")
 
     means = {}
     for name, policy in deciders.items():

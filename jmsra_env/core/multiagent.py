@@ -15,6 +15,14 @@ own receiver state) followed by what the receiver broadcasts (its load, the answ
 pool); the state is the whole feature vector (what a centralised critic reads). ``actions[..., 0]``
 is the medium score (``> 0.5``: KV), ``actions[..., 1]`` the request. The round is the core's,
 through :class:`~jmsra_env.core.torch_env.TorchVectorEnv` (Dict action form, SameStep autoreset).
+
+``action_encoding="deadline"``: actions ``(M, N, 2)`` in [-1, 1], agent ``i``'s ``(medium code,
+finish-time code)`` of :mod:`jmsra_env.encoding`'s ``deadline`` encoding (``> 0``: KV; the agent
+requests the bandwidth that meets its target from its own terms, the scheduler normalises the
+requests). The central deadline decoding is exactly that per-agent rule, so the step hands the
+agents' codes to the core's deadline decoder as one Box action ``(M, 2N)``.
+:func:`split_agent_features` is the per-agent split of the central features on NumPy or torch
+(what a trained team policy applies to a NumPy observation at evaluation).
 """
 
 from __future__ import annotations
@@ -24,11 +32,14 @@ from typing import Any
 import gymnasium as gym
 
 from .. import features as feats
+from ..backend import is_torch
 from ..multiagent import KV_THRESHOLD
 from ..registration import variant_of
 from .torch_env import TorchVectorEnv
 
-__all__ = ["TorchTeamEnv", "agent_feature_layout"]
+__all__ = ["TorchTeamEnv", "agent_feature_layout", "split_agent_features", "TEAM_ENCODINGS"]
+
+TEAM_ENCODINGS = ("request", "deadline")
 
 _AGENT_FEATURES = {"log": 6, "physics": 18}
 _SCALARS = {"log": 1, "physics": 2}
@@ -43,22 +54,52 @@ def agent_feature_layout(n_agents: int, kind: str, session: bool) -> tuple[int, 
     return k, s
 
 
+def split_agent_features(state, n_agents: int, kind: str, session: bool):
+    """``(..., N, F_agent)`` per-agent observations from central features ``(..., F)`` (NumPy or
+    torch): agent ``i``'s own block, then what the receiver broadcasts."""
+    n = n_agents
+    k, s = _AGENT_FEATURES[kind], _SCALARS[kind]
+    lead = tuple(state.shape[:-1])
+    if is_torch(state):
+        import torch
+
+        cat, expand = torch.cat, (lambda x, shape: x.expand(*shape))
+    else:
+        import numpy as np
+
+        cat, expand = (lambda xs, dim: np.concatenate(xs, axis=dim)), np.broadcast_to
+    parts = [state[..., : n * k].reshape(*lead, n, k)]
+    shared = state[..., n * k : n * k + s]
+    if session:
+        off = n * k + s
+        parts.append(state[..., off : off + n * _SESSION_AGENT].reshape(*lead, n, _SESSION_AGENT))
+        shared = cat([shared, state[..., off + n * _SESSION_AGENT :]], -1)
+    parts.append(expand(shared[..., None, :], (*lead, n, shared.shape[-1])))
+    return cat(parts, -1)
+
+
 class TorchTeamEnv:
     """``M`` teams of ``N`` decentralised agents on torch tensors (see the module docstring).
 
     ``TorchTeamEnv(env_id="jmsra_env/JMSRA-v0", num_envs=1, device="auto", dtype=None,
-    features="physics", **overrides)``; a Dict-form or Box-form ID of any variant (the team's
-    action is its own form).
+    features="physics", action_encoding="request", config=None, **overrides)``; a Dict-form or
+    Box-form ID of any variant (the team's action is its own form); ``config``: a whole scenario
+    config instead of the ID's (a trainer's resolved one).
     """
 
     def __init__(self, env_id: str = "jmsra_env/JMSRA-v0", num_envs: int = 1, device: Any = "auto",
-                 dtype: Any = None, features: str = feats.DEFAULT_FEATURES, **overrides: Any):
+                 dtype: Any = None, features: str = feats.DEFAULT_FEATURES, action_encoding: str = "request",
+                 config: Any = None, **overrides: Any):
         variant_of(env_id)  # a registered ID, else ValueError
         if features not in feats.FEATURE_SETS:
             raise ValueError(f"features must be one of {feats.FEATURE_SETS}; got {features!r}")
-        base = dict(gym.spec(env_id).kwargs.get("base_config", {}))
-        self.venv = TorchVectorEnv(num_envs, base_config=base, action_form="dict", device=device, dtype=dtype,
-                                   features=features, autoreset_mode="SameStep", **overrides)
+        if action_encoding not in TEAM_ENCODINGS:
+            raise ValueError(f"action_encoding must be one of {TEAM_ENCODINGS}; got {action_encoding!r}")
+        self.action_encoding = action_encoding
+        base = dict(gym.spec(env_id).kwargs.get("base_config", {})) if config is None else None
+        form = {"request": {"action_form": "dict"}, "deadline": {"action_form": "box", "action_encoding": "deadline"}}
+        self.venv = TorchVectorEnv(num_envs, config, base_config=base, device=device, dtype=dtype, features=features,
+                                   autoreset_mode="SameStep", **form[action_encoding], **overrides)
         self.torch = self.venv.torch
         self.num_envs = num_envs
         self.config = self.venv.config
@@ -71,32 +112,29 @@ class TorchTeamEnv:
 
     def _split(self, state):
         """``(M, N, F_agent)`` per-agent observations from the central features ``(M, F)``."""
-        torch, m, n = self.torch, state.shape[0], self.n_agents
-        k, s = _AGENT_FEATURES[self._kind], _SCALARS[self._kind]
-        base = state[:, : n * k].reshape(m, n, k)
-        shared = state[:, n * k : n * k + s]
-        parts = [base]
-        if self.session:
-            off = n * k + s
-            parts.append(state[:, off : off + n * _SESSION_AGENT].reshape(m, n, _SESSION_AGENT))
-            shared = torch.cat([shared, state[:, off + n * _SESSION_AGENT :]], dim=1)
-        parts.append(shared[:, None, :].expand(m, n, shared.shape[1]))
-        return torch.cat(parts, dim=2)
+        return split_agent_features(state, self.n_agents, self._kind, self.session)
 
     def reset(self, seed: int | None = None):
         state, _ = self.venv.reset(seed=seed)
         return self._split(state), state
 
+    def close(self) -> None:
+        self.venv.close()
+
     def step(self, actions):
-        """``actions (M, N, 2)``: medium score and bandwidth request in [0, 1]."""
+        """``actions (M, N, 2)``: medium score and bandwidth request in [0, 1] (``"deadline"``:
+        medium and finish-time codes in [-1, 1])."""
         torch = self.torch
         a = actions if isinstance(actions, torch.Tensor) else torch.as_tensor(actions)
         if tuple(a.shape) != (self.num_envs, self.n_agents, 2):
             raise ValueError(f"actions must have shape {(self.num_envs, self.n_agents, 2)}; got {tuple(a.shape)}")
         a = a.to(self.device)
-        if not bool(torch.isfinite(a).all()) or not bool(((a >= -1e-6) & (a <= 1.0 + 1e-6)).all()):
-            raise ValueError("actions (medium score, bandwidth request) must be finite and in [0, 1]")
-        central = {"media": (a[..., 0] > KV_THRESHOLD).to(a.dtype), "bandwidth": a[..., 1].clamp(0.0, 1.0)}
+        if self.action_encoding == "deadline":  # the Box action (M, 2N): media codes, then finish codes
+            central = torch.cat([a[..., 0], a[..., 1]], dim=1)
+        else:
+            if not bool(torch.isfinite(a).all()) or not bool(((a >= -1e-6) & (a <= 1.0 + 1e-6)).all()):
+                raise ValueError("actions (medium score, bandwidth request) must be finite and in [0, 1]")
+            central = {"media": (a[..., 0] > KV_THRESHOLD).to(a.dtype), "bandwidth": a[..., 1].clamp(0.0, 1.0)}
         state, reward, terminated, truncated, info = self.venv.step(central)
         shared = reward[:, None].expand(self.num_envs, self.n_agents)
         return self._split(state), state, shared, terminated | truncated, info
