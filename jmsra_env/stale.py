@@ -17,7 +17,8 @@ particles by one more observation, for a policy that keeps the history of an epi
 
 :func:`stale_aware` then solves the sample-average problem: for every media vector (all ``2^N``
 up to :data:`MAX_ENUMERATED_AGENTS` agents, else JMSRA's media on the certainty-equivalent
-channels) the (P2) split on certainty-equivalent channels (per-agent quantiles of the samples),
+channels) the (P2) split on certainty-equivalent channels (per-agent quantiles of the samples, and
+the observed channel itself),
 scored by the mean latency over the samples (:func:`expected_latency`, i.e.
 :func:`jmsra_env.model.latency`, capped as the environment charges); the best few media are then
 refined by a pattern search that moves bandwidth between pairs of agents. The split hedges: an
@@ -269,15 +270,19 @@ def _pattern_search(terms, g, media, b, value):
 def stale_aware(terms: model.RoundTerms, gain_samples_hz, *, keep: int = _KEEP_MEDIA) -> tuple[Decision, np.ndarray]:
     """The decision with the least mean latency over channel samples, for a batch of rounds.
 
-    ``terms``: the observed rounds ``(M, N)`` (their channel is not used); ``gain_samples_hz``:
-    ``(M, K, N)`` draws of today's channel gain (Hz). Returns the :class:`~jmsra_env.solvers.Decision`
-    (its ``latency_s`` is the mean over the samples, the expected latency the expert predicts) and
-    that expected latency again as an array ``(M,)``.
+    ``terms``: the observed rounds ``(M, N)``; ``gain_samples_hz``: ``(M, K, N)`` draws of today's
+    channel gain (Hz). Among the candidates are the (P2) splits on the observed channel, so the
+    decision's mean over the samples is never above that of JMSRA's (up to
+    :data:`MAX_ENUMERATED_AGENTS` agents, the optimum's) decision on the observed round. Returns the :class:`~jmsra_env.solvers.Decision` (its ``latency_s`` is the mean
+    over the samples, the expected latency the expert predicts) and that expected latency again as
+    an array ``(M,)``.
     """
     g = np.asarray(gain_samples_hz, dtype=np.float64)
     M, K, N = g.shape
     B = terms.bandwidth_hz
-    quantile_gains = list(np.quantile(g, _QUANTILES, axis=1))
+    # the observed channel too: JMSRA's (and up to MAX_ENUMERATED_AGENTS the optimum's) decision on
+    # the stale round is a candidate
+    quantile_gains = [*np.quantile(g, _QUANTILES, axis=1), np.asarray(terms.gain_hz, dtype=np.float64)]
     media = _candidate_media(terms, quantile_gains)
     C = media.shape[1]
     best_v = np.full((M, C), np.inf)
