@@ -120,3 +120,25 @@ def test_bad_input():
         StaleAwarePolicy(make_config(csi_delay=1), samples=0)
     with pytest.raises(ValueError, match="single-round"):
         make_policy("stale-aware", config={"session.enabled": True})
+
+
+def test_the_cloning_set_keeps_the_stale_aware_split():
+    from jmsra_agents.bc import expert_dataset
+
+    from jmsra_env import actions, encoding
+    from jmsra_env.bandwidth import optimal_bandwidth
+    from jmsra_env.world import WorldProcess
+
+    cfg, _ = core.scenario_from_env_id(STALE_ID)
+    data = expert_dataset(cfg, 8, seed=3, features="physics", encoding="deadline", expert="stale-aware", n_worlds=8)
+    world = WorldProcess(cfg, 8)  # the rounds expert_dataset drew
+    world.reset(np.random.default_rng(3))
+    obs = world.observation()
+    consts = model.model_constants(cfg)
+    terms = model.terms_from_observation(consts, obs)
+    d = make_policy("stale-aware", config=cfg, seed=3).decide(obs)
+    media, b = actions.decode_box(encoding.to_env_action("deadline", data.actions.astype(np.float64), obs, consts), terms)
+    np.testing.assert_array_equal(media, d.media)
+    np.testing.assert_allclose(b, d.bandwidth_hz, rtol=1e-3)  # float32 targets
+    p2, _ = optimal_bandwidth(terms, d.media)  # what one finish target per round would have given
+    assert np.max(np.abs(d.bandwidth_hz / p2 - 1)) > 0.05
