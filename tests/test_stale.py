@@ -142,3 +142,11 @@ def test_the_cloning_set_keeps_the_stale_aware_split():
     np.testing.assert_allclose(b, d.bandwidth_hz, rtol=1e-3)  # float32 targets
     p2, _ = optimal_bandwidth(terms, d.media)  # what one finish target per round would have given
     assert np.max(np.abs(d.bandwidth_hz / p2 - 1)) > 0.05
+
+
+def test_the_evaluation_runs_it_when_named_only():
+    cfg, _ = core.scenario_from_env_id(STALE_ID)
+    named, _ = core.resolve_experts(["jmsra", "stale-aware"], cfg)
+    assert [p.label for p in named] == ["jmsra", "stale-aware"]
+    default, _ = core.resolve_experts(None, cfg)
+    assert "stale-aware" not in [p.label for p in default]

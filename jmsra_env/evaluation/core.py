@@ -272,15 +272,14 @@ def resolve_experts(names: Sequence[str] | None, cfg: ScenarioConfig) -> tuple[l
     ``optimal`` is refused for ``N > OPTIMAL_MAX_AGENTS`` when asked for by name and skipped with a
     note when it comes from the default list.
     """
-    valid = expert_names(cfg)
+    default = expert_names(cfg)
     session = is_session(cfg)
-    if not session:  # opt-in: asked for by name, never in the default list
-        valid = (*valid, STALE_AWARE)
+    valid = default if session else (*default, STALE_AWARE)  # opt-in: when named, never by default
     notes: list[str] = []
     explicit = names is not None
     seen: set[str] = set()
     policies = []
-    for name in list(valid) if names is None else list(names):
+    for name in list(default) if names is None else list(names):
         if name not in valid:
             raise EvaluationError(
                 f"unknown policy {name!r}.{did_you_mean(name, valid)} Experts and baselines"
