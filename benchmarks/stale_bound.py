@@ -80,7 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes", type=int, default=32)
     ap.add_argument("--seed", type=int, default=core.HELD_OUT_SEED)
     ap.add_argument("--samples", type=int, default=128, help="channel draws per round the experts decide on")
-    ap.add_argument("--eval-samples", type=int, default=512, help="fresh draws per round for the posterior-expected latency")
+    ap.add_argument("--eval-samples", type=int, default=512,
+                    help="fresh draws per round for the posterior-expected latency")
     ap.add_argument("--particles", type=int, default=2048, help="particles per agent of the history filter")
     ap.add_argument("--no-history", action="store_true", help="skip the expert with history")
     ap.add_argument("--quick", action="store_true", help="2 episodes, 16 samples (a smoke test)")
@@ -126,11 +127,13 @@ def main(argv=None) -> int:
     filter_s = time.perf_counter() - t0
     true_db = model.snr_db_from_gain_hz(rounds.terms.gain_hz, B)
     stale_db = post.sample_snr_db(np.random.default_rng([args.seed, 2]), rounds.obs["snr_db"], args.samples)
-    print(f"channel draws: rms error of their median vs the true SNR {np.sqrt(np.mean((np.median(stale_db, 1) - true_db) ** 2)):.2f} dB "
-          f"(memoryless), {np.sqrt(np.mean((np.median(hist_draws, 1) - true_db) ** 2)):.2f} dB (history); the stale SNR "
-          f"itself {np.sqrt(np.mean((rounds.obs['snr_db'] - true_db) ** 2)):.2f} dB. Calibration (max decile deviation of the "
-          f"true SNR's rank): {pit_uniformity(stale_db, true_db):.4f} / {pit_uniformity(hist_draws, true_db):.4f}. "
-          f"Filter: mean ESS {ess:.2f} of the particles, {filter_s:.1f} s")
+    rms = [np.sqrt(np.mean((x - true_db) ** 2)) for x in (np.median(stale_db, 1), np.median(hist_draws, 1),
+                                                           rounds.obs["snr_db"])]
+    pit = [pit_uniformity(x, true_db) for x in (stale_db, hist_draws)]
+    print(f"channel draws: rms error of their median vs the true SNR {rms[0]:.2f} dB (memoryless), "
+          f"{rms[1]:.2f} dB (history); the stale SNR itself {rms[2]:.2f} dB. Calibration (max decile deviation "
+          f"of the true SNR's rank): {pit[0]:.4f} / {pit[1]:.4f}. Filter: mean ESS {ess:.2f} of the particles, "
+          f"{filter_s:.1f} s")
     if not args.no_history:
         t0 = time.perf_counter()
         d, v = stale_aware(observed, model.gain_hz_from_snr_db(hist_draws, B))

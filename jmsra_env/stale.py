@@ -18,10 +18,9 @@ particles by one more observation, for a policy that keeps the history of an epi
 :func:`stale_aware` then solves the sample-average problem: for every media vector (all ``2^N``
 up to :data:`MAX_ENUMERATED_AGENTS` agents, else JMSRA's media on the certainty-equivalent
 channels) the (P2) split on certainty-equivalent channels (per-agent quantiles of the samples, and
-the observed channel itself),
-scored by the mean latency over the samples (:func:`expected_latency`, i.e.
-:func:`jmsra_env.model.latency`, capped as the environment charges); the best few media are then
-refined by a pattern search that moves bandwidth between pairs of agents. The split hedges: an
+the observed channel itself), scored by the mean latency over the samples (:func:`expected_latency`,
+i.e. :func:`jmsra_env.model.latency`, capped as the environment charges); the best few media are
+then refined by a pattern search that moves bandwidth between pairs of agents. The split hedges: an
 agent whose channel may have faded gets more than (P2) on the stale SNR gives it.
 
 :class:`StaleAwarePolicy` is the policy (``make_policy("stale-aware", env)``); with
@@ -96,7 +95,8 @@ class ChannelPosterior:
     def snr_db(self, p: Particles) -> np.ndarray:
         """The full-band SNR (dB) of particles, as the world computes and clips it."""
         power = np.maximum(p.fading.real**2 + p.fading.imag**2, 1e-300)
-        return np.clip(model.full_band_snr_db(p.distance_m, p.shadowing_db, power, *self._snr_args), SNR_MIN_DB, SNR_MAX_DB)
+        snr = model.full_band_snr_db(p.distance_m, p.shadowing_db, power, *self._snr_args)
+        return np.clip(snr, SNR_MIN_DB, SNR_MAX_DB)
 
     def _implied_shadowing_db(self, distance_m, fading, snr_obs_db) -> np.ndarray:
         """The shadowing that makes ``snr_db`` equal the observed SNR (dB enters linearly)."""
@@ -176,10 +176,6 @@ def resample(rng: np.random.Generator, logw, n: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # The sample-average problem
-
-
-def _rows(terms: model.RoundTerms, rows) -> model.RoundTerms:
-    return terms if rows is None else terms[rows]
 
 
 def expected_latency(terms: model.RoundTerms, gain_samples_hz, media, bandwidth_hz) -> np.ndarray:
@@ -273,9 +269,9 @@ def stale_aware(terms: model.RoundTerms, gain_samples_hz, *, keep: int = _KEEP_M
     ``terms``: the observed rounds ``(M, N)``; ``gain_samples_hz``: ``(M, K, N)`` draws of today's
     channel gain (Hz). Among the candidates are the (P2) splits on the observed channel, so the
     decision's mean over the samples is never above that of JMSRA's (up to
-    :data:`MAX_ENUMERATED_AGENTS` agents, the optimum's) decision on the observed round. Returns the :class:`~jmsra_env.solvers.Decision` (its ``latency_s`` is the mean
-    over the samples, the expected latency the expert predicts) and that expected latency again as
-    an array ``(M,)``.
+    :data:`MAX_ENUMERATED_AGENTS` agents, the optimum's) decision on the observed round. Returns
+    the :class:`~jmsra_env.solvers.Decision` (its ``latency_s`` is the mean over the samples, the
+    expected latency the expert predicts) and that expected latency again as an array ``(M,)``.
     """
     g = np.asarray(gain_samples_hz, dtype=np.float64)
     M, K, N = g.shape
@@ -337,7 +333,8 @@ class StaleAwarePolicy(ExpertPolicy):
         self.posterior = ChannelPosterior(config)
 
     def __repr__(self) -> str:
-        return f"StaleAwarePolicy(n_agents={self.config.n_agents}, csi_delay={self.config.csi_delay}, samples={self.samples})"
+        cfg = self.config
+        return f"StaleAwarePolicy(n_agents={cfg.n_agents}, csi_delay={cfg.csi_delay}, samples={self.samples})"
 
     @property
     def kind(self) -> str:

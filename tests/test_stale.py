@@ -137,7 +137,8 @@ def test_the_cloning_set_keeps_the_stale_aware_split():
     consts = model.model_constants(cfg)
     terms = model.terms_from_observation(consts, obs)
     d = make_policy("stale-aware", config=cfg, seed=3).decide(obs)
-    media, b = actions.decode_box(encoding.to_env_action("deadline", data.actions.astype(np.float64), obs, consts), terms)
+    env_action = encoding.to_env_action("deadline", data.actions.astype(np.float64), obs, consts)
+    media, b = actions.decode_box(env_action, terms)
     np.testing.assert_array_equal(media, d.media)
     np.testing.assert_allclose(b, d.bandwidth_hz, rtol=1e-3)  # float32 targets
     p2, _ = optimal_bandwidth(terms, d.media)  # what one finish target per round would have given
