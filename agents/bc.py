@@ -1,4 +1,5 @@
-"""Behaviour-cloning pre-training: start PPO from the JMSRA expert (``train.py --bc-steps``).
+"""Behaviour-cloning pre-training: start PPO from the JMSRA expert (``train.py --bc-steps``;
+``--bc-expert`` names another, e.g. ``stale-aware`` on ``JMSRA-StaleCSI-v0``).
 
 :func:`expert_dataset` draws rounds from the scenario's world process (a fresh generator, so
 the rounds differ from the training and evaluation rounds), solves JMSRA on all of them in one
@@ -56,8 +57,16 @@ class BCDataset:
 
 def expert_dataset(config, n_rounds: int, seed: int, features: str, encoding: str = DEFAULT_ENCODING,
                    expert: str = "jmsra", n_worlds: int = 1024) -> BCDataset:
-    """``n_rounds`` rounds of ``config`` with the expert's decision on each (what it observes)."""
-    from jmsra_env.solvers import solve
+    """``n_rounds`` rounds of ``config`` with the expert's decision on each (what it observes).
+
+    ``expert``: a solver (:data:`jmsra_env.solvers.EXPERT_NAMES`), or another policy of
+    :func:`jmsra_env.policies.make_policy` (``"stale-aware"``), whose split is not the (P2) split
+    on the observed round: its decisions are encoded exactly (:func:`jmsra_env.encoding.express_decision`,
+    one finish target per agent) instead of one target per round.
+    """
+    from jmsra_env.encoding import express_decision
+    from jmsra_env.policies import make_policy
+    from jmsra_env.solvers import EXPERT_NAMES, solve
 
     if n_rounds < 1:
         raise ValueError(f"n_rounds must be >= 1; got {n_rounds}")
@@ -77,9 +86,14 @@ def expert_dataset(config, n_rounds: int, seed: int, features: str, encoding: st
     obs = {k: np.concatenate([c[k] for c in chunks])[:n_rounds] for k in chunks[0]}
     t0 = time.perf_counter()
     terms = model.terms_from_observation(consts, obs)
-    d = solve(expert, terms)
+    if expert in EXPERT_NAMES:
+        d = solve(expert, terms)
+        encode = expert_policy_action
+    else:
+        d = make_policy(expert, config=config, seed=seed).decide(obs)
+        encode = express_decision
     solve_s = time.perf_counter() - t0
-    acts = expert_policy_action(encoding, np.asarray(d.media), np.asarray(d.bandwidth_hz), terms)
+    acts = encode(encoding, np.asarray(d.media), np.asarray(d.bandwidth_hz), terms)
     acts = acts.astype(np.float32)
     return BCDataset(observation_features(obs, consts, features), acts,
                      np.asarray(d.latency_s, dtype=np.float64), solve_s)

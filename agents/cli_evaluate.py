@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAMES",
         help="comma-separated experts/baselines: optimal (N <= 12), jmsra, nl-only, kv-only, nl-only-equal, "
-        "kv-only-equal, threshold-equal, random; decentralised yardsticks (each agent on its own "
+        "kv-only-equal, threshold-equal, random; stale-aware (the least expected latency given a stale channel; "
+        "only when named); decentralised yardsticks (each agent on its own "
         "observation): threshold-local, proportional-local; 'none' for models only. Default: all experts and "
         "baselines (optimal skipped for N > 12); for a sweep: nl-only, kv-only, jmsra, optimal. On a session "
         "scenario (JMSRA-Session-*): jmsra, pool-aware, lookahead, clairvoyant, nl-only, kv-only (all by "

@@ -33,6 +33,7 @@ from .config import ScenarioConfig, make_config
 from .expert_policy import ACTION_FORMS, POLICY_ENCODINGS, REFERENCE_EXPERTS, ExpertPolicy
 from .session_experts import RoundInputs
 from .solvers import EXPERT_NAMES, check_name
+from .stale import STALE_AWARE, StaleAwarePolicy
 
 __all__ = ["ExpertPolicy", "make_policy", "EXPERT_NAMES", "REFERENCE_EXPERTS", "env_views"]
 
@@ -178,7 +179,7 @@ def make_policy(
     horizon: int | None = None,
     action_encoding: str | None = None,
 ) -> ExpertPolicy:
-    """An expert policy (one of :data:`EXPERT_NAMES`) for ``env`` or for ``config``.
+    """An expert policy (one of :data:`EXPERT_NAMES`, or ``"stale-aware"``) for ``env`` or for ``config``.
 
     ``env`` may be a :class:`~jmsra_env.JMSRAEnv` (wrapped or not), a gymnasium vector env of
     them (or :class:`~jmsra_env.vector.JMSRAVectorEnv`) or an SB3 ``VecEnv``: the scenario comes
@@ -194,8 +195,12 @@ def make_policy(
     (:data:`jmsra_env.session_experts.SESSION_EXPERT_NAMES`: ``jmsra``, ``pool-aware``,
     ``lookahead``, ``clairvoyant``, ``nl-only``, ``kv-only``); ``clairvoyant`` needs ``env`` (it
     reads the true future rounds) and ``horizon`` sets the lookahead's rounds.
+
+    ``"stale-aware"`` (single-round scenarios, :class:`jmsra_env.stale.StaleAwarePolicy`): the
+    decision with the least expected latency given a stale channel (``csi_delay > 0``; the exact
+    optimum otherwise); ``seed`` seeds its channel draws. Not in :data:`EXPERT_NAMES`: opt-in.
     """
-    if name in session_experts.SESSION_ONLY_EXPERTS:
+    if name in session_experts.SESSION_ONLY_EXPERTS or name == STALE_AWARE:
         pass  # checked against the scenario below
     else:
         check_name(name)
@@ -227,6 +232,10 @@ def make_policy(
         policy = session_experts.SessionExpertPolicy(name, cfg, form, h, future, action_encoding=action_encoding)
     elif name in session_experts.SESSION_ONLY_EXPERTS:
         raise ValueError(f"expert {name!r} needs a session scenario (session.enabled); this one has none")
+    elif name == STALE_AWARE:
+        if cfg.session.enabled:
+            raise ValueError(f"expert {name!r} is for single-round scenarios; this one is a session scenario")
+        policy = StaleAwarePolicy(cfg, form, seed, action_encoding=action_encoding)
     else:
         policy = ExpertPolicy(name, cfg, form, seed, action_encoding=action_encoding)
     policy.feature_source = feature_layer

@@ -33,7 +33,7 @@ from . import model
 from .backend import NUMPY
 from .config import ScenarioConfig
 
-__all__ = ["WorldProcess", "WorldState", "OBS_KEYS", "SNR_MIN_DB", "SNR_MAX_DB"]
+__all__ = ["WorldProcess", "WorldState", "OBS_KEYS", "SNR_MIN_DB", "SNR_MAX_DB", "fold_distance_m"]
 
 # The full-band SNR is kept in this range (a deep fade of -inf dB would make the observation
 # unbounded); the clipped value is the one both observed and charged.
@@ -67,6 +67,21 @@ def _default_chunk_rounds(episode_rounds: int, width: int) -> int:
     need = episode_rounds + 1
     pieces = -(-need // cap)
     return -(-need // pieces)
+
+
+def fold_distance_m(walk: np.ndarray, lo: float, hi: float, xp=NUMPY) -> np.ndarray:
+    """An unbounded distance walk (m) folded into ``[lo, hi]`` (reflection at both ends): the
+    agent's distance. A reflected symmetric walk keeps the uniform law on ``[lo, hi]``."""
+    width = hi - lo
+    if width <= 0.0:
+        return xp.full_like(walk, lo)
+    # position within one period 2w, as a fraction; then the triangle wave w - |y - w|
+    y = (walk - lo) * (0.5 / width)
+    y -= xp.floor(y)
+    y *= 2.0 * width
+    y -= width
+    xp.abs(y, out=y)
+    return (lo + width) - y
 
 
 def _is_count(value) -> bool:
@@ -319,17 +334,7 @@ class WorldProcess:
     def _fold(self, walk: np.ndarray) -> np.ndarray:
         """Fold an unbounded walk into [d_min, d_max] (reflection at both ends)."""
         ch = self.cfg.channel
-        lo, width = ch.distance_min_m, ch.distance_max_m - ch.distance_min_m
-        xp = self.xp
-        if width <= 0.0:
-            return xp.full_like(walk, lo)
-        # position within one period 2w, as a fraction; then the triangle wave w - |y - w|
-        y = (walk - lo) * (0.5 / width)
-        y -= xp.floor(y)
-        y *= 2.0 * width
-        y -= width
-        xp.abs(y, out=y)
-        return (lo + width) - y
+        return fold_distance_m(walk, ch.distance_min_m, ch.distance_max_m, self.xp)
 
     # -- views -------------------------------------------------------------------------------
 

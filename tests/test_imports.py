@@ -28,7 +28,7 @@ _PENDING: set[tuple[str, str]] = set()
 _BELOW_ENV = ("config", "backend", "model", "world", "session", "session_world", "solvers", "bandwidth", "actions")
 _ENV = ("env", "vector", "session_env")
 # What lies above the environment: the experts as policies, the evaluation, the trainers.
-_ABOVE_ENV = ("policies", "expert_policy", "session_experts", "evaluation", "multiagent", "datasets")
+_ABOVE_ENV = ("policies", "expert_policy", "session_experts", "stale", "evaluation", "multiagent", "datasets")
 
 
 def _module_name(path: Path) -> str:

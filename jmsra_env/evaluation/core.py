@@ -51,6 +51,7 @@ from ..registration import ENV_IDS, SESSION_ENV_IDS
 from ..session_env import JMSRASessionEnv, JMSRASessionVectorEnv
 from ..session_experts import DEFAULT_HORIZON, SESSION_EXPERT_NAMES, RoundInputs, SessionExpertPolicy
 from ..solvers import EXPERT_NAMES
+from ..stale import STALE_AWARE, StaleAwarePolicy
 from ..vector import JMSRAVectorEnv
 from ..world import WorldProcess
 
@@ -265,18 +266,20 @@ def session_expert(name: str, cfg: ScenarioConfig, horizon: int | None = None):
 
 def resolve_experts(names: Sequence[str] | None, cfg: ScenarioConfig) -> tuple[list, list[str]]:
     """Expert policies for ``names`` (None: every expert and baseline; on a session scenario the
-    session experts, :func:`session_expert`) and notes for the user.
+    session experts, :func:`session_expert`) and notes for the user. ``"stale-aware"``
+    (:class:`jmsra_env.stale.StaleAwarePolicy`) is evaluated when named, never by default.
 
     ``optimal`` is refused for ``N > OPTIMAL_MAX_AGENTS`` when asked for by name and skipped with a
     note when it comes from the default list.
     """
-    valid = expert_names(cfg)
+    default = expert_names(cfg)
     session = is_session(cfg)
+    valid = default if session else (*default, STALE_AWARE)  # opt-in: when named, never by default
     notes: list[str] = []
     explicit = names is not None
     seen: set[str] = set()
     policies = []
-    for name in list(valid) if names is None else list(names):
+    for name in list(default) if names is None else list(names):
         if name not in valid:
             raise EvaluationError(
                 f"unknown policy {name!r}.{did_you_mean(name, valid)} Experts and baselines"
@@ -288,6 +291,9 @@ def resolve_experts(names: Sequence[str] | None, cfg: ScenarioConfig) -> tuple[l
         seen.add(name)
         if session:
             policies.append(session_expert(name, cfg))
+            continue
+        if name == STALE_AWARE:
+            policies.append(StaleAwarePolicy(cfg))
             continue
         if name == "optimal" and cfg.n_agents > OPTIMAL_MAX_AGENTS:
             msg = (
