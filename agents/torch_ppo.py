@@ -47,6 +47,7 @@ BC_BATCH = 4096  # behaviour-cloning minibatch (rows)
 OBS_CLIP = 10.0  # VecNormalize's defaults: the saved statistics load through jmsra_agents.checkpoint.ObsNormalizer
 OBS_EPS = 1e-8
 REWARD_CLIP = 10.0
+MAX_DAGGER_EPISODES = 65_536  # a DAgger round's labels: 64 rounds x 65,536 episodes = 4.2 M rows (the rollout cap)
 
 
 @dataclass(frozen=True)
@@ -60,16 +61,20 @@ class TorchPPOConfig(PPOConfig):
                          "PPO's loss (DAPG), multiplied by bc_coef_decay after every update")
     bc_coef_decay: float = _hp(0.9, "torch backend: decay of bc_coef per update")
     compile: bool = _hp(False, "torch backend: torch.compile the loss of the update")
-    dagger_rounds: int = _hp(0, "torch backend: DAgger rounds after cloning: roll the clone through as many "
-                             "episodes as the cloning set, label the states it visits with the expert, clone again "
+    dagger_rounds: int = _hp(0, "torch backend: DAgger rounds after cloning: roll the clone through "
+                             "dagger_episodes episodes, label the states it visits with the expert, clone again "
                              "on the union (bc_steps / 2 steps each)")
+    dagger_episodes: int = _hp(0, "torch backend: episodes the clone is rolled through (and the expert labels) in "
+                               "each DAgger round (0 = as many as the cloning set)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for ok, name, what in ((self.desired_kl >= 0, "desired_kl", ">= 0"), (self.bc_coef >= 0, "bc_coef", ">= 0"),
                                (0.0 <= self.bc_coef_decay <= 1.0, "bc_coef_decay", "in [0, 1]"),
                                (isinstance(self.dagger_rounds, int) and 0 <= self.dagger_rounds <= 100,
-                                "dagger_rounds", "an integer in [0, 100]")):
+                                "dagger_rounds", "an integer in [0, 100]"),
+                               (isinstance(self.dagger_episodes, int) and 0 <= self.dagger_episodes <= MAX_DAGGER_EPISODES,
+                                "dagger_episodes", f"an integer in [0, {MAX_DAGGER_EPISODES:,}]")):
             if not ok:
                 raise ValueError(f"PPO hyperparameter {name} must be {what}; got {getattr(self, name)!r}")
 
@@ -608,7 +613,7 @@ class TorchRun:
 
         consts = jmodel.model_constants(cfg)
         teacher = make_policy(expert, config=cfg)
-        episodes = max(1, -(-spec.bc_rounds // cfg.episode_rounds)) if cfg.session.enabled else 0
+        episodes = self.ppo.dagger_episodes or max(1, -(-spec.bc_rounds // cfg.episode_rounds))
         try:
             for r in range(self.ppo.dagger_rounds):
                 t0 = time.perf_counter()

@@ -187,6 +187,8 @@ def test_torch_backend_on_cuda_without_cuda_is_refused(tmp_path, capsys, monkeyp
     ([*TINY, "--vec", "native"], "--vec applies to the sb3 backend only"),
     (["--desired-kl", "0.01"], "--desired-kl applies to the torch backend only"),
     (["--backend", "sb3", "--bc-coef", "0.5"], "--bc-coef applies to the torch backend only"),
+    (["--dagger-episodes", "8"], "--dagger-episodes applies to the torch backend only"),
+    ([*TINY, "--dagger-episodes", "-1"], "dagger_episodes must be an integer in [0, 65,536]"),
     (["--backend", "jax"], "--backend"),
 ])
 def test_a_flag_of_the_other_backend_is_refused(tmp_path, capsys, argv, message):
@@ -248,3 +250,11 @@ def test_dagger_labels_the_clones_own_session_states_and_clones_again(tmp_path):
     bc = json.loads((tmp_path / "dg" / "run.json").read_text())["bc"]
     assert [r["rows"] for r in bc["dagger"]] == [256, 384] and [r["steps"] for r in bc["dagger"]] == [10, 10]
     assert all(r["action_mse"] == r["action_mse"] for r in bc["dagger"])  # finite losses (not NaN)
+
+
+def test_dagger_episodes_sets_the_states_labelled_per_round(tmp_path):
+    """--dagger-episodes 1: a DAgger round labels one episode (64 states), not the cloning set's two."""
+    assert main(["--env-id", "jmsra_env/JMSRA-Session-v0", "--logdir", str(tmp_path), "--run-name", "de", *TINY,
+                 "--bc-steps", "20", "--bc-rounds", "128", "--bc-expert", "pool-aware", "--dagger-rounds", "1",
+                 "--dagger-episodes", "1", "--total-timesteps", "256", "--eval-freq", "0", "--checkpoint-freq", "0"]) == 0
+    assert [r["rows"] for r in json.loads((tmp_path / "de" / "run.json").read_text())["bc"]["dagger"]] == [192]
