@@ -129,6 +129,18 @@ class Core:
             raise RuntimeError("call reset() before step()")
         return model.latency(self.terms, media, bandwidth_hz)
 
+    def charge_info(self, br: model.LatencyBreakdown) -> dict[str, Any]:
+        """The batched ``info`` of a charged round (before :meth:`advance` adds the session's)."""
+        return {
+            "latency_s": br.latency_s,
+            "uncapped_latency_s": br.uncapped_latency_s,
+            "capped": br.capped,
+            "media": br.media,
+            "bandwidth_hz": br.bandwidth_hz,
+            "finish_s": br.finish_s,
+            "round": self.xp.copy(self.round),
+        }
+
     def advance(self, rng, media, info: dict[str, Any]) -> None:
         """After a round was charged with ``media``: the receivers' transition (sessions: its
         evictions and pool usage go into ``info``), then every world moves on one round."""

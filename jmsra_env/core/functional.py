@@ -117,15 +117,7 @@ def step(rng, state: CoreState, action, params: ScenarioConfig):
         if tuple(value.shape) != shape:
             raise ValueError(f"action field '{name}' must have shape {shape}; got {tuple(value.shape)}")
     br = core.charge(media, bandwidth_hz)
-    info: dict[str, Any] = {
-        "latency_s": br.latency_s,
-        "uncapped_latency_s": br.uncapped_latency_s,
-        "capped": br.capped,
-        "media": br.media,
-        "bandwidth_hz": br.bandwidth_hz,
-        "finish_s": br.finish_s,
-        "round": xp.copy(core.round),
-    }
+    info = core.charge_info(br)
     core.advance(rng, media, info)
     new_state = core.snapshot()
     truncated = new_state.round >= params.episode_rounds

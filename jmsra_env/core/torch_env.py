@@ -188,15 +188,7 @@ class TorchVectorEnv(VectorEnv):
         if resetting is not None and bool(resetting.all()):
             return self._reset_step()
         br = core.charge(media, bandwidth_hz)
-        info: dict[str, Any] = {
-            "latency_s": br.latency_s,
-            "uncapped_latency_s": br.uncapped_latency_s,
-            "capped": br.capped,
-            "media": br.media,
-            "bandwidth_hz": br.bandwidth_hz,
-            "finish_s": br.finish_s,
-            "round": core.round.clone(),
-        }
+        info = core.charge_info(br)
         if self.config.jmsra_in_info:
             info["jmsra_latency_s"] = self._jmsra_latency_s()
         reward = -br.latency_s
