@@ -218,25 +218,13 @@ def test_an_sb3_run_resumed_with_the_torch_backend_is_refused_and_untouched(tmp_
         resume_spec(str(run), backend="torch")
 
 
-def test_ctrl_c_saves_the_model_and_resume_continues(tmp_path, monkeypatch, capsys):
-    from jmsra_agents.torch_ppo import TorchRun
-
-    calls = {"n": 0}
-    original = TorchRun._update
-
-    def interrupt_on_second_update(self):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(TorchRun, "_update", interrupt_on_second_update)
+def test_ctrl_c_saves_the_model_and_resume_continues(tmp_path, capsys, interrupt_second_torch_update):
     assert main(["--total-timesteps", "4096", "--logdir", str(tmp_path), "--run-name", "cc", *TINY]) == 130
     info = json.loads((tmp_path / "cc" / "run.json").read_text())
     assert info["kind"] == "interrupted" and info["num_timesteps"] == 256
     assert ck.load_trained_policy(tmp_path / "cc").num_timesteps == 256
     assert "--resume" in capsys.readouterr().out
-    monkeypatch.setattr(TorchRun, "_update", original)
+    interrupt_second_torch_update()  # the real update again
     assert main(["--resume", str(tmp_path / "cc"), "--total-timesteps", "768", "--no-progress-bar"]) == 0
     assert json.loads((tmp_path / "cc" / "run.json").read_text())["num_timesteps"] == 768
 
