@@ -53,7 +53,8 @@ class TeamRun(TorchRun):
 
         plan = self.plan
         self.env = TorchTeamEnv(plan.env_id, self.spec.n_envs, device=plan.device, dtype=self.torch.float32,
-                                features=self.spec.features, action_encoding="deadline", config=self.cfg)
+                                features=self.spec.features, action_encoding="deadline", config=self.cfg,
+                                compile=self.ppo.compile)
         self.n_agents = self.env.n_agents
         self.sample_shape = (self.n_agents,)
         self.n_obs, self.n_act = self.env.n_agent_features, 2

@@ -60,7 +60,7 @@ class TorchPPOConfig(PPOConfig):
     bc_coef: float = _hp(0.0, "torch backend: weight of a behaviour-cloning loss on the expert set added to "
                          "PPO's loss (DAPG), multiplied by bc_coef_decay after every update")
     bc_coef_decay: float = _hp(0.9, "torch backend: decay of bc_coef per update")
-    compile: bool = _hp(False, "torch backend: torch.compile the loss of the update")
+    compile: bool = _hp(False, "torch backend: torch.compile the env's round (decision, charge, features) and the update's loss")
     dagger_rounds: int = _hp(0, "torch backend: DAgger rounds after cloning: roll the clone through "
                              "dagger_episodes episodes, label the states it visits with the expert, clone again "
                              "on the union (bc_steps / 2 steps each)")
@@ -129,15 +129,17 @@ class RunContext:
 # The environment (the functional core's torch backend)
 
 
-def make_torch_vec_env(env_id: str, num_envs: int, config, *, device: str, features: str, action_encoding: str):
+def make_torch_vec_env(env_id: str, num_envs: int, config, *, device: str, features: str, action_encoding: str,
+                       compile: bool = False):
     """The functional core's torch vector env of ``env_id`` on ``device`` (float32 feature
-    observations ``(M, F)``, ``SameStep`` autoreset), with ``n_features`` and ``n_actions`` set."""
+    observations ``(M, F)``, ``SameStep`` autoreset; ``compile``: its round's pure pieces
+    compiled), with ``n_features`` and ``n_actions`` set."""
     import gymnasium as gym
     import torch
 
     env = gym.make_vec(env_id, num_envs=int(num_envs), vectorization_mode="vector_entry_point", backend="torch",
                        device=str(device), dtype=torch.float32, config=config, features=features,
-                       action_encoding=action_encoding, autoreset_mode="SameStep")
+                       action_encoding=action_encoding, autoreset_mode="SameStep", compile=compile)
     env.n_features = int(env.single_observation_space.shape[0])
     env.n_actions = int(env.single_action_space.shape[0])
     return env
@@ -335,7 +337,8 @@ class TorchRun:
         critic's own input (``n_value_obs``, None: the actor's)."""
         plan = self.plan
         self.env = make_torch_vec_env(plan.env_id, self.spec.n_envs, self.cfg, device=plan.device,
-                                      features=self.spec.features, action_encoding=self.spec.action_encoding)
+                                      features=self.spec.features, action_encoding=self.spec.action_encoding,
+                                      compile=self.ppo.compile)
         self.n_obs, self.n_act, self.n_value_obs = self.env.n_features, self.env.n_actions, None
 
     def _make_net(self):

@@ -17,8 +17,8 @@
 (d) options: the vector env at M = 1024 with ``features="physics", action_encoding="deadline"``
     (the training stack's observation and action) against the plain vector step; target <= 1.3x.
 (e) torch backend on the CPU (``gym.make_vec(..., backend="torch", device="cpu")``), float32 and
-    float64, at M = 4096, with and without the options, against ``CartPoleVectorEnv`` at M = 4096;
-    target >= 0.2x (float32, plain). On a machine with CUDA also (f): the torch backend on the GPU
+    float64, at M = 4096, with and without the options, eager and with ``compile=True`` (float32),
+    against ``CartPoleVectorEnv`` at M = 4096; target >= 0.2x (float32, plain). On a machine with CUDA also (f): the torch backend on the GPU
     at M = 65,536 in env-steps/s (the card is named).
 
 Timings are the best of several interleaved repeats (the machine is shared).
@@ -203,21 +203,27 @@ def bench_torch(m: int, steps: int, repeats: int, device: str = "cpu") -> dict[s
     from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 
     fns = {}
-    for dtype in (torch.float32, torch.float64):
-        for opts in (False, True):
-            kw = dict(features="physics", action_encoding="deadline") if opts else {}
-            envs = gym.make_vec(JMSRA_BOX_ID, num_envs=m, vectorization_mode="vector_entry_point",
-                                backend="torch", device=device, dtype=dtype, **kw)
-            action = torch.zeros((m, envs.single_action_space.shape[0]), device=envs.unwrapped.device)
-            fns[(str(dtype).split(".")[1], opts)] = _torch_loop(envs, action, steps)
+    cases = [(dt, opts, False) for dt in (torch.float32, torch.float64) for opts in (False, True)]
+    cases += [(torch.float32, False, True), (torch.float32, True, True)]  # compile=True
+    for dtype, opts, comp in cases:
+        kw = dict(features="physics", action_encoding="deadline") if opts else {}
+        envs = gym.make_vec(JMSRA_BOX_ID, num_envs=m, vectorization_mode="vector_entry_point",
+                            backend="torch", device=device, dtype=dtype, compile=comp, **kw)
+        action = torch.zeros((m, envs.single_action_space.shape[0]), device=envs.unwrapped.device)
+        if comp:  # compile before timing (the first steps pay it; cached on disk afterwards)
+            t0 = time.perf_counter()
+            _torch_loop(envs, action, 3)()
+            print(f"  (compile=True{' + options' if opts else ''}: first 3 steps {time.perf_counter() - t0:.1f} s)")
+        fns[(str(dtype).split(".")[1], opts, comp)] = _torch_loop(envs, action, steps)
     cp_m = min(m, 4096)
     cp = CartPoleVectorEnv(num_envs=cp_m)
     fns["cartpole"] = _vector_loop(cp, np.ones(cp_m, dtype=np.int64), max(1, steps * m // cp_m))
     r = _best_rate(fns, repeats)
     card = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    rows = [(f"torch {dt}{' + physics/deadline' if o else ''}", f"{r[(dt, o)]:,.0f}",
-             f"{r[(dt, o)] / r['cartpole']:.3f}", ">= 0.2" if (dt, o) == ("float32", False) and device == "cpu" else "-")
-            for dt, o in [k for k in r if k != "cartpole"]]
+    target = {("float32", False, False): ">= 0.2", ("float32", False, True): ">= 0.2"} if device == "cpu" else {}
+    rows = [(f"torch {dt}{' + physics/deadline' if o else ''}{', compile=True' if c else ''}", f"{r[(dt, o, c)]:,.0f}",
+             f"{r[(dt, o, c)] / r['cartpole']:.3f}", target.get((dt, o, c), "-"))
+            for dt, o, c in [k for k in r if k != "cartpole"]]
     _table(
         f"({'f' if device != 'cpu' else 'e'}) torch backend at M = {m:,} on {card}, env-steps/s "
         f"(CartPoleVectorEnv M = {cp_m}: {r['cartpole']:,.0f}; best of {repeats})",

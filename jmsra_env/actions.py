@@ -116,8 +116,13 @@ def shares_to_bandwidth_hz(shares: np.ndarray, total_bandwidth_hz: float) -> np.
         total = sum_over_agents(shares)[..., None]  # > 0 exactly when a share is (even subnormal)
     pos = total > 0.0
     total = xp.where(pos, total, 1.0)
-    lo, hi = (_RESCALE_BELOW, _RESCALE_ABOVE) if total.dtype == np.float64 else (2.0**-60, 2.0**60)
-    if xp.numel(total) and (total.max() > hi or total.min() < lo):  # inf too
+    lo, hi = (_RESCALE_BELOW, _RESCALE_ABOVE) if total.dtype == xp.float64 else (2.0**-60, 2.0**60)
+    if not xp.host:  # branch-free (a GPU, torch.compile): only the rows that need it (exact either way)
+        far = (total > hi) | (total < lo)  # inf too
+        scaled = xp.ldexp(shares, -xp.frexp(xp.where(pos, max_over_agents(shares)[..., None], 1.0))[1])
+        shares = xp.where(far, scaled, shares)
+        total = xp.where(far, xp.where(pos, sum_over_agents(shares)[..., None], 1.0), total)
+    elif xp.numel(total) and (total.max() > hi or total.min() < lo):  # inf too
         shares = xp.ldexp(shares, -xp.frexp(xp.where(pos, max_over_agents(shares)[..., None], 1.0))[1])
         total = xp.where(pos, sum_over_agents(shares)[..., None], 1.0)
     b = (total_bandwidth_hz * shares) / total

@@ -172,9 +172,7 @@ class TorchNamespace:
 
         self.torch = torch
         self.device = device
-        # On the CPU a data-dependent branch (``if x.any():``) is cheap; on a GPU it synchronises
-        # the host with the device, so the code takes branch-free forms there.
-        self.host = device.type == "cpu"
+        self._cpu = device.type == "cpu"
         self.float = dtype
         self.float64 = torch.float64
         self.float32 = torch.float32
@@ -189,6 +187,13 @@ class TorchNamespace:
             "logical_not", "square", "tanh",
         ):
             setattr(self, name, getattr(t, name))
+
+    @property
+    def host(self) -> bool:
+        """Whether data-dependent branches (``if x.any():``) are cheap: on the CPU, yes; on a GPU
+        they synchronise the host with the device, and under ``torch.compile`` they break the
+        graph, so the code takes its branch-free forms there (same values)."""
+        return self._cpu and not self.torch.compiler.is_compiling()
 
     # -- conversion ----------------------------------------------------------------------------
 

@@ -226,3 +226,49 @@ def test_batched_team_env_charges_the_central_decision(id_):
         team.step(torch.zeros(6, n, 3))
     with pytest.raises(ValueError, match="finite"):
         team.step(torch.full((6, n, 2), float("nan")))
+
+
+def test_branch_free_forms_equal_the_host_forms(monkeypatch):
+    """Under torch.compile (and on a GPU) the physics takes branch-free forms; they give the
+    host forms' values, at the extremes included (here run eagerly, as if compiling)."""
+    x64 = dict(dtype=torch.float64)
+    shares = torch.tensor([[1e-310, 3e-310, 0.0, 0.0], [1e300, 1e308, 1e308, 2.0], [0.0] * 4, [0.1, 0.2, 0.3, 0.4],
+                           [1e-320, 0.0, 0.0, 5e-324]], **x64)
+    b = torch.tensor([0.0, 5e-324, 1e-300, 1.0, 1e6, 1e12, 1e300, float("inf")], **x64)
+    a = torch.tensor([1e6, 1e6, 1e-3, 1e6, 3e6, 1e5, 1e300, 2e6], **x64)
+    r = torch.tensor([0.0, 1.0, 1e3, 1e6, 4e6, 1.4e6 / np.log(2) * 0.999999, 1e6 / np.log(2) * 1.5, 1e-9], **x64)
+    g = torch.full_like(r, 1.4e6)
+
+    def pieces():
+        return (actions.shares_to_bandwidth_hz(shares, 20e6), model.rate_bps(b, a), model.inverse_rate_hz(r, g),
+                model.spectral_efficiency_nats(torch.logspace(-12, 2, 57, **x64)))
+
+    host = pieces()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not namespace(shares).host
+    free = pieces()
+    for h, f in zip(host, free):
+        torch.testing.assert_close(f, h, rtol=1e-15, atol=0.0)
+
+
+def test_compiled_round_equals_the_eager_round():
+    """``compile=True``: the same episode as the eager env (one graph each, no graph break:
+    ``fullgraph=True`` would raise), on a session ID with the features and the deadline encoding."""
+    kw = dict(m=6, dtype=torch.float64, features="physics", action_encoding="deadline")
+    eager = _vec("jmsra_env/JMSRA-Session-Box-v1", **kw)
+    compiled = _vec("jmsra_env/JMSRA-Session-Box-v1", compile=True, **kw)
+    assert compiled.unwrapped.compile and not eager.unwrapped.compile
+    o1, _ = eager.reset(seed=3)
+    o2, _ = compiled.reset(seed=3)
+    torch.testing.assert_close(o2, o1, rtol=1e-6, atol=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        act = torch.rand((6, 8), generator=gen, dtype=torch.float64) * 2 - 1
+        o1, r1, _, _, i1 = eager.step(act)
+        o2, r2, _, _, i2 = compiled.step(act)
+        torch.testing.assert_close(r2, r1, rtol=1e-9, atol=0.0)
+        torch.testing.assert_close(i2["bandwidth_hz"], i1["bandwidth_hz"], rtol=1e-9, atol=1e-3)
+        assert torch.equal(i2["media"], i1["media"]) and torch.equal(i2["evictions"], i1["evictions"])
+        torch.testing.assert_close(o2, o1, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="compile must be True or False"):
+        _vec("jmsra_env/JMSRA-v0", m=2, compile="yes")

@@ -82,14 +82,15 @@ class TorchTeamEnv:
     """``M`` teams of ``N`` decentralised agents on torch tensors (see the module docstring).
 
     ``TorchTeamEnv(env_id="jmsra_env/JMSRA-v0", num_envs=1, device="auto", dtype=None,
-    features="physics", action_encoding="request", config=None, **overrides)``; a Dict-form or
-    Box-form ID of any variant (the team's action is its own form); ``config``: a whole scenario
-    config instead of the ID's (a trainer's resolved one).
+    features="physics", action_encoding="request", config=None, compile=False, **overrides)``; a
+    Dict-form or Box-form ID of any variant (the team's action is its own form); ``config``: a
+    whole scenario config instead of the ID's (a trainer's resolved one); ``compile``: the round's
+    pure pieces under ``torch.compile`` (:class:`~jmsra_env.core.torch_env.TorchVectorEnv`).
     """
 
     def __init__(self, env_id: str = "jmsra_env/JMSRA-v0", num_envs: int = 1, device: Any = "auto",
                  dtype: Any = None, features: str = feats.DEFAULT_FEATURES, action_encoding: str = "request",
-                 config: Any = None, **overrides: Any):
+                 config: Any = None, compile: bool = False, **overrides: Any):
         variant_of(env_id)  # a registered ID, else ValueError
         if features not in feats.FEATURE_SETS:
             raise ValueError(f"features must be one of {feats.FEATURE_SETS}; got {features!r}")
@@ -99,7 +100,7 @@ class TorchTeamEnv:
         base = dict(gym.spec(env_id).kwargs.get("base_config", {})) if config is None else None
         form = {"request": {"action_form": "dict"}, "deadline": {"action_form": "box", "action_encoding": "deadline"}}
         self.venv = TorchVectorEnv(num_envs, config, base_config=base, device=device, dtype=dtype, features=features,
-                                   autoreset_mode="SameStep", **form[action_encoding], **overrides)
+                                   autoreset_mode="SameStep", compile=compile, **form[action_encoding], **overrides)
         self.torch = self.venv.torch
         self.num_envs = num_envs
         self.config = self.venv.config

@@ -30,8 +30,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .. import actions, encoding, features, model
-from ..backend import resolve_device, to_numpy, torch_namespace
+from ..backend import namespace, resolve_device, to_numpy, torch_namespace
 from ..config import ScenarioConfig
+from ..features import observation_features
 from ..env import check_env_arguments, make_action_space, observation_space_of, resolve_env_config
 from ..solvers import solve
 from ..vector import vector_arguments
@@ -64,8 +65,12 @@ class TorchVectorEnv(VectorEnv):
 
     ``TorchVectorEnv(num_envs=1, config=None, *, base_config=None, action_form="box",
     device="auto", dtype=torch.float32, features=None, action_encoding=None,
-    autoreset_mode="SameStep", max_episode_steps=None, **overrides)``. ``device="auto"`` picks
-    ``cuda`` when available; ``"cuda"`` without CUDA is a ``ValueError``. ``features`` gives an
+    autoreset_mode="SameStep", max_episode_steps=None, compile=False, **overrides)``.
+    ``device="auto"`` picks ``cuda`` when available; ``"cuda"`` without CUDA is a ``ValueError``.
+    ``compile=True`` runs the round's pure pieces (the decision and its charge, the features)
+    through ``torch.compile``, one graph each with no graph break: the same values (the code
+    takes its branch-free forms, as on a GPU), fused into a few kernels; the first steps pay the
+    compilation (seconds to tens of seconds, cached on disk by torch afterwards). ``features`` gives an
     ``(M, F)`` float32 observation tensor (:mod:`jmsra_env.features`), else the Dict observation
     as a dict of ``(M, ...)`` tensors. ``action_encoding`` (Box form): ``"deadline"`` or ``"box"``.
 
@@ -100,6 +105,7 @@ class TorchVectorEnv(VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         max_episode_steps: int | None = None,
         render_mode: str | None = None,
+        compile: bool = False,
         **overrides: Any,
     ):
         num_envs, mode, cfg = vector_arguments(
@@ -117,6 +123,8 @@ class TorchVectorEnv(VectorEnv):
             )
         if action_encoding not in (None, "box") and action_form != "box":
             raise ValueError(f"action_encoding={action_encoding!r} applies to the Box action form (a -Box- ID)")
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile must be True or False; got {compile!r}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.xp = xp = torch_namespace(self.device, self.dtype)
@@ -140,6 +148,11 @@ class TorchVectorEnv(VectorEnv):
         self.single_action_space = make_action_space(cfg, action_form)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.compile = compile
+        # The round's pure pieces (the decision and its charge; the features), compiled into one
+        # graph each with ``compile=True`` (the generator's draws and the bookkeeping stay eager).
+        self._decide_charge = _compiled(_decide_and_charge) if compile else _decide_and_charge
+        self._features = _compiled(observation_features) if compile else observation_features
         self._gen = None
         self._raw_obs: dict[str, Any] | None = None
         self._autoreset = None  # NEXT_STEP: who resets at the next step (bool tensor) or None
@@ -183,16 +196,16 @@ class TorchVectorEnv(VectorEnv):
                 "some sub-environments ended and autoreset_mode is DISABLED: reset them with "
                 "reset(options={'reset_mask': mask}) before stepping"
             )
-        media, bandwidth_hz = self.decode_action(actions_)
+        form, a = self._checked_action(actions_)
         resetting = self._autoreset
         if resetting is not None and bool(resetting.all()):
             return self._reset_step()
-        br = core.charge(media, bandwidth_hz)
+        br = self._decide_charge(form, a, self._raw_obs, self._obs_terms, core.terms, self.consts)
         info = core.charge_info(br)
         if self.config.jmsra_in_info:
             info["jmsra_latency_s"] = self._jmsra_latency_s()
         reward = -br.latency_s
-        core.advance(self._gen, media, info)
+        core.advance(self._gen, br.media, info)
         if resetting is not None:  # NEXT_STEP: some (not all) start over instead of playing
             core.reset(self._gen, resetting)
             info["round"] = xp.where(resetting, 0, info["round"])
@@ -227,6 +240,12 @@ class TorchVectorEnv(VectorEnv):
     def decode_action(self, batch):
         """Validate a batch of actions (tensors, or arrays converted to the device); return
         ``(media (M, N), bandwidth_hz (M, N))`` tensors."""
+        form, a = self._checked_action(batch)
+        return _decision(form, a, self._raw_obs, self._obs_terms, self.consts)
+
+    def _checked_action(self, batch):
+        """``(form, action)`` of a validated batch: ``("dict", (media, shares))`` or
+        ``("box" | "deadline", (M, 2N) tensor)``."""
         n, m, xp = self.config.n_agents, self.num_envs, self.xp
         if self.action_form == "dict":
             if not isinstance(batch, Mapping) or set(batch) != {"media", "bandwidth"}:
@@ -237,14 +256,12 @@ class TorchVectorEnv(VectorEnv):
                 raise ValueError("action field 'media' must hold 0 (NL) or 1 (KV)")
             if not bool((shares >= 0.0).all()):
                 raise ValueError("action field 'bandwidth' must be non-negative")
-            return xp.astype(media, self.torch.int8), actions.shares_to_bandwidth_hz(shares, self.consts.bandwidth_hz)
-        a = _checked(xp, batch, "action", (m, 2 * n))
-        if not bool((a.abs() <= 1.0 + 1e-6).all()):
+            return "dict", (media, shares)
+        a = _checked(xp, batch, "action", (m, 2 * n), finite=False)
+        if not bool((a.abs() <= 1.0 + 1e-6).all()):  # one pass: NaN and inf fail it too
+            _checked(xp, a, "action", (m, 2 * n))  # names a NaN / inf as such
             raise ValueError("action field 'action' must lie in [-1, 1]")
-        if self.action_encoding == "deadline":  # as the NumPy env: the decision, as its Box action
-            media, b = encoding.deadline_decision(a, self._raw_obs, self.consts, self._obs_terms)
-            a = actions.encode_box(media, b, self._obs_terms)
-        return actions.box_decision(a, self._obs_terms)
+        return ("deadline" if self.action_encoding == "deadline" else "box"), a
 
     def _observe(self):
         obs = self.core.observe()
@@ -252,9 +269,7 @@ class TorchVectorEnv(VectorEnv):
         self._obs_terms = self.core.observed_terms(obs)  # what the features and the decoders read
         if self.features is None:
             return obs
-        return features.observation_features(
-            obs, self.consts, self.features, session=self.core.session, terms=self._obs_terms
-        )
+        return self._features(obs, self.consts, self.features, session=self.core.session, terms=self._obs_terms)
 
     def _jmsra_latency_s(self):
         t = self.core.terms
@@ -270,6 +285,32 @@ class TorchVectorEnv(VectorEnv):
         return self._raw_obs
 
 
+def _decision(form: str, a, raw_obs, obs_terms: model.RoundTerms, consts: model.ModelConstants):
+    """``(media, bandwidth_hz)`` of a validated action (:meth:`TorchVectorEnv._checked_action`)."""
+    if form == "dict":
+        media, shares = a
+        xp = namespace(media)
+        return xp.astype(media, xp.int8), actions.shares_to_bandwidth_hz(shares, consts.bandwidth_hz)
+    if form == "deadline":  # as the NumPy env: the decision, as its Box action
+        media, b = encoding.deadline_decision(a, raw_obs, consts, obs_terms)
+        a = actions.encode_box(media, b, obs_terms)
+    return actions.box_decision(a, obs_terms)
+
+
+def _decide_and_charge(form: str, a, raw_obs, obs_terms, terms, consts) -> model.LatencyBreakdown:
+    """The round's pure step: decode the action, charge the decision on the true terms."""
+    media, bandwidth_hz = _decision(form, a, raw_obs, obs_terms, consts)
+    return model.latency(terms, media, bandwidth_hz)
+
+
+def _compiled(fn):
+    """``torch.compile`` of one of the round's pure pieces: one graph, no graph break (the code
+    takes its branch-free forms under compilation; see ``jmsra_env.backend``)."""
+    import torch
+
+    return torch.compile(fn, fullgraph=True)
+
+
 def features_module_sets():
     return features.FEATURE_SETS
 
@@ -278,8 +319,9 @@ def features_module_n(n_agents: int, kind: str, session: bool) -> int:
     return features.n_features(n_agents, kind, session=session)
 
 
-def _checked(xp, value, name: str, shape: tuple[int, ...]):
-    """``value`` as a floating tensor of ``shape`` on the device, finite; else ``ValueError``."""
+def _checked(xp, value, name: str, shape: tuple[int, ...], finite: bool = True):
+    """``value`` as a floating tensor of ``shape`` on the device, finite (unless the caller checks
+    it: ``finite=False``); else ``ValueError``."""
     torch = xp.torch
     if isinstance(value, torch.Tensor):
         if value.is_complex() or value.dtype == torch.bool and name != "media":
@@ -295,7 +337,7 @@ def _checked(xp, value, name: str, shape: tuple[int, ...]):
             raise ValueError(f"action field '{name}' must be real numbers with shape {shape}; got {value!r:.80}") from exc
     if tuple(arr.shape) != shape:
         raise ValueError(f"action field '{name}' must have shape {shape}; got shape {tuple(arr.shape)}")
-    if not bool(torch.isfinite(arr).all()):
+    if finite and not bool(torch.isfinite(arr).all()):
         raise ValueError(f"action field '{name}' must be finite (no NaN or inf)")
     return arr
 
