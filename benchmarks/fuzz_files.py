@@ -15,7 +15,10 @@ Kinds (each case is one crafted input):
 * ``safetensors``: the weights with a crafted header (lengths, dtypes, shapes, offsets) or NaN / inf
   values, the manifest's hash made to match.
 * ``marl``: a tiny multi-agent run's ``marl.json`` / ``actor.safetensors`` crafted the same ways;
-  loaded with ``load_marl_policy``.
+  loaded with ``load_marl_policy`` (the TorchRL reference trainer's format).
+* ``torch unit`` and ``team unit``: the same crafting (``policy.json`` or the weights) on the unit of
+  a tiny ``train.py --backend torch`` run and of a tiny MAPPO run (``--algorithm mappo``), loaded
+  with ``load_trained_policy`` as ``evaluate.py --model`` does.
 * ``grid``: a sweep grid file of random keys and values (NaN, inf, huge ranges, unterminated quotes,
   non-UTF-8 bytes, junk types); ``sweep.py --grid FILE --out OUT`` with Ray replaced by a stub.
 * ``dataset``: ``collect_dataset`` with random dataset IDs (``../``, absolute paths, dots, unicode,
@@ -72,6 +75,21 @@ def _deep(n: int) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures: a tiny single-agent run and a tiny multi-agent run
+
+
+def tiny_torch_runs(workdir: Path) -> tuple[Path, Path]:
+    """A tiny torch-backend PPO run and a tiny MAPPO run (their safe units)."""
+    from jmsra_agents.training import TrainSpec, default_ppo, train
+
+    out = []
+    for algorithm in ("ppo", "mappo"):
+        ppo = default_ppo(0, backend="torch", n_steps=4, batch_size=128, n_epochs=1, net_arch=(16,))
+        spec = TrainSpec(backend="torch", algorithm=algorithm, n_envs=32, total_timesteps=128, bc_steps=0,
+                         eval_freq=0, checkpoint_freq=0, compare_episodes=0, progress_bar=False, device="cpu",
+                         logdir=str(workdir), run_name=f"tiny-{algorithm}", ppo=ppo)
+        with contextlib.redirect_stdout(io.StringIO()):
+            out.append(train(spec, log=None).run_dir)
+    return out[0], out[1]
 
 
 def tiny_runs(workdir: Path) -> tuple[Path, Path]:
@@ -159,6 +177,7 @@ def _named(exc: BaseException, where: Path) -> bool:
 
 
 def policy_case(rng, run: Path, work: Path, kind: str):
+    """``kind``: ``"policy.json"`` (the manifest crafted) or ``"safetensors"`` (the weights)."""
     from jmsra_agents import checkpoint as ck
 
     unit = work / "unit"
@@ -474,7 +493,7 @@ def main(argv=None) -> int:
     p.add_argument("--case-budget-s", type=float, default=10.0, help="a slower case counts as wrong")
     p.add_argument("--max-rss-mib", type=float, default=512.0, help="memory growth of one case that counts as wrong")
     p.add_argument("--quick", action="store_true", help="60 cases per kind")
-    p.add_argument("--kinds", default="policy.json,safetensors,marl,grid,dataset,train flags")
+    p.add_argument("--kinds", default="policy.json,safetensors,torch unit,team unit,marl,grid,dataset,train flags")
     args = p.parse_args(argv)
     if args.quick:
         args.cases = 60
@@ -484,9 +503,15 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="fuzz_files_"))
     t0 = time.perf_counter()
     run_dir, marl_dir = tiny_runs(work / "runs")
+    torch_dir, team_dir = tiny_torch_runs(work / "runs")
+
+    def either(unit_dir):  # the manifest or the weights, half and half
+        return lambda: policy_case(rng, unit_dir, work, "policy.json" if rng.random() < 0.5 else "safetensors")
     makers = {
         "policy.json": lambda: policy_case(rng, run_dir, work, "policy.json"),
         "safetensors": lambda: policy_case(rng, run_dir, work, "safetensors"),
+        "torch unit": either(torch_dir),
+        "team unit": either(team_dir),
         "marl": lambda: marl_case(rng, marl_dir, work),
         "grid": lambda: grid_case(rng, work),
         "dataset": lambda: dataset_case(rng, work),
