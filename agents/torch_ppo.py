@@ -445,9 +445,10 @@ class TorchRun:
 
     # -- evaluation through the one evaluation path ---------------------------------------------
 
-    def eval_policy(self, label: str = "ppo"):
+    def eval_policy(self, label: str | None = None):
         """The current policy exactly as ``evaluate.py --model`` loads it from the safe format:
-        NumPy observation -> features -> saved normalisation -> actor -> env action."""
+        NumPy observation -> features -> saved normalisation -> actor -> env action; labelled with
+        the algorithm (``ppo``, ``mappo``, ``ippo``) unless ``label`` is given."""
         from . import checkpoint as ck
         from .evaluation import TrainedModelPolicy
 
@@ -455,7 +456,7 @@ class TorchRun:
         actor = ck.SafeActor(ck._architecture(self.ac), weights, device="cpu")
         actor.num_timesteps = self.num_timesteps
         trained = ck.TrainedPolicy(actor, ck.ObsNormalizer(ck._normalisation(self.obs_norm)), self.run_info("live"))
-        return TrainedModelPolicy(trained, self.cfg, label)
+        return TrainedModelPolicy(trained, self.cfg, label or self.algorithm)
 
     def _load_history(self) -> None:
         from . import checkpoint as ck
@@ -481,8 +482,8 @@ class TorchRun:
         res = compare_with_experts(self.plan.env_id, dict(self.spec.config_overrides), [self.eval_policy()],
                                    experts=experts, episodes=self.spec.eval_episodes, seed=ctx.eval_seed,
                                    expert_results=self._expert_results)
-        self._expert_results = [r for r in res.results if r.label != "ppo"]
-        ppo = res.row("ppo")
+        self._expert_results = [r for r in res.results if r.label != self.algorithm]
+        ppo = res.row(self.algorithm)
         lat = float(ppo["mean_latency_s"])
         row = {"timesteps": int(self.num_timesteps), "latency_s": lat, "gap_to_jmsra_pct": float(ppo["gap_pct"]),
                "kv_share": float(ppo["kv_share"]), "capped_rate": float(ppo["capped_rate"]),

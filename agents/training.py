@@ -882,13 +882,15 @@ def torch_context():
 
 
 def comparison_table(policy, plan: _Plan, episodes: int) -> tuple[str, dict[str, float]]:
-    """The held-out comparison of an evaluation ``policy`` labelled ``ppo`` (both backends)."""
+    """The held-out comparison of an evaluation ``policy`` (both backends), under its label: ``ppo``,
+    or a team run's ``mappo`` / ``ippo`` (``compare/<label>_latency_s``, ``..._gap_to_jmsra_pct``)."""
     from .evaluation import compare_with_experts, format_table
 
     spec = plan.spec
     experts = SESSION_COMPARE_EXPERTS if plan.cfg.session.enabled else COMPARE_EXPERTS
     res = compare_with_experts(plan.env_id, dict(spec.config_overrides), [policy], experts=experts,
                                episodes=episodes, seed=COMPARE_SEED, reference="jmsra")
-    figures = {f"compare/{name}_latency_s": res.mean(name) for name in ("ppo", *experts)}
-    figures["compare/ppo_gap_to_jmsra_pct"] = float(res.row("ppo")["gap_pct"])
+    label = policy.label
+    figures = {f"compare/{name}_latency_s": res.mean(name) for name in (label, *experts)}
+    figures[f"compare/{label}_gap_to_jmsra_pct"] = float(res.row(label)["gap_pct"])
     return format_table(res, title=f"Held-out comparison ({plan.env_id}, {episodes} episodes):"), figures

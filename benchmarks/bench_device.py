@@ -210,7 +210,7 @@ def _quality(args, out: dict, logdir: str, sb3_sps: float | None = None, tch: di
                 thr = t["env_steps_per_s"]
             r = _run("torch", args, logdir, f"{algo}-quality", bc="full" if args.team_recipe == "full" else True,
                      timesteps=steps, eval_freq=max(steps // 10, 1), compare=args.compare_episodes, algorithm=algo)
-            held = r["metrics"].get("compare/ppo_gap_to_jmsra_pct", float("nan"))
+            held = r["metrics"].get(f"compare/{algo}_gap_to_jmsra_pct", float("nan"))
             out["team"][algo] = {"rounds_per_s": thr, "wall_s": r["wall_s"], "held_out_gap_pct": held,
                                  "timesteps": steps, "evals": r["evals"],
                                  "learn_rounds_per_s": r["metrics"].get("env_steps_per_s")}

@@ -76,7 +76,8 @@ def test_saved_team_policy_evaluates_identically_through_evaluate_py(mappo_resul
     assert evaluate(["--model", f"mappo={mappo_result.run_dir}", "--episodes", "2", "--policies", "jmsra", "--out",
                      str(out), "--no-plots", "--no-progress"]) == 0
     rows = {r["policy"]: r for r in json.loads((out / "summary.json").read_text())["policies"]}
-    assert rows["mappo"]["mean_latency_s"] == mappo_result.metrics["compare/ppo_latency_s"]
+    assert rows["mappo"]["mean_latency_s"] == mappo_result.metrics["compare/mappo_latency_s"]
+    assert "compare/ppo_latency_s" not in mappo_result.metrics  # labelled with its algorithm
     assert rows["jmsra"]["mean_latency_s"] == mappo_result.metrics["compare/jmsra_latency_s"]
 
 
