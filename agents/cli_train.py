@@ -263,23 +263,31 @@ def validate_args(args: argparse.Namespace) -> None:
         raise t.TrainSpecError(str(exc)) from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse, train, return the exit status (2 on bad input via ``parser.error``)."""
+def train_from_argv(argv: list[str] | None, parser, on_error):
+    """Parse ``argv`` with ``parser``, validate, train: the run's ``TrainResult``, or an exit status
+    (``on_error(message)``'s for bad input; 128 + signal when a signal came before the model was
+    built). ``train.py`` and ``jmsra-train-marl`` both run through it."""
     from jmsra_agents.training import TrainingInterrupted, TrainSpecError, train
 
-    parser = build_parser()
     args = parser.parse_args(argv)
     import jmsra_env  # noqa: F401 - registers the environments
 
     try:
         validate_args(args)
-        spec = spec_from_args(args, argv, parser)
-        result = train(spec)
+        return train(spec_from_args(args, argv, parser))
     except TrainSpecError as exc:
-        parser.error(str(exc))
+        return on_error(str(exc))
     except TrainingInterrupted as exc:  # before there was a model to save
         print(f"\ninterrupted ({exc}) before the model was built: nothing to save", file=sys.stderr)
         return 128 + exc.signum
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, train, return the exit status (2 on bad input via ``parser.error``)."""
+    parser = build_parser()
+    result = train_from_argv(argv, parser, parser.error)
+    if isinstance(result, int):
+        return result
     if result.status == "interrupted" and argv is None:  # the program, saved and exiting: more
         for s in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C during interpreter shutdown changes nothing
             signal.signal(s, signal.SIG_IGN)

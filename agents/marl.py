@@ -983,23 +983,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_torch_trainer(train_argv: list[str]) -> int:
     """``train.py`` with ``train_argv``, its errors reported as this command's."""
-    from .cli_train import build_parser, spec_from_args, validate_args
-    from .training import TrainingInterrupted, TrainSpecError
-    from .training import train as train_spec
+    from .cli_train import build_parser, train_from_argv
 
-    parser = build_parser(prog="jmsra-train-marl")
-    args = parser.parse_args(train_argv)
-    try:
-        validate_args(args)
-        spec = spec_from_args(args, train_argv, parser)
-        result = train_spec(spec)
-    except TrainSpecError as exc:
-        print(f"jmsra-train-marl: error: {exc} (in train.py's terms)", file=sys.stderr)
+    def refuse(message: str) -> int:
+        print(f"jmsra-train-marl: error: {message} (in train.py's terms)", file=sys.stderr)
         return 2
-    except TrainingInterrupted as exc:
-        print(f"\ninterrupted ({exc}) before the model was built: nothing to save", file=sys.stderr)
-        return 128 + exc.signum
-    return result.exit_code
+
+    result = train_from_argv(train_argv, build_parser(prog="jmsra-train-marl"), refuse)
+    return result if isinstance(result, int) else result.exit_code
 
 
 if __name__ == "__main__":
