@@ -67,7 +67,21 @@ def _check_options(features, action_encoding, action_form) -> None:
         )
 
 
+# Arguments only the torch vector env takes (gym.make_vec(..., backend="torch")).
+_TORCH_ONLY = ("device", "dtype", "compile")
+
+
+def _check_numpy_arguments(kwargs, where: str) -> None:
+    given = [k for k in _TORCH_ONLY if k in kwargs]
+    if given:
+        raise ValueError(
+            f"{', '.join(f'{k}=' for k in given)} applies to the torch backend only: use gym.make_vec(id, num_envs=M, "
+            f"vectorization_mode='vector_entry_point', backend='torch', ...) ({where} runs on NumPy)"
+        )
+
+
 def _make(env_class, args, features, action_encoding, kwargs) -> gym.Env:
+    _check_numpy_arguments(kwargs, "gym.make")
     _check_options(features, action_encoding, kwargs.get("action_form", "dict"))
     env: gym.Env = env_class(*args, **kwargs)
     if action_encoding not in (None, "box"):
@@ -78,6 +92,7 @@ def _make(env_class, args, features, action_encoding, kwargs) -> gym.Env:
 
 
 def _make_vector(env_class, num_envs, args, features, action_encoding, kwargs) -> gym.vector.VectorEnv:
+    _check_numpy_arguments(kwargs, "backend='numpy'")
     _check_options(features, action_encoding, kwargs.get("action_form", "dict"))
     env: gym.vector.VectorEnv = env_class(num_envs, *args, **kwargs)
     if action_encoding not in (None, "box"):

@@ -272,3 +272,12 @@ def test_compiled_round_equals_the_eager_round():
         torch.testing.assert_close(o2, o1, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="compile must be True or False"):
         _vec("jmsra_env/JMSRA-v0", m=2, compile="yes")
+
+
+@pytest.mark.parametrize("kw", [dict(compile=True), dict(device="cpu"), dict(dtype=torch.float32)])
+def test_torch_only_arguments_are_refused_on_numpy_naming_them(kw):
+    (name,) = kw
+    with pytest.raises(ValueError, match=f"{name}= applies to the torch backend only"):
+        gym.make("jmsra_env/JMSRA-Session-v0", **kw)
+    with pytest.raises(ValueError, match=f"{name}= applies to the torch backend only"):
+        gym.make_vec("jmsra_env/JMSRA-Box-v1", num_envs=2, vectorization_mode="vector_entry_point", **kw)
