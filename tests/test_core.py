@@ -150,8 +150,17 @@ def test_bad_actions_are_refused_naming_the_field():
             envs.step(bad)
     denv = _vec("jmsra_env/JMSRA-v0", m=4)
     denv.reset(seed=0)
-    with pytest.raises(ValueError, match="'bandwidth'"):
+    with pytest.raises(ValueError, match="'bandwidth' must be non-negative"):
         denv.step({"media": torch.zeros(4, 4), "bandwidth": -torch.ones(4, 4)})
+    nan, inf = torch.full((4, 4), float("nan")), torch.full((4, 4), float("inf"))
+    for media, shares, why in [(nan, torch.ones(4, 4), "'media' must be finite"),
+                               (torch.zeros(4, 4), inf, "'bandwidth' must be finite"),
+                               (torch.full((4, 4), 0.5), torch.ones(4, 4), "'media' must hold 0 \\(NL\\) or 1"),
+                               (torch.zeros(4, 4), -inf, "'bandwidth' must be finite")]:
+        with pytest.raises(ValueError, match=why):
+            denv.step({"media": media, "bandwidth": shares})
+    with pytest.raises(ValueError, match="'action' must be finite"):
+        envs.step(torch.full((4, 8), float("nan")))
     with pytest.raises(ValueError, match="solved"):
         _vec("jmsra_env/JMSRA-Box-v1", m=4, action_encoding="solved")
     with pytest.raises(ValueError, match="backend"):

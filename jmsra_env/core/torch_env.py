@@ -21,6 +21,7 @@ both backends (to 1e-12 relative in float64).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -250,11 +251,14 @@ class TorchVectorEnv(VectorEnv):
         if self.action_form == "dict":
             if not isinstance(batch, Mapping) or set(batch) != {"media", "bandwidth"}:
                 raise ValueError("action must be a dict with exactly the keys 'media' and 'bandwidth'")
-            media = _checked(xp, batch["media"], "media", (m, n))
-            shares = _checked(xp, batch["bandwidth"], "bandwidth", (m, n))
-            if not bool(((media == 0.0) | (media == 1.0)).all()):
-                raise ValueError("action field 'media' must hold 0 (NL) or 1 (KV)")
-            if not bool((shares >= 0.0).all()):
+            media = _checked(xp, batch["media"], "media", (m, n), finite=False)
+            shares = _checked(xp, batch["bandwidth"], "bandwidth", (m, n), finite=False)
+            # one pass (one host sync on a GPU); NaN and inf fail it too; on failure, name the field
+            if not bool((((media == 0.0) | (media == 1.0)).all() & ((shares >= 0.0) & (shares < math.inf)).all())):
+                _checked(xp, media, "media", (m, n))
+                _checked(xp, shares, "bandwidth", (m, n))
+                if not bool(((media == 0.0) | (media == 1.0)).all()):
+                    raise ValueError("action field 'media' must hold 0 (NL) or 1 (KV)")
                 raise ValueError("action field 'bandwidth' must be non-negative")
             return "dict", (media, shares)
         a = _checked(xp, batch, "action", (m, 2 * n), finite=False)
