@@ -290,3 +290,25 @@ def test_torch_only_arguments_are_refused_on_numpy_naming_them(kw):
         gym.make("jmsra_env/JMSRA-Session-v0", **kw)
     with pytest.raises(ValueError, match=f"{name}= applies to the torch backend only"):
         gym.make_vec("jmsra_env/JMSRA-Box-v1", num_envs=2, vectorization_mode="vector_entry_point", **kw)
+
+
+@pytest.mark.parametrize("mode", ["SameStep", "NextStep", "Disabled"])
+def test_every_env_truncates_at_its_own_episode_end_after_partial_resets(mode):
+    """Envs reset at different rounds (a mask mid-episode) each truncate after exactly
+    ``episode_rounds`` steps of their own, in every autoreset mode."""
+    e = _vec("jmsra_env/JMSRA-Box-v1", m=3, autoreset_mode=mode, episode_rounds=5)
+    e.reset(seed=0)
+    act = torch.zeros((3, 8))
+    ends = {0: [], 1: [], 2: []}
+    for t in range(17):
+        if t == 2:
+            e.reset(options={"reset_mask": torch.tensor([False, True, False])})
+        _, _, _, trunc, info = e.step(act)
+        for i in range(3):
+            if trunc[i]:
+                ends[i].append(t)
+        if mode == "Disabled" and trunc.any():
+            e.reset(options={"reset_mask": trunc.clone()})
+    period = 5 if mode != "NextStep" else 6  # NextStep spends one step on the reset
+    assert ends[0] == list(range(4, 17, period)) and ends[2] == ends[0]
+    assert ends[1] == list(range(6, 17, period))

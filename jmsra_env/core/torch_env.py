@@ -158,6 +158,9 @@ class TorchVectorEnv(VectorEnv):
         self._raw_obs: dict[str, Any] | None = None
         self._autoreset = None  # NEXT_STEP: who resets at the next step (bool tensor) or None
         self._ended = None  # DISABLED: who ended and awaits reset(reset_mask)
+        # An upper bound on every env's round, kept on the host: below the episode's length no env
+        # can be truncated, so the step asks the device nothing (one host sync fewer on a GPU).
+        self._round_bound = 0
 
     # -- Gymnasium API -----------------------------------------------------------------------
 
@@ -181,6 +184,7 @@ class TorchVectorEnv(VectorEnv):
         self.core.reset(self._gen, mask)
         if mask is None:
             self._autoreset = self._ended = None
+            self._round_bound = 0
         else:
             self._autoreset = _clear(self._autoreset, mask)
             self._ended = _clear(self._ended, mask)
@@ -215,11 +219,14 @@ class TorchVectorEnv(VectorEnv):
         terminated = xp.zeros(self.num_envs, dtype=self.torch.bool)
         obs = self._observe()
         self._autoreset = None
-        if bool(truncated.any()):
+        self._round_bound += 1
+        if self._round_bound >= self.config.episode_rounds and bool(truncated.any()):
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
                 info["final_obs"] = obs
                 info["_final_obs"] = truncated.clone()
-                core.reset(self._gen, None if bool(truncated.all()) else truncated)
+                every = bool(truncated.all())
+                core.reset(self._gen, None if every else truncated)
+                self._round_bound = 0 if every else self._round_bound
                 obs = self._observe()
             elif self.autoreset_mode == AutoresetMode.DISABLED:
                 self._ended = truncated.clone()
@@ -230,6 +237,7 @@ class TorchVectorEnv(VectorEnv):
     def _reset_step(self):
         """NEXT_STEP, every sub-environment ended at the last step: start them all over."""
         self.core.reset(self._gen, None)
+        self._round_bound = 0
         self._autoreset = None
         m, xp = self.num_envs, self.xp
         info = {"round": self.core.round.clone(), "_round": xp.ones(m, dtype=self.torch.bool)}
