@@ -176,15 +176,15 @@ def transition(state: SessionState, media, context_tokens, round_index) -> tuple
     for _ in range(n):
         used = model.sum_over_agents(kv) * state.kv_bytes_per_token
         over = used > state.kv_pool_bytes
-        if not over.any():  # the usual case: one sum and one test
-            break
+        if xp.host and not over.any():  # the usual case: one sum and one test (a GPU: no host
+            break  # sync, all n passes, which change nothing once no pool is over)
         oldest = xp.argmin(xp.where(kv > 0.0, last, _NO_CACHE), axis=-1)  # first index on ties
         hit = over[..., None] & (agents == oldest[..., None])
         kv = xp.where(hit, 0.0, kv)
         seen = xp.where(hit, 0.0, seen)
         evicted |= hit
     new = SessionState(seen, kv, last, state.kv_pool_bytes, state.kv_bytes_per_token)
-    if not over.any():
+    if xp.host and not over.any():
         new.__dict__["pool_used_bytes"] = used  # the cached property, already computed
     return new, evicted
 

@@ -312,3 +312,30 @@ def test_every_env_truncates_at_its_own_episode_end_after_partial_resets(mode):
     period = 5 if mode != "NextStep" else 6  # NextStep spends one step on the reset
     assert ends[0] == list(range(4, 17, period)) and ends[2] == ends[0]
     assert ends[1] == list(range(6, 17, period))
+
+
+def test_branch_free_session_transition_equals_the_host_one(monkeypatch):
+    """The receiver's LRU eviction without host syncs (a GPU): every pass run, the same state."""
+    from jmsra_env import session
+
+    cfg = make_config()
+    bpt = model.model_constants(cfg).kv_bits_per_token / 8.0
+    rng = np.random.default_rng(1)
+
+    def rollout():
+        s = session.initial_state(cfg, (16,), kv_pool_bytes=3000 * bpt)
+        s = session.SessionState(*(torch.as_tensor(getattr(s, f)) for f in ("seen_tokens", "kv_tokens", "last_kv_round")),
+                                 s.kv_pool_bytes, s.kv_bytes_per_token)
+        L, out = torch.zeros(16, 4, dtype=torch.float64), []
+        for t in range(6):
+            L = L + torch.as_tensor(rng.integers(0, 1500, (16, 4)), dtype=torch.float64)
+            s, ev = session.transition(s, torch.as_tensor(rng.integers(0, 2, (16, 4))), L, t)
+            out += [s.kv_tokens, s.seen_tokens, s.last_kv_round, ev, s.pool_used_bytes]
+        return out
+
+    host = rollout()
+    assert any(bool(x.any()) for x in host[3::5])  # evictions happened
+    rng = np.random.default_rng(1)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    for h, f in zip(host, rollout()):
+        assert torch.equal(h, f)
