@@ -339,3 +339,17 @@ def test_branch_free_session_transition_equals_the_host_one(monkeypatch):
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     for h, f in zip(host, rollout()):
         assert torch.equal(h, f)
+
+
+def test_many_compiled_envs_in_one_process():
+    """Each env compiles its own copy of the round (static shapes): more envs than torch's
+    recompile limit (8) live side by side (with fullgraph=True an exhausted cache would raise)."""
+    envs = [_vec("jmsra_env/JMSRA-v0", m=m, dtype=torch.float64, compile=True) for m in range(2, 11)]
+    codes = {id(e.unwrapped._decide_charge._torchdynamo_orig_callable.__code__) for e in envs}  # own copies
+    assert len(codes) == len(envs)
+    for e in envs:
+        e.reset(seed=0)
+    for e in envs:
+        m, n = e.num_envs, e.unwrapped.config.n_agents
+        _, reward, *_ = e.step({"media": torch.ones(m, n), "bandwidth": torch.ones(m, n)})
+        assert reward.shape == (m,) and bool((reward < 0).all())

@@ -316,11 +316,21 @@ def _decide_and_charge(form: str, a, raw_obs, obs_terms, terms, consts) -> model
 
 
 def _compiled(fn):
-    """``torch.compile`` of one of the round's pure pieces: one graph, no graph break (the code
-    takes its branch-free forms under compilation; see ``jmsra_env.backend``)."""
+    """``torch.compile`` of one of the round's pure pieces, for one env: one graph, no graph break
+    (the code takes its branch-free forms under compilation; see ``jmsra_env.backend``).
+
+    torch caches compiled graphs on the function's code object, at most ``recompile_limit`` (8)
+    of them; envs of other scenarios, sizes or action forms in one process would exhaust them. So
+    each env compiles its own copy of the function (torch's on-disk cache still spares it the
+    code generation of a graph it has compiled before).
+    """
+    import types
+
     import torch
 
-    return torch.compile(fn, fullgraph=True)
+    own = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    own.__kwdefaults__ = fn.__kwdefaults__
+    return torch.compile(own, fullgraph=True, dynamic=False)
 
 
 def features_module_sets():
