@@ -68,12 +68,12 @@ class TorchVectorEnv(VectorEnv):
     device="auto", dtype=torch.float32, features=None, action_encoding=None,
     autoreset_mode="SameStep", max_episode_steps=None, compile=False, **overrides)``.
     ``device="auto"`` picks ``cuda`` when available; ``"cuda"`` without CUDA is a ``ValueError``.
-    ``compile=True`` runs the round's pure pieces (the decision and its charge, the features)
-    through ``torch.compile``, one graph each with no graph break: the same values (the code
-    takes its branch-free forms, as on a GPU), fused into a few kernels; the first steps pay the
-    compilation (seconds to tens of seconds, cached on disk by torch afterwards). ``features`` gives an
-    ``(M, F)`` float32 observation tensor (:mod:`jmsra_env.features`), else the Dict observation
-    as a dict of ``(M, ...)`` tensors. ``action_encoding`` (Box form): ``"deadline"`` or ``"box"``.
+    ``features`` gives an ``(M, F)`` float32 observation tensor (:mod:`jmsra_env.features`), else
+    the Dict observation as a dict of ``(M, ...)`` tensors. ``action_encoding`` (Box form):
+    ``"deadline"`` or ``"box"``. ``compile=True`` runs the round's pure pieces (the decision and
+    its charge, the features) through ``torch.compile``, one graph each with no graph break: the
+    same values (the code takes its branch-free forms, as on a GPU), fused into a few kernels; the
+    first steps pay the compilation (seconds to tens of seconds; torch caches it on disk).
 
     ## Autoreset
 
