@@ -33,8 +33,8 @@ from gymnasium.vector.utils import batch_space
 from .. import actions, encoding, features, model
 from ..backend import namespace, resolve_device, to_numpy, torch_namespace
 from ..config import ScenarioConfig
-from ..features import observation_features
 from ..env import check_env_arguments, make_action_space, observation_space_of, resolve_env_config
+from ..features import observation_features
 from ..solvers import solve
 from ..vector import vector_arguments
 from . import Core
