@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="trained model (run dir, model.zip or checkpoint dir; a multi-agent run dir of "
         "jmsra-train-marl, recognised by its marl.json), repeatable",
     )
+    p.add_argument(
+        "--optimal-split",
+        action="store_true",
+        help="also evaluate each --model with its bandwidth split replaced by the optimal one for its media "
+        "on the observed round (rows LABEL+split): what its media cost apart from what its split costs",
+    )
     p.add_argument("--sweep", default=None, metavar="NAME", help=f"sweep a parameter: {', '.join(ev.SWEEPS)}")
     p.add_argument("--sweep-values", default=None, metavar="V,V,...", help="values of the swept parameter")
     p.add_argument("--out", default="results", help="output folder (default: results)")
@@ -163,6 +169,10 @@ def _prepare(args) -> dict[str, Any]:
         raise ev.EvaluationError("--sweep-values needs --sweep")
     if sweep is not None and args.oracle:
         raise ev.EvaluationError("--oracle is for an evaluation, not a sweep")
+    if sweep is not None and args.optimal_split:
+        raise ev.EvaluationError("--optimal-split is for an evaluation, not a sweep")
+    if args.optimal_split and not args.model:
+        raise ev.EvaluationError("--optimal-split applies to trained models: add one with --model PATH")
     names = _parse_policies(args.policies)
     device = _resolve_device(args.device)
     models = [_load_model(path, label, device, args.trust_pickle) for label, path in map(_parse_model, args.model)]
@@ -213,7 +223,10 @@ def _prepare(args) -> dict[str, Any]:
             raise ev.EvaluationError(f"a model label collides with an expert name: {labels}")
         if not experts and not models:
             raise ev.EvaluationError("nothing to evaluate: --policies none and no --model")
-        plan["policies"] = [*experts, *models]
+        split = [ev.OptimalSplit(m, cfg) for m in models] if args.optimal_split else []
+        if any(p.label in {e.label for e in experts} | set(labels) for p in split):
+            raise ev.EvaluationError(f"a label collides with a '+split' row: {[p.label for p in split]}")
+        plan["policies"] = [*experts, *models, *split]
         notes += expert_notes
     if args.episodes < 2:
         notes.append("one episode: no confidence interval (it needs >= 2 episodes)")

@@ -367,3 +367,22 @@ def test_stale_staging_folders_of_killed_runs_are_cleaned_on_the_next_run(tmp_pa
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted(["out", legacy_full.name, live.name, other.name])
     assert rep.clean_stale_staging(out) == []
+
+
+def test_optimal_split_rows_for_models(tiny_model, tmp_path, capsys):
+    """--optimal-split adds LABEL+split for each model: its media, the optimal split for them."""
+    out = tmp_path / "ev"
+    assert evaluate.main(["--model", f"tiny={tiny_model}", "--optimal-split", "--policies", "jmsra", "--episodes", "2",
+                          "--out", str(out), "--no-plots", *SHORT]) == 0
+    rows = {r["policy"]: r for r in json.loads((out / "summary.json").read_text())["policies"]}
+    assert set(rows) == {"jmsra", "tiny", "tiny+split"}
+    per_round = _read_csv(out / "rounds.csv")
+    own = np.array([float(r["tiny"]) for r in per_round])
+    split = np.array([float(r["tiny+split"]) for r in per_round])
+    assert np.all(split <= own * (1 + 1e-9)) and split.mean() <= own.mean()
+    for argv, flag in ([["--optimal-split"], "--model"], [["--optimal-split", "--sweep", "agents", "--model",
+                                                          str(tiny_model)], "sweep"]):
+        capsys.readouterr()
+        assert evaluate.main([*argv, "--out", str(tmp_path / "x"), *SHORT]) == 2
+        err = capsys.readouterr().err
+        assert "--optimal-split" in err and flag in err and not (tmp_path / "x").exists()

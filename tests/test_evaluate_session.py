@@ -183,3 +183,32 @@ def test_training_comparison_on_a_session_id_rolls_whole_episodes():
                                episodes=EPISODES, seed=SEED)
     np.testing.assert_array_equal(res.results[0].latency_s, _stepped("jmsra")["latency_s"])
     assert res.row("jmsra")["evictions_per_episode"] == _stepped("jmsra")["evictions"].sum() / EPISODES
+
+
+class _RandomSplit:
+    """Random media and a random split: a policy whose split P2 can improve."""
+
+    label, kind = "random-split", "expert"
+
+    def __init__(self, seed=0):
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, config, seed=None):
+        self.rng = np.random.default_rng(seed)
+
+    def decide(self, obs):
+        shape = np.shape(obs["snr_db"])
+        return self.rng.integers(0, 2, shape).astype(np.int8), 1e6 * self.rng.random(shape) + 1.0
+
+
+@pytest.mark.parametrize("env_id", ["jmsra_env/JMSRA-Session-TightPool-v0", "jmsra_env/JMSRA-StaleCSI-v0"])
+def test_optimal_split_keeps_the_media_and_never_costs_more(env_id):
+    """``OptimalSplit``: the same media round by round (so the same session episodes), and every
+    round charged at most what the policy's own split is charged, on the rounds it observed."""
+    cfg, _ = ev.scenario_from_env_id(env_id, {"episode_rounds": 12})
+    own, split = ev.evaluate_scenario(cfg, [_RandomSplit(), ev.OptimalSplit(_RandomSplit(), cfg)], 4, 20000)
+    assert split.label == "random-split+split"
+    np.testing.assert_array_equal(split.media, own.media)
+    if cfg.csi_delay == 0:  # P2 on the very terms charged: never worse, round by round
+        assert np.all(split.latency_s <= own.latency_s * (1 + 1e-9))
+    assert split.latency_s.mean() < 0.9 * own.latency_s.mean()

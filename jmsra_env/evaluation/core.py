@@ -43,6 +43,7 @@ import gymnasium as gym
 from gymnasium.utils import seeding
 
 from .. import actions, model
+from ..bandwidth import optimal_bandwidth
 from ..config import ScenarioConfig, make_config
 from ..env import JMSRAEnv
 from ..policies import REFERENCE_EXPERTS as EXPERTS
@@ -80,6 +81,7 @@ __all__ = [
     "expert_names",
     "resolve_experts",
     "oracle_policy",
+    "OptimalSplit",
     "check_policy_fits",
     "scenario_from_env_id",
 ]
@@ -311,6 +313,38 @@ def resolve_experts(names: Sequence[str] | None, cfg: ScenarioConfig) -> tuple[l
 def oracle_policy(cfg: ScenarioConfig):
     """The optimum (JMSRA above ``OPTIMAL_MAX_AGENTS``) deciding on the true, fresh channel."""
     return ExpertPolicy("optimal" if cfg.n_agents <= OPTIMAL_MAX_AGENTS else "jmsra", cfg, oracle=True)
+
+
+class OptimalSplit:
+    """A policy's media with the split that is optimal for them on the round it observes.
+
+    The (P2) split (:func:`jmsra_env.bandwidth.optimal_bandwidth`) on the terms the observation
+    gives (causal: the stale channel under ``csi_delay > 0``; a session round's own terms). Next to
+    the policy's own row it separates what its media cost from what its split costs; with any
+    split the media alone decide a session's receivers, so both rows roll the same episodes.
+    Labelled ``<label>+split``.
+    """
+
+    def __init__(self, policy, config: ScenarioConfig | None = None):
+        self.policy = policy
+        self.label = f"{policy.label}+split"
+        self.kind = getattr(policy, "kind", "expert")
+        self.config = getattr(policy, "config", None) or config
+        self.env_id = getattr(policy, "env_id", None)
+        self.notes = list(getattr(policy, "notes", []))
+        self._consts = None if self.config is None else model.model_constants(self.config)
+
+    def reset(self, config: ScenarioConfig, seed: int | None = None) -> None:
+        if hasattr(self.policy, "reset"):
+            self.policy.reset(config, seed)
+        self._consts = model.model_constants(config)
+
+    def decide(self, obs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if self._consts is None:
+            raise RuntimeError("OptimalSplit needs the scenario: pass config= or call reset(config)")
+        media, _ = _decision_arrays(self.policy.decide(obs))
+        bandwidth_hz, _ = optimal_bandwidth(model.terms_from_observation(self._consts, obs), media)
+        return media, bandwidth_hz
 
 
 def _config_differences(a: ScenarioConfig, b: ScenarioConfig) -> list[str]:
