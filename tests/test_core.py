@@ -9,6 +9,7 @@ import torch
 
 import jmsra_env
 from jmsra_env import actions, encoding, model
+from jmsra_env import bandwidth as bw
 from jmsra_env.backend import NUMPY, namespace, to_numpy
 from jmsra_env.config import make_config
 from jmsra_env.core import Core
@@ -82,6 +83,25 @@ def test_deadline_decision_charges_as_the_numpy_encoding():
     tm, tb = actions.box_decision(actions.encode_box(tm, tb, tterms), tterms)
     got = model.latency(tterms, tm, tb).latency_s
     np.testing.assert_allclose(to_numpy(got), ref, rtol=1e-9)
+
+
+@pytest.mark.parametrize("id_", ["jmsra_env/JMSRA-Box-v1", "jmsra_env/JMSRA-Session-TightPool-Box-v1"])
+def test_solved_encoding_on_torch_charges_the_optimal_split(id_):
+    """``action_encoding="solved"`` on the torch backend: the (P2) split (NumPy, on the host) for
+    the action's media; zero split codes are charged what the optimal split is charged."""
+    envs = _vec(id_, m=16, dtype=torch.float64, action_encoding="solved")
+    envs.reset(seed=4)
+    u = envs.unwrapped
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        media = rng.integers(0, 2, (16, u.config.n_agents))
+        obs = to_numpy(u.raw_observation)
+        terms = model.terms_from_observation(u.consts, obs)
+        best = bw.optimal_bandwidth(terms, media)[1]
+        act = np.concatenate([2.0 * media - 1.0, np.zeros_like(media, dtype=float)], axis=-1)
+        _, reward, _, _, info = envs.step(torch.as_tensor(act))
+        assert torch.equal(info["media"].to(torch.int64), torch.as_tensor(media))
+        np.testing.assert_allclose(-to_numpy(reward), best, rtol=1e-9)
 
 
 @pytest.mark.parametrize("id_", ENV_IDS + SESSION_ENV_IDS)
@@ -161,8 +181,8 @@ def test_bad_actions_are_refused_naming_the_field():
             denv.step({"media": media, "bandwidth": shares})
     with pytest.raises(ValueError, match="'action' must be finite"):
         envs.step(torch.full((4, 8), float("nan")))
-    with pytest.raises(ValueError, match="solved"):
-        _vec("jmsra_env/JMSRA-Box-v1", m=4, action_encoding="solved")
+    with pytest.raises(ValueError, match="action_encoding must be one of"):
+        _vec("jmsra_env/JMSRA-Box-v1", m=4, action_encoding="optimal")
     with pytest.raises(ValueError, match="backend"):
         gym.make_vec("jmsra_env/JMSRA-v0", num_envs=2, vectorization_mode="vector_entry_point", backend="jax")
 

@@ -41,8 +41,9 @@ from . import Core
 
 __all__ = ["TorchVectorEnv", "resolve_dtype", "TORCH_ENCODINGS"]
 
-# Action encodings the torch backend decodes on the device ("solved" needs the NumPy (P2) solver).
-TORCH_ENCODINGS = (None, "box", "deadline")
+# Action encodings of the torch backend: all of them; "box" and "deadline" decode on the device,
+# "solved" runs the NumPy (P2) solver on the host (a copy to the host and back each step).
+TORCH_ENCODINGS = (None, "box", "deadline", "solved")
 
 
 def resolve_dtype(dtype: Any):
@@ -70,10 +71,11 @@ class TorchVectorEnv(VectorEnv):
     ``device="auto"`` picks ``cuda`` when available; ``"cuda"`` without CUDA is a ``ValueError``.
     ``features`` gives an ``(M, F)`` float32 observation tensor (:mod:`jmsra_env.features`), else
     the Dict observation as a dict of ``(M, ...)`` tensors. ``action_encoding`` (Box form):
-    ``"deadline"`` or ``"box"``. ``compile=True`` runs the round's pure pieces (the decision and
-    its charge, the features) through ``torch.compile``, one graph each with no graph break: the
-    same values (the code takes its branch-free forms, as on a GPU), fused into a few kernels; the
-    first steps pay the compilation (seconds to tens of seconds; torch caches it on disk).
+    ``"deadline"``, ``"box"`` or ``"solved"`` (its (P2) split solved by NumPy on the host: a copy
+    to the host and back each step). ``compile=True`` runs the round's pure pieces (the decision
+    and its charge, the features) through ``torch.compile``, one graph each with no graph break:
+    the same values (the code takes its branch-free forms, as on a GPU), fused into a few kernels;
+    the first steps pay the compilation (seconds to tens of seconds; torch caches it on disk).
 
     ## Autoreset
 
@@ -118,10 +120,7 @@ class TorchVectorEnv(VectorEnv):
         if features is not None and features not in features_module_sets():
             raise ValueError(f"features must be one of {(None, *features_module_sets())}; got {features!r}")
         if action_encoding not in TORCH_ENCODINGS:
-            raise ValueError(
-                f"action_encoding must be one of {TORCH_ENCODINGS} on the torch backend (the 'solved' "
-                f"encoding needs the NumPy (P2) solver: use backend='numpy'); got {action_encoding!r}"
-            )
+            raise ValueError(f"action_encoding must be one of {TORCH_ENCODINGS}; got {action_encoding!r}")
         if action_encoding not in (None, "box") and action_form != "box":
             raise ValueError(f"action_encoding={action_encoding!r} applies to the Box action form (a -Box- ID)")
         if not isinstance(compile, bool):
@@ -273,6 +272,9 @@ class TorchVectorEnv(VectorEnv):
         if not bool((a.abs() <= 1.0 + 1e-6).all()):  # one pass: NaN and inf fail it too
             _checked(xp, a, "action", (m, 2 * n))  # names a NaN / inf as such
             raise ValueError("action field 'action' must lie in [-1, 1]")
+        if self.action_encoding == "solved":  # the (P2) split by the NumPy solver, on the host
+            box = encoding.decode_solved(to_numpy(a).astype(np.float64), to_numpy(self._raw_obs), self.consts)
+            return "box", xp.asarray(box)
         return ("deadline" if self.action_encoding == "deadline" else "box"), a
 
     def _observe(self):
