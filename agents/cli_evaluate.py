@@ -224,7 +224,8 @@ def _prepare(args) -> dict[str, Any]:
         if not experts and not models:
             raise ev.EvaluationError("nothing to evaluate: --policies none and no --model")
         split = [ev.OptimalSplit(m, cfg) for m in models] if args.optimal_split else []
-        if any(p.label in {e.label for e in experts} | set(labels) for p in split):
+        taken = {e.label for e in experts} | set(labels)
+        if any(p.label in taken for p in split):
             raise ev.EvaluationError(f"a label collides with a '+split' row: {[p.label for p in split]}")
         plan["policies"] = [*experts, *models, *split]
         notes += expert_notes

@@ -18,8 +18,8 @@
     (the training stack's observation and action) against the plain vector step; target <= 1.3x.
 (e) torch backend on the CPU (``gym.make_vec(..., backend="torch", device="cpu")``), float32 and
     float64, at M = 4096, with and without the options, eager and with ``compile=True`` (float32),
-    against ``CartPoleVectorEnv`` at M = 4096; target >= 0.2x (float32, plain). On a machine with CUDA also (f): the torch backend on the GPU
-    at M = 65,536 in env-steps/s (the card is named).
+    against ``CartPoleVectorEnv`` at M = 4096; target >= 0.2x (float32, plain). On a machine with
+    CUDA also (f): the torch backend on the GPU at M = 65,536 in env-steps/s (the card is named).
 
 Timings are the best of several interleaved repeats (the machine is shared).
 """

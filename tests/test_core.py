@@ -99,7 +99,9 @@ def test_solved_encoding_on_torch_charges_the_optimal_split(id_):
         terms = model.terms_from_observation(u.consts, obs)
         best = bw.optimal_bandwidth(terms, media)[1]
         act = np.concatenate([2.0 * media - 1.0, np.zeros_like(media, dtype=float)], axis=-1)
+        decided_media, decided_hz = u.decode_action(torch.as_tensor(act))  # what step charges
         _, reward, _, _, info = envs.step(torch.as_tensor(act))
+        assert torch.equal(info["media"], decided_media) and torch.equal(info["bandwidth_hz"], decided_hz)
         assert torch.equal(info["media"].to(torch.int64), torch.as_tensor(media))
         np.testing.assert_allclose(-to_numpy(reward), best, rtol=1e-9)
 

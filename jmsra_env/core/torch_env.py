@@ -225,7 +225,8 @@ class TorchVectorEnv(VectorEnv):
                 info["_final_obs"] = truncated.clone()
                 every = bool(truncated.all())
                 core.reset(self._gen, None if every else truncated)
-                self._round_bound = 0 if every else self._round_bound
+                if every:
+                    self._round_bound = 0
                 obs = self._observe()
             elif self.autoreset_mode == AutoresetMode.DISABLED:
                 self._ended = truncated.clone()
