@@ -15,8 +15,9 @@ machine even when the absolute figures do not):
    throughput in rounds/s (env-steps of the team; every round is ``N`` agent samples), and its
    ``--quick`` recipe with a budget of ``--team-timesteps``: wall time and the held-out gap to JMSRA
    on the same held-out rounds as the centralised row (``--compare-episodes`` from seed 20000);
-4. the torch environment alone: env-steps/s with random actions at ``--env-m`` envs, and on CUDA
-   (when present) at M = 65,536 plus the torch backend's PPO env-steps/s there.
+4. the torch environment alone: env-steps/s with random actions at ``--env-m`` envs (the deadline
+   encoding, and the solved one), and on CUDA (when present) at M = 65,536 (the same two, the
+   first also compiled) plus the torch backend's PPO env-steps/s there.
 
 Usage::
 
@@ -78,14 +79,15 @@ def _time_to(evals, target: float) -> float | None:
     return next((t for t, _, gap in evals if gap <= target), None)
 
 
-def _env_steps_per_s(env_id: str, m: int, device: str, seconds: float = 3.0, compile: bool = False) -> float:
+def _env_steps_per_s(env_id: str, m: int, device: str, seconds: float = 3.0, compile: bool = False,
+                     encoding: str = "deadline") -> float:
     import torch
 
     from jmsra_agents.envs import scenario_config
     from jmsra_agents.torch_ppo import make_torch_vec_env
 
     env = make_torch_vec_env(env_id, m, scenario_config(env_id), device=device, features="physics",
-                             action_encoding="deadline", compile=compile)
+                             action_encoding=encoding, compile=compile)
     env.reset(seed=0)
     g = torch.Generator(device=device).manual_seed(0)
     for _ in range(3 if compile else 0):  # the compilation, before the clock starts
@@ -149,21 +151,25 @@ def main(argv: list[str] | None = None) -> int:
     _quality(args, out, logdir, sb3["env_steps_per_s"], tch)
 
     # 4. the environment alone
-    cpu_env = _env_steps_per_s(args.env_id.replace("-v0", "-Box-v1") if "-Box-" not in args.env_id else args.env_id,
-                               args.env_m, "cpu")
-    out["env_only"] = {"cpu_m": args.env_m, "cpu_env_steps_per_s": cpu_env}
+    box = args.env_id.replace("-v0", "-Box-v1") if "-Box-" not in args.env_id else args.env_id
+    cpu_env = _env_steps_per_s(box, args.env_m, "cpu")
+    cpu_solved = _env_steps_per_s(box, args.env_m, "cpu", encoding="solved")
+    out["env_only"] = {"cpu_m": args.env_m, "cpu_env_steps_per_s": cpu_env, "cpu_solved_env_steps_per_s": cpu_solved}
     print(f"\n4. torch env alone (features + deadline decoding, random actions), CPU, M = {args.env_m:,}: "
-          f"{cpu_env:,.0f} env-steps/s = {cpu_env / tch['env_steps_per_s']:.1f}x the torch backend's PPO")
+          f"{cpu_env:,.0f} env-steps/s = {cpu_env / tch['env_steps_per_s']:.1f}x the torch backend's PPO; "
+          f"with the solved encoding ((P2) by NumPy on the host): {cpu_solved:,.0f} env-steps/s")
     if torch.cuda.is_available():
-        box = args.env_id.replace("-v0", "-Box-v1") if "-Box-" not in args.env_id else args.env_id
         gpu_env = _env_steps_per_s(box, 65_536, "cuda")
+        gpu_solved = _env_steps_per_s(box, 65_536, "cuda", encoding="solved")
         gpu_env_compiled = _env_steps_per_s(box, 65_536, "cuda", compile=True)
         gpu = _run("torch", args, logdir, "torch-cuda", bc=False, timesteps=16 * 65_536, eval_freq=0, compare=0,
                    n_envs=65_536, device="cuda")
         out["cuda"] = {"env_steps_per_s_m65536": gpu_env, "env_steps_per_s_m65536_compiled": gpu_env_compiled,
+                       "solved_env_steps_per_s_m65536": gpu_solved,
                        "ppo_env_steps_per_s": gpu["env_steps_per_s"]}
         print(f"   CUDA ({torch.cuda.get_device_name()}): env M = 65,536: {gpu_env:,.0f} env-steps/s "
-              f"({gpu_env_compiled:,.0f} with compile=True); PPO (M = 65,536): "
+              f"({gpu_env_compiled:,.0f} with compile=True, {gpu_solved:,.0f} with the solved encoding's "
+              f"(P2) on the device); PPO (M = 65,536): "
               f"{gpu['env_steps_per_s']:,.0f} env-steps/s = {gpu['env_steps_per_s'] / sb3['env_steps_per_s']:.0f}x sb3 (CPU)")
     else:
         print("   no CUDA device: the GPU figures (M = 65,536) are not measured")

@@ -309,6 +309,9 @@ class TorchNamespace:
     def frexp(self, x):
         return self.torch.frexp(x)
 
+    def nextafter(self, x, toward):
+        return self.torch.nextafter(x, self.torch.full_like(x, toward))
+
     def nan_to_num(self, x, nan=0.0, posinf=None, neginf=None):
         return self.torch.nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf)
 

@@ -33,9 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import model
+from .backend import namespace
 from .model import RoundTerms
 
-__all__ = ["solve_rows", "optimal_bandwidth", "FlatTerms", "flat_terms", "solve_media"]
+__all__ = ["solve_rows", "optimal_bandwidth", "optimal_split_hz", "FlatTerms", "flat_terms", "solve_media"]
 
 # Newton on T stops when the allocation sums to B within this relative error (the residual is
 # then handed out by one linearised step, which leaves an error of second order).
@@ -65,8 +66,16 @@ def solve_rows(A, D, a, B: float, cut=None) -> tuple[np.ndarray, np.ndarray]:
     With ``cut`` (K,), a row whose ``t`` provably exceeds ``cut[k]`` is not solved: it gets
     ``t = inf`` and an equal split among its payload agents (for searches that only need the
     rows that can beat an incumbent). Rows are solved in cache-sized blocks.
+
+    NumPy arrays or float64 torch tensors of one device (the same iteration; on torch every row
+    is iterated until all have stopped, with no host sync but the loop's stopping test, and
+    ``cut`` is not taken).
     """
     K, N = A.shape
+    if namespace(A, D, a).is_torch:
+        if cut is not None:
+            raise ValueError("solve_rows: cut is taken on NumPy arrays only")
+        return _solve_block(A, D, a, B)
     step = max(256, _BLOCK_ELEMENTS // max(N, 1))
     if K <= step:
         return _solve_block(A, D, a, B, cut)
@@ -80,25 +89,31 @@ def solve_rows(A, D, a, B: float, cut=None) -> tuple[np.ndarray, np.ndarray]:
 
 def _solve_block(A, D, a, B: float, cut=None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`solve_rows` on one block: the bracket, the trivial rows, then Newton on the rest."""
+    xp = namespace(A, D, a)
     K, N = A.shape
     pay = D > 0.0
-    payf = pay.astype(np.float64)
-    npay = pay.sum(axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    payf = xp.astype(pay, xp.float64)
+    npay = pay.sum(-1)
+    with xp.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # Time to send at the rate ceiling a / ln 2: T must exceed A_i + delta_i.
         delta = model.transmission_time_s(D, model.rate_ceiling_bps(a))
         t_full = A + model.transmission_time_s(D, model.rate_bps(B, a))
-        share = B / np.maximum(npay, 1)
+        share = B / xp.as_float(xp.maximum(npay, 1))
         t_equal = A + model.transmission_time_s(D, model.rate_bps(share[:, None], a))
-    lo = np.max(np.where(pay, t_full, -np.inf), axis=-1)  # S(lo) >= B
-    hi = np.max(np.where(pay, t_equal, -np.inf), axis=-1)  # S(hi) <= B (equal split)
-    a_max = A.max(axis=-1)
+    lo = xp.amax(xp.where(pay, t_full, -np.inf), axis=-1)  # S(lo) >= B
+    hi = xp.amax(xp.where(pay, t_equal, -np.inf), axis=-1)  # S(hi) <= B (equal split)
+    a_max = xp.amax(A, axis=-1)
 
-    b_out = np.where(pay, share[:, None], 0.0)  # infeasible rows: equal split among payloads
-    b_out[npay == 0] = B / N
-    t_out = np.where(npay == 0, a_max, np.inf)
+    # infeasible rows: equal split among payloads; no payload at all: equal split of the band
+    b_out = xp.where(pay, share[:, None], 0.0)
+    b_out = xp.where((npay == 0)[:, None], B / N, b_out)
+    t_out = xp.where(npay == 0, a_max, np.inf)
 
-    ok = (npay > 0) & np.isfinite(hi) & np.isfinite(lo) & (np.isfinite(delta) | ~pay).all(axis=-1)
+    ok = (npay > 0) & xp.isfinite(hi) & xp.isfinite(lo) & (xp.isfinite(delta) | ~pay).all(-1)
+    if xp.is_torch:  # every row through the iteration, the unsolvable ones ignored
+        with xp.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            b_sol, t_sol = _newton_loop(A, delta, a, pay, payf, lo, hi, B, live=ok)
+        return xp.where(ok[:, None], b_sol, b_out), xp.where(ok, xp.maximum(t_sol, a_max), t_out)
     if cut is not None:
         ok &= a_max < cut  # an agent's compute alone already exceeds the cut
         t_out = np.where((npay == 0) & (a_max >= cut), np.inf, t_out)
@@ -144,19 +159,41 @@ def _needs(T, base, dsafe, a, payf, u):
     """Each agent's need ``b_i(T)`` and its growth ``-d b_i / dT`` (both 0 without payload),
     after two warm-started Newton steps on the spectral efficiencies ``u``; also returns the new
     ``u`` and whether those steps have converged (per row)."""
+    xp = namespace(T)
     # x >= 1e-30 keeps b finite when T rounds onto an agent's pole (a payload that needs no time
     # at float64 resolution); a genuine x that small would need b > 1e29 a.
-    x = np.maximum((T[:, None] - base) / dsafe, 1e-30)
-    L = np.log1p(x)
+    x = xp.maximum((T[:, None] - base) / dsafe, 1e-30)
+    L = xp.log1p(x)
     # Two steps: one alone lets the outer Newton chase the inner error (linear convergence).
     u = model.spectral_efficiency_step(u, L)[0]
     u, du = model.spectral_efficiency_step(u, L)
     # After a step of |du| <= 1e-7 u the error of u is below ~1e-15 u (F'' / 2F' <= 1/12).
-    inner = (np.abs(du) <= 1e-7 * u).all(axis=-1)
+    inner = (xp.abs(du) <= 1e-7 * u).all(-1)
     b = model.bandwidth_from_spectral_efficiency_hz(u, a) * payf
     # -d b_i / dT = b_i g(u_i) / (T - A_i), g the inverse-rate elasticity.
     grow = b * model.inverse_rate_elasticity(u) / (dsafe * (1.0 + x))
     return b, grow, u, inner
+
+
+def _iterate(T, lo, hi, base, dsafe, a, payf, u, B):
+    """One Newton-bisection step on ``T``: the needs at ``T`` (:func:`_needs`), the bracket, the
+    next ``T`` and which rows stop at ``T``."""
+    xp = namespace(T)
+    b, grow, u, inner = _needs(T, base, dsafe, a, payf, u)
+    S = b.sum(-1)
+    above = S > B
+    lo = xp.where(above, T, lo)
+    hi = xp.where(above, hi, T)
+    # Newton on G(T) = 1/S - 1/B:  T - G / G' = T - S (B - S) / (B (-S'))
+    Tn = T - S * (B - S) / (B * grow.sum(-1))
+    Tn = xp.where((Tn >= lo) & (Tn <= hi), Tn, 0.5 * (lo + hi))
+    ok = inner & (xp.abs(S - B) <= _SUM_RTOL * B)
+    done = ok
+    open_ = inner & ~ok
+    if not xp.host or open_.any():
+        # Stuck when T cannot move at float64 resolution (a very steep S(T)).
+        done = ok | (open_ & ((xp.abs(Tn - T) <= 8e-16 * xp.abs(T)) | (hi - lo <= 8e-16 * xp.abs(hi))))
+    return b, grow, u, lo, hi, Tn, done
 
 
 def _to_band(T, b, grow, B):
@@ -165,56 +202,53 @@ def _to_band(T, b, grow, B):
 
     Rows where that step is not usable (non-finite, or it would make a bandwidth negative) are
     rescaled to the band instead."""
-    S = b.sum(axis=-1)
-    G = grow.sum(axis=-1)
+    xp = namespace(b)
+    S = b.sum(-1)
+    G = grow.sum(-1)
     res = B - S
     b_new = b + grow * (res / G)[:, None]
     t_new = T - res / G
-    bad = ~(np.isfinite(b_new).all(axis=-1) & (b_new >= 0.0).all(axis=-1) & np.isfinite(t_new))
+    bad = ~(xp.isfinite(b_new).all(-1) & (b_new >= 0.0).all(-1) & xp.isfinite(t_new))
+    if xp.is_torch:
+        b_new = xp.where(bad[:, None], b * (B / xp.where(S > 0.0, S, B))[:, None], b_new)
+        return b_new, xp.where(bad, T, t_new)
     if bad.any():
         b_new[bad] = b[bad] * (B / np.where(S[bad] > 0.0, S[bad], B))[:, None]
         t_new[bad] = T[bad]
     return b_new, t_new
 
 
-def _newton_loop(A, delta, a, pay, payf, lo, hi, B):
-    """The Newton iteration on ``T`` for rows that all have a solution; returns ``(b, T)``."""
+def _newton_loop(A, delta, a, pay, payf, lo, hi, B, live=None):
+    """The Newton iteration on ``T`` for rows that all have a solution; returns ``(b, T)``.
+
+    NumPy: finished rows leave the arrays as they accumulate. torch: every row is iterated
+    until all have stopped (``live``: the rows to solve; the others are ignored)."""
+    xp = namespace(A)
     k = A.shape[0]
     # For payload agents T - A_i = delta_i (1 + x_i) with x_i = (T - A_i - delta_i) / delta_i > 0
     # inside the bracket. Agents without payload get placeholders that keep every value finite.
-    base = np.where(pay, A + delta, (lo - 1.0)[:, None])
-    dsafe = np.where(pay, np.maximum(delta, 1e-300), 1.0)  # delta underflows for subnormal payloads
+    base = xp.where(pay, A + delta, (lo - 1.0)[:, None])
+    dsafe = xp.where(pay, xp.maximum(delta, 1e-300), 1.0)  # delta underflows for subnormal payloads
     # Start at max_i t_i(B), but bracket from the rightmost pole (S = inf there): t_i(B) comes from
     # model.rate_bps, whose rounding need not match this inverse's to the last bit.
     T = lo
-    lo = np.max(np.where(pay, base, -np.inf), axis=-1)
-    hi = np.nextafter(hi * (1.0 + 1e-12), np.inf)  # S(hi) <= B must survive the rounding of hi
+    lo = xp.amax(xp.where(pay, base, -np.inf), axis=-1)
+    hi = xp.nextafter(hi * (1.0 + 1e-12), np.inf)  # S(hi) <= B must survive the rounding of hi
+    # The spectral efficiencies u_i(T) are carried from one T to the next (warm start).
+    L = xp.log1p(xp.maximum((T[:, None] - base) / dsafe, 1e-30))
+    u = L + xp.log1p(L)
+    for _ in range(_COLD_STEPS):
+        u = model.spectral_efficiency_step(u, L)[0]
+    if xp.is_torch:
+        return _newton_masked(T, lo, hi, base, dsafe, a, payf, u, B, live)
     # Each row's T, needs and their growth when it stops; handed to the band once at the end.
     b_res = np.empty_like(A)
     g_res = np.empty_like(A)
     t_res = np.empty(k)
     rows = np.arange(k)
-    # The spectral efficiencies u_i(T) are carried from one T to the next (warm start).
-    L = np.log1p(np.maximum((T[:, None] - base) / dsafe, 1e-30))
-    u = L + np.log1p(L)
-    for _ in range(_COLD_STEPS):
-        u = model.spectral_efficiency_step(u, L)[0]
     fin = np.zeros(k, dtype=bool)  # rows whose result is recorded (still iterated until compacted)
     for _ in range(_MAX_ITER):
-        b, grow, u, inner = _needs(T, base, dsafe, a, payf, u)
-        S = b.sum(axis=-1)
-        above = S > B
-        lo = np.where(above, T, lo)
-        hi = np.where(above, hi, T)
-        # Newton on G(T) = 1/S - 1/B:  T - G / G' = T - S (B - S) / (B (-S'))
-        Tn = T - S * (B - S) / (B * grow.sum(axis=-1))
-        Tn = np.where((Tn >= lo) & (Tn <= hi), Tn, 0.5 * (lo + hi))
-        ok = inner & (np.abs(S - B) <= _SUM_RTOL * B)
-        done = ok
-        open_ = inner & ~ok
-        if open_.any():
-            # Stuck when T cannot move at float64 resolution (a very steep S(T)).
-            done = ok | (open_ & ((np.abs(Tn - T) <= 8e-16 * np.abs(T)) | (hi - lo <= 8e-16 * np.abs(hi))))
+        b, grow, u, lo, hi, Tn, done = _iterate(T, lo, hi, base, dsafe, a, payf, u, B)
         new = done & ~fin
         if (done | fin).all():
             r = rows[new]
@@ -234,6 +268,35 @@ def _newton_loop(A, delta, a, pay, payf, lo, hi, B):
     r = rows[~fin]
     b_res[r], g_res[r], t_res[r] = b_last[~fin], g_last[~fin], T[~fin]
     return _to_band(t_res, b_res, g_res, B)
+
+
+_SYNC_EVERY = 4  # torch off the CPU: iterations between the loop's stopping tests (host syncs)
+
+
+def _newton_masked(T, lo, hi, base, dsafe, a, payf, u, B, live):
+    """:func:`_newton_loop`'s iteration on torch: every row iterated, each one's result recorded
+    at the iteration where it stops (as on NumPy), until all have stopped."""
+    xp = namespace(T)
+    fin = ~live  # the rows not to solve count as stopped
+    b_res = xp.zeros_like(base)
+    g_res = xp.zeros_like(base)
+    t_res = xp.zeros_like(T)
+    every = 1 if xp.host else _SYNC_EVERY
+    for it in range(_MAX_ITER):
+        b, grow, u, lo, hi, Tn, done = _iterate(T, lo, hi, base, dsafe, a, payf, u, B)
+        new = done & ~fin
+        b_res = xp.where(new[:, None], b, b_res)
+        g_res = xp.where(new[:, None], grow, g_res)
+        t_res = xp.where(new, T, t_res)
+        fin = fin | new
+        if it % every == every - 1 and bool(fin.all()):
+            return _to_band(t_res, b_res, g_res, B)
+        T = Tn
+    # Not reached in practice (bisection alone collapses the bracket in ~60 steps).
+    b_last, g_last, _, _ = _needs(T, base, dsafe, a, payf, u)
+    b_res = xp.where(fin[:, None], b_res, b_last)
+    g_res = xp.where(fin[:, None], g_res, g_last)
+    return _to_band(xp.where(fin, t_res, T), b_res, g_res, B)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,6 +374,31 @@ def _check_media(terms: RoundTerms, media) -> np.ndarray:
     return x.astype(np.int8)
 
 
+def optimal_split_hz(terms: RoundTerms, media):
+    """(P2)'s bandwidth split alone (:func:`optimal_bandwidth` without the latency), for NumPy
+    arrays or torch tensors.
+
+    On torch (any device, any floating dtype) the solve runs in float64 on the terms' device and
+    the split comes back in the terms' dtype; ``media`` must hold 0 / 1 (a decoder's, unchecked:
+    checking would synchronise a GPU with the host).
+    """
+    xp = namespace(terms.prefill_s, media)
+    if not xp.is_torch:
+        return _split_of_checked(terms, _check_media(terms, media))
+    torch = xp.torch
+    n, shape = terms.n_agents, terms.batch_shape
+    flat = [
+        xp.astype(v, torch.float64).reshape(-1, n)
+        for v in (
+            terms.prefill_s + model.select_medium(terms.extra_compute_s, media),
+            model.select_medium(terms.payload_bits, media),
+            xp.broadcast_to(terms.gain_hz, (*shape, n)),
+        )
+    ]
+    b, _ = solve_rows(*flat, float(terms.bandwidth_hz))
+    return b.reshape(*shape, n).to(terms.prefill_s.dtype)
+
+
 def optimal_bandwidth(terms: RoundTerms, media) -> tuple[np.ndarray, np.ndarray]:
     """(P2): the bandwidth split minimising the latency for fixed ``media`` (batch-aware).
 
@@ -319,8 +407,12 @@ def optimal_bandwidth(terms: RoundTerms, media) -> tuple[np.ndarray, np.ndarray]
     split). ``latency_s`` is :func:`jmsra_env.model.latency` of the decision (capped).
     """
     x = _check_media(terms, media)
+    b = _split_of_checked(terms, x)
+    return b, model.latency(terms, x, b).latency_s
+
+
+def _split_of_checked(terms: RoundTerms, x: np.ndarray) -> np.ndarray:
     f = flat_terms(terms)
     m = f.A.shape[0]
     b, _ = solve_media(f, np.arange(m), x.reshape(m, f.n))
-    b = b.reshape(x.shape)
-    return b, model.latency(terms, x, b).latency_s
+    return b.reshape(x.shape)

@@ -40,7 +40,7 @@ import numpy as np
 from . import actions, model
 from .actions import encode_box
 from .backend import namespace
-from .bandwidth import optimal_bandwidth
+from .bandwidth import optimal_bandwidth, optimal_split_hz
 
 __all__ = [
     "ACTION_ENCODINGS",
@@ -53,6 +53,7 @@ __all__ = [
     "express_decision",
     "charged_split_hz",
     "decode_solved",
+    "solved_decision",
     "encode_solved",
     "to_env_action",
     "policy_action",
@@ -275,13 +276,21 @@ def decode_solved(action, obs: Mapping[str, np.ndarray], consts: model.ModelCons
     """Env Box actions (float64) for ``"solved"``-encoded actions: the media of ``a[:N]``, the
     (P2)-optimal split for them on the observed round, agent ``i``'s bandwidth scaled by
     ``10 ** a[N + i]`` and the split renormalised to the band (``a[N:] = 0``: the optimum)."""
-    a = policy_action(action, obs)
-    n = a.shape[-1] // 2
-    media = (a[..., :n] > 0.0).astype(np.int8)
     terms = model.terms_from_observation(consts, obs)
-    best, _ = optimal_bandwidth(terms, media)
-    b = actions.shares_to_bandwidth_hz(best * np.power(10.0, a[..., n:]), consts.bandwidth_hz)
+    media, b = solved_decision(policy_action(action, obs), terms)
     return encode_box(media, b, terms)
+
+
+def solved_decision(action, terms: model.RoundTerms):
+    """``(media, bandwidth_hz)`` of ``"solved"``-encoded actions (valid, ``(..., 2N)`` in
+    [-1, 1]; NumPy or torch) on the observed rounds ``terms``: what :func:`decode_solved` encodes
+    as the env's Box action. On torch the (P2) split is solved on the tensors' device
+    (:func:`jmsra_env.bandwidth.optimal_split_hz`)."""
+    xp = namespace(action)
+    n = action.shape[-1] // 2
+    media = xp.astype(action[..., :n] > 0.0, xp.int8)
+    best = optimal_split_hz(terms, media)
+    return media, actions.shares_to_bandwidth_hz(best * xp.power(10.0, action[..., n:]), terms.bandwidth_hz)
 
 
 def encode_solved(media, bandwidth_hz, terms: model.RoundTerms) -> np.ndarray:

@@ -302,10 +302,14 @@ def inverse_rate_elasticity(u):
 
     1 when bandwidth-limited (large u), growing like 2 / u towards the ceiling (small u).
     """
-    u = np.asarray(u, dtype=np.float64)
-    den = u + np.expm1(-u)
+    xp = namespace(u)
+    u = xp.as_float(u)
+    den = u + xp.expm1(-u)
     small = u < _SERIES_BELOW
-    if small.any():  # u + e^{-u} - 1 = u^2/2 - u^3/6 + u^4/24 - u^5/120 ...
+    # u + e^{-u} - 1 = u^2/2 - u^3/6 + u^4/24 - u^5/120 ...
+    if not xp.host:  # a GPU, no host sync: the series on every element, selected
+        den = xp.where(small, u * u * (0.5 - u * (1.0 / 6.0 - u * (1.0 / 24.0 - u / 120.0))), den)
+    elif small.any():
         us = u[small]
         den[small] = us * us * (0.5 - us * (1.0 / 6.0 - us * (1.0 / 24.0 - us / 120.0)))
     return u / den

@@ -137,3 +137,45 @@ def test_each_row_is_solved_alone_as_in_a_batch_bit_for_bit():
         b1, t1 = bandwidth.solve_rows(A[k : k + 1], D[k : k + 1], a[k : k + 1], B)
         np.testing.assert_array_equal(b1[0], b[k])
         assert t1[0] == t[k]
+
+
+@pytest.mark.parametrize("gpu_like", [False, True])
+def test_the_torch_solve_agrees_with_numpy_on_every_kind_of_row(gpu_like, monkeypatch):
+    """The same solver on float64 torch tensors (what the torch env's ``"solved"`` encoding runs
+    on a GPU): every row's split and finish time within 1e-11 of NumPy's, the unsolvable and the
+    payload-free rows handled as NumPy does. ``gpu_like``: the code's GPU forms (no host branch,
+    a stopping test every few iterations), run on the CPU."""
+    torch = pytest.importorskip("torch")
+    from jmsra_env.backend import TorchNamespace
+
+    if gpu_like:
+        monkeypatch.setattr(TorchNamespace, "host", property(lambda self: False))
+    rng = np.random.default_rng(11)
+    rows = [random_row(rng, 5) for _ in range(300)]
+    rows += [adversarial_row(rng, 5, gap) for gap in (1e-4, 1e-7, 1e-9, 1e-11, 1e-13) for _ in range(4)]
+    A, D, a = (np.array(x) for x in zip(*rows))
+    D[0] = 0.0  # no payload at all: an equal split, finishing at the last compute
+    a[1, 2], D[1, 2] = 0.0, 1e6  # a payload on a dead channel: unsolvable (inf, equal split of payloads)
+    D[2, :4] = 0.0  # one agent alone with a payload: the whole band
+    want_b, want_t = bandwidth.solve_rows(A, D, a, B)
+    got_b, got_t = bandwidth.solve_rows(*(torch.as_tensor(x) for x in (A, D, a)), B)
+    got_b, got_t = got_b.numpy(), got_t.numpy()
+    assert np.isinf(want_t[1]) and np.isinf(got_t[1]) and got_b[2, 4] == B
+    np.testing.assert_allclose(got_b / B, want_b / B, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(got_t, want_t, rtol=1e-11)
+    # (P2) through the terms: media chosen by a decoder, any batch shape, the terms' dtype back
+    from jmsra_env.config import ScenarioConfig
+    from jmsra_env.core import Core
+
+    core = Core(ScenarioConfig(), 64)
+    core.reset(np.random.default_rng(3))
+    terms = core.terms
+    media = (rng.random((64, 4)) < 0.5).astype(np.int8)
+    tterms = model.RoundTerms(
+        *(torch.as_tensor(getattr(terms, f), dtype=torch.float32) for f in model.TERM_ARRAY_FIELDS),
+        terms.bandwidth_hz, terms.latency_cap_s,
+    )
+    split = bandwidth.optimal_split_hz(tterms, torch.as_tensor(media))
+    assert split.dtype == torch.float32 and split.shape == (64, 4)
+    np.testing.assert_allclose(split.double().numpy() / terms.bandwidth_hz,
+                               bandwidth.optimal_split_hz(terms, media) / terms.bandwidth_hz, atol=1e-5)

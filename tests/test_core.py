@@ -85,10 +85,18 @@ def test_deadline_decision_charges_as_the_numpy_encoding():
     np.testing.assert_allclose(to_numpy(got), ref, rtol=1e-9)
 
 
+@pytest.mark.parametrize("gpu_like", [False, True])
 @pytest.mark.parametrize("id_", ["jmsra_env/JMSRA-Box-v1", "jmsra_env/JMSRA-Session-TightPool-Box-v1"])
-def test_solved_encoding_on_torch_charges_the_optimal_split(id_):
-    """``action_encoding="solved"`` on the torch backend: the (P2) split (NumPy, on the host) for
-    the action's media; zero split codes are charged what the optimal split is charged."""
+def test_solved_encoding_on_torch_charges_the_optimal_split(id_, gpu_like, monkeypatch):
+    """``action_encoding="solved"`` on the torch backend: the (P2) split for the action's media;
+    zero split codes are charged what the optimal split is charged. On the CPU the NumPy solver
+    decodes; ``gpu_like`` runs the env as on a GPU (no host branch anywhere: the (P2) split by the
+    torch solver on the device)."""
+    if gpu_like:
+        from jmsra_env.backend import TorchNamespace
+
+        monkeypatch.setattr(TorchNamespace, "host", property(lambda self: False))
+        monkeypatch.setattr(encoding, "decode_solved", None)  # the host decoder is never reached
     envs = _vec(id_, m=16, dtype=torch.float64, action_encoding="solved")
     envs.reset(seed=4)
     u = envs.unwrapped
