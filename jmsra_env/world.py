@@ -345,6 +345,16 @@ class WorldProcess:
         cp = self.xp.copy
         return {key: cp(getattr(s, key) if per_episode else r[key][t]) for key, per_episode in _OBS_SOURCES}
 
+    def env_observation(self, env_index: int) -> dict[str, np.ndarray]:
+        """``{k: v[env_index] for k, v in observation().items()}`` (fresh arrays), in one
+        indexing step."""
+        t, r, s = self._t, self._rounds, self.state
+        cp = self.xp.copy
+        return {
+            key: cp(getattr(s, key)[env_index] if per_episode else r[key][t, env_index])
+            for key, per_episode in _OBS_SOURCES
+        }
+
     def round_arrays(self) -> dict[str, np.ndarray]:
         """Every per-round array of the current round (fresh copies, batch axis first): the
         observed ones and the workload's draws, ``nl_ratio`` included."""
