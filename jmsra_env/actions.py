@@ -40,7 +40,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import model
-from .backend import namespace
+from .backend import host_min_max, namespace
 from .model import max_over_agents, sum_over_agents
 
 __all__ = [
@@ -132,17 +132,17 @@ def shares_to_bandwidth_hz(shares: np.ndarray, total_bandwidth_hz: float) -> np.
     xp = namespace(shares)
     with xp.errstate(over="ignore"):  # an overflowing sum is rescaled below
         total = sum_over_agents(shares)[..., None]  # > 0 exactly when a share is (even subnormal)
-    lo, hi = (_RESCALE_BELOW, _RESCALE_ABOVE) if total.dtype == xp.float64 else (2.0**-60, 2.0**60)
-    if xp.host:  # the common case, every sum positive and within [lo, hi]: B s / sum(s) as it is
+    if not xp.is_torch and total.dtype == np.float64:  # NumPy, the common case: B s / sum(s) as it is
         n = total.size
         if n == 1:
             least = most = total.item()
         elif n:
-            least, most = total.min(), total.max()
-        if n and lo <= least and most <= hi:  # NaN fails it
+            least, most = host_min_max(total)
+        if n and _RESCALE_BELOW <= least and most <= _RESCALE_ABOVE:  # every sum > 0, none rescaled
             return (total_bandwidth_hz * shares) / total
     pos = total > 0.0
     total = xp.where(pos, total, 1.0)
+    lo, hi = (_RESCALE_BELOW, _RESCALE_ABOVE) if total.dtype == xp.float64 else (2.0**-60, 2.0**60)
     if not xp.host:  # branch-free (a GPU, torch.compile): only the rows that need it (exact either way)
         far = (total > hi) | (total < lo)  # inf too
         scaled = xp.ldexp(shares, -xp.frexp(xp.where(pos, max_over_agents(shares)[..., None], 1.0))[1])
@@ -175,7 +175,8 @@ def decode_dict(action, n_agents: int, total_bandwidth_hz: float, batch_shape: t
     shape = (*batch_shape, n_agents)
     raw = _real_array(action["media"], "media", shape)
     if raw.dtype.kind in "iu":  # integers are 0 or 1 exactly when they lie in [0, 1]
-        if raw.size and not (raw.min() >= 0 and raw.max() <= 1):
+        least, most = host_min_max(raw) if raw.size else (0, 0)
+        if not (least >= 0 and most <= 1):
             _reject(raw.astype(np.float64), "media", "hold 0 (NL) or 1 (KV)")
         media = raw.astype(np.int8)
     elif raw.dtype.kind == "b":  # always 0 or 1
@@ -188,7 +189,8 @@ def decode_dict(action, n_agents: int, total_bandwidth_hz: float, batch_shape: t
     shares = _as_float64(_real_array(action["bandwidth"], "bandwidth", shape), "bandwidth", False)
     # Rejects negatives, NaN (both comparisons fail) and inf, naming NaN and inf as such (_reject)
     # (a sum of finite shares may overflow: that is fine).
-    if shares.size and not (shares.min() >= 0.0 and shares.max() < math.inf):
+    least, most = host_min_max(shares) if shares.size else (0.0, 0.0)
+    if not (least >= 0.0 and most < math.inf):
         _reject(shares, "bandwidth", "be non-negative")
     return media, shares_to_bandwidth_hz(shares, total_bandwidth_hz)
 
