@@ -163,11 +163,12 @@ def rate_bps(bandwidth_hz, gain_hz):
     """
     xp = namespace(bandwidth_hz, gain_hz)
     b = xp.as_float(bandwidth_hz)
-    if not xp.is_torch and b.ndim and b.size and host_min_max(b)[0] > 0.0:  # NumPy, every b > 0: no b_safe
+    if not xp.is_torch and b.ndim and b.size and host_min_max(b)[0] > 0.0:
+        # NumPy, every b > 0: the operations below with b_safe = b, and no final where
         with xp.errstate(over="ignore", invalid="ignore", divide="ignore"):
             x = gain_hz / b
             r = b * (xp.log1p(x) / LN2)
-            # r >= 0 here (x > 0), or NaN: r.max() < inf is isfinite(r).all()
+            # once every x >= 1e-14, r is >= 0, inf or NaN: max(r) < inf is isfinite(r).all()
             if xp.numel(x) and not (host_min_max(x)[0] >= _SAFE_RATIO and host_min_max(r)[1] < math.inf):
                 r = _rate_extremes_bps(xp, b, xp.as_float(gain_hz), x, r)
         return r
@@ -518,16 +519,16 @@ class LatencyBreakdown:
 def transmission_time_s(payload_bits, rate):
     """D / r, with 0 for no payload and inf for a payload at zero rate."""
     xp = namespace(payload_bits, rate)
-    host = not xp.is_torch and type(rate) is np.ndarray and rate.ndim and rate.size and rate.dtype == np.float64
-    least = host_min_max(rate)[0] if host else 0.0
-    if least > 0.0:  # NumPy, every rate positive (NaN fails it)
+    numpy = not xp.is_torch and type(rate) is np.ndarray and rate.dtype == np.float64
+    least = host_min_max(rate)[0] if numpy and rate.ndim and rate.size else 0.0
+    if least > 0.0:  # NumPy, every rate positive (NaN fails it): the operations below without where
         if least >= 1.0:  # D / r cannot overflow
             t = payload_bits / rate
         else:
             with xp.errstate(over="ignore"):  # a subnormal rate: D / r overflows to inf (never sent)
                 t = payload_bits / rate
         if type(payload_bits) is np.ndarray and payload_bits.size and host_min_max(payload_bits)[0] > 0.0:
-            return t
+            return t  # every payload positive
         return xp.where(payload_bits > 0.0, t, 0.0)
     pos = rate > 0.0
     with xp.errstate(over="ignore"):  # a subnormal rate: D / r overflows to inf (never sent)
