@@ -559,15 +559,34 @@ def max_over_agents(x: np.ndarray) -> np.ndarray:
     return np.maximum.reduce(np.moveaxis(x, -1, 0).copy(), axis=0)
 
 
+_EVEN_INDICES: dict[int, np.ndarray] = {}
+
+
+def _even_indices(n: int) -> np.ndarray:
+    """``[0, 2, ..., 2n - 2]``: the flat index of the NL entries of an ``(n, 2)`` term (cached)."""
+    even = _EVEN_INDICES.get(n)
+    if even is None:
+        even = _EVEN_INDICES[n] = np.arange(0, 2 * n, 2)
+        even.flags.writeable = False
+    return even
+
+
 def latency(terms: RoundTerms, media, bandwidth_hz) -> LatencyBreakdown:
     """T(x, b) = max_i [S_i + C_i + D_i / r_i(b_i)] + sum_i R_i + G tau_dec,r, capped at the cap."""
     xp = namespace(terms.prefill_s, media, bandwidth_hz)
     x = xp.asarray(media)
     b = xp.as_float(bandwidth_hz)
     kv = x != 0
-    compute = terms.prefill_s + xp.where(kv, terms.extra_compute_s[..., 1], terms.extra_compute_s[..., 0])
-    payload = xp.where(kv, terms.payload_bits[..., 1], terms.payload_bits[..., 0])
-    rx = xp.where(kv, terms.receiver_s[..., 1], terms.receiver_s[..., 0])
+    extra, payload, rx = terms.extra_compute_s, terms.payload_bits, terms.receiver_s
+    if not xp.is_torch and kv.ndim == 1 and extra.shape == payload.shape == rx.shape == (kv.shape[0], 2):
+        # one round on NumPy: each term's NL or KV entry by a flat index (what the wheres pick)
+        pick = _even_indices(kv.shape[0]) + kv
+        extra, payload, rx = extra.ravel()[pick], payload.ravel()[pick], rx.ravel()[pick]
+    else:
+        extra = xp.where(kv, extra[..., 1], extra[..., 0])
+        payload = xp.where(kv, payload[..., 1], payload[..., 0])
+        rx = xp.where(kv, rx[..., 1], rx[..., 0])
+    compute = terms.prefill_s + extra
     r = rate_bps(b, terms.gain_hz)
     tx = transmission_time_s(payload, r)
     finish = compute + tx
