@@ -36,8 +36,6 @@ from ..world import WorldProcess, WorldState
 
 __all__ = ["Core", "CoreState"]
 
-_STALE = object()  # Core._terms after the worlds moved: the current terms, computed when read
-
 
 @dataclass(frozen=True)
 class CoreState:
@@ -67,19 +65,20 @@ class Core:
         self.receiver = SessionReceiver(config, num_envs, xp) if self.session else None
         self.round = xp.zeros(num_envs, dtype=xp.int64)
         self._terms: model.RoundTerms | None = None
+        self._terms_stale = False  # the worlds moved since _terms: compute them when read
 
     @property
     def terms(self) -> model.RoundTerms | None:
         """The current round's terms (true channel), batch shape ``(M,)``; None before a reset.
         Computed when first read after a change (the single env reads one world's instead)."""
-        terms = self._terms
-        if terms is _STALE:
-            terms = self._terms = self._true_terms()
-        return terms
+        if self._terms_stale:
+            self._terms = self._true_terms()
+            self._terms_stale = False
+        return self._terms
 
     @terms.setter
     def terms(self, value: model.RoundTerms | None) -> None:
-        self._terms = value
+        self._terms, self._terms_stale = value, False
 
     @property
     def state(self) -> CoreState:
@@ -118,7 +117,7 @@ class Core:
             w._context_tokens = cp(state.context_tokens)
             self.receiver.state = state.receiver
         self.round = cp(state.round)
-        self._terms = None if state.chunk_terms is None else _STALE
+        self._terms, self._terms_stale = None, state.chunk_terms is not None
 
     def reset(self, rng, mask=None) -> None:
         """New episodes in every world (``mask`` None) or in those of ``mask``."""
@@ -129,7 +128,7 @@ class Core:
             self.round[...] = 0
         else:
             self.round[self.xp.asarray(mask)] = 0
-        self._terms = _STALE
+        self._terms, self._terms_stale = None, True
 
     def observe(self) -> dict[str, Any]:
         """The observation of the current round (fresh arrays, batch axis first)."""
@@ -163,12 +162,12 @@ class Core:
             self.receiver.advance(self.world, media, self.round, info)
         self.world.step(rng)
         self.round += 1
-        self._terms = _STALE
+        self._terms, self._terms_stale = None, True
 
     def env_terms(self, index: int) -> model.RoundTerms:
         """``terms[index]``: one world's current terms (unbatched); without a session, in one
         indexing step of the drawn chunk."""
-        if self._terms is _STALE and self.receiver is None:
+        if self._terms_stale and self.receiver is None:
             return self.world.env_terms(index)
         return self.terms[index]
 
