@@ -40,7 +40,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import model
-from .backend import namespace
+from .backend import host_min_max, namespace
 from .model import max_over_agents, sum_over_agents
 
 __all__ = [
@@ -65,6 +65,12 @@ def action_array(value, name: str, shape: tuple[int, ...], *, finite: bool = Tru
     shape: strings (even numeric ones), complex numbers, objects, ragged lists, Python ints beyond
     the float64 range (``10**400``), NaN and inf are refused (``finite=False``: NaN and inf are
     left to the caller, which names the entry)."""
+    return _as_float64(_real_array(value, name, shape), name, finite)
+
+
+def _real_array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``np.asarray(value)`` once it is known to hold real numbers (bool, integer or float) of
+    ``shape`` (the checks of :func:`action_array` before its cast)."""
     try:
         raw = np.asarray(value)
     except (TypeError, ValueError, OverflowError) as exc:  # ragged lists, odd array-likes
@@ -79,8 +85,20 @@ def action_array(value, name: str, shape: tuple[int, ...], *, finite: bool = Tru
         )
     if raw.shape != shape:
         raise ValueError(f"action field '{name}' must have shape {shape}; got shape {raw.shape}")
-    with np.errstate(over="ignore"):
-        arr = raw.astype(np.float64)  # a longdouble beyond float64 becomes inf: refused below
+    return raw
+
+
+def _as_float64(raw: np.ndarray, name: str, finite: bool) -> np.ndarray:
+    """The float64 cast of :func:`action_array` and its finiteness check (``raw`` from
+    :func:`_real_array`). Only a float wider than float64 (longdouble) can overflow the cast, and
+    only floats can be NaN or inf: bools and integers skip both."""
+    if raw.dtype.kind != "f":
+        return raw.astype(np.float64)
+    if raw.dtype.itemsize > 8:
+        with np.errstate(over="ignore"):
+            arr = raw.astype(np.float64)  # a longdouble beyond float64 becomes inf: refused below
+    else:
+        arr = raw.astype(np.float64)
     if finite and not np.isfinite(arr).all():
         raise ValueError(f"action field '{name}' must be finite; got {arr.tolist()}")
     return arr
@@ -114,6 +132,14 @@ def shares_to_bandwidth_hz(shares: np.ndarray, total_bandwidth_hz: float) -> np.
     xp = namespace(shares)
     with xp.errstate(over="ignore"):  # an overflowing sum is rescaled below
         total = sum_over_agents(shares)[..., None]  # > 0 exactly when a share is (even subnormal)
+    if not xp.is_torch and total.dtype == np.float64:  # NumPy, the common case: B s / sum(s) as it is
+        n = total.size
+        if n == 1:
+            least = most = total.item()
+        elif n:
+            least, most = host_min_max(total)
+        if n and _RESCALE_BELOW <= least and most <= _RESCALE_ABOVE:  # every sum > 0, none rescaled
+            return (total_bandwidth_hz * shares) / total
     pos = total > 0.0
     total = xp.where(pos, total, 1.0)
     lo, hi = (_RESCALE_BELOW, _RESCALE_ABOVE) if total.dtype == xp.float64 else (2.0**-60, 2.0**60)
@@ -129,28 +155,44 @@ def shares_to_bandwidth_hz(shares: np.ndarray, total_bandwidth_hz: float) -> np.
     return xp.where(pos, b, total_bandwidth_hz / shares.shape[-1])
 
 
+_DICT_KEYS = frozenset({"media", "bandwidth"})
+
+
 def decode_dict(action, n_agents: int, total_bandwidth_hz: float, batch_shape: tuple[int, ...] = ()):
     """Validate a Dict action and return ``(media int8 (..., N), bandwidth_hz (..., N))``."""
-    if not isinstance(action, Mapping):
-        raise ValueError(
-            f"action must be a dict with keys 'media' and 'bandwidth'; got {type(action).__name__}"
-        )
-    extra = set(action) - {"media", "bandwidth"}
-    missing = {"media", "bandwidth"} - set(action)
-    if missing or extra:
-        raise ValueError(
-            f"action must have exactly the keys 'media' and 'bandwidth'; missing {sorted(missing)}, "
-            f"unexpected {sorted(map(str, extra))}"
-        )
+    if not (type(action) is dict and action.keys() == _DICT_KEYS):  # a plain dict: one comparison
+        if not isinstance(action, Mapping):
+            raise ValueError(
+                f"action must be a dict with keys 'media' and 'bandwidth'; got {type(action).__name__}"
+            )
+        extra = set(action) - {"media", "bandwidth"}
+        missing = {"media", "bandwidth"} - set(action)
+        if missing or extra:
+            raise ValueError(
+                f"action must have exactly the keys 'media' and 'bandwidth'; missing {sorted(missing)}, "
+                f"unexpected {sorted(map(str, extra))}"
+            )
     shape = (*batch_shape, n_agents)
-    media = action_array(action["media"], "media", shape)
-    if not ((media == 0.0) | (media == 1.0)).all():
-        _reject(media, "media", "hold 0 (NL) or 1 (KV)")
-    shares = action_array(action["bandwidth"], "bandwidth", shape)
-    # Rejects negatives, NaN and inf (a sum of finite shares may overflow: that is fine).
-    if not ((shares >= 0.0).all() and np.isfinite(shares).all()):
+    raw = _real_array(action["media"], "media", shape)
+    if raw.dtype.kind in "iu":  # integers are 0 or 1 exactly when they lie in [0, 1]
+        least, most = host_min_max(raw) if raw.size else (0, 0)
+        if not (least >= 0 and most <= 1):
+            _reject(raw.astype(np.float64), "media", "hold 0 (NL) or 1 (KV)")
+        media = raw.astype(np.int8)
+    elif raw.dtype.kind == "b":  # always 0 or 1
+        media = raw.astype(np.int8)
+    else:
+        media = _as_float64(raw, "media", True)
+        if not ((media == 0.0) | (media == 1.0)).all():
+            _reject(media, "media", "hold 0 (NL) or 1 (KV)")
+        media = media.astype(np.int8)
+    shares = _as_float64(_real_array(action["bandwidth"], "bandwidth", shape), "bandwidth", False)
+    # Rejects negatives, NaN (both comparisons fail) and inf, naming NaN and inf as such (_reject)
+    # (a sum of finite shares may overflow: that is fine).
+    least, most = host_min_max(shares) if shares.size else (0.0, 0.0)
+    if not (least >= 0.0 and most < math.inf):
         _reject(shares, "bandwidth", "be non-negative")
-    return media.astype(np.int8), shares_to_bandwidth_hz(shares, total_bandwidth_hz)
+    return media, shares_to_bandwidth_hz(shares, total_bandwidth_hz)
 
 
 def decode_box(action, terms: model.RoundTerms, batch_shape: tuple[int, ...] | None = None):

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .backend import namespace
+from .backend import host_min_max, namespace
 from .config import DEVICE_CATALOG, ScenarioConfig
 
 __all__ = [
@@ -163,6 +163,15 @@ def rate_bps(bandwidth_hz, gain_hz):
     """
     xp = namespace(bandwidth_hz, gain_hz)
     b = xp.as_float(bandwidth_hz)
+    if not xp.is_torch and b.ndim and b.size and host_min_max(b)[0] > 0.0:
+        # NumPy, every b > 0: the operations below with b_safe = b, and no final where
+        with xp.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            x = gain_hz / b
+            r = b * (xp.log1p(x) / LN2)
+            # once every x >= 1e-14, r is >= 0, inf or NaN: max(r) < inf is isfinite(r).all()
+            if xp.numel(x) and not (host_min_max(x)[0] >= _SAFE_RATIO and host_min_max(r)[1] < math.inf):
+                r = _rate_extremes_bps(xp, b, xp.as_float(gain_hz), x, r)
+        return r
     pos = b > 0.0
     b_safe = xp.where(pos, b, 1.0)
     with xp.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -514,6 +523,17 @@ class LatencyBreakdown:
 def transmission_time_s(payload_bits, rate):
     """D / r, with 0 for no payload and inf for a payload at zero rate."""
     xp = namespace(payload_bits, rate)
+    numpy = not xp.is_torch and type(rate) is np.ndarray and rate.dtype == np.float64
+    least = host_min_max(rate)[0] if numpy and rate.ndim and rate.size else 0.0
+    if least > 0.0:  # NumPy, every rate positive (NaN fails it): the operations below without where
+        if least >= 1.0:  # D / r cannot overflow
+            t = payload_bits / rate
+        else:
+            with xp.errstate(over="ignore"):  # a subnormal rate: D / r overflows to inf (never sent)
+                t = payload_bits / rate
+        if type(payload_bits) is np.ndarray and payload_bits.size and host_min_max(payload_bits)[0] > 0.0:
+            return t  # every payload positive
+        return xp.where(payload_bits > 0.0, t, 0.0)
     pos = rate > 0.0
     with xp.errstate(over="ignore"):  # a subnormal rate: D / r overflows to inf (never sent)
         t = xp.where(pos, payload_bits / xp.where(pos, rate, 1.0), math.inf)
@@ -543,15 +563,34 @@ def max_over_agents(x: np.ndarray) -> np.ndarray:
     return np.maximum.reduce(np.moveaxis(x, -1, 0).copy(), axis=0)
 
 
+_EVEN_INDICES: dict[int, np.ndarray] = {}
+
+
+def _even_indices(n: int) -> np.ndarray:
+    """``[0, 2, ..., 2n - 2]``: the flat index of the NL entries of an ``(n, 2)`` term (cached)."""
+    even = _EVEN_INDICES.get(n)
+    if even is None:
+        even = _EVEN_INDICES[n] = np.arange(0, 2 * n, 2)
+        even.flags.writeable = False
+    return even
+
+
 def latency(terms: RoundTerms, media, bandwidth_hz) -> LatencyBreakdown:
     """T(x, b) = max_i [S_i + C_i + D_i / r_i(b_i)] + sum_i R_i + G tau_dec,r, capped at the cap."""
     xp = namespace(terms.prefill_s, media, bandwidth_hz)
     x = xp.asarray(media)
     b = xp.as_float(bandwidth_hz)
     kv = x != 0
-    compute = terms.prefill_s + xp.where(kv, terms.extra_compute_s[..., 1], terms.extra_compute_s[..., 0])
-    payload = xp.where(kv, terms.payload_bits[..., 1], terms.payload_bits[..., 0])
-    rx = xp.where(kv, terms.receiver_s[..., 1], terms.receiver_s[..., 0])
+    extra, payload, rx = terms.extra_compute_s, terms.payload_bits, terms.receiver_s
+    if not xp.is_torch and kv.ndim == 1 and extra.shape == payload.shape == rx.shape == (kv.shape[0], 2):
+        # one round on NumPy: each term's NL or KV entry by a flat index (what the wheres pick)
+        pick = _even_indices(kv.shape[0]) + kv
+        extra, payload, rx = extra.ravel()[pick], payload.ravel()[pick], rx.ravel()[pick]
+    else:
+        extra = xp.where(kv, extra[..., 1], extra[..., 0])
+        payload = xp.where(kv, payload[..., 1], payload[..., 0])
+        rx = xp.where(kv, rx[..., 1], rx[..., 0])
+    compute = terms.prefill_s + extra
     r = rate_bps(b, terms.gain_hz)
     tx = transmission_time_s(payload, r)
     finish = compute + tx

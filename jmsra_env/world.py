@@ -58,6 +58,8 @@ _OBS_SOURCES = tuple((key, key in ("compute_flops", "mem_bw_bytes_per_s")) for k
 _SQRT_HALF = math.sqrt(0.5)  # std of each part of a unit-power complex Gaussian
 _MAX_CHUNK_ROUNDS = 128
 _CHUNK_BUDGET = 1 << 19  # rounds x agents x worlds held per chunk (bounds memory at large M)
+_ACCUMULATE_WIDTH = 64  # worlds x agents up to which the distance walk is one add.accumulate (faster
+# than a loop there, slower above: its inner loops run along the strided time axis)
 
 
 def _default_chunk_rounds(episode_rounds: int, width: int) -> int:
@@ -238,10 +240,14 @@ class WorldProcess:
         loads = xp.empty((steps + 1, k, n + 1))
         walk[0], ar[0], loads[0] = walk0, ar0, loads0
         coef = self._ar_coef
+        walk_in_loop = not xp.is_torch and k * n > _ACCUMULATE_WIDTH
         if xp.is_torch:  # the walk is a cumulative sum; the clipped loads need the loop
             walk[1:] = walk0 + xp.cumsum(walk_steps, axis=0)
+        elif not walk_in_loop:  # walk[s + 1] = walk[s] + walk_steps[s], the same adds in one call
+            walk[1:] = walk_steps
+            np.add.accumulate(walk, axis=0, out=walk)
         for s in range(steps):  # round by round over contiguous (worlds, agents) slices
-            if not xp.is_torch:
+            if walk_in_loop:
                 np.add(walk[s], walk_steps[s], out=walk[s + 1])
             nxt = ar[s + 1]
             xp.multiply(ar[s], coef, out=nxt)
@@ -344,6 +350,16 @@ class WorldProcess:
         t, r, s = self._t, self._rounds, self.state
         cp = self.xp.copy
         return {key: cp(getattr(s, key) if per_episode else r[key][t]) for key, per_episode in _OBS_SOURCES}
+
+    def env_observation(self, env_index: int) -> dict[str, np.ndarray]:
+        """``{k: v[env_index] for k, v in observation().items()}`` (fresh arrays), in one
+        indexing step."""
+        t, r, s = self._t, self._rounds, self.state
+        cp = self.xp.copy
+        return {
+            key: cp(getattr(s, key)[env_index] if per_episode else r[key][t, env_index])
+            for key, per_episode in _OBS_SOURCES
+        }
 
     def round_arrays(self) -> dict[str, np.ndarray]:
         """Every per-round array of the current round (fresh copies, batch axis first): the

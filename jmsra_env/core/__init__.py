@@ -64,7 +64,21 @@ class Core:
         self.world = world_class(config, num_envs, xp=xp)
         self.receiver = SessionReceiver(config, num_envs, xp) if self.session else None
         self.round = xp.zeros(num_envs, dtype=xp.int64)
-        self.terms: model.RoundTerms | None = None
+        self._terms: model.RoundTerms | None = None
+        self._terms_stale = False  # the worlds moved since _terms: compute them when read
+
+    @property
+    def terms(self) -> model.RoundTerms | None:
+        """The current round's terms (true channel), batch shape ``(M,)``; None before a reset.
+        Computed when first read after a change (the single env reads one world's instead)."""
+        if self._terms_stale:
+            self._terms = self._true_terms()
+            self._terms_stale = False
+        return self._terms
+
+    @terms.setter
+    def terms(self, value: model.RoundTerms | None) -> None:
+        self._terms, self._terms_stale = value, False
 
     @property
     def state(self) -> CoreState:
@@ -103,7 +117,7 @@ class Core:
             w._context_tokens = cp(state.context_tokens)
             self.receiver.state = state.receiver
         self.round = cp(state.round)
-        self.terms = None if state.chunk_terms is None else self._true_terms()
+        self._terms, self._terms_stale = None, state.chunk_terms is not None
 
     def reset(self, rng, mask=None) -> None:
         """New episodes in every world (``mask`` None) or in those of ``mask``."""
@@ -114,7 +128,7 @@ class Core:
             self.round[...] = 0
         else:
             self.round[self.xp.asarray(mask)] = 0
-        self.terms = self._true_terms()
+        self._terms, self._terms_stale = None, True
 
     def observe(self) -> dict[str, Any]:
         """The observation of the current round (fresh arrays, batch axis first)."""
@@ -148,7 +162,20 @@ class Core:
             self.receiver.advance(self.world, media, self.round, info)
         self.world.step(rng)
         self.round += 1
-        self.terms = self._true_terms()
+        self._terms, self._terms_stale = None, True
+
+    def env_terms(self, index: int) -> model.RoundTerms:
+        """``terms[index]``: one world's current terms (unbatched); without a session, in one
+        indexing step of the drawn chunk."""
+        if self._terms_stale and self.receiver is None:
+            return self.world.env_terms(index)
+        return self.terms[index]
+
+    def env_observation(self, index: int) -> dict[str, Any]:
+        """``{k: v[index] for k, v in observe().items()}``: one world's observation (fresh arrays)."""
+        if self.receiver is None:
+            return self.world.env_observation(index)
+        return {k: v[index] for k, v in self.observe().items()}
 
     def observed_terms(self, obs) -> model.RoundTerms:
         """The terms a policy rebuilds from ``obs`` (the current ones when ``csi_delay = 0``)."""
