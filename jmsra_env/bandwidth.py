@@ -379,14 +379,16 @@ def optimal_split_hz(terms: RoundTerms, media):
     arrays or torch tensors.
 
     On torch (any device, any floating dtype) the solve runs in float64 on the terms' device and
-    the split comes back in the terms' dtype; ``media`` must hold 0 / 1 (a decoder's, unchecked:
-    checking would synchronise a GPU with the host).
+    the split comes back in the terms' dtype; ``media`` must hold 0 / 1 (checked on the CPU; on a
+    GPU it is not, since a check would synchronise the device with the host).
     """
     xp = namespace(terms.prefill_s, media)
     if not xp.is_torch:
         return _split_of_checked(terms, _check_media(terms, media))
     torch = xp.torch
     n, shape = terms.n_agents, terms.batch_shape
+    if xp.host and not bool(((media == 0) | (media == 1)).all()):  # a check costs a sync off the CPU
+        raise ValueError("media must hold 0 (NL) or 1 (KV)")
     flat = [
         xp.astype(v, torch.float64).reshape(-1, n)
         for v in (

@@ -179,3 +179,6 @@ def test_the_torch_solve_agrees_with_numpy_on_every_kind_of_row(gpu_like, monkey
     assert split.dtype == torch.float32 and split.shape == (64, 4)
     np.testing.assert_allclose(split.double().numpy() / terms.bandwidth_hz,
                                bandwidth.optimal_split_hz(terms, media) / terms.bandwidth_hz, atol=1e-5)
+    if not gpu_like:
+        with pytest.raises(ValueError, match="media must hold 0"):
+            bandwidth.optimal_split_hz(tterms, torch.full((64, 4), 2))
