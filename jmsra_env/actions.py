@@ -34,6 +34,7 @@ that does not is encoded as the split that puts those agents exactly at the cap:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 
@@ -94,10 +95,8 @@ def _as_float64(raw: np.ndarray, name: str, finite: bool) -> np.ndarray:
     only floats can be NaN or inf: bools and integers skip both."""
     if raw.dtype.kind != "f":
         return raw.astype(np.float64)
-    if raw.dtype.itemsize > 8:
-        with np.errstate(over="ignore"):
-            arr = raw.astype(np.float64)  # a longdouble beyond float64 becomes inf: refused below
-    else:
+    # a longdouble beyond float64 becomes inf (refused below); narrower floats cannot overflow
+    with np.errstate(over="ignore") if raw.dtype.itemsize > 8 else contextlib.nullcontext():
         arr = raw.astype(np.float64)
     if finite and not np.isfinite(arr).all():
         raise ValueError(f"action field '{name}' must be finite; got {arr.tolist()}")

@@ -11,8 +11,8 @@ Arrays with a trailing axis of length 2 hold a term for both media, indexed by t
 
 from __future__ import annotations
 
-import math
 import dataclasses
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -170,7 +170,7 @@ def rate_bps(bandwidth_hz, gain_hz):
             x = gain_hz / b
             r = b * (xp.log1p(x) / LN2)
             # once every x >= 1e-14, r is >= 0, inf or NaN: max(r) < inf is isfinite(r).all()
-            if xp.numel(x) and not (host_min_max(x)[0] >= _SAFE_RATIO and host_min_max(r)[1] < math.inf):
+            if not (host_min_max(x)[0] >= _SAFE_RATIO and host_min_max(r)[1] < math.inf):
                 r = _rate_extremes_bps(xp, b, xp.as_float(gain_hz), x, r)
         return r
     pos = b > 0.0
@@ -525,8 +525,8 @@ class LatencyBreakdown:
 def transmission_time_s(payload_bits, rate):
     """D / r, with 0 for no payload and inf for a payload at zero rate."""
     xp = namespace(payload_bits, rate)
-    numpy = not xp.is_torch and type(rate) is np.ndarray and rate.dtype == np.float64
-    least = host_min_max(rate)[0] if numpy and rate.ndim and rate.size else 0.0
+    on_host = not xp.is_torch and type(rate) is np.ndarray and rate.dtype == np.float64
+    least = host_min_max(rate)[0] if on_host and rate.ndim and rate.size else 0.0
     if least > 0.0:  # NumPy, every rate positive (NaN fails it): the operations below without where
         if least >= 1.0:  # D / r cannot overflow
             t = payload_bits / rate

@@ -347,13 +347,11 @@ class WorldProcess:
     def observation(self) -> dict[str, np.ndarray]:
         """What the decision maker sees this round (fresh arrays, batch axis first), keys
         :data:`OBS_KEYS`."""
-        t, r, s = self._t, self._rounds, self.state
-        cp = self.xp.copy
-        return {key: cp(getattr(s, key) if per_episode else r[key][t]) for key, per_episode in _OBS_SOURCES}
+        return self.env_observation(slice(None))
 
-    def env_observation(self, env_index: int) -> dict[str, np.ndarray]:
-        """``{k: v[env_index] for k, v in observation().items()}`` (fresh arrays), in one
-        indexing step."""
+    def env_observation(self, env_index) -> dict[str, np.ndarray]:
+        """The observation of world(s) ``env_index`` (an index, or ``slice(None)``: all, as
+        :meth:`observation`; fresh arrays), each array in one indexing step."""
         t, r, s = self._t, self._rounds, self.state
         cp = self.xp.copy
         return {
